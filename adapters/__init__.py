@@ -1,0 +1,1 @@
+"""Adapter plugins: microblog sources and e-government ticket systems (see ``adapters.base``)."""

@@ -1,0 +1,230 @@
+"""The two small protocols every adapter implements, the errors they raise, and plugin discovery.
+
+An adapter knows its platform and nothing of RabbitMQ or the store. The runtime drives it:
+it persists cursors, publishes results with confirms, and maps the errors below onto
+retry, pause-with-alert, or dead-letter.
+
+Third parties register adapters under the entry point groups ``govbridge.sources`` and
+``govbridge.ticket_systems`` (value: ``package.module:AdapterClass``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.config import AccountConfig, DepartmentConfig, TicketingConfig
+from schemas.messages import Inquiry, ReplyRequest, TicketCommand, TicketEvent
+from schemas.vocab import TicketStatus
+
+SOURCE_GROUP = "govbridge.sources"
+TICKET_SYSTEM_GROUP = "govbridge.ticket_systems"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class AdapterError(Exception):
+    """Base of every error an adapter raises on purpose. ``reason`` is safe to log."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientError(AdapterError):
+    """Try again later (timeout, 5xx, refused connection). ``retry_after`` if the platform said."""
+
+    def __init__(self, reason: str, retry_after: timedelta | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class RateLimited(TransientError):
+    """The platform's limit is reached; wait until ``retry_after`` has passed. Nothing is lost."""
+
+
+class AuthError(AdapterError):
+    """Credentials are invalid/expired/revoked: pause this account or department and alert.
+
+    Not retried automatically: a human must replace the token.
+    """
+
+
+class PermanentError(AdapterError):
+    """This request can never succeed as it is (validation, permission): dead-letter it."""
+
+
+class DuplicateContent(AdapterError):
+    """The platform says this exact reply was already posted: count it as done."""
+
+
+class TargetGone(AdapterError):
+    """The post or comment to answer was deleted."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class RateLimit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_calls: int
+    period: timedelta
+
+
+class SourceCapabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    max_reply_chars: int
+    supports_direct_messages: bool
+    supports_idempotency_key: bool
+    reply_rate_limit: RateLimit | None = None
+    read_rate_limit: RateLimit | None = None
+    pushes: bool = False  # items arrive by webhook instead of fetch()
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """One step of reading: ``items`` to publish, then persist ``cursor``.
+
+    ``more`` says a backlog is still being drained: call ``fetch(cursor)`` again at once.
+    The runtime stores ``cursor`` only after every item of this result is confirmed.
+    """
+
+    items: list[Inquiry]
+    cursor: str | None
+    more: bool = False
+
+
+@dataclass(frozen=True)
+class PostedReply:
+    external_ids: list[str]
+    outcome: str = "posted"  # posted | already_posted | fallback_root | undeliverable
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A microblog platform account: read inquiries, post replies."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AccountConfig]]
+    capabilities: SourceCapabilities
+
+    async def fetch(self, cursor: str | None) -> FetchResult: ...
+
+    async def post_reply(self, reply: ReplyRequest) -> PostedReply: ...
+
+    async def check(self) -> None:
+        """Raise an ``AdapterError`` if the platform is unreachable or the token is bad."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- ticket systems
+
+
+class TicketCapabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    idempotent_create: bool
+    search_by_reference: bool
+    callbacks: bool
+    extended_statuses: bool
+
+
+@dataclass(frozen=True)
+class CreatedTicket:
+    ticket_id: str
+    status: TicketStatus = TicketStatus.RECEIVED
+    native_status: str = "open"
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ChangesResult:
+    events: list[TicketEvent]
+    cursor: str | None
+
+
+@runtime_checkable
+class TicketSystem(Protocol):
+    """A department's ticket system: create, append, learn status changes."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TicketingConfig]]
+    capabilities: TicketCapabilities
+
+    async def create(self, command: TicketCommand, idempotency_key: str) -> CreatedTicket: ...
+
+    async def find_by_reference(self, reference: str) -> CreatedTicket | None:
+        """Look a ticket up by the bridge's reference; ``None`` if absent.
+
+        Raise ``PermanentError`` when the backend cannot search (capability false).
+        """
+        ...
+
+    async def append(self, ticket_id: str, command: TicketCommand) -> None: ...
+
+    async def changes_since(self, cursor: str | None) -> ChangesResult: ...
+
+    def parse_callback(self, headers: Mapping[str, str], body: bytes) -> list[TicketEvent]:
+        """Turn a (signature-checked) callback body into events; ``PermanentError`` if invalid."""
+        ...
+
+    async def check(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+@dataclass
+class Registry:
+    """Adapters by name, from entry points (loaded on first use) or registered directly."""
+
+    group: str
+    _classes: dict[str, type[Any]] = field(default_factory=dict)
+
+    def _entry_points(self) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group=self.group)}
+
+    def register(self, name: str, cls: type[Any]) -> None:
+        self._classes[name] = cls
+
+    def names(self) -> list[str]:
+        return sorted(set(self._classes) | set(self._entry_points()))
+
+    def get(self, name: str) -> type[Any]:
+        if name not in self._classes:
+            ep = self._entry_points().get(name)
+            if ep is None:
+                raise KeyError(
+                    f"unknown adapter {name!r}; installed {self.group}: {', '.join(self.names())}"
+                )
+            self._classes[name] = ep.load()
+        return self._classes[name]
+
+
+sources = Registry(SOURCE_GROUP)
+ticket_systems = Registry(TICKET_SYSTEM_GROUP)
+
+
+def make_source(account: AccountConfig) -> Source:
+    """Instantiate the source adapter for an account block (already validated by its Config)."""
+    cls = sources.get(account.adapter)
+    cfg = cls.Config.model_validate(account.model_dump())
+    return cls(cfg)  # type: ignore[no-any-return]
+
+
+def make_ticket_system(department: DepartmentConfig) -> TicketSystem:
+    cls = ticket_systems.get(department.ticketing.adapter)
+    cfg = cls.Config.model_validate(department.ticketing.model_dump())
+    return cls(cfg, department)  # type: ignore[no-any-return]

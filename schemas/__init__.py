@@ -1,0 +1,44 @@
+"""The shared vocabulary of govbridge: messages between stages, config models, canonical enums.
+
+Nothing here imports ``bridge`` or ``adapters``.
+"""
+
+from schemas.messages import (
+    MESSAGE_MODELS,
+    SCHEMA_VERSION,
+    Author,
+    Inquiry,
+    Message,
+    PersonalDataFinding,
+    ReplyPosted,
+    ReplyRequest,
+    SlaEvent,
+    ThreadRef,
+    TicketCommand,
+    TicketEvent,
+    inquiry_id_for,
+    stable_id,
+)
+from schemas.vocab import Category, InquiryKind, Platform, TicketStatus, Visibility
+
+__all__ = [
+    "MESSAGE_MODELS",
+    "SCHEMA_VERSION",
+    "Author",
+    "Category",
+    "Inquiry",
+    "InquiryKind",
+    "Message",
+    "PersonalDataFinding",
+    "Platform",
+    "ReplyPosted",
+    "ReplyRequest",
+    "SlaEvent",
+    "ThreadRef",
+    "TicketCommand",
+    "TicketEvent",
+    "TicketStatus",
+    "Visibility",
+    "inquiry_id_for",
+    "stable_id",
+]

@@ -1,0 +1,205 @@
+"""Configuration models: one TOML file describes the broker, store, HTTP server, departments,
+the official accounts the bridge answers from, and content routes.
+
+Adapter-specific keys of ``[[accounts]]`` and ``departments.ticketing`` are validated by the
+adapter's own ``Config`` model (a subclass of the models here), so a misspelt adapter key is
+reported like any other.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from schemas.vocab import Category, TicketStatus
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """``"60s"``, ``"5m"``, ``"2h"``, ``"1d"``, ``"250ms"`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=float(value))
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+    raise ValueError(f"not a duration: {value!r} (use e.g. '500ms', '30s', '5m', '2h', '1d')")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_SLA = re.compile(r"^\s*(\d+)\s*(wd|d|h|m)\s*$")
+
+
+def _check_sla(value: str) -> str:
+    if not _SLA.match(value):
+        raise ValueError(f"not a time limit: {value!r} (use e.g. '2h', '3d', '10wd' = working days)")
+    return value.strip()
+
+
+SlaLimit = Annotated[str, AfterValidator(_check_sla)]
+Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerConfig(Strict):
+    url: SecretStr = SecretStr("amqp://guest:guest@localhost:5672/")
+    exchange: Identifier = Field(
+        default="govbridge", description="Name of the topic exchange; prefixes every queue too."
+    )
+    prefetch: int = Field(default=32, ge=1, le=10_000)
+    confirm_timeout: Duration = timedelta(seconds=10)
+    connect_timeout: Duration = timedelta(seconds=30)
+    retry_delays: list[Duration] = Field(
+        default_factory=lambda: [timedelta(seconds=s) for s in (5, 30, 300, 3600)],
+        min_length=1,
+        description="Delay tiers for transient failures; the last attempt past them dead-letters.",
+    )
+    delivery_limit: int = Field(
+        default=5, ge=1, description="Crashes per message before the broker dead-letters it."
+    )
+    drain_timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("retry_delays")
+    @classmethod
+    def _increasing(cls, v: list[timedelta]) -> list[timedelta]:
+        if any(b < a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("retry delays must not decrease")
+        return v
+
+
+class StoreConfig(Strict):
+    url: str = Field(default="sqlite:///./govbridge.db", pattern=r"^(sqlite|postgres(ql)?)://")
+
+
+class HttpConfig(Strict):
+    listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]*:\d{1,5}$")
+    admin_token: SecretStr | None = None
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    replay_window: Duration = timedelta(minutes=5)
+
+
+class TicketingConfig(BaseModel):
+    """Which ticket system a department uses; the adapter's own model checks the rest."""
+
+    model_config = ConfigDict(extra="allow")
+
+    adapter: str
+    callback_secret: SecretStr | None = None
+    poll: Duration = timedelta(seconds=60)
+
+
+ApprovalMode = Literal["none", "templated-auto", "all-manual"]
+
+
+class DepartmentConfig(Strict):
+    id: Identifier
+    name: str = Field(min_length=1)
+    sla: dict[str, SlaLimit] = Field(default_factory=dict)
+    approval: ApprovalMode = "templated-auto"
+    ticketing: TicketingConfig
+    replies: dict[str, str] = Field(
+        default_factory=dict, description="Reply templates by ticket status (overrides defaults)."
+    )
+    keep_personal_data: bool = Field(
+        default=True, description="Pass phone/ID numbers to the ticket system (never published)."
+    )
+
+    @field_validator("sla")
+    @classmethod
+    def _sla_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        allowed = {c.value for c in Category} | {"first_response"}
+        for key in v:
+            if key not in allowed:
+                raise ValueError(f"unknown SLA key {key!r}; expected one of {sorted(allowed)}")
+        return v
+
+    @field_validator("replies")
+    @classmethod
+    def _reply_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        allowed = {s.value for s in TicketStatus} | {"holding", "note"}
+        for key in v:
+            if key not in allowed:
+                raise ValueError(f"unknown reply template {key!r}; expected one of {sorted(allowed)}")
+        return v
+
+
+class AccountConfig(BaseModel):
+    """An official account the bridge watches and answers from."""
+
+    model_config = ConfigDict(extra="allow")
+
+    adapter: str
+    handle: str = Field(min_length=1)
+    department: Identifier
+    token: SecretStr | None = None
+    poll: Duration = timedelta(seconds=60)
+
+
+class RouteConfig(Strict):
+    keywords: list[str] = Field(min_length=1)
+    department: Identifier
+
+
+class GovbridgeConfig(Strict):
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    departments: list[DepartmentConfig] = Field(default_factory=list)
+    accounts: list[AccountConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> GovbridgeConfig:
+        ids = [d.id for d in self.departments]
+        dupes = {i for i in ids if ids.count(i) > 1}
+        if dupes:
+            raise ValueError(f"department ids must be unique; repeated: {sorted(dupes)}")
+        known = set(ids)
+        for i, acc in enumerate(self.accounts):
+            if acc.department not in known:
+                raise ValueError(
+                    f"accounts[{i}].department: unknown department {acc.department!r}; "
+                    f"known: {sorted(known)}"
+                )
+        for i, route in enumerate(self.routes):
+            if route.department not in known:
+                raise ValueError(
+                    f"routes[{i}].department: unknown department {route.department!r}; "
+                    f"known: {sorted(known)}"
+                )
+        handles = [(a.adapter, a.handle) for a in self.accounts]
+        if len(set(handles)) != len(handles):
+            raise ValueError("each (adapter, handle) account may appear only once")
+        return self
+
+    def department(self, dept_id: str) -> DepartmentConfig:
+        for d in self.departments:
+            if d.id == dept_id:
+                return d
+        raise KeyError(dept_id)
+
+    def account(self, handle: str, adapter: str | None = None) -> AccountConfig:
+        for a in self.accounts:
+            if a.handle == handle and (adapter is None or a.adapter == adapter):
+                return a
+        raise KeyError(handle)
