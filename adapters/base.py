@@ -221,10 +221,12 @@ def make_source(account: AccountConfig) -> Source:
     """Instantiate the source adapter for an account block (already validated by its Config)."""
     cls = sources.get(account.adapter)
     cfg = cls.Config.model_validate(account.model_dump())
-    return cls(cfg)  # type: ignore[no-any-return]
+    source: Source = cls(cfg)
+    return source
 
 
 def make_ticket_system(department: DepartmentConfig) -> TicketSystem:
     cls = ticket_systems.get(department.ticketing.adapter)
     cfg = cls.Config.model_validate(department.ticketing.model_dump())
-    return cls(cfg, department)  # type: ignore[no-any-return]
+    system: TicketSystem = cls(cfg, department)
+    return system

@@ -143,6 +143,11 @@ class DepartmentConfig(Strict):
         return v
 
 
+class RateLimitConfig(Strict):
+    max_calls: int = Field(ge=1)
+    period: Duration
+
+
 class AccountConfig(BaseModel):
     """An official account the bridge watches and answers from."""
 
@@ -153,6 +158,9 @@ class AccountConfig(BaseModel):
     department: Identifier
     token: SecretStr | None = None
     poll: Duration = timedelta(seconds=60)
+    reply_limit: RateLimitConfig | None = Field(
+        default=None, description="Override the adapter's reply rate limit (posts per period)."
+    )
 
 
 class RouteConfig(Strict):

@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make demo` (the main job) and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint typecheck unit rabbitmq venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+rabbitmq:
+	@scripts/ensure-rabbitmq.sh
+
+## Everything on one machine: simulators in-process, every role, the local RabbitMQ.
+demo: venv rabbitmq
+	$(BIN)/govbridge demo
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv rabbitmq
+	$(BIN)/pytest -q
+
+## ruff, mypy and the whole test suite against the real RabbitMQ (what CI runs).
+test: lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache govbridge.db*

@@ -1,0 +1,201 @@
+"""``govbridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from bridge import __version__
+from bridge.config import ConfigError, load_config, redacted_url
+from bridge.logging import configure_logging
+from schemas.config import GovbridgeConfig
+
+DEFAULT_CONFIG = "govbridge.toml"
+
+
+def _load(path: str) -> GovbridgeConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"config error in {exc.path}:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {exc.path}: {p}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bridge.daemon import ALL_ROLES, Daemon
+
+    cfg = _load(args.config)
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()] if args.roles else ALL_ROLES
+    try:
+        daemon = Daemon(cfg, roles)
+    except ValueError as exc:
+        print(f"govbridge run: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(daemon.run())
+
+
+async def _check(args: argparse.Namespace) -> int:
+    from adapters.base import AdapterError, make_source, make_ticket_system
+    from bridge.runtime import Broker, BrokerUnavailable
+    from bridge.store import open_store
+
+    cfg = _load(args.config)
+    print(f"config   ok: {args.config} ({len(cfg.departments)} departments, "
+          f"{len(cfg.accounts)} accounts, {len(cfg.routes)} routes)")
+    failures = 0
+    broker_cfg = cfg.broker.model_copy(
+        update={"connect_timeout": min(cfg.broker.connect_timeout, timedelta(seconds=8))}
+    )
+    broker = Broker(broker_cfg)
+    try:
+        await broker.connect(declare=not args.no_declare)
+        print(f"broker   ok: {redacted_url(cfg.broker.url)} (topology declared)")
+    except BrokerUnavailable as exc:
+        print(f"broker   FAILED: {redacted_url(cfg.broker.url)}: {exc}", file=sys.stderr)
+        failures += 1
+    except Exception as exc:
+        print(f"broker   FAILED: {redacted_url(cfg.broker.url)}: {exc!r}", file=sys.stderr)
+        failures += 1
+    finally:
+        await broker.close()
+    try:
+        store = await asyncio.wait_for(open_store(cfg.store.url), 10)
+        await store.ping()
+        await store.close()
+        print(f"store    ok: {redacted_url(cfg.store.url)}")
+    except Exception as exc:
+        print(f"store    FAILED: {redacted_url(cfg.store.url)}: {exc!r}", file=sys.stderr)
+        failures += 1
+    if not args.skip_adapters:
+        for acc in cfg.accounts:
+            label = f"account  {acc.adapter}:{acc.handle}"
+            source = make_source(acc)
+            try:
+                await asyncio.wait_for(source.check(), 10)
+                print(f"{label} ok")
+            except (AdapterError, TimeoutError, OSError) as exc:
+                print(f"{label} FAILED: {getattr(exc, 'reason', None) or exc!r}", file=sys.stderr)
+                failures += 1
+            finally:
+                await source.close()
+        for dept in cfg.departments:
+            label = f"tickets  {dept.id} ({dept.ticketing.adapter})"
+            system = make_ticket_system(dept)
+            try:
+                await asyncio.wait_for(system.check(), 10)
+                print(f"{label} ok")
+            except (AdapterError, TimeoutError, OSError) as exc:
+                print(f"{label} FAILED: {getattr(exc, 'reason', None) or exc!r}", file=sys.stderr)
+                failures += 1
+            finally:
+                await system.close()
+    if failures:
+        print(f"check failed: {failures} problem(s)", file=sys.stderr)
+        return 1
+    print("check passed")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    return asyncio.run(_check(args))
+
+
+def cmd_topology(args: argparse.Namespace) -> int:
+    from bridge.topology import Topology, declare_topology
+
+    cfg = _load(args.config)
+    topo = Topology(cfg.broker)
+    for line in topo.describe():
+        print(line)
+    if not args.dry_run:
+        asyncio.run(declare_topology(cfg.broker.url.get_secret_value(), topo))
+        print(f"declared on {redacted_url(cfg.broker.url)}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from pydantic import BaseModel
+
+    from schemas.config import GovbridgeConfig
+    from schemas.messages import MESSAGE_MODELS
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    models: dict[str, type[BaseModel]] = {**MESSAGE_MODELS, "GovbridgeConfig": GovbridgeConfig}
+    for name, model in models.items():
+        path = out / f"{name}.schema.json"
+        path.write_text(json.dumps(model.model_json_schema(), ensure_ascii=False, indent=2))
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="govbridge",
+        description="Connects citizens' microblog inquiries to government ticket systems.",
+    )
+    p.add_argument("--version", action="version", version=f"govbridge {__version__}")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-json", action="store_true", default=None,
+                   help="JSON log lines (default: JSON unless stderr is a terminal)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    run.add_argument("--roles", help="comma list of: ingest,triage,ticketing,sync,reply,http")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate config; check broker, store and adapters")
+    check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    check.add_argument("--skip-adapters", action="store_true", help="do not contact platforms")
+    check.add_argument("--no-declare", action="store_true", help="connect without declaring")
+    check.set_defaults(func=cmd_check)
+
+    topo = sub.add_parser("topology", help="print and declare exchanges, queues and bindings")
+    topo.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    topo.add_argument("--dry-run", action="store_true", help="print only")
+    topo.set_defaults(func=cmd_topology)
+
+    schemas = sub.add_parser("schemas", help="export the JSON Schema of every message")
+    schemas.add_argument("--out", required=True)
+    schemas.set_defaults(func=cmd_schemas)
+
+    for extra in _extra_commands():
+        extra(sub)
+    return p
+
+
+def _extra_commands() -> list[Any]:
+    """Commands that live in their own modules (demo, simulate, dlq, report, bench)."""
+    import importlib
+
+    found = []
+    for name in ("demo", "simulate", "dlq", "report", "bench"):
+        try:
+            module = importlib.import_module(f"bridge.cmd_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bridge.cmd_{name}":
+                raise
+            continue
+        found.append(module.register)
+    return found
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json=args.log_json)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,163 @@
+"""Loading the TOML config: ``${ENV}`` substitution, overrides, and errors that name the file,
+the key path and what is wrong (with the nearest valid key for a misspelling)."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from adapters.base import sources, ticket_systems
+from schemas.config import GovbridgeConfig
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+AMQP_URL_ENV = "GOVBRIDGE_AMQP_URL"
+
+
+class ConfigError(Exception):
+    """Invalid configuration. ``problems`` are lines like ``file: key.path: what is wrong``."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {p}" for p in problems))
+
+
+def _loc(parts: tuple[int | str, ...] | list[int | str]) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(top level)"
+
+
+def _substitute(value: Any, path: list[int | str], env: Mapping[str, str], errs: list[str]) -> Any:
+    """Replace ``${VAR}`` (or ``${VAR:-default}``) in every string; an unset VAR is an error."""
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            errs.append(f"{_loc(path)}: environment variable ${{{name}}} is not set")
+            return ""
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _substitute(v, [*path, k], env, errs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, [*path, i], env, errs) for i, v in enumerate(value)]
+    return value
+
+
+def _model_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the last element of ``loc`` (for 'did you mean')."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        candidates = [ann, *args]
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _describe(err: Mapping[str, Any], root: type[BaseModel], prefix: tuple[int | str, ...]) -> str:
+    loc = tuple(err["loc"])
+    where = _loc([*prefix, *loc])
+    if err["type"] == "extra_forbidden":
+        owner = _model_at(root, loc)
+        hint = ""
+        if owner is not None:
+            close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
+            if close:
+                hint = f"; did you mean {close[0]!r}?"
+            else:
+                hint = f"; valid keys: {', '.join(owner.model_fields)}"
+        return f"{where}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{where}: required key is missing"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict | list) or "token" in where or "key" in where else (
+        f" (got {value!r})"
+    )
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return f"{where}: {msg}{shown}"
+
+
+def parse_config(
+    data: dict[str, Any], path: str = "<config>", env: Mapping[str, str] | None = None
+) -> GovbridgeConfig:
+    """Validate raw TOML data into a config, including each adapter's own keys."""
+    env = os.environ if env is None else env
+    errs: list[str] = []
+    data = _substitute(data, [], env, errs)
+    if errs:
+        raise ConfigError(path, errs)
+    if env.get(AMQP_URL_ENV):
+        data.setdefault("broker", {})["url"] = env[AMQP_URL_ENV]
+    try:
+        cfg = GovbridgeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(path, [_describe(e, GovbridgeConfig, ()) for e in exc.errors()]) from None
+
+    problems: list[str] = []
+    for i, acc in enumerate(cfg.accounts):
+        prefix: tuple[int | str, ...] = ("accounts", i)
+        try:
+            cls = sources.get(acc.adapter)
+        except KeyError as exc:
+            problems.append(f"{_loc([*prefix, 'adapter'])}: {exc.args[0]}")
+            continue
+        try:
+            cls.Config.model_validate(data["accounts"][i])
+        except ValidationError as exc:
+            problems += [_describe(e, cls.Config, prefix) for e in exc.errors()]
+    for i, dept in enumerate(cfg.departments):
+        prefix = ("departments", i, "ticketing")
+        try:
+            tcls = ticket_systems.get(dept.ticketing.adapter)
+        except KeyError as exc:
+            problems.append(f"{_loc([*prefix, 'adapter'])}: {exc.args[0]}")
+            continue
+        try:
+            tcls.Config.model_validate(data["departments"][i]["ticketing"])
+        except ValidationError as exc:
+            problems += [_describe(e, tcls.Config, prefix) for e in exc.errors()]
+    if problems:
+        raise ConfigError(path, problems)
+    return cfg
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> GovbridgeConfig:
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(p), [f"cannot read config: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, str(p), env)
+
+
+def redacted_url(url: SecretStr | str) -> str:
+    """A broker/store URL safe to print: the password replaced by ***."""
+    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", raw)

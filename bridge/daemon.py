@@ -1,0 +1,201 @@
+"""The daemon: wires config, store, broker, the roles asked for, the HTTP server and the
+watchdog; SIGTERM drains and exits 0, a consumer that stays lost exits non-zero.
+
+Each role lives in ``bridge/stages/<role>.py`` and exposes ``create(ctx) -> Role``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from bridge.http import create_app, start_server
+from bridge.metrics import Metrics
+from bridge.runtime import Broker, Worker
+from bridge.store import SqlStore, open_store
+from schemas.config import GovbridgeConfig
+
+log = structlog.get_logger("govbridge.daemon")
+
+ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "http")
+
+
+class Role(Protocol):
+    name: str
+    workers: list[Worker[Any]]
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Alerts:
+    """Conditions that need an operator (expired token, ticketing auth failure...)."""
+
+    metrics: Metrics
+    active: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def raise_(self, kind: str, name: str, reason: str) -> None:
+        if self.active.get((kind, name)) != reason:
+            log.error("ALERT: operator action needed", alert=kind, name=name, reason=reason)
+        self.active[(kind, name)] = reason
+        self.metrics.alerts.labels(kind, name, reason[:60]).set(1)
+
+    def clear(self, kind: str, name: str) -> None:
+        reason = self.active.pop((kind, name), None)
+        if reason is not None:
+            self.metrics.alerts.labels(kind, name, reason[:60]).set(0)
+            log.info("alert cleared", alert=kind, name=name)
+
+    def describe(self) -> list[dict[str, str]]:
+        return [{"kind": k, "name": n, "reason": r} for (k, n), r in sorted(self.active.items())]
+
+
+@dataclass
+class BridgeContext:
+    """What roles share. Roles add HTTP routes to ``app`` before it starts."""
+
+    cfg: GovbridgeConfig
+    broker: Broker
+    store: SqlStore
+    metrics: Metrics
+    alerts: Alerts
+    app: web.Application
+    roles: dict[str, Role] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Daemon:
+    def __init__(
+        self,
+        cfg: GovbridgeConfig,
+        roles: Sequence[str] = ALL_ROLES,
+        metrics: Metrics | None = None,
+        watchdog_interval: float = 5.0,
+        watchdog_grace: float = 60.0,
+        role_factories: Mapping[str, Callable[[BridgeContext], Role]] | None = None,
+    ) -> None:
+        self.role_factories = dict(role_factories or {})
+        unknown = [r for r in roles if r not in ALL_ROLES and r not in self.role_factories]
+        if unknown:
+            raise ValueError(f"unknown roles {unknown}; choose from {', '.join(ALL_ROLES)}")
+        self.cfg = cfg
+        self.role_names = list(roles)
+        self.metrics = metrics or Metrics()
+        self.broker = Broker(cfg.broker, self.metrics)
+        self.alerts = Alerts(self.metrics)
+        self.watchdog_interval = watchdog_interval
+        self.watchdog_grace = watchdog_grace
+        self.ctx: BridgeContext | None = None
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self._exit_code = 0
+
+    @property
+    def workers(self) -> list[Worker[Any]]:
+        if self.ctx is None:
+            return []
+        return [w for role in self.ctx.roles.values() for w in role.workers]
+
+    async def readiness(self) -> dict[str, Any]:
+        parts: dict[str, Any] = {"broker": self.broker.connected}
+        parts["consumers"] = {w.name: await w.consuming() for w in self.workers}
+        store_ok = False
+        if self.ctx is not None:
+            try:
+                await asyncio.wait_for(self.ctx.store.ping(), 2)
+                store_ok = True
+            except Exception:
+                store_ok = False
+        parts["store"] = store_ok
+        not_ready = [k for k in ("broker", "store") if not parts[k]]
+        not_ready += [f"consumer:{n}" for n, ok in parts["consumers"].items() if not ok]
+        return {
+            "ready": not not_ready,
+            "not_ready": not_ready,
+            "checks": parts,
+            "alerts": self.alerts.describe(),
+        }
+
+    async def start(self) -> None:
+        store = await open_store(self.cfg.store.url)
+        await self.broker.connect()
+        token = self.cfg.http.admin_token
+        app = create_app(
+            self.metrics,
+            self.readiness,
+            token.get_secret_value() if token else None,
+            self.cfg.http.max_body_bytes,
+        )
+        self.ctx = BridgeContext(self.cfg, self.broker, store, self.metrics, self.alerts, app)
+        for name in self.role_names:
+            if name == "http":
+                continue
+            factory = self.role_factories.get(name)
+            if factory is None:
+                factory = importlib.import_module(f"bridge.stages.{name}").create
+            role: Role = factory(self.ctx)
+            self.ctx.roles[name] = role
+        for role in self.ctx.roles.values():
+            await role.start()
+        if "http" in self.role_names:
+            self._runner, self.http_port = await start_server(app, self.cfg.http.listen)
+            log.info("http listening", port=self.http_port)
+        log.info("govbridge started", roles=self.role_names)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def _watchdog(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.watchdog_interval)
+            if self._stop.is_set():
+                return
+            for worker in self.workers:
+                if not await worker.watchdog_tick(self.watchdog_grace):
+                    log.error("consumer lost beyond grace; exiting for the supervisor",
+                              stage=worker.name)
+                    self._exit_code = 3
+                    self._stop.set()
+                    return
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (or a fatal watchdog), drain, and return the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        watchdog = asyncio.create_task(self._watchdog())
+        await self._stop.wait()
+        log.info("stopping: draining in-flight work")
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        await self.stop()
+        return self._exit_code
+
+    async def stop(self) -> None:
+        if self.ctx is not None:
+            for role in reversed(list(self.ctx.roles.values())):
+                try:
+                    await role.stop()
+                except Exception as exc:
+                    log.error("role stop failed", role=role.name, error=repr(exc))
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.broker.close()
+        if self.ctx is not None:
+            await self.ctx.store.close()
+        log.info("govbridge stopped")

@@ -1,0 +1,50 @@
+"""structlog set-up: readable console lines on a terminal, JSON lines otherwise.
+
+Every log line passes through the personal-data redactor, so a phone or ID number that slips
+into an event field never reaches the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+try:  # the redactor lives with the triage logic
+    from bridge.pii import redact_processor
+except ImportError:  # pragma: no cover - during bootstrap only
+    redact_processor = None
+
+
+def configure_logging(level: str = "info", json: bool | None = None) -> None:
+    if json is None:
+        json = not sys.stderr.isatty()
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if redact_processor is not None:
+        processors.append(redact_processor)
+    processors.append(structlog.processors.format_exc_info if json else structlog.dev.set_exc_info)
+    renderer: Any = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer()
+    )
+    processors.append(renderer)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+
+
+def get_logger(**context: Any) -> Any:
+    return structlog.get_logger("govbridge").bind(**context)

@@ -1,0 +1,1 @@
+"""The roles of the daemon, one module each: ingest, triage, ticketing, sync, reply."""

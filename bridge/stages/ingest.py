@@ -1,0 +1,266 @@
+"""ingest: bring citizens' inquiries onto the bus.
+
+Polled accounts: one loop per account reads ``fetch(cursor)`` pages, publishes every item with
+confirms, and only then stores the cursor, so a crash between fetch and confirm re-reads (and
+triage dedupes by the deterministic inquiry id) instead of losing. Pushing platforms:
+``POST /hooks/sources/{account}`` verifies the HMAC signature, the replay window and the size,
+validates, publishes, and answers 202 only after the broker confirmed.
+
+Rate limits wait for the window; an auth failure pauses only that account with a visible alert
+(log, metric, ``/readyz``) until the operator replaces the token
+(``PUT /api/accounts/{adapter}/{handle}/token``); the cursor is kept throughout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from pydantic import SecretStr
+
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    PermanentError,
+    RateLimited,
+    Source,
+    TransientError,
+)
+from bridge.http import json_error, read_limited_body, require_admin
+from bridge.runtime import PublishError, Worker
+from bridge.signing import SignatureError, verify
+from bridge.stages.common import account_key, replace_source, sleep_or_stop, sources
+from schemas.config import AccountConfig
+from schemas.messages import Inquiry
+
+if TYPE_CHECKING:
+    from bridge.daemon import BridgeContext
+
+log = structlog.get_logger("govbridge.ingest")
+
+
+def is_echo(ctx: BridgeContext, inquiry: Inquiry) -> bool:
+    """Posts by the bridge's own accounts are never ingested (no echo loops)."""
+    if inquiry.author.is_official:
+        return True
+    own = {a.handle.lower() for a in ctx.cfg.accounts}
+    return inquiry.author.handle.lower().lstrip("@") in own
+
+
+async def publish_inquiries(ctx: BridgeContext, items: list[Inquiry]) -> int:
+    """Publish with confirms; returns how many were published (echoes dropped)."""
+    fresh = [i for i in items if not is_echo(ctx, i)]
+    await ctx.broker.publish_many([(f"inquiry.received.{i.platform}", i) for i in fresh])
+    for i in fresh:
+        ctx.metrics.inquiries.labels(i.platform, "received").inc()
+    return len(fresh)
+
+
+@dataclass
+class AccountPoller:
+    ctx: BridgeContext
+    account: AccountConfig
+    stop: asyncio.Event
+    resumed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def key(self) -> str:
+        return account_key(self.account.adapter, self.account.handle)
+
+    @property
+    def cursor_name(self) -> str:
+        return f"source:{self.key}"
+
+    @property
+    def source(self) -> Source:
+        return sources(self.ctx)[self.key]
+
+    async def run(self) -> None:
+        interval = self.account.poll.total_seconds()
+        backoff = 1.0
+        with structlog.contextvars.bound_contextvars(account=self.key):
+            while not self.stop.is_set():
+                try:
+                    more = await self.step()
+                    backoff = 1.0
+                except RateLimited as exc:
+                    wait = exc.retry_after.total_seconds() if exc.retry_after else interval
+                    log.warning("rate limited; waiting for the window", wait_s=round(wait, 1))
+                    self.ctx.metrics.inquiries.labels(self.account.adapter, "rate_limited").inc()
+                    more = False
+                    if await sleep_or_stop(self.stop, wait):
+                        return
+                    continue
+                except AuthError as exc:
+                    self.ctx.alerts.raise_(
+                        "account_auth", self.key, f"re-authorise the account: {exc.reason}"
+                    )
+                    await self._paused()
+                    continue
+                except (TransientError, PublishError) as exc:
+                    log.warning("fetch/publish failed; will retry", error=str(exc),
+                                in_s=backoff)
+                    more = False
+                    if await sleep_or_stop(self.stop, backoff):
+                        return
+                    backoff = min(backoff * 2, max(interval, 5.0))
+                    continue
+                except AdapterError as exc:
+                    log.error("fetch failed", error=exc.reason)
+                    more = False
+                except Exception as exc:
+                    log.exception("poller error", error=repr(exc))
+                    more = False
+                if not more and await sleep_or_stop(self.stop, interval):
+                    return
+
+    async def step(self) -> bool:
+        """One fetch → publish → store cursor. True while a backlog is being drained."""
+        cursor = await self.ctx.store.get_cursor(self.cursor_name)
+        result = await self.source.fetch(cursor)
+        published = await publish_inquiries(self.ctx, result.items)
+        await self.ctx.store.set_cursor(self.cursor_name, result.cursor)
+        if result.items:
+            log.info("inquiries ingested", fetched=len(result.items), published=published,
+                     more=result.more)
+        return result.more
+
+    async def _paused(self) -> None:
+        """Wait until the token is replaced (or a recheck succeeds), keeping the cursor."""
+        self.resumed.clear()
+        interval = max(self.account.poll.total_seconds(), 1.0)
+        while not self.stop.is_set():
+            waiter = asyncio.ensure_future(self.resumed.wait())
+            stopper = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait({waiter, stopper}, timeout=interval * 5,
+                               return_when=asyncio.FIRST_COMPLETED)
+            for f in (waiter, stopper):
+                f.cancel()
+            if self.stop.is_set():
+                return
+            try:
+                await self.source.check()
+            except AdapterError:
+                continue
+            self.ctx.alerts.clear("account_auth", self.key)
+            log.info("account resumed")
+            return
+
+
+class IngestRole:
+    name = "ingest"
+
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+        self.workers: list[Worker[Any]] = []
+        self._stop = asyncio.Event()
+        self.pollers: dict[str, AccountPoller] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        ctx.app.router.add_post("/hooks/sources/{account}", self.hook)
+        ctx.app.router.add_put("/api/accounts/{adapter}/{handle}/token", self.replace_token)
+
+    async def start(self) -> None:
+        for acc in self.ctx.cfg.accounts:
+            src = sources(self.ctx)[account_key(acc.adapter, acc.handle)]
+            if src.capabilities.pushes:
+                continue
+            poller = AccountPoller(self.ctx, acc, self._stop)
+            self.pollers[poller.key] = poller
+            self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{poller.key}"))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        for t in self._tasks:
+            t.cancel()
+        for src in sources(self.ctx).values():
+            with contextlib.suppress(Exception):
+                await src.close()
+
+    def _push_account(self, handle: str) -> tuple[AccountConfig, Source] | None:
+        for acc in self.ctx.cfg.accounts:
+            if acc.handle == handle:
+                src = sources(self.ctx)[account_key(acc.adapter, acc.handle)]
+                if src.capabilities.pushes:
+                    return acc, src
+        return None
+
+    async def hook(self, request: web.Request) -> web.Response:
+        """``POST /hooks/sources/{account}``: a signed push from a platform."""
+        handle = request.match_info["account"]
+        found = self._push_account(handle)
+        if found is None:
+            return json_error(404, f"no push account {handle!r} is configured")
+        account, source = found
+        http = self.ctx.cfg.http
+        try:
+            body = await read_limited_body(request, http.max_body_bytes)
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, f"body larger than {http.max_body_bytes} bytes")
+        secret = getattr(account, "secret", None) or getattr(source, "secret", None)
+        if not isinstance(secret, SecretStr):
+            return json_error(500, "account has no webhook secret configured")
+        try:
+            verify(secret.get_secret_value(), request.headers, body,
+                   http.replay_window.total_seconds())
+        except SignatureError as exc:
+            return json_error(exc.status, exc.reason)
+        parse = getattr(source, "parse_push", None)
+        if parse is None:
+            return json_error(404, f"account {handle!r} does not accept pushes")
+        try:
+            items: list[Inquiry] = parse(body)
+        except PermanentError as exc:
+            return json_error(422 if _is_json(body) else 400, exc.reason)
+        try:
+            published = await publish_inquiries(self.ctx, items)
+        except PublishError as exc:
+            log.error("push not confirmed by the broker", error=str(exc))
+            return json_error(503, "broker did not confirm; retry later")
+        return web.json_response(
+            {"accepted": published, "inquiry_ids": [i.inquiry_id for i in items]}, status=202
+        )
+
+    async def replace_token(self, request: web.Request) -> web.Response:
+        """Operator replaces an expired token; the account's poller resumes from its cursor."""
+        require_admin(request)
+        adapter, handle = request.match_info["adapter"], request.match_info["handle"]
+        try:
+            account = self.ctx.cfg.account(handle, adapter)
+        except KeyError:
+            return json_error(404, f"no account {adapter}:{handle}")
+        try:
+            token = (await request.json())["token"]
+            if not isinstance(token, str) or not token:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
+            return json_error(400, 'body must be {"token": "<new token>"}')
+        updated = account.model_copy(update={"token": SecretStr(token)})
+        idx = self.ctx.cfg.accounts.index(account)
+        self.ctx.cfg.accounts[idx] = updated
+        replace_source(self.ctx, updated)
+        key = account_key(adapter, handle)
+        poller = self.pollers.get(key)
+        if poller is not None:
+            poller.resumed.set()
+        self.ctx.alerts.clear("account_auth", key)
+        log.info("account token replaced", account=key)
+        return web.json_response({"account": key, "status": "token replaced"})
+
+
+def _is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+        return True
+    except ValueError:
+        return False
+
+
+def create(ctx: BridgeContext) -> IngestRole:
+    return IngestRole(ctx)

@@ -1,0 +1,318 @@
+"""reply: tell the citizen about every status change, approved, in order, once, within limits.
+
+Two workers: ``reply`` turns ticket events into reply requests (applying the event to the
+ticket first: an event that is replayed, late or older than the last applied one changes
+nothing and says nothing), passing them through the department's approval mode; ``outbox``
+posts approved replies through the account's source adapter under the account's rate limit.
+
+Approval modes: ``none`` (everything goes out), ``templated-auto`` (templated status replies go
+out, officials' free-text notes wait), ``all-manual`` (everything waits). The queue is served at
+``/api/approvals`` (bearer admin token); each decision is recorded with actor and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+from aiohttp import web
+from aiolimiter import AsyncLimiter
+
+from adapters.base import (
+    AuthError,
+    DuplicateContent,
+    PermanentError,
+    PostedReply,
+    RateLimited,
+    TargetGone,
+    TransientError,
+)
+from bridge import pii
+from bridge.http import json_error, require_admin
+from bridge.runtime import DeadLetter, Retry, Stage, Worker
+from bridge.stages.common import account_key, longest_delay, source_for, sources
+from bridge.templates import deadline_for, format_deadline, render
+from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent, stable_id
+from schemas.vocab import Category, TicketStatus, Visibility
+
+if TYPE_CHECKING:
+    from bridge.daemon import BridgeContext
+
+log = structlog.get_logger("govbridge.reply")
+
+FINISHED = ("posted", "rejected", "superseded", "undeliverable")
+
+
+class ReplyRole:
+    name = "reply"
+
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+        self.composer: Worker[TicketEvent] = Worker(
+            ctx.broker, Stage("reply", TicketEvent, self.compose)
+        )
+        self.outbox: Worker[ReplyRequest] = Worker(
+            ctx.broker, Stage("outbox", ReplyRequest, self.post)
+        )
+        self.workers: list[Worker[Any]] = [self.composer, self.outbox]
+        self.limiters: dict[str, AsyncLimiter] = {}
+        r = ctx.app.router
+        r.add_get("/api/approvals", self.list_approvals)
+        r.add_post("/api/approvals/{reply_id}", self.decide)
+        r.add_get("/api/inquiries/{inquiry_id}", self.trace)
+
+    async def start(self) -> None:
+        await self.composer.start()
+        await self.outbox.start()
+
+    async def stop(self) -> None:
+        await self.composer.stop()
+        await self.outbox.stop()
+
+    # ------------------------------------------------------------------ compose
+    async def compose(self, event: TicketEvent, _: AbstractIncomingMessage) -> None:
+        store = self.ctx.store
+        ticket = await store.get_ticket(event.department, event.ticket_id)
+        if ticket is None:
+            log.info("event for a ticket the bridge did not create; ignored")
+            return
+        occurred = event.occurred_at.astimezone(UTC).isoformat()
+        new, moved = await store.apply_status(
+            department=event.department,
+            ticket_id=event.ticket_id,
+            event_id=event.event_id,
+            status=event.status.value,
+            status_rank=event.status.rank,
+            native_status=event.native_status,
+            occurred_at=occurred,
+        )
+        if event.source == "create":
+            moved = True  # the ticket row was written with "received" when it was created
+        if not moved and not (new and event.note):
+            log.info("event does not move the ticket; no reply", status=event.status.value,
+                     new=new)
+            return
+        inquiry = await store.get_inquiry(ticket["inquiry_id"])
+        if inquiry is None:
+            raise DeadLetter(f"ticket {event.ticket_id} has no recorded inquiry")
+        dept = self.ctx.cfg.department(event.department)
+        category = Category(inquiry["category"] or "other")
+        created = datetime.fromisoformat(ticket["created_at"])
+        deadline = format_deadline(deadline_for(dept, category, created))
+        requests: list[ReplyRequest] = []
+        base: dict[str, Any] = {
+            "inquiry_id": inquiry["inquiry_id"],
+            "platform": inquiry["platform"],
+            "account": inquiry["account"],
+            "department": dept.id,
+            "thread": ThreadRef.model_validate_json(inquiry["thread_json"]),
+            "citizen_handle": inquiry["citizen_handle"],
+            "visibility": Visibility(inquiry["visibility"]),
+            "ticket_id": event.ticket_id,
+        }
+        if moved:
+            text = render(dept, event.status.value, ticket_id=event.ticket_id,
+                          status=event.status, deadline=deadline, category=category)
+            requests.append(ReplyRequest(
+                reply_id=stable_id("rep", inquiry["inquiry_id"], event.status.value),
+                text=pii.redact_text(text), status=event.status, templated=True, **base,
+            ))
+        if new and event.note:
+            text = render(dept, "note", ticket_id=event.ticket_id, note=event.note,
+                          status=event.status, deadline=deadline, category=category)
+            requests.append(ReplyRequest(
+                reply_id=stable_id("rep", inquiry["inquiry_id"], "note", event.event_id),
+                text=pii.redact_text(text), status=None, templated=False, **base,
+            ))
+        for request in requests:
+            await self._queue(request, dept.approval)
+
+    async def _queue(self, request: ReplyRequest, approval: str) -> None:
+        auto = approval == "none" or (approval == "templated-auto" and request.templated)
+        state = "approved" if auto else "awaiting_approval"
+        added = await self.ctx.store.add_reply(
+            reply_id=request.reply_id,
+            inquiry_id=request.inquiry_id,
+            platform=request.platform,
+            account=request.account,
+            department=request.department,
+            status=request.status.value if request.status else None,
+            templated=request.templated,
+            state=state,
+            request_json=request.model_dump_json(),
+        )
+        stored = await self.ctx.store.get_reply(request.reply_id)
+        if stored is None or stored.state != "approved":
+            if added:
+                log.info("reply awaits approval", reply_id=request.reply_id)
+            return
+        await self.ctx.broker.publish(f"reply.requested.{request.platform}", request)
+
+    # ------------------------------------------------------------------ post
+    def _limiter(self, key: str) -> AsyncLimiter | None:
+        if key not in self.limiters:
+            acc = next((a for a in self.ctx.cfg.accounts
+                        if account_key(a.adapter, a.handle) == key), None)
+            limit = None
+            if acc is not None and acc.reply_limit is not None:
+                limit = (acc.reply_limit.max_calls, acc.reply_limit.period.total_seconds())
+            else:
+                src = sources(self.ctx).get(key)
+                rl = src.capabilities.reply_rate_limit if src else None
+                if rl is not None:
+                    limit = (rl.max_calls, rl.period.total_seconds())
+            if limit is None:
+                return None
+            self.limiters[key] = AsyncLimiter(limit[0], limit[1])
+        return self.limiters[key]
+
+    async def post(self, request: ReplyRequest, _: AbstractIncomingMessage) -> None:
+        store = self.ctx.store
+        stored = await store.get_reply(request.reply_id)
+        if stored is None:  # requested by another system on the public routing key
+            await store.add_reply(
+                reply_id=request.reply_id, inquiry_id=request.inquiry_id,
+                platform=request.platform, account=request.account,
+                department=request.department,
+                status=request.status.value if request.status else None,
+                templated=request.templated, state="approved",
+                request_json=request.model_dump_json(),
+            )
+            stored = await store.get_reply(request.reply_id)
+            assert stored is not None
+        if stored.state in FINISHED or stored.state == "awaiting_approval":
+            log.info("reply not postable in its state", state=stored.state)
+            return
+        if request.status is not None and await self._superseded(request):
+            await store.mark_reply(request.reply_id, "superseded", only_from=("approved",))
+            log.info("a later status was already posted; skipping", status=request.status.value)
+            return
+        source = source_for(self.ctx, request.platform, request.account)
+        if source is None:
+            raise DeadLetter(f"account {request.platform}:{request.account} is not configured")
+        key = next(k for k, v in sources(self.ctx).items() if v is source)
+        text = stored.final_text or request.text
+        if request.visibility == Visibility.PUBLIC:
+            text = pii.redact_text(text)
+        limiter = self._limiter(key)
+        if limiter is not None:
+            period = limiter.time_period / limiter.max_rate
+            try:
+                await asyncio.wait_for(limiter.acquire(), timeout=max(30.0, period * 2))
+            except TimeoutError:
+                raise Retry("account reply rate limit", counts=False,
+                            delay=_td(period)) from None
+        try:
+            posted = await source.post_reply(request.model_copy(update={"text": text}))
+            self.ctx.alerts.clear("account_auth", key)
+        except DuplicateContent:
+            posted = PostedReply(external_ids=[], outcome="already_posted")
+        except TargetGone as exc:
+            posted = PostedReply(external_ids=[], outcome="undeliverable")
+            log.warning("reply target gone", reason=exc.reason)
+        except RateLimited as exc:
+            self.ctx.metrics.replies.labels(request.platform, "rate_limited").inc()
+            raise Retry(f"platform rate limit: {exc.reason}", exc.retry_after,
+                        counts=False) from exc
+        except AuthError as exc:
+            self.ctx.alerts.raise_("account_auth", key, f"re-authorise the account: {exc.reason}")
+            raise Retry(f"account paused: {exc.reason}", longest_delay(self.ctx),
+                        counts=False) from exc
+        except TransientError as exc:
+            raise Retry(exc.reason, exc.retry_after) from exc
+        except PermanentError as exc:
+            raise DeadLetter(f"platform refused the reply: {exc.reason}") from exc
+        state = "undeliverable" if posted.outcome == "undeliverable" else "posted"
+        await store.mark_reply(request.reply_id, state, external_ids=posted.external_ids,
+                               outcome=posted.outcome)
+        self.ctx.metrics.replies.labels(request.platform, posted.outcome).inc()
+        await self.ctx.broker.publish(
+            f"reply.posted.{request.platform}",
+            ReplyPosted(reply_id=request.reply_id, inquiry_id=request.inquiry_id,
+                        platform=request.platform, account=request.account,
+                        external_ids=posted.external_ids,
+                        outcome=posted.outcome),
+        )
+        log.info("reply posted", reply_id=request.reply_id, outcome=posted.outcome)
+
+    async def _superseded(self, request: ReplyRequest) -> bool:
+        assert request.status is not None
+        rank = request.status.rank
+        for other in await self.ctx.store.list_replies(inquiry_id=request.inquiry_id):
+            if other.state == "posted" and other.status and other.reply_id != request.reply_id:
+                if TicketStatus(other.status).rank > rank:
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ approvals API
+    async def list_approvals(self, request: web.Request) -> web.Response:
+        require_admin(request)
+        items = []
+        for r in await self.ctx.store.list_replies(state="awaiting_approval"):
+            req = ReplyRequest.model_validate_json(r.request_json)
+            items.append({
+                "reply_id": r.reply_id, "department": r.department, "platform": r.platform,
+                "account": r.account, "status": r.status, "templated": r.templated,
+                "text": req.text, "created_at": r.created_at,
+            })
+        return web.json_response({"approvals": items})
+
+    async def decide(self, request: web.Request) -> web.Response:
+        """Body: ``{"decision": "approve"|"edit"|"reject", "actor": "...", "text": "..."}``."""
+        require_admin(request)
+        reply_id = request.match_info["reply_id"]
+        try:
+            body = await request.json()
+            decision, actor = body["decision"], body["actor"]
+        except (ValueError, KeyError, TypeError):
+            return json_error(400, 'body must be {"decision": ..., "actor": ..., "text"?: ...}')
+        if decision not in ("approve", "edit", "reject") or not isinstance(actor, str) or not actor:
+            return json_error(400, "decision must be approve|edit|reject and actor non-empty")
+        text = body.get("text")
+        if decision == "edit" and (not isinstance(text, str) or not text.strip()):
+            return json_error(400, "edit needs the new text")
+        stored = await self.ctx.store.get_reply(reply_id)
+        if stored is None:
+            return json_error(404, f"no reply {reply_id}")
+        original = ReplyRequest.model_validate_json(stored.request_json)
+        final = None
+        if decision == "edit":
+            final = text if original.visibility == Visibility.PRIVATE else pii.redact_text(text)
+        if not await self.ctx.store.decide_reply(reply_id, decision=decision, actor=actor,
+                                                 text=final):
+            return json_error(409, f"reply {reply_id} is not awaiting approval ({stored.state})")
+        log.info("reply decision", reply_id=reply_id, decision=decision, actor=actor)
+        if decision != "reject":
+            req = original.model_copy(update={"text": final or original.text})
+            await self.ctx.broker.publish(f"reply.requested.{req.platform}", req)
+        decided = await self.ctx.store.get_reply(reply_id)
+        assert decided is not None
+        return web.json_response({"reply_id": reply_id, "state": decided.state,
+                                  "decided_by": decided.decided_by,
+                                  "decided_at": decided.decided_at})
+
+    async def trace(self, request: web.Request) -> web.Response:
+        require_admin(request)
+        inquiry_id = request.match_info["inquiry_id"]
+        row = await self.ctx.store.get_inquiry(inquiry_id)
+        if row is None:
+            return json_error(404, f"no inquiry {inquiry_id}")
+        replies = await self.ctx.store.list_replies(inquiry_id=inquiry_id)
+        return web.json_response({
+            "inquiry": {k: v for k, v in row.items() if k != "thread_json"},
+            "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
+        })
+
+
+def _td(seconds: float) -> Any:
+    from datetime import timedelta
+
+    return timedelta(seconds=seconds)
+
+
+def create(ctx: BridgeContext) -> ReplyRole:
+    return ReplyRole(ctx)

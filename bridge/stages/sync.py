@@ -1,0 +1,129 @@
+"""sync: learn every status change of the departments' tickets.
+
+Polling: one loop per department reads ``changes_since(cursor)``, publishes each event as
+``ticket.updated.<department>`` with confirms, then stores the cursor. Callbacks:
+``POST /hooks/tickets/{department}`` checks the HMAC signature, replay window and size before
+the adapter parses the body; 202 only after the broker confirmed. Whether an event moves a
+ticket (never backwards) is decided where it is applied, in the reply stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+
+from adapters.base import AdapterError, AuthError, PermanentError, RateLimited, TransientError
+from bridge.http import json_error, read_limited_body
+from bridge.runtime import PublishError, Worker
+from bridge.signing import SignatureError, verify
+from bridge.stages.common import sleep_or_stop, ticket_systems
+from schemas.config import DepartmentConfig
+from schemas.messages import TicketEvent
+
+if TYPE_CHECKING:
+    from bridge.daemon import BridgeContext
+
+log = structlog.get_logger("govbridge.sync")
+
+
+async def publish_events(ctx: BridgeContext, events: list[TicketEvent]) -> None:
+    await ctx.broker.publish_many([(f"ticket.updated.{e.department}", e) for e in events])
+
+
+class SyncRole:
+    name = "sync"
+
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+        self.workers: list[Worker[Any]] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        ctx.app.router.add_post("/hooks/tickets/{department}", self.callback)
+
+    async def start(self) -> None:
+        systems = ticket_systems(self.ctx)
+        for dept in self.ctx.cfg.departments:
+            if dept.ticketing.poll.total_seconds() > 0:
+                task = asyncio.create_task(self._poll(dept), name=f"sync:{dept.id}")
+                self._tasks.append(task)
+        log.info("sync started", departments=list(systems))
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+
+    async def poll_once(self, dept: DepartmentConfig) -> int:
+        """One page of changes → publish → store cursor. Returns the number of events."""
+        name = f"tickets:{dept.id}"
+        cursor = await self.ctx.store.get_cursor(name)
+        result = await ticket_systems(self.ctx)[dept.id].changes_since(cursor)
+        if result.events:
+            await publish_events(self.ctx, result.events)
+        if result.cursor != cursor:
+            await self.ctx.store.set_cursor(name, result.cursor)
+        return len(result.events)
+
+    async def _poll(self, dept: DepartmentConfig) -> None:
+        interval = dept.ticketing.poll.total_seconds()
+        with structlog.contextvars.bound_contextvars(department=dept.id):
+            while not self._stop.is_set():
+                wait = interval
+                try:
+                    await self.poll_once(dept)
+                    self.ctx.alerts.clear("ticketing_auth", dept.id)
+                except RateLimited as exc:
+                    wait = exc.retry_after.total_seconds() if exc.retry_after else interval
+                except AuthError as exc:
+                    self.ctx.alerts.raise_("ticketing_auth", dept.id,
+                                           f"ticket system refused: {exc.reason}")
+                    wait = max(interval, 30.0)
+                except (TransientError, PublishError) as exc:
+                    log.warning("status sync failed; will retry", error=str(exc))
+                except AdapterError as exc:
+                    log.error("status sync failed", error=exc.reason)
+                except Exception as exc:
+                    log.exception("status sync error", error=repr(exc))
+                if await sleep_or_stop(self._stop, wait):
+                    return
+
+    async def callback(self, request: web.Request) -> web.Response:
+        """``POST /hooks/tickets/{department}``: a signed status callback."""
+        dept_id = request.match_info["department"]
+        try:
+            dept = self.ctx.cfg.department(dept_id)
+        except KeyError:
+            return json_error(404, f"no department {dept_id!r}")
+        secret = dept.ticketing.callback_secret
+        if secret is None:
+            return json_error(404, f"department {dept_id!r} does not accept callbacks")
+        http = self.ctx.cfg.http
+        try:
+            body = await read_limited_body(request, http.max_body_bytes)
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, f"body larger than {http.max_body_bytes} bytes")
+        try:
+            verify(secret.get_secret_value(), request.headers, body,
+                   http.replay_window.total_seconds())
+        except SignatureError as exc:
+            return json_error(exc.status, exc.reason)
+        try:
+            events = ticket_systems(self.ctx)[dept_id].parse_callback(request.headers, body)
+        except PermanentError as exc:
+            return json_error(400, exc.reason)
+        wrong = [e for e in events if e.department != dept_id]
+        if wrong:
+            return json_error(400, "event for another department")
+        try:
+            await publish_events(self.ctx, events)
+        except PublishError as exc:
+            log.error("callback not confirmed by the broker", error=str(exc))
+            return json_error(503, "broker did not confirm; retry later")
+        return web.json_response({"accepted": len(events)}, status=202)
+
+
+def create(ctx: BridgeContext) -> SyncRole:
+    return SyncRole(ctx)

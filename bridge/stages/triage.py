@@ -1,0 +1,145 @@
+"""triage: from a received inquiry to a routed ticket command (or a recorded "ignored").
+
+Per inquiry, in order: dedupe by inquiry id; echo and noise (advertising, empty, emoji-only, a
+bare thanks) are recorded as ignored with the reason; the department comes from content routes,
+else the receiving account; the category from the classifier; personal data is found and
+redacted for everything public (the ticket gets the original text only where the department
+allows); a follow-up in a thread whose ticket is still open becomes an ``append`` to it.
+
+Redelivery is safe: the inquiry row is written first (state ``triaged``), the command id is
+deterministic, and only after the confirmed publish does the row become ``routed``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from bridge import classify, pii
+from bridge.runtime import Stage, Worker
+from schemas.messages import Inquiry, PersonalDataFinding, TicketCommand, stable_id
+
+if TYPE_CHECKING:
+    from bridge.daemon import BridgeContext
+
+log = structlog.get_logger("govbridge.triage")
+
+DONE_STATES = ("routed", "ignored", "ticketed", "appended", "needs_reconciliation")
+
+
+def thread_key(inquiry: Inquiry) -> str:
+    """Inquiries that share this key belong to one conversation (and one ticket)."""
+    root = inquiry.thread.conversation_id or inquiry.thread.root_id
+    return f"{inquiry.platform}:{inquiry.account}:{root}"
+
+
+def reference_for(inquiry_id: str) -> str:
+    """The bridge's reference stored in the ticket system (stable per first inquiry)."""
+    return "GB-" + inquiry_id.removeprefix("inq_")[:16].upper()
+
+
+class TriageRole:
+    name = "triage"
+
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+        self.worker: Worker[Inquiry] = Worker(ctx.broker, Stage("triage", Inquiry, self.handle))
+        self.workers: list[Worker[Any]] = [self.worker]
+        self.rules = classify.default_rules()
+
+    async def start(self) -> None:
+        await self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+
+    async def handle(self, inquiry: Inquiry, _: AbstractIncomingMessage) -> None:
+        store = self.ctx.store
+        existing = await store.get_inquiry(inquiry.inquiry_id)
+        if existing is not None and existing["state"] in DONE_STATES:
+            log.info("duplicate inquiry; already handled", state=existing["state"])
+            self.ctx.metrics.inquiries.labels(inquiry.platform, "duplicate").inc()
+            return
+
+        public_text = pii.redact_text(inquiry.text)
+        key = thread_key(inquiry)
+        row: dict[str, Any] = {
+            "inquiry_id": inquiry.inquiry_id,
+            "platform": inquiry.platform,
+            "account": inquiry.account,
+            "kind": inquiry.kind.value,
+            "thread_key": key,
+            "public_text": public_text,
+            "citizen_handle": inquiry.author.handle,
+            "visibility": inquiry.visibility.value,
+            "thread_json": inquiry.thread.model_dump_json(),
+        }
+        if existing is None:
+            await store.record_inquiry(state="received", **row)
+
+        noise = "own post (echo)" if inquiry.author.is_official else classify.detect_noise(
+            inquiry.text
+        )
+        if noise:
+            await store.update_inquiry(inquiry.inquiry_id, state="ignored", reason=noise)
+            self.ctx.metrics.inquiries.labels(inquiry.platform, "ignored").inc()
+            log.info("inquiry ignored", reason=noise)
+            return
+
+        department = classify.route_by_keywords(inquiry.text, self.ctx.cfg.routes)
+        if department is None:
+            try:
+                department = self.ctx.cfg.account(inquiry.account).department
+            except KeyError:
+                department = self.ctx.cfg.departments[0].id if self.ctx.cfg.departments else ""
+        dept = self.ctx.cfg.department(department)
+        result = classify.classify(inquiry.text, self.rules)
+        redacted, findings = pii.redact(inquiry.text)
+        kinds: dict[Literal["mobile", "id_number", "email"], int] = {}
+        for f in findings:
+            kinds[f.kind] = kinds.get(f.kind, 0) + 1
+
+        # A follow-up in a thread with an open (or still being created) ticket is appended.
+        action: Literal["create", "append"] = "create"
+        ticket_id: str | None = None
+        reference = reference_for(inquiry.inquiry_id)
+        open_ticket = await store.open_ticket_for_thread(key)
+        if open_ticket is not None:
+            action, ticket_id, reference = "append", open_ticket["ticket_id"], open_ticket[
+                "reference"
+            ]
+        else:
+            first = await store.pending_ticket_for_thread(key)
+            if first is not None and first["inquiry_id"] != inquiry.inquiry_id:
+                action, reference = "append", reference_for(first["inquiry_id"])
+
+        command = TicketCommand(
+            command_id=stable_id("cmd", inquiry.inquiry_id),
+            action=action,
+            inquiry=inquiry,
+            department=dept.id,
+            category=result.category,
+            reference=reference,
+            description=inquiry.text if dept.keep_personal_data else redacted,
+            public_text=redacted,
+            personal_data=[PersonalDataFinding(kind=k, count=n) for k, n in kinds.items()],
+            ticket_id=ticket_id,
+        )
+        await store.update_inquiry(
+            inquiry.inquiry_id,
+            state="triaged",
+            department=dept.id,
+            category=result.category.value,
+            ticket_id=ticket_id,
+        )
+        await self.ctx.broker.publish(f"inquiry.routed.{dept.id}", command)
+        await store.update_inquiry(inquiry.inquiry_id, state="routed")
+        self.ctx.metrics.inquiries.labels(inquiry.platform, "routed").inc()
+        log.info("inquiry routed", department=dept.id, category=result.category.value,
+                 action=action, personal_data=sorted(kinds))
+
+
+def create(ctx: BridgeContext) -> TriageRole:
+    return TriageRole(ctx)

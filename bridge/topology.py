@@ -1,0 +1,186 @@
+"""Exchanges, queues and bindings — declared idempotently at start and by ``govbridge topology``.
+
+Routing keys on the topic exchange are a public contract (other systems bind their own queues):
+``inquiry.received.<platform>``, ``inquiry.routed.<department>``, ``ticket.created.<department>``,
+``ticket.updated.<department>``, ``reply.requested.<platform>``, ``reply.posted.<platform>``,
+``sla.<event>.<department>``.
+
+Per stage: a quorum work queue (delivery limit, at-least-once dead-lettering with
+reject-publish), one delay queue per retry tier (queue-level TTL, dead-lettering back to the work
+queue through the default exchange) and a dead-letter queue. Tier queues are named by their
+delay, so changing the delays declares new queues instead of clashing with old arguments.
+Everything here works on RabbitMQ 3.10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, ExchangeType
+
+from schemas.config import BrokerConfig
+
+ROUTING_KEYS = {
+    "inquiry.received": "inquiry.received.<platform>",
+    "inquiry.routed": "inquiry.routed.<department>",
+    "ticket.created": "ticket.created.<department>",
+    "ticket.updated": "ticket.updated.<department>",
+    "reply.requested": "reply.requested.<platform>",
+    "reply.posted": "reply.posted.<platform>",
+    "sla": "sla.<event>.<department>",
+}
+
+# Which routing keys each consuming stage binds. ``ingest`` and ``sync`` only publish.
+STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
+    "triage": ("inquiry.received.*",),
+    "ticketing": ("inquiry.routed.*",),
+    "reply": ("ticket.created.*", "ticket.updated.*"),
+    "outbox": ("reply.requested.*",),
+}
+
+
+def _ms(delay: timedelta) -> int:
+    return int(delay.total_seconds() * 1000)
+
+
+def tier_label(delay: timedelta) -> str:
+    ms = _ms(delay)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+@dataclass(frozen=True)
+class StageQueues:
+    stage: str
+    work: str
+    dead: str
+    retry: tuple[tuple[timedelta, str], ...]  # (delay, queue name), increasing
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and arguments derived from the broker config."""
+
+    cfg: BrokerConfig
+    stages: tuple[str, ...] = tuple(STAGE_BINDINGS)
+
+    @property
+    def exchange(self) -> str:
+        return self.cfg.exchange
+
+    @property
+    def alternate_exchange(self) -> str:
+        return f"{self.cfg.exchange}.unroutable"
+
+    @property
+    def unroutable_queue(self) -> str:
+        return f"{self.cfg.exchange}.unroutable"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.cfg.exchange}.dlx"
+
+    def queues(self, stage: str) -> StageQueues:
+        base = f"{self.cfg.exchange}.{stage}"
+        return StageQueues(
+            stage=stage,
+            work=base,
+            dead=f"{base}.dead",
+            retry=tuple((d, f"{base}.retry.{tier_label(d)}") for d in self.cfg.retry_delays),
+        )
+
+    def work_queue_arguments(self, stage: str) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.cfg.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": stage,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def retry_queue_arguments(self, stage: str, delay: timedelta) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-message-ttl": _ms(delay),
+            "x-dead-letter-exchange": "",  # default exchange: routes by queue name
+            "x-dead-letter-routing-key": self.queues(stage).work,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def describe(self) -> list[str]:
+        """Human-readable lines for ``govbridge topology``."""
+        lines = [
+            f"exchange {self.exchange} (topic, durable, alternate-exchange={self.alternate_exchange})",
+            f"exchange {self.alternate_exchange} (fanout) -> queue {self.unroutable_queue} (quorum)",
+            f"exchange {self.dead_letter_exchange} (direct): dead letters by stage",
+            "routing keys (public contract): " + ", ".join(ROUTING_KEYS.values()),
+        ]
+        for stage in self.stages:
+            q = self.queues(stage)
+            binds = ", ".join(STAGE_BINDINGS[stage])
+            lines.append(
+                f"stage {stage}: queue {q.work} (quorum, delivery-limit {self.cfg.delivery_limit},"
+                f" dlx at-least-once) <- {binds}"
+            )
+            for delay, name in q.retry:
+                lines.append(f"  retry tier {name} (ttl {tier_label(delay)}) -> {q.work}")
+            lines.append(f"  dead letters {q.dead} <- {self.dead_letter_exchange}[{stage}]")
+        return lines
+
+    async def declare(self, channel: AbstractChannel) -> None:
+        """Declare everything; idempotent (same names, same arguments)."""
+        ae = await channel.declare_exchange(
+            self.alternate_exchange, ExchangeType.FANOUT, durable=True
+        )
+        unroutable = await channel.declare_queue(
+            self.unroutable_queue, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await unroutable.bind(ae, routing_key="")
+        main = await channel.declare_exchange(
+            self.exchange,
+            ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": self.alternate_exchange},
+        )
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, ExchangeType.DIRECT, durable=True
+        )
+        for stage in self.stages:
+            q = self.queues(stage)
+            work = await channel.declare_queue(
+                q.work, durable=True, arguments=self.work_queue_arguments(stage)
+            )
+            for key in STAGE_BINDINGS[stage]:
+                await work.bind(main, routing_key=key)
+            for delay, name in q.retry:
+                await channel.declare_queue(
+                    name, durable=True, arguments=self.retry_queue_arguments(stage, delay)
+                )
+            dead = await channel.declare_queue(
+                q.dead, durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dead.bind(dlx, routing_key=stage)
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Remove everything (tests). Quorum queues need if_unused/if_empty False."""
+        for stage in self.stages:
+            q = self.queues(stage)
+            for name in (q.work, q.dead, *(n for _, n in q.retry)):
+                await channel.queue_delete(name, if_unused=False, if_empty=False)
+        await channel.queue_delete(self.unroutable_queue, if_unused=False, if_empty=False)
+        for ex in (self.exchange, self.dead_letter_exchange, self.alternate_exchange):
+            await channel.exchange_delete(ex)
+
+
+async def declare_topology(url: str, topology: Topology) -> None:
+    connection = await aio_pika.connect(url, timeout=10)
+    async with connection:
+        channel = await connection.channel()
+        await topology.declare(channel)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Make sure a RabbitMQ is reachable: GOVBRIDGE_AMQP_URL's host or localhost:5672.
+# Starts the local rabbitmq-server, else `docker compose up -d rabbitmq`, else says how.
+set -euo pipefail
+url="${GOVBRIDGE_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
+hostport=$(python3 - "$url" <<'PY'
+import sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+print(f"{u.hostname or '127.0.0.1'} {u.port or 5672}")
+PY
+)
+read -r host port <<<"$hostport"
+
+reachable() {
+  python3 - "$host" "$port" <<'PY'
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
+if reachable; then
+  echo "RabbitMQ reachable at $host:$port"
+  exit 0
+fi
+if [ "$host" != "127.0.0.1" ] && [ "$host" != "localhost" ]; then
+  echo "RabbitMQ at $host:$port (GOVBRIDGE_AMQP_URL) is not reachable; start it there." >&2
+  exit 1
+fi
+if command -v rabbitmq-server >/dev/null 2>&1; then
+  echo "starting the local rabbitmq-server ..."
+  rabbitmq-server -detached || true
+  timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
+elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  echo "starting RabbitMQ with docker compose ..."
+  docker compose up -d rabbitmq
+else
+  cat >&2 <<MSG
+RabbitMQ is not reachable at $host:$port and cannot be started here.
+Start one of:
+  - Debian/Ubuntu:  sudo apt-get install rabbitmq-server && sudo rabbitmq-server -detached
+  - Docker:         docker compose up -d rabbitmq
+or point GOVBRIDGE_AMQP_URL at a running broker (amqp://user:pass@host:5672/).
+MSG
+  exit 1
+fi
+for _ in $(seq 1 60); do
+  if reachable; then echo "RabbitMQ reachable at $host:$port"; exit 0; fi
+  sleep 2
+done
+echo "RabbitMQ did not come up at $host:$port within 120 s" >&2
+exit 1
