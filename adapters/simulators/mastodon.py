@@ -1,0 +1,481 @@
+"""A Mastodon platform for demos and tests: the third-party ``mastodon-mock`` run in-process.
+
+Unlike the home-made simulators, the server here is someone else's implementation of the
+Mastodon API (a FastAPI app), so tests against it catch misreadings a fake of our own would
+share. This module only starts it inside the current event loop, seeds the official account
+through mastodon-mock's seed config, and drives citizens through the same HTTP API a real
+client uses (plus mastodon-mock's ``/api/v1/_mock/*`` control plane for accounts and faults).
+
+Operator controls exist as Python methods on ``MastodonSimState`` and over HTTP under
+``/_sim/...`` on the same server, so ``govbridge simulate mastodon --port N`` can be driven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import tempfile
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import uvicorn
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from mastodon_mock.app import create_app as create_mock_app
+from mastodon_mock.config import (
+    DatabaseConfig,
+    MastodonMockConfig,
+    RateLimitConfig,
+    SeedAccount,
+    SeedConfig,
+    StreamingConfig,
+)
+from pydantic import SecretStr
+
+from adapters.mastodon import html_to_text, parse_link_header
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OFFICIAL = "gov_official"
+# Only for ``serve()``: a stable mock credential so a separate ``govbridge run`` can be
+# configured to talk to ``govbridge simulate mastodon``. In-process use draws a random one.
+SIM_TOKEN = "sim-official-token"
+_API_PATHS = r"^/api/v[12]/(?!_mock)"
+
+
+@dataclass(frozen=True)
+class Citizen:
+    """A citizen account on the mock, with its own (mock) access token."""
+
+    id: str
+    username: str
+    token: SecretStr = field(repr=False)
+
+    @property
+    def acct(self) -> str:
+        return self.username
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside someone else's event loop: leave the host's signal handling alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class MastodonSimState:
+    """A running mastodon-mock with an official account, citizens and fault controls."""
+
+    def __init__(
+        self,
+        *,
+        official: str = DEFAULT_OFFICIAL,
+        token: str | None = None,
+        filter_private_mentions: bool = True,
+        rate_limit: RateLimitConfig | None = None,
+    ) -> None:
+        """``filter_private_mentions`` mirrors Mastodon 4.3's default notification policy
+        (private mentions from strangers are filtered) so the adapter must cope with it.
+        ``rate_limit`` switches on mastodon-mock's own fixed-window limiter.
+        """
+        self.official = official
+        self.official_token = SecretStr(token or secrets.token_urlsafe(24))
+        self.filter_private_mentions = filter_private_mentions
+        self.official_id = ""
+        self.citizens: dict[str, Citizen] = {}
+        self._media_dir = tempfile.TemporaryDirectory(prefix="govbridge_mastodon_sim_")
+        self.mock_config = MastodonMockConfig(
+            database=DatabaseConfig(path=":memory:"),
+            url_scheme="http",
+            title="govbridge Mastodon simulator",
+            media_storage_path=self._media_dir.name,
+            streaming=StreamingConfig(heartbeat_seconds=1.0),
+            ratelimit=rate_limit or RateLimitConfig(),
+            seed=SeedConfig(
+                accounts=[
+                    SeedAccount(
+                        username=official,
+                        display_name=official,
+                        bot=True,
+                        access_token=self.official_token.get_secret_value(),
+                    )
+                ]
+            ),
+        )
+        self.app: FastAPI = create_app(self)
+        self.port = 0
+        self.host = "127.0.0.1"
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self.ready = asyncio.Event()  # set once the official account is set up
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> MastodonSimState:
+        """Bind (port 0 = any free port), serve as a task of this loop, seed the policy."""
+        server = _EmbeddedServer(
+            uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="on")
+        )
+        task = asyncio.create_task(server.serve(), name="mastodon-mock")
+        for _ in range(1000):
+            if server.started or task.done():
+                break
+            await asyncio.sleep(0.01)
+        if not server.started:
+            server.should_exit = True
+            if task.done():
+                task.result()  # surfaces the bind error
+            task.cancel()
+            raise RuntimeError("mastodon-mock did not start")
+        self._server, self._task, self.host = server, task, host
+        self.port = server.servers[0].sockets[0].getsockname()[1]
+        # Links in API answers (status urls) point at this server.
+        self.mock_config.domain = f"{host}:{self.port}"
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        me = await self._api("GET", "/api/v1/accounts/verify_credentials", self.official_token)
+        self.official_id = str(me["id"])
+        if self.filter_private_mentions:
+            await self.set_policy(for_private_mentions="filter")
+        self.ready.set()
+        return self
+
+    async def stop(self) -> None:
+        """Stop serving; the mock's lifespan deletes its temporary database."""
+        self.ready.clear()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=5)
+            except TimeoutError:
+                self._server.force_exit = True
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        self._server = self._task = None
+        self._media_dir.cleanup()
+
+    async def __aenter__(self) -> MastodonSimState:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def account_config(self, department: str = "demo", **overrides: Any) -> dict[str, Any]:
+        """An ``[[accounts]]`` block for ``MastodonSource`` pointed at this server."""
+        return {
+            "adapter": "mastodon",
+            "handle": self.official,
+            "department": department,
+            "base_url": self.base_url,
+            "token": self.official_token,
+            **overrides,
+        }
+
+    # ------------------------------------------------------------------ citizens
+
+    async def create_citizen(
+        self, username: str | None = None, display_name: str | None = None
+    ) -> Citizen:
+        """A fresh local account with a token (mastodon-mock's dev-user control)."""
+        name = username or f"citizen_{secrets.token_hex(4)}"
+        body = {"username": name, "display_name": display_name or name}
+        data = await self._api("POST", "/api/v1/_mock/dev_user", None, json_body=body)
+        citizen = Citizen(
+            id=str(data["id"]), username=data["username"], token=SecretStr(data["access_token"])
+        )
+        self.citizens[citizen.username] = citizen
+        return citizen
+
+    async def mention(
+        self,
+        citizen: Citizen,
+        text: str,
+        *,
+        visibility: str = "public",
+        in_reply_to_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The citizen posts ``@official text``; the mock notifies the official account."""
+        status = text if text.startswith(f"@{self.official}") else f"@{self.official} {text}"
+        form = {"status": status, "visibility": visibility}
+        if in_reply_to_id:
+            form["in_reply_to_id"] = in_reply_to_id
+        result: dict[str, Any] = await self._api(
+            "POST", "/api/v1/statuses", citizen.token, data=form
+        )
+        return result
+
+    async def direct_message(
+        self, citizen: Citizen, text: str, *, in_reply_to_id: str | None = None
+    ) -> dict[str, Any]:
+        """A private mention (visibility ``direct``): Mastodon's direct message."""
+        return await self.mention(citizen, text, visibility="direct", in_reply_to_id=in_reply_to_id)
+
+    async def get_status(self, status_id: str) -> dict[str, Any]:
+        """A status as the official account sees it."""
+        result: dict[str, Any] = await self._api(
+            "GET", f"/api/v1/statuses/{status_id}", self.official_token
+        )
+        return result
+
+    async def delete_status(self, citizen: Citizen, status_id: str) -> None:
+        await self._api("DELETE", f"/api/v1/statuses/{status_id}", citizen.token)
+
+    async def official_replies(self) -> list[dict[str, Any]]:
+        """Every status the official account has posted, oldest first, with plain text."""
+        out: list[dict[str, Any]] = []
+        url: str | None = f"{self.base_url}/api/v1/accounts/{self.official_id}/statuses?limit=40"
+        while url:
+            page, headers = await self._get_page(url, self.official_token)
+            out.extend(page)
+            url = parse_link_header(headers.get("Link")).get("next") if page else None
+        out.reverse()
+        return [
+            {
+                "id": str(s["id"]),
+                "in_reply_to_id": s.get("in_reply_to_id"),
+                "visibility": s.get("visibility"),
+                "text": html_to_text(s.get("content") or ""),
+                "mentions": [m.get("acct") for m in s.get("mentions") or []],
+                "created_at": s.get("created_at"),
+            }
+            for s in out
+        ]
+
+    # ------------------------------------------------------------------ operator controls
+
+    async def policy(self) -> dict[str, Any]:
+        """The official account's notification policy as the server reports it."""
+        result: dict[str, Any] = await self._api(
+            "GET", "/api/v2/notifications/policy", self.official_token
+        )
+        return result
+
+    async def set_policy(self, **fields: str) -> dict[str, Any]:
+        """The official account's notification policy (``accept`` | ``filter`` | ``drop``)."""
+        result: dict[str, Any] = await self._api(
+            "PATCH", "/api/v2/notifications/policy", self.official_token, json_body=fields
+        )
+        return result
+
+    async def inject_rate_limit(
+        self, reset_at: datetime | None = None, count: int | None = None
+    ) -> str:
+        """Answer API calls with 429 and Mastodon's headers (reset as ISO 8601).
+
+        ``count`` limits how many requests are refused; ``None`` until cleared.
+        """
+        reset = reset_at or datetime.now(UTC) + timedelta(minutes=5)
+        rule = {
+            "match": {"path_regex": _API_PATHS},
+            "effect": {
+                "type": "ratelimit",
+                "status": 429,
+                "headers": {
+                    "X-RateLimit-Limit": "300",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": reset.astimezone(UTC).isoformat(timespec="milliseconds"),
+                },
+            },
+            "count": count,
+        }
+        data = await self._api("POST", "/api/v1/_mock/faults", None, json_body=rule)
+        return str(data["id"])
+
+    async def inject_fault(
+        self,
+        status: int,
+        *,
+        path: str | None = None,
+        methods: list[str] | None = None,
+        count: int | None = 1,
+    ) -> str:
+        """Answer matching API calls with an HTTP error (e.g. 503, 404)."""
+        rule = {
+            "match": {"path": path, "path_regex": None if path else _API_PATHS, "methods": methods},
+            "effect": {"type": "status", "status": status},
+            "count": count,
+        }
+        data = await self._api("POST", "/api/v1/_mock/faults", None, json_body=rule)
+        return str(data["id"])
+
+    async def clear_faults(self) -> None:
+        await self._api("DELETE", "/api/v1/_mock/faults", None)
+
+    async def revoke_official_token(self) -> None:
+        """Revoke the official token (``POST /oauth/revoke``): every call now gets 401."""
+        await self._api(
+            "POST", "/oauth/revoke", None, data={"token": self.official_token.get_secret_value()}
+        )
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            raise RuntimeError("simulator not started")
+        return self._http
+
+    async def _api(
+        self,
+        method: str,
+        path: str,
+        token: SecretStr | None,
+        *,
+        data: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+        async with self._session().request(
+            method, self.base_url + path, data=data, json=json_body, headers=headers
+        ) as resp:
+            body = await resp.json(content_type=None)
+            if resp.status >= 400:
+                raise RuntimeError(f"mastodon-mock {method} {path}: HTTP {resp.status} {body}")
+            return body
+
+    async def _get_page(
+        self, url: str, token: SecretStr
+    ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"}
+        async with self._session().get(url, headers=headers) as resp:
+            resp.raise_for_status()
+            return await resp.json(), dict(resp.headers)
+
+
+# --------------------------------------------------------------------------- HTTP controls
+
+
+def create_app(state: MastodonSimState) -> FastAPI:
+    """mastodon-mock's FastAPI app plus the ``/_sim`` operator routes.
+
+    (The other simulators are aiohttp apps; this one is the third-party FastAPI server.)
+    """
+    app = create_mock_app(state.mock_config)
+    router = APIRouter(prefix="/_sim", tags=["govbridge simulator"])
+
+    async def _citizen(username: str | None) -> Citizen:
+        if username and username in state.citizens:
+            return state.citizens[username]
+        return await state.create_citizen(username)
+
+    async def _body(request: Request) -> dict[str, Any]:
+        await state.ready.wait()
+        try:
+            data = await request.json()
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            raise HTTPException(status_code=422, detail="body must be a JSON object")
+        return data
+
+    @router.get("/official")
+    async def official() -> dict[str, Any]:
+        await state.ready.wait()
+        return {"username": state.official, "id": state.official_id, "base_url": state.base_url}
+
+    @router.post("/citizens")
+    async def citizens(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        c = await state.create_citizen(body.get("username"), body.get("display_name"))
+        return {"id": c.id, "username": c.username}
+
+    @router.post("/mention")
+    async def mention(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        if not body.get("text"):
+            raise HTTPException(status_code=422, detail="text is required")
+        c = await _citizen(body.get("username"))
+        s = await state.mention(
+            c,
+            str(body["text"]),
+            visibility=str(body.get("visibility") or "public"),
+            in_reply_to_id=body.get("in_reply_to_id"),
+        )
+        return {"id": s["id"], "username": c.username, "visibility": s["visibility"]}
+
+    @router.post("/direct_message")
+    async def direct_message(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        if not body.get("text"):
+            raise HTTPException(status_code=422, detail="text is required")
+        c = await _citizen(body.get("username"))
+        s = await state.direct_message(c, str(body["text"]))
+        return {"id": s["id"], "username": c.username, "visibility": s["visibility"]}
+
+    @router.get("/replies")
+    async def replies() -> list[dict[str, Any]]:
+        await state.ready.wait()
+        return await state.official_replies()
+
+    @router.post("/rate_limit")
+    async def rate_limit(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        seconds = float(body.get("reset_in_seconds", 300))
+        rule = await state.inject_rate_limit(
+            datetime.now(UTC) + timedelta(seconds=seconds), body.get("count")
+        )
+        return {"rule": rule}
+
+    @router.post("/faults")
+    async def faults(request: Request) -> dict[str, Any]:
+        body = await _body(request)
+        rule = await state.inject_fault(
+            int(body.get("status", 503)), path=body.get("path"), count=body.get("count", 1)
+        )
+        return {"rule": rule}
+
+    @router.delete("/faults")
+    async def clear() -> dict[str, Any]:
+        await state.clear_faults()
+        return {"ok": True}
+
+    @router.post("/revoke_token")
+    async def revoke() -> dict[str, Any]:
+        await state.revoke_official_token()
+        return {"ok": True}
+
+    app.include_router(router)
+    return app
+
+
+async def serve(
+    host: str,
+    port: int,
+    *,
+    official: str = DEFAULT_OFFICIAL,
+    token: str = SIM_TOKEN,
+    filter_private_mentions: bool = True,
+    **_: Any,
+) -> None:
+    """Run the simulator until cancelled (``govbridge simulate mastodon``)."""
+    state = MastodonSimState(
+        official=official, token=token, filter_private_mentions=filter_private_mentions
+    )
+    await state.start(host, port)
+    log.info(
+        "mastodon simulator (mastodon-mock) at %s, official account @%s; controls under /_sim",
+        state.base_url,
+        official,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await state.stop()

@@ -1,0 +1,437 @@
+"""Generic webhook source: any platform that *pushes* inquiries to the bridge and takes replies
+by HTTP POST.
+
+Inbound: the HTTP layer (``POST /hooks/sources/{account}``) verifies the HMAC signature with
+``bridge.signing`` and hands the raw body to :meth:`WebhookSource.parse_push`. Two body formats
+are accepted:
+
+1. The govbridge push schema, one inquiry or ``{"items": [...]}``::
+
+       {
+         "external_id": "c-1001",                 # required, string or integer
+         "kind": "mention" | "comment" | "direct_message",
+         "author": {"id": "42", "handle": "citizen", "display_name": "…"},   # display_name optional
+         "text": "…",
+         "created_at": "2024-05-01T08:00:00+08:00",   # ISO 8601 or unix seconds
+         "thread": {"root_id": "p-1", "parent_id": "c-999", "conversation_id": null},  # optional;
+                                                       # defaults to root_id = external_id
+         "visibility": "public" | "private",       # optional; direct messages are always private
+         "url": "https://…"                        # optional
+       }
+
+2. The Weibo fan-service push (``type, receiver_id, sender_id, created_at, text, data``): a
+   private message to the account. Weibo retries a push not answered within 5 s, so its external
+   id is derived from ``sender_id`` + ``created_at``: a retried push maps to the same inquiry.
+
+Outbound: :meth:`WebhookSource.post_reply` POSTs the reply as JSON to ``reply_url`` with
+``Idempotency-Key: <reply_id>``, signed with ``reply_secret`` when one is configured.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+
+from adapters.base import (
+    AuthError,
+    FetchResult,
+    PermanentError,
+    PostedReply,
+    RateLimited,
+    SourceCapabilities,
+    TargetGone,
+    TransientError,
+)
+from bridge import signing
+from schemas.config import AccountConfig, Duration
+from schemas.messages import Inquiry, ReplyRequest
+from schemas.vocab import InquiryKind, Visibility
+
+log = structlog.get_logger(__name__)
+
+WEIBO_TIME_FORMAT = "%a %b %d %H:%M:%S %z %Y"
+MAX_ITEMS_PER_PUSH = 1000
+
+
+class WebhookConfig(AccountConfig):
+    """``[[accounts]]`` block of a webhook source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    adapter: Literal["webhook"] = "webhook"
+    secret: SecretStr = Field(description="HMAC key the platform signs its pushes with.")
+    reply_url: str = Field(pattern=r"^https?://", description="Where replies are POSTed.")
+    reply_secret: SecretStr | None = Field(
+        default=None, description="When set, replies are signed (bridge.signing) with this key."
+    )
+    platform: str = Field(
+        default="webhook",
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="Platform label of the inquiries (routing key inquiry.received.<platform>).",
+    )
+    account_id: str | None = Field(
+        default=None,
+        description="The official account's user id on the platform (echo protection, "
+        "fan-service receiver check).",
+    )
+    max_reply_chars: int = Field(default=500, ge=1)
+    timeout: Duration = timedelta(seconds=10)
+
+
+# --------------------------------------------------------------------------- push schema
+
+
+def _id_string(value: object) -> object:
+    """Ids may arrive as JSON integers (exact in Python); floats would have lost digits."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        raise ValueError("must be a string or an integer, not a float (large ids lose digits)")
+    return value
+
+
+def _parse_time(value: object) -> datetime:
+    """ISO 8601, the Weibo ``created_at`` format, or unix seconds; naive times are UTC."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(float(value), UTC)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            try:
+                dt = datetime.strptime(text, WEIBO_TIME_FORMAT)
+            except ValueError:
+                raise ValueError(
+                    "not a time (use ISO 8601, unix seconds or 'Wed Jun 01 00:50:25 +0800 2011')"
+                ) from None
+    else:
+        raise ValueError("not a time (use ISO 8601, unix seconds or the Weibo format)")
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+IdStr = Annotated[str, BeforeValidator(_id_string), Field(min_length=1)]
+OptIdStr = Annotated[str | None, BeforeValidator(_id_string)]
+PushTime = Annotated[datetime, BeforeValidator(_parse_time)]
+
+
+class _PushModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class PushAuthor(_PushModel):
+    id: IdStr
+    handle: str = Field(min_length=1)
+    display_name: str | None = None
+
+
+class PushThread(_PushModel):
+    root_id: IdStr
+    parent_id: OptIdStr = None
+    conversation_id: OptIdStr = None
+
+
+class PushItem(_PushModel):
+    """One inquiry in the govbridge push schema (see the module docstring)."""
+
+    external_id: IdStr
+    kind: InquiryKind
+    author: PushAuthor
+    text: str
+    created_at: PushTime
+    thread: PushThread | None = None
+    visibility: Visibility | None = None
+    url: str | None = None
+
+
+class FanServicePush(_PushModel):
+    """A Weibo fan-service platform push (a private message to the account)."""
+
+    type: str = Field(min_length=1)
+    receiver_id: IdStr
+    sender_id: IdStr
+    created_at: PushTime
+    text: str = ""
+    data: dict[str, Any] | str | None = None
+
+
+def _describe(err: ValidationError, prefix: str) -> str:
+    """The first few problems as ``field.path: what is wrong`` (safe to log: no values)."""
+    parts = []
+    for e in err.errors()[:3]:
+        loc = prefix
+        for p in e["loc"]:
+            loc += f"[{p}]" if isinstance(p, int) else (f".{p}" if loc else str(p))
+        msg = e["msg"]
+        if e["type"] == "missing":
+            msg = "required field is missing"
+        parts.append(f"{loc or 'body'}: {msg}")
+    more = len(err.errors()) - 3
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+class WebhookSource:
+    """A source whose platform pushes inquiries; replies go back by signed HTTP POST."""
+
+    name: ClassVar[str] = "webhook"
+    Config: ClassVar[type[AccountConfig]] = WebhookConfig
+
+    def __init__(self, cfg: AccountConfig) -> None:
+        self.cfg: WebhookConfig = (
+            cfg
+            if isinstance(cfg, WebhookConfig)
+            else WebhookConfig.model_validate(cfg.model_dump())
+        )
+        self.capabilities = SourceCapabilities(
+            max_reply_chars=self.cfg.max_reply_chars,
+            supports_direct_messages=True,
+            supports_idempotency_key=True,
+            pushes=True,
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    # ------------------------------------------------------------------ inbound
+
+    async def fetch(self, cursor: str | None) -> FetchResult:
+        """Nothing to poll: items arrive through :meth:`parse_push`."""
+        return FetchResult(items=[], cursor=cursor)
+
+    def parse_push(self, body: bytes) -> list[Inquiry]:
+        """Validate a pushed body and normalise it; ``PermanentError`` names the bad field.
+
+        Items written by the official account itself are dropped (echo protection), so the
+        bridge never answers its own replies.
+        """
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PermanentError(f"invalid push: body: not JSON ({e.__class__.__name__})") from e
+        if isinstance(doc, dict) and "sender_id" in doc and "receiver_id" in doc:
+            return self._parse_fan_service(doc)
+        if isinstance(doc, dict) and "items" in doc:
+            raw_items = doc["items"]
+            if not isinstance(raw_items, list):
+                raise PermanentError("invalid push: items: must be a list of inquiries")
+            if len(raw_items) > MAX_ITEMS_PER_PUSH:
+                raise PermanentError(
+                    f"invalid push: items: at most {MAX_ITEMS_PER_PUSH} inquiries per push"
+                )
+            entries = [(f"items[{i}]", item) for i, item in enumerate(raw_items)]
+        elif isinstance(doc, dict):
+            entries = [("", doc)]
+        else:
+            raise PermanentError(
+                'invalid push: body: must be a JSON object (an inquiry or {"items": [...]})'
+            )
+        out: list[Inquiry] = []
+        for where, raw in entries:
+            inquiry = self._parse_item(where, raw)
+            if inquiry is not None:
+                out.append(inquiry)
+        return out
+
+    def _is_own(self, author_id: str, handle: str) -> bool:
+        own = self.cfg.handle.lstrip("@").casefold()
+        return handle.lstrip("@").casefold() == own or (
+            self.cfg.account_id is not None and author_id == self.cfg.account_id
+        )
+
+    def _parse_item(self, where: str, raw: object) -> Inquiry | None:
+        if not isinstance(raw, dict):
+            raise PermanentError(f"invalid push: {where or 'body'}: must be a JSON object")
+        try:
+            item = PushItem.model_validate(raw)
+        except ValidationError as e:
+            raise PermanentError(f"invalid push: {_describe(e, where)}") from None
+        prefix = f"{where}." if where else ""
+        visibility = item.visibility
+        if item.kind is InquiryKind.DIRECT_MESSAGE:
+            if visibility is Visibility.PUBLIC:
+                raise PermanentError(
+                    f"invalid push: {prefix}visibility: a direct_message cannot be public"
+                )
+            visibility = Visibility.PRIVATE
+        if self._is_own(item.author.id, item.author.handle):
+            log.debug("webhook.echo_skipped", external_id=item.external_id)
+            return None
+        thread = item.thread or PushThread(root_id=item.external_id)
+        return Inquiry.create(
+            platform=self.cfg.platform,
+            account=self.cfg.handle,
+            kind=item.kind,
+            external_id=item.external_id,
+            author={
+                "id": item.author.id,
+                "handle": item.author.handle.lstrip("@"),
+                "display_name": item.author.display_name,
+            },
+            text=item.text,
+            created_at=item.created_at,
+            thread={
+                "root_id": thread.root_id,
+                "parent_id": thread.parent_id,
+                "conversation_id": thread.conversation_id,
+                "reply_to": {"external_id": item.external_id},
+            },
+            visibility=visibility or Visibility.PUBLIC,
+            url=item.url,
+        )
+
+    def _parse_fan_service(self, raw: dict[str, Any]) -> list[Inquiry]:
+        try:
+            msg = FanServicePush.model_validate(raw)
+        except ValidationError as e:
+            raise PermanentError(f"invalid fan-service push: {_describe(e, '')}") from None
+        if self.cfg.account_id is not None and msg.receiver_id != self.cfg.account_id:
+            raise PermanentError(
+                "invalid fan-service push: receiver_id: not this account's user id"
+            )
+        if msg.type == "event":
+            # follow / unfollow / menu clicks: not an inquiry.
+            return []
+        if self._is_own(msg.sender_id, ""):
+            return []
+        text = msg.text or f"[{msg.type}]"
+        stamp = int(msg.created_at.timestamp())
+        external_id = f"{msg.sender_id}-{stamp}"
+        return [
+            Inquiry.create(
+                platform=self.cfg.platform,
+                account=self.cfg.handle,
+                kind=InquiryKind.DIRECT_MESSAGE,
+                external_id=external_id,
+                author={"id": msg.sender_id, "handle": msg.sender_id},
+                text=text,
+                created_at=msg.created_at,
+                thread={
+                    "root_id": f"dm-{msg.sender_id}",
+                    "conversation_id": msg.sender_id,
+                    "reply_to": {
+                        "receiver_id": msg.sender_id,
+                        "sender_id": msg.receiver_id,
+                        "type": msg.type,
+                    },
+                },
+                visibility=Visibility.PRIVATE,
+            )
+        ]
+
+    # ------------------------------------------------------------------ outbound
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds())
+            )
+        return self._session
+
+    async def post_reply(self, reply: ReplyRequest) -> PostedReply:
+        """POST the reply to ``reply_url``; the receiver dedupes on ``Idempotency-Key``."""
+        if len(reply.text) > self.cfg.max_reply_chars:
+            raise PermanentError(
+                f"reply text has {len(reply.text)} characters; the limit is "
+                f"{self.cfg.max_reply_chars}"
+            )
+        payload = {
+            "reply_id": reply.reply_id,
+            "inquiry_id": reply.inquiry_id,
+            "platform": reply.platform,
+            "account": reply.account,
+            "thread": reply.thread.model_dump(mode="json"),
+            "citizen_handle": reply.citizen_handle,
+            "visibility": reply.visibility.value,
+            "text": reply.text,
+            "status": reply.status.value if reply.status else None,
+            "ticket_id": reply.ticket_id,
+        }
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        headers = {"Content-Type": "application/json", "Idempotency-Key": reply.reply_id}
+        if self.cfg.reply_secret is not None:
+            headers.update(signing.sign(self.cfg.reply_secret.get_secret_value(), body))
+        try:
+            async with self._client().post(self.cfg.reply_url, data=body, headers=headers) as resp:
+                status = resp.status
+                text = await resp.text()
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise TransientError(f"reply endpoint unreachable: {e.__class__.__name__}") from e
+        doc = _json_or_none(text)
+        if 200 <= status < 300:
+            duplicate = isinstance(doc, dict) and doc.get("duplicate") is True
+            return PostedReply(
+                external_ids=_reply_ids(doc, reply.reply_id),
+                outcome="already_posted" if duplicate else "posted",
+            )
+        reason = _error_reason(doc, status)
+        if status == 409:
+            return PostedReply(
+                external_ids=_reply_ids(doc, reply.reply_id), outcome="already_posted"
+            )
+        if status == 429:
+            raise RateLimited(f"reply endpoint rate limit: {reason}", _retry_after(retry_after))
+        if status in (401, 403):
+            raise AuthError(f"reply endpoint refused our credentials: {reason}")
+        if status in (404, 410):
+            raise TargetGone(f"reply target gone: {reason}")
+        if status == 408 or status >= 500:
+            raise TransientError(f"reply endpoint failed: {reason}", _retry_after(retry_after))
+        raise PermanentError(f"reply refused: {reason}")
+
+    async def check(self) -> None:
+        """The reply endpoint answers HTTP at all (any status): a HEAD has no side effects."""
+        try:
+            async with self._client().head(self.cfg.reply_url) as resp:
+                await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise TransientError(f"reply endpoint unreachable: {e.__class__.__name__}") from e
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+
+
+def _reply_ids(doc: Any, fallback: str) -> list[str]:
+    if isinstance(doc, dict):
+        ids = doc.get("ids")
+        if isinstance(ids, list) and ids:
+            return [str(i) for i in ids]
+        if doc.get("id") is not None:
+            return [str(doc["id"])]
+    return [fallback]
+
+
+def _error_reason(doc: Any, status: int) -> str:
+    if isinstance(doc, dict):
+        for key in ("error", "message", "detail"):
+            if isinstance(doc.get(key), str):
+                return f"HTTP {status}: {doc[key][:200]}"
+    return f"HTTP {status}"
+
+
+def _retry_after(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return timedelta(seconds=max(0.0, float(value)))
+    except ValueError:
+        return None

@@ -1,0 +1,613 @@
+"""Sina Weibo source: poll the comment and mention timelines of an official account, answer in
+the same thread. Platform facts: ../shared/reference/weibo.md.
+
+Why it looks the way it does:
+- Ids are 16-digit integers near 2^53; they are read from ``idstr`` and handled as strings or
+  Python ints only, and the JSON is parsed so that no number can become a float.
+- Each stream is read newest-first. A poll asks for ``since_id``; when a full page comes back a
+  backlog is drained downwards with ``max_id = smallest seen - 1`` (``max_id`` is inclusive).
+  The cursor keeps, per stream, ``since`` (everything up to it was handed on), and while
+  draining ``top`` (the newest id of this round) and ``max`` (next ``max_id``), so storing it
+  after any page and restarting neither loses nor repeats an item.
+- Weibo has no idempotency key: a replayed reply is recognised by the "identical content" errors
+  (20017/20019/20111), so a reply's parts are split deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+import structlog
+from pydantic import ConfigDict, Field, model_validator
+
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    FetchResult,
+    PermanentError,
+    PostedReply,
+    RateLimit,
+    RateLimited,
+    SourceCapabilities,
+    TransientError,
+)
+from schemas.config import AccountConfig, Duration
+from schemas.messages import Author, Inquiry, ReplyRequest, ThreadRef
+from schemas.vocab import InquiryKind, Visibility
+
+log = structlog.get_logger(__name__)
+
+MAX_REPLY_CHARS = 140
+
+StreamName = Literal["comments_to_me", "comments_mentions", "statuses_mentions"]
+ALL_STREAMS: tuple[StreamName, ...] = ("comments_to_me", "comments_mentions", "statuses_mentions")
+
+# stream -> (endpoint, wrapper key, inquiry kind)
+_STREAMS: dict[str, tuple[str, str, InquiryKind]] = {
+    "comments_to_me": ("comments/to_me.json", "comments", InquiryKind.COMMENT),
+    "comments_mentions": ("comments/mentions.json", "comments", InquiryKind.MENTION),
+    "statuses_mentions": ("statuses/mentions.json", "statuses", InquiryKind.MENTION),
+}
+
+RATE_LIMIT_CODES = frozenset({10022, 10023, 10024, 20016})
+AUTH_CODES = frozenset({21301, 21314, 21315, 21316, 21317, 21319, 21327, 21332})
+PERMISSION_CODES = frozenset({10014})
+DUPLICATE_CODES = frozenset({20017, 20019, 20111})
+POST_GONE, COMMENT_GONE = 20101, 20201
+TRANSIENT_CODES = frozenset({10001, 10002, 10009})  # system error, unavailable, busy
+
+CURSOR_VERSION = 1
+
+
+class WeiboConfig(AccountConfig):
+    """``[[accounts]]`` block with ``adapter = "weibo"``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = "https://api.weibo.com/2/"
+    filter_by_author: Literal[0, 1, 2] = Field(
+        default=0, description="0 everyone, 1 only followed users, 2 only strangers."
+    )
+    page_size: int = Field(default=50, ge=1, le=200)
+    streams: list[StreamName] = Field(default_factory=lambda: list(ALL_STREAMS), min_length=1)
+    rip: str | None = Field(default=None, description="Real IP sent with posts (required on /biz).")
+    timeout: Duration = timedelta(seconds=30)
+    drain_until_empty: bool = Field(
+        default=False,
+        description="End a backlog drain only on an empty page, not on a short one "
+        "(costs one call per poll; for API variants that filter pages).",
+    )
+
+    @model_validator(mode="after")
+    def _needs_token(self) -> WeiboConfig:
+        if self.token is None or not self.token.get_secret_value():
+            raise ValueError("a weibo account needs `token` (an OAuth2 access token)")
+        if len(set(self.streams)) != len(self.streams):
+            raise ValueError("`streams` must not repeat a stream")
+        return self
+
+
+class WeiboError(Exception):
+    """An error answer from the API, before it is mapped onto the adapter errors."""
+
+    def __init__(self, code: int, message: str, endpoint: str, http_status: int) -> None:
+        super().__init__(f"weibo {endpoint}: error {code} {message}")
+        self.code = code
+        self.message = message
+        self.endpoint = endpoint
+        self.http_status = http_status
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def parse_json(body: bytes) -> Any:
+    """JSON with integers kept exact and fractions as ``Decimal``: no id ever passes a float."""
+    return json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
+
+
+def _digits(value: object) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+def idstr(obj: Any) -> str:
+    """The id of a Weibo object as a decimal string (``idstr`` first, exact ``id`` else)."""
+    if not isinstance(obj, dict):
+        raise ValueError("not an object")
+    s = obj.get("idstr")
+    if _digits(s):
+        return str(s)
+    raw = obj.get("id")
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return str(raw)
+    if _digits(raw):
+        return str(raw)
+    raise ValueError("object without a usable id")
+
+
+_MONTH_NAMES = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+_MONTHS = {m: i + 1 for i, m in enumerate(_MONTH_NAMES)}
+
+
+def parse_created_at(value: str) -> datetime:
+    """``"Wed Jun 01 00:50:25 +0800 2011"`` (``%a %b %d %H:%M:%S %z %Y``), independent of locale."""
+    try:
+        _dow, mon, day, hms, zone, year = value.split()
+        hh, mm, ss = (int(x) for x in hms.split(":"))
+        sign = -1 if zone[0] == "-" else 1
+        offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5])) * sign
+        return datetime(int(year), _MONTHS[mon], int(day), hh, mm, ss, tzinfo=timezone(offset))
+    except (ValueError, KeyError, IndexError) as e:
+        raise ValueError(f"bad created_at {value!r}") from e
+
+
+def error_code_of(data: Any) -> int | None:
+    """``error_code`` as an int whether Weibo sent a number or a string; ``None`` if absent."""
+    if not isinstance(data, dict) or "error_code" not in data:
+        return None
+    raw = data["error_code"]
+    try:
+        return int(str(raw).strip())
+    except ValueError:
+        return -1
+
+
+# --------------------------------------------------------------------------- reply splitting
+
+_SENTENCE_END = set("。！？!?；;…\n")
+_CLAUSE = set("，,、：:")
+_CLOSERS = set("”’」』）)】》\"'")
+_JOINERS = {"\u200d"}  # zero-width joiner
+
+
+def _glued(text: str, pos: int) -> bool:
+    """True if cutting before ``text[pos]`` would split one user-perceived character."""
+    if pos <= 0 or pos >= len(text):
+        return False
+    ch, prev = text[pos], text[pos - 1]
+    cp = ord(ch)
+    return (
+        unicodedata.category(ch) in ("Mn", "Mc", "Me")
+        or ch in _JOINERS
+        or prev in _JOINERS
+        or 0xFE00 <= cp <= 0xFE0F  # variation selectors
+        or 0x1F3FB <= cp <= 0x1F3FF  # skin-tone modifiers
+        or 0xE0020 <= cp <= 0xE007F  # tag characters
+        or 0xDC00 <= cp <= 0xDFFF  # (lone) low surrogate
+    )
+
+
+def _in_word(text: str, pos: int) -> bool:
+    """Inside a run of ASCII letters/digits (a ticket number, a URL): better not cut there."""
+    a, b = text[pos - 1], text[pos]
+    return a.isascii() and b.isascii() and (a.isalnum() or a in "/.:-_") and b.isalnum()
+
+
+def _best_cut(text: str, width: int) -> int:
+    """Where to end the next part (1..width), preferring sentence, clause, then word ends."""
+    lo = max(1, width // 2)
+    for accept in (
+        lambda p: (
+            text[p - 1] in _SENTENCE_END
+            or (text[p - 1] in _CLOSERS and p >= 2 and text[p - 2] in _SENTENCE_END)
+        ),
+        lambda p: text[p - 1] in _CLAUSE,
+        lambda p: text[p - 1].isspace() or text[p].isspace(),
+        lambda p: not _in_word(text, p),
+    ):
+        for p in range(width, lo - 1, -1):
+            if not _glued(text, p) and accept(p):
+                return p
+    for p in range(width, 0, -1):
+        if not _glued(text, p):
+            return p
+    return width  # a single cluster longer than a part: nothing better exists
+
+
+def _chunks(text: str, width: int) -> list[str]:
+    out: list[str] = []
+    rest = text
+    while len(rest) > width:
+        cut = _best_cut(rest, width)
+        part = rest[:cut].rstrip(" \n")
+        if part:
+            out.append(part)
+        rest = rest[cut:].lstrip(" \n")
+    if rest:
+        out.append(rest)
+    return out
+
+
+def split_reply(text: str, limit: int = MAX_REPLY_CHARS) -> list[str]:
+    """Fit ``text`` into posts of at most ``limit`` characters, numbered ``(i/n)`` if several.
+
+    Deterministic (a replay produces the same parts, so Weibo's duplicate check recognises it).
+    """
+    text = text.strip()
+    if len(text) <= limit:
+        return [text]
+    n = 2
+    while True:
+        marker = len(f"({n}/{n})")
+        parts = _chunks(text, limit - marker)
+        if len(str(len(parts))) <= len(str(n)):
+            total = len(parts)
+            return [f"{p}({i}/{total})" for i, p in enumerate(parts, 1)]
+        n = len(parts)
+
+
+# --------------------------------------------------------------------------- cursor
+
+
+@dataclass(frozen=True)
+class StreamCursor:
+    since: int | None = None  # every item with id <= since has been handed on
+    top: int | None = None  # while draining: newest id of this round (becomes since)
+    max: int | None = None  # while draining: next max_id (inclusive)
+
+    @property
+    def draining(self) -> bool:
+        return self.top is not None
+
+    def dump(self) -> dict[str, str]:
+        return {
+            k: str(v)
+            for k, v in (("since", self.since), ("top", self.top), ("max", self.max))
+            if v is not None
+        }
+
+    @classmethod
+    def load(cls, raw: Any) -> StreamCursor:
+        if not isinstance(raw, dict):
+            raise ValueError("stream cursor is not an object")
+
+        def num(key: str) -> int | None:
+            v = raw.get(key)
+            if v is None:
+                return None
+            if not _digits(v):
+                raise ValueError(f"bad {key} in cursor")
+            return int(v)
+
+        c = cls(num("since"), num("top"), num("max"))
+        if (c.top is None) != (c.max is None):
+            raise ValueError("cursor has top without max")
+        return c
+
+
+def _load_cursor(cursor: str | None) -> dict[str, StreamCursor]:
+    if not cursor:
+        return {}
+    try:
+        data = json.loads(cursor)
+        if not isinstance(data, dict) or data.get("v") != CURSOR_VERSION:
+            raise ValueError("unknown cursor version")
+        streams = data.get("streams", {})
+        if not isinstance(streams, dict):
+            raise ValueError("streams is not an object")
+        return {name: StreamCursor.load(raw) for name, raw in streams.items()}
+    except ValueError as e:
+        raise PermanentError(f"weibo: unreadable cursor ({e})") from None
+
+
+def _dump_cursor(streams: dict[str, StreamCursor]) -> str:
+    body = {"v": CURSOR_VERSION, "streams": {k: v.dump() for k, v in sorted(streams.items())}}
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+# --------------------------------------------------------------------------- the source
+
+
+class WeiboSource:
+    """A Weibo official account, read by polling the Open API v2 and answered with comments."""
+
+    name: ClassVar[str] = "weibo"
+    Config: ClassVar[type[AccountConfig]] = WeiboConfig
+
+    capabilities = SourceCapabilities(
+        max_reply_chars=MAX_REPLY_CHARS,
+        supports_direct_messages=False,  # only via the fan-service platform (push), not here
+        supports_idempotency_key=False,
+        reply_rate_limit=RateLimit(max_calls=60, period=timedelta(hours=1)),
+        read_rate_limit=RateLimit(max_calls=150, period=timedelta(hours=1)),
+    )
+
+    def __init__(self, cfg: AccountConfig) -> None:
+        self.cfg: WeiboConfig = (
+            cfg if isinstance(cfg, WeiboConfig) else WeiboConfig.model_validate(cfg.model_dump())
+        )
+        self._base = self.cfg.base_url.rstrip("/") + "/"
+        self._session: aiohttp.ClientSession | None = None
+        self._uid: str | None = None
+        self._pending_error: AdapterError | None = None
+        self._done: dict[str, PostedReply] = {}  # reply_id -> result, this process only
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds())
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def _request(self, method: str, endpoint: str, params: dict[str, str]) -> Any:
+        """One API call; raises ``WeiboError`` for an API error, ``TransientError`` otherwise."""
+        assert self.cfg.token is not None
+        args = {**params, "access_token": self.cfg.token.get_secret_value()}
+        url = self._base + endpoint
+        try:
+            if method == "GET":
+                ctx = self._http().get(url, params=args)
+            else:
+                if self.cfg.rip:
+                    args.setdefault("rip", self.cfg.rip)
+                ctx = self._http().post(url, data=args)
+            async with ctx as resp:
+                status = resp.status
+                body = await resp.read()
+        except TimeoutError:
+            # An unanswered request is also how Weibo treats blacklisted apps.
+            raise TransientError(f"weibo {endpoint}: timed out") from None
+        except aiohttp.ClientError as e:
+            raise TransientError(f"weibo {endpoint}: {type(e).__name__}") from None
+        try:
+            data = parse_json(body)
+        except (ValueError, UnicodeDecodeError):
+            if status >= 500 or status == 200:
+                # 200 with a non-JSON body is an interposed proxy/error page.
+                raise TransientError(f"weibo {endpoint}: HTTP {status}, no JSON") from None
+            raise PermanentError(f"weibo {endpoint}: HTTP {status}, no JSON") from None
+        code = error_code_of(data)
+        if code is not None:
+            message = str(data.get("error", ""))[:200]
+            raise WeiboError(code, message, endpoint, status)
+        if status >= 500:
+            raise TransientError(f"weibo {endpoint}: HTTP {status}")
+        if status >= 400:
+            raise PermanentError(f"weibo {endpoint}: HTTP {status}")
+        return data
+
+    async def _call(self, method: str, endpoint: str, params: dict[str, str]) -> Any:
+        """Like ``_request`` but every API error becomes an adapter error."""
+        try:
+            return await self._request(method, endpoint, params)
+        except WeiboError as e:
+            raise await self._map_error(e) from None
+
+    async def _map_error(self, e: WeiboError) -> AdapterError:
+        reason = f"weibo {e.endpoint}: error {e.code}"
+        if e.code in RATE_LIMIT_CODES:
+            return RateLimited(reason, retry_after=await self._until_reset())
+        if e.code in AUTH_CODES:
+            return AuthError(f"{reason} (token rejected: re-authorise the account)")
+        if e.code in PERMISSION_CODES:
+            return PermanentError(f"{reason} (no permission for this call)")
+        if e.code in TRANSIENT_CODES or e.http_status >= 500:
+            return TransientError(reason)
+        return PermanentError(f"{reason} {e.message}")
+
+    async def _until_reset(self) -> timedelta:
+        """Time until the hourly window resets, from ``rate_limit_status`` (not itself limited)."""
+        try:
+            data = await self._request("GET", "account/rate_limit_status.json", {})
+            seconds = int(data["reset_time_in_seconds"])
+            if seconds > 0:
+                return timedelta(seconds=seconds)
+        except (AdapterError, WeiboError, KeyError, TypeError, ValueError):
+            pass
+        # Weibo's windows are clock hours (UTC+8 is a whole-hour offset).
+        now = datetime.now(UTC)
+        next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        return next_hour - now
+
+    # ------------------------------------------------------------------ reading
+
+    async def own_uid(self) -> str:
+        """The official account's uid (echo protection); one cheap call per adapter."""
+        if self._uid is None:
+            data = await self._call("GET", "account/get_uid.json", {})
+            uid = data.get("uid") if isinstance(data, dict) else None
+            if (isinstance(uid, int) and not isinstance(uid, bool)) or _digits(uid):
+                self._uid = str(uid)
+            else:
+                raise TransientError("weibo account/get_uid.json: no uid in answer")
+        return self._uid
+
+    async def fetch(self, cursor: str | None) -> FetchResult:
+        """One step: a page of every stream (or of each stream still draining a backlog)."""
+        if self._pending_error is not None:
+            err, self._pending_error = self._pending_error, None
+            raise err
+        state = _load_cursor(cursor)
+        uid = await self.own_uid()
+        for s in self.cfg.streams:
+            state.setdefault(s, StreamCursor())
+        todo = [s for s in self.cfg.streams if state[s].draining] or list(self.cfg.streams)
+        items: list[Inquiry] = []
+        for polled, stream in enumerate(todo):
+            try:
+                new_state, page = await self._read_page(stream, state[stream], uid)
+            except AdapterError as e:
+                if polled == 0:
+                    raise
+                # Hand on what was read; report the error on the very next call.
+                self._pending_error = e
+                break
+            state[stream] = new_state
+            items.extend(page)
+        more = self._pending_error is not None or any(state[s].draining for s in self.cfg.streams)
+        return FetchResult(items=items, cursor=_dump_cursor(state), more=more)
+
+    async def _read_page(
+        self, stream: str, cur: StreamCursor, uid: str
+    ) -> tuple[StreamCursor, list[Inquiry]]:
+        endpoint, wrapper, kind = _STREAMS[stream]
+        params = {
+            "count": str(self.cfg.page_size),
+            "page": "1",
+            "filter_by_author": str(self.cfg.filter_by_author),
+        }
+        if cur.since is not None:
+            params["since_id"] = str(cur.since)
+        if cur.max is not None:
+            params["max_id"] = str(cur.max)  # inclusive: already smallest seen - 1
+        data = await self._call("GET", endpoint, params)
+        raw = data.get(wrapper) if isinstance(data, dict) else None
+        if not isinstance(raw, list):
+            raise TransientError(f"weibo {endpoint}: answer without {wrapper!r}")
+
+        ids: list[int] = []
+        objs: list[tuple[int, dict[str, Any]]] = []
+        for obj in raw:
+            try:
+                i = int(idstr(obj))
+            except ValueError:
+                log.warning("weibo.item_without_id", stream=stream)
+                continue
+            # Keep only the window asked for, whatever the server sent.
+            if (cur.since is not None and i <= cur.since) or (cur.max is not None and i > cur.max):
+                continue
+            ids.append(i)
+            objs.append((i, obj))
+
+        short = len(raw) < self.cfg.page_size and not self.cfg.drain_until_empty
+        if not ids:
+            new = replace(cur, since=cur.top, top=None, max=None) if cur.draining else cur
+        elif cur.draining:
+            new = StreamCursor(since=cur.top) if short else replace(cur, max=min(ids) - 1)
+        elif short:
+            new = StreamCursor(since=max(ids))
+        else:
+            new = StreamCursor(since=cur.since, top=max(ids), max=min(ids) - 1)
+
+        inquiries: list[Inquiry] = []
+        for _, obj in sorted(objs, key=lambda t: t[0]):  # oldest first
+            try:
+                inq = self._normalise(stream, kind, obj, uid)
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("weibo.unparseable_item", stream=stream, error=type(e).__name__)
+                continue
+            if inq is not None:
+                inquiries.append(inq)
+        return new, inquiries
+
+    def _normalise(
+        self, stream: str, kind: InquiryKind, obj: dict[str, Any], uid: str
+    ) -> Inquiry | None:
+        user = obj.get("user") or {}
+        author_id = idstr(user)
+        if author_id == uid:
+            return None  # our own post or reply: never answer ourselves
+        external_id = idstr(obj)
+        if stream == "statuses_mentions":
+            root, parent = external_id, None
+            reply_to = {"id": external_id}
+        else:
+            status = obj["status"]
+            root, parent = idstr(status), external_id
+            if stream == "comments_mentions" and "comments_to_me" in self.cfg.streams:
+                parent_comment = obj.get("reply_comment") or {}
+                on_ours = idstr(status.get("user") or {"id": 0}) == uid
+                answers_us = bool(parent_comment) and idstr(parent_comment.get("user")) == uid
+                if on_ours or answers_us:
+                    return None  # comments/to_me delivers it already
+            reply_to = {"id": root, "cid": external_id}
+        return Inquiry.create(
+            platform=self.name,
+            account=self.cfg.handle,
+            kind=kind,
+            external_id=external_id,
+            author=Author(
+                id=author_id,
+                handle=str(user.get("screen_name") or user.get("name") or author_id),
+                display_name=user.get("name") or None,
+            ),
+            text=str(obj.get("text", "")),
+            created_at=parse_created_at(str(obj["created_at"])),
+            thread=ThreadRef(root_id=root, parent_id=parent, reply_to=reply_to),
+            visibility=Visibility.PUBLIC,
+            url=f"https://m.weibo.cn/status/{root}",
+        )
+
+    # ------------------------------------------------------------------ replying
+
+    async def post_reply(self, reply: ReplyRequest) -> PostedReply:
+        """Answer in the thread: ``comments/reply.json`` to a comment, ``create.json`` to a post."""
+        if reply.reply_id in self._done:
+            return self._done[reply.reply_id]
+        if reply.visibility == Visibility.PRIVATE:
+            raise PermanentError("weibo: direct messages are not supported on the ordinary API")
+        rt = reply.thread.reply_to
+        post_id = rt.get("id") or reply.thread.root_id
+        cid = rt.get("cid")
+        if not _digits(post_id) or (cid is not None and not _digits(cid)):
+            raise PermanentError("weibo: reply target ids are not numeric")
+        result = await self._post_parts(post_id, cid, reply.text, reply.citizen_handle)
+        if len(self._done) > 10_000:
+            self._done.clear()
+        self._done[reply.reply_id] = result
+        return result
+
+    async def _post_parts(
+        self, post_id: str, cid: str | None, text: str, citizen: str
+    ) -> PostedReply:
+        parts = split_reply(text)
+        posted: list[str] = []
+        already = 0
+        fallback = False
+        i = 0
+        while i < len(parts):
+            on_comment = cid is not None and not fallback
+            form = {"id": post_id, "comment": parts[i], "comment_ori": "0"}
+            if on_comment:
+                assert cid is not None
+                form |= {"cid": cid, "without_mention": "0"}
+            endpoint = "comments/reply.json" if on_comment else "comments/create.json"
+            try:
+                created = await self._request("POST", endpoint, form)
+                posted.append(idstr(created))
+            except WeiboError as e:
+                if e.code in DUPLICATE_CODES:
+                    already += 1  # posted before (a replay): done, never loop
+                elif e.code == COMMENT_GONE and on_comment:
+                    # The comment is gone: answer on the root post, addressing the citizen.
+                    fallback = True
+                    if i == 0:
+                        parts = split_reply(f"@{citizen} {text}")
+                    continue
+                elif e.code in (POST_GONE, COMMENT_GONE):
+                    return PostedReply(external_ids=posted, outcome="undeliverable")
+                else:
+                    raise await self._map_error(e) from None
+            except ValueError:
+                raise TransientError(f"weibo {endpoint}: answer without an id") from None
+            i += 1
+        if fallback:
+            return PostedReply(external_ids=posted, outcome="fallback_root")
+        if not posted and already:
+            return PostedReply(external_ids=[], outcome="already_posted")
+        return PostedReply(external_ids=posted, outcome="posted")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def check(self) -> None:
+        """Reachability and token validity, with the cheapest call there is."""
+        self._uid = None
+        await self.own_uid()
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+            await asyncio.sleep(0)
+        self._session = None
