@@ -1,0 +1,240 @@
+"""Detect and mask personal data in Chinese microblog text: mobile numbers, resident ID numbers
+and e-mail addresses.
+
+Why here: inquiries are published back into public threads and written to logs; neither may
+carry a citizen's phone or ID number (the ticket system may, when a department allows it).
+
+Decisions worth knowing:
+
+* **Resident ID numbers (GB 11643-1999)** are recognised by structure first: a known province
+  code, a real birth date (not in the future, not before 1900) and 18 characters (the last may be
+  ``X``). Numbers whose check digit verifies are reported with ``checksum_ok=True``. A number with
+  that structure but a *wrong* check digit is still masked by default (``checksum_ok=False``): a
+  citizen who mistypes one digit of an ID has still published 17 correct digits that give away the
+  region, the birth date and most of the sequence, and an ordinary 18-digit number (order,
+  tracking or invoice number) almost never also carries a province code *and* a valid birth date
+  in the right places (roughly 1 in 6,000 random numbers). 18-digit numbers without that
+  structure are never masked. Pass ``require_checksum=True`` for the strict reading.
+* **Mobile numbers**: mainland numbers ``1[3-9]x xxxx xxxx``, written continuously or grouped
+  3-4-4 with spaces or dashes, optionally with ``+86`` / ``0086`` / ``86`` / ``(+86)``. A run
+  of digits longer than 11 is not a phone number (it is an order number, or an ID handled above).
+* Full-width digits and letters (``１３８…``, ``＠``) are matched like ASCII ones: the matching
+  runs over a same-length folded copy of the text, so spans refer to the original text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Final, Literal
+
+Kind = Literal["mobile", "id_number", "email"]
+
+MASKS: Final[Mapping[str, str]] = {
+    "mobile": "[手机号]",
+    "id_number": "[身份证号]",
+    "email": "[邮箱]",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One piece of personal data: its kind and where it is (``text[start:end]``).
+
+    ``value`` is kept out of ``repr`` so that logging a finding does not leak what it hides.
+    """
+
+    kind: Kind
+    start: int
+    end: int
+    value: str = field(repr=False, compare=False)
+    checksum_ok: bool = True
+    """False only for an ID-shaped number whose GB 11643 check digit does not verify."""
+
+    @property
+    def span(self) -> tuple[int, int]:
+        return (self.start, self.end)
+
+
+# Full-width forms (U+FF01..U+FF5E) fold to ASCII one-to-one, the ideographic space to a space,
+# so offsets in the folded text equal offsets in the original.
+_FOLD: Final = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+_SEP = r"[ \-]"
+_MOBILE = re.compile(
+    r"(?<![\d+])"
+    r"(?:(?:\+|00)?86[ \-]?|\(\+?86\)[ ]?)?"
+    rf"1[3-9]\d(?:{_SEP}?\d{{4}}){{2}}"
+    r"(?!\d)",
+    re.ASCII,
+)
+_ID = re.compile(
+    r"(?<![\d])"
+    rf"(?P<region>[1-9]\d{{5}}){_SEP}?"
+    rf"(?P<birth>(?:18|19|20)\d{{2}}[01]\d[0-3]\d){_SEP}?"
+    r"(?P<seq>\d{3})(?P<check>[\dXx])"
+    r"(?![\dXx])",
+    re.ASCII,
+)
+_EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+\-])"
+    r"[A-Za-z0-9][A-Za-z0-9._%+\-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,62}[A-Za-z0-9])?)*\.[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9\-])",
+    re.ASCII,
+)
+
+# First two digits of a GB 11643 address code: provinces, plus 81/82/83 (residence permits of
+# Hong Kong, Macao and Taiwan residents, which use the same format and check digit).
+_PROVINCES: Final = frozenset(
+    {11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46}
+    | {50, 51, 52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82, 83}
+)
+_WEIGHTS: Final = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_CHECK_CHARS: Final = "10X98765432"
+
+
+def id_check_char(first17: str) -> str:
+    """The GB 11643 check character (``0``-``9`` or ``X``) for the first 17 digits."""
+    if len(first17) != 17 or not first17.isascii() or not first17.isdigit():
+        raise ValueError("need exactly 17 ASCII digits")
+    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
+    return _CHECK_CHARS[total % 11]
+
+
+def is_valid_id_number(number: str, *, today: date | None = None) -> bool:
+    """True for an 18-character resident ID with a known region, a real past birth date and a
+    correct check digit."""
+    n = number.strip()
+    if len(n) != 18:
+        return False
+    return _id_structure_ok(n[:6], n[6:14], today) and id_check_char(n[:17]) == n[17].upper()
+
+
+def _id_structure_ok(region: str, birth: str, today: date | None) -> bool:
+    if not (region.isdigit() and birth.isdigit()) or int(region[:2]) not in _PROVINCES:
+        return False
+    try:
+        born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+    except ValueError:
+        return False
+    return date(1900, 1, 1) <= born <= (today or date.today())
+
+
+def find_personal_data(text: str, *, require_checksum: bool = False) -> list[Finding]:
+    """All mobile numbers, ID numbers and e-mail addresses in ``text``, in order, without
+    overlaps (the longer match wins, e.g. an e-mail whose local part is a phone number)."""
+    if not text or not _may_contain(text):
+        return []
+    folded = text.translate(_FOLD)
+    found: list[Finding] = []
+    for m in _EMAIL.finditer(folded):
+        found.append(Finding("email", m.start(), m.end(), text[m.start() : m.end()]))
+    for m in _ID.finditer(folded):
+        if not _id_structure_ok(m["region"], m["birth"], None):
+            continue
+        ok = id_check_char(m["region"] + m["birth"] + m["seq"]) == m["check"].upper()
+        if ok or not require_checksum:
+            found.append(Finding("id_number", m.start(), m.end(), text[m.start() : m.end()], ok))
+    for m in _MOBILE.finditer(folded):
+        found.append(Finding("mobile", m.start(), m.end(), text[m.start() : m.end()]))
+    return _without_overlaps(found)
+
+
+def _may_contain(text: str) -> bool:
+    """Cheap pre-check: every kind needs a digit or an at-sign (ASCII or full-width)."""
+    return any(c.isdigit() or c in "@＠" for c in text)
+
+
+def _without_overlaps(found: list[Finding]) -> list[Finding]:
+    found.sort(key=lambda f: (f.start, -(f.end - f.start)))
+    kept: list[Finding] = []
+    for f in found:
+        if kept and f.start < kept[-1].end:
+            if f.end - f.start > kept[-1].end - kept[-1].start:
+                kept[-1] = f
+            continue
+        kept.append(f)
+    return kept
+
+
+def redact(
+    text: str,
+    *,
+    masks: Mapping[str, str] = MASKS,
+    require_checksum: bool = False,
+) -> tuple[str, list[Finding]]:
+    """``text`` with every finding replaced by its mask (``[手机号]``, ``[身份证号]``, ``[邮箱]``),
+    and the findings (spans refer to the original text)."""
+    findings = find_personal_data(text, require_checksum=require_checksum)
+    if not findings:
+        return text, findings
+    parts: list[str] = []
+    pos = 0
+    for f in findings:
+        parts.append(text[pos : f.start])
+        parts.append(masks[f.kind])
+        pos = f.end
+    parts.append(text[pos:])
+    return "".join(parts), findings
+
+
+def redact_text(text: str) -> str:
+    """Just the masked text (for templates and log fields)."""
+    return redact(text)[0]
+
+
+def contains_personal_data(text: str) -> bool:
+    return bool(find_personal_data(text))
+
+
+# -- structlog --------------------------------------------------------------------------------
+
+_MAX_DEPTH = 6
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    """A copy of ``value`` with personal data masked in every string inside it.
+
+    Integers are checked too (a phone number logged as an int); other objects are checked via
+    ``str()`` and replaced by their masked text only when they would leak.
+    """
+    if isinstance(value, str):
+        return redact_text(value)
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        s = str(value)
+        return redact_text(s) if len(s) >= 11 and contains_personal_data(s) else value
+    if depth >= _MAX_DEPTH:
+        return redact_text(str(value))
+    if isinstance(value, Mapping):
+        return {_scrub(k, depth + 1): _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [_scrub(v, depth + 1) for v in value]
+        if isinstance(value, list):
+            return items
+        return tuple(items) if isinstance(value, tuple) else set(items)
+    if isinstance(value, bytes | bytearray):
+        s = bytes(value).decode("utf-8", "replace")
+        return redact_text(s) if contains_personal_data(s) else value
+    try:
+        s = str(value)
+    except Exception:
+        return value
+    return redact_text(s) if contains_personal_data(s) else value
+
+
+def redact_processor(logger: Any, method_name: str, event_dict: Any) -> Any:
+    """structlog processor: mask personal data in every value of the event dict.
+
+    An exception attached with ``exc_info`` is rendered to its ``exception`` text first (its
+    message may quote a phone number), so this may sit before or after ``format_exc_info``.
+    """
+    if event_dict.get("exc_info"):
+        from structlog.processors import format_exc_info
+
+        event_dict = format_exc_info(logger, method_name, event_dict)
+    return {key: _scrub(value) for key, value in event_dict.items()}
