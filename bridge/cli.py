@@ -48,8 +48,10 @@ async def _check(args: argparse.Namespace) -> int:
     from bridge.store import open_store
 
     cfg = _load(args.config)
-    print(f"config   ok: {args.config} ({len(cfg.departments)} departments, "
-          f"{len(cfg.accounts)} accounts, {len(cfg.routes)} routes)")
+    print(
+        f"config   ok: {args.config} ({len(cfg.departments)} departments, "
+        f"{len(cfg.accounts)} accounts, {len(cfg.routes)} routes)"
+    )
     failures = 0
     broker_cfg = cfg.broker.model_copy(
         update={"connect_timeout": min(cfg.broker.connect_timeout, timedelta(seconds=8))}
@@ -144,8 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"govbridge {__version__}")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log-json", action="store_true", default=None,
-                   help="JSON log lines (default: JSON unless stderr is a terminal)")
+    p.add_argument(
+        "--log-json",
+        action="store_true",
+        default=None,
+        help="JSON log lines (default: JSON unless stderr is a terminal)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon")

@@ -93,8 +93,10 @@ def _describe(err: Mapping[str, Any], root: type[BaseModel], prefix: tuple[int |
     if err["type"] == "missing":
         return f"{where}: required key is missing"
     value = err.get("input")
-    shown = "" if isinstance(value, dict | list) or "token" in where or "key" in where else (
-        f" (got {value!r})"
+    shown = (
+        ""
+        if isinstance(value, dict | list) or "token" in where or "key" in where
+        else (f" (got {value!r})")
     )
     msg = str(err["msg"]).removeprefix("Value error, ")
     return f"{where}: {msg}{shown}"
@@ -125,7 +127,7 @@ def parse_config(
             problems.append(f"{_loc([*prefix, 'adapter'])}: {exc.args[0]}")
             continue
         try:
-            cls.Config.model_validate(data["accounts"][i])
+            cfg.accounts[i] = cls.Config.model_validate(data["accounts"][i])
         except ValidationError as exc:
             problems += [_describe(e, cls.Config, prefix) for e in exc.errors()]
     for i, dept in enumerate(cfg.departments):
@@ -136,7 +138,7 @@ def parse_config(
             problems.append(f"{_loc([*prefix, 'adapter'])}: {exc.args[0]}")
             continue
         try:
-            tcls.Config.model_validate(data["departments"][i]["ticketing"])
+            dept.ticketing = tcls.Config.model_validate(data["departments"][i]["ticketing"])
         except ValidationError as exc:
             problems += [_describe(e, tcls.Config, prefix) for e in exc.errors()]
     if problems:

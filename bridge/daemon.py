@@ -164,14 +164,15 @@ class Daemon:
                 return
             for worker in self.workers:
                 if not await worker.watchdog_tick(self.watchdog_grace):
-                    log.error("consumer lost beyond grace; exiting for the supervisor",
-                              stage=worker.name)
+                    log.error(
+                        "consumer lost beyond grace; exiting for the supervisor", stage=worker.name
+                    )
                     self._exit_code = 3
                     self._stop.set()
                     return
 
     async def run(self) -> int:
-        """Start, serve until SIGTERM/SIGINT (or a fatal watchdog), drain, and return the exit code."""
+        """Start, serve until SIGTERM/SIGINT (or a fatal watchdog), drain; the exit code."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -12,10 +12,7 @@ from typing import Any
 
 import structlog
 
-try:  # the redactor lives with the triage logic
-    from bridge.pii import redact_processor
-except ImportError:  # pragma: no cover - during bootstrap only
-    redact_processor = None
+from bridge.pii import redact_processor
 
 
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
@@ -26,8 +23,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    if redact_processor is not None:
-        processors.append(redact_processor)
+    processors.append(redact_processor)
     processors.append(structlog.processors.format_exc_info if json else structlog.dev.set_exc_info)
     renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False)

@@ -41,7 +41,9 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.published = Counter(
-            "govbridge_messages_published", "Publishes confirmed by the broker", ["routing"],
+            "govbridge_messages_published",
+            "Publishes confirmed by the broker",
+            ["routing"],
             registry=r,
         )
         self.publish_failures = Counter(

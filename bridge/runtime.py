@@ -31,10 +31,10 @@ import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustChannel,
     AbstractRobustConnection,
-    AbstractExchange,
     AbstractRobustQueue,
     DeliveryMode,
 )
@@ -120,7 +120,7 @@ class Broker:
                     url, timeout=max(1.0, min(5.0, remaining)), reconnect_interval=1
                 )
                 break
-            except (OSError, aiormq.exceptions.AMQPError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, aiormq.exceptions.AMQPError) as exc:
                 last = exc
                 log.warning("broker connect failed; retrying", error=str(exc), in_s=delay)
                 await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -219,7 +219,7 @@ class Broker:
             confirm = await asyncio.wait_for(
                 exchange.publish(msg, routing_key=routing_key, mandatory=True), timeout
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.metrics.publish_failures.labels("timeout").inc()
             raise PublishError(f"no confirm for {routing_key!r} within {timeout:g} s") from None
         except aio_pika.exceptions.DeliveryError as exc:
@@ -332,22 +332,27 @@ class Worker(Generic[M]):
                 pending, timeout=self.broker.cfg.drain_timeout.total_seconds()
             )
             if still:
-                log.warning("drain timeout; unfinished messages return to the queue",
-                            stage=self.name, count=len(still))
+                log.warning(
+                    "drain timeout; unfinished messages return to the queue",
+                    stage=self.name,
+                    count=len(still),
+                )
+                for task in still:
+                    task.cancel()
         self.metrics.consumers.labels(self.name).set(0)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._inflight.add(task)
-        try:
-            await self._process(message)
-        finally:
-            if task is not None:
-                self._inflight.discard(task)
+        # aiormq cancels its delivery callbacks when the channel or connection closes; the
+        # handler runs in its own task so a lost connection does not cut it off between a side
+        # effect and its bookkeeping. It finishes, its ack fails harmlessly (``_settle``) and
+        # the redelivery finds the work done.
+        task = asyncio.create_task(self._process(message))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        await asyncio.shield(task)
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         self.metrics.consumed.labels(self.name).inc()
@@ -436,8 +441,12 @@ class Worker(Generic[M]):
             await self._settle(message.nack(requeue=True))
             return
         self.metrics.retried.labels(self.name, queue.rsplit(".", 1)[-1]).inc()
-        log.info("retry scheduled", reason=exc.reason, delay_s=delay.total_seconds(),
-                 next_attempt=next_attempt)
+        log.info(
+            "retry scheduled",
+            reason=exc.reason,
+            delay_s=delay.total_seconds(),
+            next_attempt=next_attempt,
+        )
         await self._settle(message.ack())
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:

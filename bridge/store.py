@@ -103,6 +103,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX replies_state ON replies (state);
     CREATE INDEX replies_inquiry ON replies (inquiry_id);
     """,
+    # 2: which inquiry's ticket a thread's follow-ups belong to (claimed atomically)
+    """
+    CREATE TABLE threads (
+        thread_key TEXT PRIMARY KEY,
+        reference TEXT NOT NULL,
+        inquiry_id TEXT NOT NULL,
+        claimed_at TEXT NOT NULL
+    );
+    """,
 ]
 
 
@@ -291,9 +300,7 @@ class SqlStore:
         )
 
     async def get_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
-        rows = await self.db.fetchall(
-            "SELECT * FROM inquiries WHERE inquiry_id = ?", (inquiry_id,)
-        )
+        rows = await self.db.fetchall("SELECT * FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))
         return rows[0] if rows else None
 
     async def list_inquiries(self) -> list[dict[str, Any]]:
@@ -308,14 +315,33 @@ class SqlStore:
         )
         return rows[0] if rows else None
 
-    async def pending_ticket_for_thread(self, thread_key: str) -> dict[str, Any] | None:
-        """An inquiry in this thread routed for a ticket that is not created yet."""
-        rows = await self.db.fetchall(
-            "SELECT * FROM inquiries WHERE thread_key = ? AND state IN (?, ?) "
-            "ORDER BY created_at",
-            (thread_key, "triaged", "routed"),
+    async def claim_thread(self, thread_key: str, inquiry_id: str, reference: str) -> str:
+        """The reference of the ticket this thread's inquiries belong to.
+
+        The first inquiry of a thread claims it (a unique key makes this atomic across
+        processes); later ones get the owner's reference and are appended. Once the owner's
+        ticket is final, the next inquiry takes the thread over and gets a new ticket.
+        """
+        await self.db.execute(
+            "INSERT INTO threads (thread_key, reference, inquiry_id, claimed_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (thread_key) DO NOTHING",
+            (thread_key, reference, inquiry_id, now_iso()),
         )
-        return rows[0] if rows else None
+        rows = await self.db.fetchall(
+            "SELECT reference, inquiry_id FROM threads WHERE thread_key = ?", (thread_key,)
+        )
+        owner = rows[0]
+        if owner["inquiry_id"] == inquiry_id:
+            return str(owner["reference"])
+        ticket = await self.ticket_by_reference(owner["reference"])
+        if ticket is not None and ticket["status"] in ("resolved", "rejected", "closed"):
+            await self.db.execute(
+                "UPDATE threads SET reference = ?, inquiry_id = ?, claimed_at = ?"
+                " WHERE thread_key = ? AND reference = ?",
+                (reference, inquiry_id, now_iso(), thread_key, owner["reference"]),
+            )
+            return await self.claim_thread(thread_key, inquiry_id, reference)
+        return str(owner["reference"])
 
     async def get_ticket(self, department: str, ticket_id: str) -> dict[str, Any] | None:
         rows = await self.db.fetchall(
@@ -346,8 +372,18 @@ class SqlStore:
             " status_rank, native_status, status_at, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (department, ticket_id) DO NOTHING",
-            (department, ticket_id, reference, inquiry_id, thread_key, status, status_rank,
-             native_status, status_at, now_iso()),
+            (
+                department,
+                ticket_id,
+                reference,
+                inquiry_id,
+                thread_key,
+                status,
+                status_rank,
+                native_status,
+                status_at,
+                now_iso(),
+            ),
         )
         return n > 0
 
@@ -372,8 +408,10 @@ class SqlStore:
         """Record a ticket event; returns (new, moved): moved only if it is new and takes
         the ticket forward in the lifecycle.
 
-        An event seen before (same event id) or older than the last applied one is recorded
-        but changes nothing: status never goes backwards.
+        An event seen before (same event id), or one whose status is not past the current
+        one in the lifecycle (a late or out-of-order event), is recorded but changes nothing:
+        status never goes backwards. Lifecycle rank decides, not timestamps: backends report
+        times to the second, so a change made in the second of creation would look "older".
         """
         inserted = await self.db.execute(
             "INSERT INTO ticket_events (department, event_id, ticket_id, status, native_status,"
@@ -385,10 +423,8 @@ class SqlStore:
             return False, False
         moved = await self.db.execute(
             "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?, status_at = ?"
-            " WHERE department = ? AND ticket_id = ? AND status_at <= ?"
-            " AND status_rank < ?",
-            (status, status_rank, native_status, occurred_at, department, ticket_id,
-             occurred_at, status_rank),
+            " WHERE department = ? AND ticket_id = ? AND status_rank < ?",
+            (status, status_rank, native_status, occurred_at, department, ticket_id, status_rank),
         )
         if moved:
             await self.db.execute(
@@ -415,7 +451,8 @@ class SqlStore:
             )
             return 1
         await self.db.execute(
-            "UPDATE create_attempts SET attempts = attempts + 1, updated_at = ? WHERE reference = ?",
+            "UPDATE create_attempts SET attempts = attempts + 1, updated_at = ?"
+            " WHERE reference = ?",
             (now_iso(), reference),
         )
         return int(existing["attempts"]) + 1
@@ -454,8 +491,18 @@ class SqlStore:
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
             " templated, state, request_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (reply_id) DO NOTHING",
-            (reply_id, inquiry_id, platform, account, department, status, int(templated), state,
-             request_json, now_iso()),
+            (
+                reply_id,
+                inquiry_id,
+                platform,
+                account,
+                department,
+                status,
+                int(templated),
+                state,
+                request_json,
+                now_iso(),
+            ),
         )
         return n > 0
 
@@ -504,7 +551,8 @@ class SqlStore:
         state = "rejected" if decision == "reject" else "approved"
         n = await self.db.execute(
             "UPDATE replies SET state = ?, decision = ?, decided_by = ?, decided_at = ?,"
-            " final_text = COALESCE(?, final_text) WHERE reply_id = ? AND state = 'awaiting_approval'",
+            " final_text = COALESCE(?, final_text)"
+            " WHERE reply_id = ? AND state = 'awaiting_approval'",
             (state, decision, actor, now_iso(), text, reply_id),
         )
         return n > 0
@@ -521,8 +569,14 @@ class SqlStore:
         sql = "UPDATE replies SET state = ?, external_ids = COALESCE(?, external_ids),"
         sql += " outcome = COALESCE(?, outcome), posted_at = CASE WHEN ? = 'posted' THEN ?"
         sql += " ELSE posted_at END WHERE reply_id = ?"
-        params: list[Any] = [state, json.dumps(external_ids) if external_ids is not None else None,
-                             outcome, state, now_iso(), reply_id]
+        params: list[Any] = [
+            state,
+            json.dumps(external_ids) if external_ids is not None else None,
+            outcome,
+            state,
+            now_iso(),
+            reply_id,
+        ]
         if only_from:
             sql += f" AND state IN ({', '.join('?' for _ in only_from)})"
             params += list(only_from)

@@ -90,12 +90,17 @@ def deadline_for(
     if unit == "wd":
         day = add_working_days(start.date(), n, holidays)
         return start.replace(year=day.year, month=day.month, day=day.day)
-    return start + {"d": timedelta(days=n), "h": timedelta(hours=n),
-                    "m": timedelta(minutes=n)}[unit]
+    return (
+        start + {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+    )
 
 
 def format_deadline(when: datetime | None) -> str:
-    return when.strftime("%Y年%m月%d日").replace("年0", "年").replace("月0", "月") if when else "规定时限"
+    return (
+        when.strftime("%Y年%m月%d日").replace("年0", "年").replace("月0", "月")
+        if when
+        else "规定时限"
+    )
 
 
 def fit(text: str, limit: int) -> str:

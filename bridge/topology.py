@@ -117,8 +117,10 @@ class Topology:
     def describe(self) -> list[str]:
         """Human-readable lines for ``govbridge topology``."""
         lines = [
-            f"exchange {self.exchange} (topic, durable, alternate-exchange={self.alternate_exchange})",
-            f"exchange {self.alternate_exchange} (fanout) -> queue {self.unroutable_queue} (quorum)",
+            f"exchange {self.exchange} (topic, durable,"
+            f" alternate-exchange={self.alternate_exchange})",
+            f"exchange {self.alternate_exchange} (fanout)"
+            f" -> queue {self.unroutable_queue} (quorum)",
             f"exchange {self.dead_letter_exchange} (direct): dead letters by stage",
             "routing keys (public contract): " + ", ".join(ROUTING_KEYS.values()),
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -49,7 +50,9 @@ _SLA = re.compile(r"^\s*(\d+)\s*(wd|d|h|m)\s*$")
 
 def _check_sla(value: str) -> str:
     if not _SLA.match(value):
-        raise ValueError(f"not a time limit: {value!r} (use e.g. '2h', '3d', '10wd' = working days)")
+        raise ValueError(
+            f"not a time limit: {value!r} (use e.g. '2h', '3d', '10wd' = working days)"
+        )
     return value.strip()
 
 
@@ -82,7 +85,7 @@ class BrokerConfig(Strict):
     @field_validator("retry_delays")
     @classmethod
     def _increasing(cls, v: list[timedelta]) -> list[timedelta]:
-        if any(b < a for a, b in zip(v, v[1:], strict=False)):
+        if any(b < a for a, b in pairwise(v)):
             raise ValueError("retry delays must not decrease")
         return v
 
@@ -139,7 +142,9 @@ class DepartmentConfig(Strict):
         allowed = {s.value for s in TicketStatus} | {"holding", "note"}
         for key in v:
             if key not in allowed:
-                raise ValueError(f"unknown reply template {key!r}; expected one of {sorted(allowed)}")
+                raise ValueError(
+                    f"unknown reply template {key!r}; expected one of {sorted(allowed)}"
+                )
         return v
 
 

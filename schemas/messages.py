@@ -125,14 +125,16 @@ class TicketCommand(Message):
     department: str
     category: Category
     reference: str = Field(description="The bridge's own reference, stored in the backend.")
-    description: str = Field(description="Text for the ticket; personal data per department policy.")
+    description: str = Field(
+        description="Text for the ticket; personal data per department policy."
+    )
     public_text: str = Field(description="The inquiry text with personal data redacted.")
     personal_data: list[PersonalDataFinding] = Field(default_factory=list)
     ticket_id: str | None = None
 
 
 class TicketEvent(Message):
-    """A ticket came into being or changed. ``ticket.created.<dept>`` / ``ticket.updated.<dept>``."""
+    """A ticket came into being or changed: ``ticket.created.<dept>``, ``ticket.updated.<dept>``."""
 
     event_id: str = Field(description="Stable per change (e.g. Open311 update_id): dedupe key.")
     department: str

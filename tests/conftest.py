@@ -23,7 +23,11 @@ def broker_config(**overrides: object) -> BrokerConfig:
     values: dict[str, object] = {
         "url": AMQP_URL,
         "exchange": f"gbtest-{uuid.uuid4().hex[:10]}",
-        "retry_delays": [timedelta(milliseconds=200), timedelta(milliseconds=500), timedelta(seconds=1)],
+        "retry_delays": [
+            timedelta(milliseconds=200),
+            timedelta(milliseconds=500),
+            timedelta(seconds=1),
+        ],
         "delivery_limit": 3,
         "confirm_timeout": timedelta(seconds=5),
         "connect_timeout": timedelta(seconds=10),

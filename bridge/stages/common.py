@@ -51,9 +51,8 @@ def source_for(ctx: BridgeContext, platform: str, handle: str) -> Source | None:
     for acc in ctx.cfg.accounts:
         if acc.handle != handle:
             continue
-        src = found[account_key(acc.adapter, acc.handle)]
-        if acc.adapter == platform or getattr(src, "platform", acc.adapter) == platform:
-            return src
+        if platform in (acc.adapter, getattr(acc, "platform", acc.adapter)):
+            return found[account_key(acc.adapter, acc.handle)]
     return None
 
 

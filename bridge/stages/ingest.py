@@ -103,8 +103,7 @@ class AccountPoller:
                     await self._paused()
                     continue
                 except (TransientError, PublishError) as exc:
-                    log.warning("fetch/publish failed; will retry", error=str(exc),
-                                in_s=backoff)
+                    log.warning("fetch/publish failed; will retry", error=str(exc), in_s=backoff)
                     more = False
                     if await sleep_or_stop(self.stop, backoff):
                         return
@@ -126,8 +125,12 @@ class AccountPoller:
         published = await publish_inquiries(self.ctx, result.items)
         await self.ctx.store.set_cursor(self.cursor_name, result.cursor)
         if result.items:
-            log.info("inquiries ingested", fetched=len(result.items), published=published,
-                     more=result.more)
+            log.info(
+                "inquiries ingested",
+                fetched=len(result.items),
+                published=published,
+                more=result.more,
+            )
         return result.more
 
     async def _paused(self) -> None:
@@ -137,8 +140,9 @@ class AccountPoller:
         while not self.stop.is_set():
             waiter = asyncio.ensure_future(self.resumed.wait())
             stopper = asyncio.ensure_future(self.stop.wait())
-            await asyncio.wait({waiter, stopper}, timeout=interval * 5,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {waiter, stopper}, timeout=interval * 5, return_when=asyncio.FIRST_COMPLETED
+            )
             for f in (waiter, stopper):
                 f.cancel()
             if self.stop.is_set():
@@ -207,8 +211,9 @@ class IngestRole:
         if not isinstance(secret, SecretStr):
             return json_error(500, "account has no webhook secret configured")
         try:
-            verify(secret.get_secret_value(), request.headers, body,
-                   http.replay_window.total_seconds())
+            verify(
+                secret.get_secret_value(), request.headers, body, http.replay_window.total_seconds()
+            )
         except SignatureError as exc:
             return json_error(exc.status, exc.reason)
         parse = getattr(source, "parse_push", None)

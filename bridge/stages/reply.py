@@ -93,8 +93,7 @@ class ReplyRole:
         if event.source == "create":
             moved = True  # the ticket row was written with "received" when it was created
         if not moved and not (new and event.note):
-            log.info("event does not move the ticket; no reply", status=event.status.value,
-                     new=new)
+            log.info("event does not move the ticket; no reply", status=event.status.value, new=new)
             return
         inquiry = await store.get_inquiry(ticket["inquiry_id"])
         if inquiry is None:
@@ -115,19 +114,42 @@ class ReplyRole:
             "ticket_id": event.ticket_id,
         }
         if moved:
-            text = render(dept, event.status.value, ticket_id=event.ticket_id,
-                          status=event.status, deadline=deadline, category=category)
-            requests.append(ReplyRequest(
-                reply_id=stable_id("rep", inquiry["inquiry_id"], event.status.value),
-                text=pii.redact_text(text), status=event.status, templated=True, **base,
-            ))
+            text = render(
+                dept,
+                event.status.value,
+                ticket_id=event.ticket_id,
+                status=event.status,
+                deadline=deadline,
+                category=category,
+            )
+            requests.append(
+                ReplyRequest(
+                    reply_id=stable_id("rep", inquiry["inquiry_id"], event.status.value),
+                    text=pii.redact_text(text),
+                    status=event.status,
+                    templated=True,
+                    **base,
+                )
+            )
         if new and event.note:
-            text = render(dept, "note", ticket_id=event.ticket_id, note=event.note,
-                          status=event.status, deadline=deadline, category=category)
-            requests.append(ReplyRequest(
-                reply_id=stable_id("rep", inquiry["inquiry_id"], "note", event.event_id),
-                text=pii.redact_text(text), status=None, templated=False, **base,
-            ))
+            text = render(
+                dept,
+                "note",
+                ticket_id=event.ticket_id,
+                note=event.note,
+                status=event.status,
+                deadline=deadline,
+                category=category,
+            )
+            requests.append(
+                ReplyRequest(
+                    reply_id=stable_id("rep", inquiry["inquiry_id"], "note", event.event_id),
+                    text=pii.redact_text(text),
+                    status=None,
+                    templated=False,
+                    **base,
+                )
+            )
         for request in requests:
             await self._queue(request, dept.approval)
 
@@ -155,8 +177,9 @@ class ReplyRole:
     # ------------------------------------------------------------------ post
     def _limiter(self, key: str) -> AsyncLimiter | None:
         if key not in self.limiters:
-            acc = next((a for a in self.ctx.cfg.accounts
-                        if account_key(a.adapter, a.handle) == key), None)
+            acc = next(
+                (a for a in self.ctx.cfg.accounts if account_key(a.adapter, a.handle) == key), None
+            )
             limit = None
             if acc is not None and acc.reply_limit is not None:
                 limit = (acc.reply_limit.max_calls, acc.reply_limit.period.total_seconds())
@@ -175,11 +198,14 @@ class ReplyRole:
         stored = await store.get_reply(request.reply_id)
         if stored is None:  # requested by another system on the public routing key
             await store.add_reply(
-                reply_id=request.reply_id, inquiry_id=request.inquiry_id,
-                platform=request.platform, account=request.account,
+                reply_id=request.reply_id,
+                inquiry_id=request.inquiry_id,
+                platform=request.platform,
+                account=request.account,
                 department=request.department,
                 status=request.status.value if request.status else None,
-                templated=request.templated, state="approved",
+                templated=request.templated,
+                state="approved",
                 request_json=request.model_dump_json(),
             )
             stored = await store.get_reply(request.reply_id)
@@ -204,8 +230,7 @@ class ReplyRole:
             try:
                 await asyncio.wait_for(limiter.acquire(), timeout=max(30.0, period * 2))
             except TimeoutError:
-                raise Retry("account reply rate limit", counts=False,
-                            delay=_td(period)) from None
+                raise Retry("account reply rate limit", counts=False, delay=_td(period)) from None
         try:
             posted = await source.post_reply(request.model_copy(update={"text": text}))
             self.ctx.alerts.clear("account_auth", key)
@@ -216,26 +241,33 @@ class ReplyRole:
             log.warning("reply target gone", reason=exc.reason)
         except RateLimited as exc:
             self.ctx.metrics.replies.labels(request.platform, "rate_limited").inc()
-            raise Retry(f"platform rate limit: {exc.reason}", exc.retry_after,
-                        counts=False) from exc
+            raise Retry(
+                f"platform rate limit: {exc.reason}", exc.retry_after, counts=False
+            ) from exc
         except AuthError as exc:
             self.ctx.alerts.raise_("account_auth", key, f"re-authorise the account: {exc.reason}")
-            raise Retry(f"account paused: {exc.reason}", longest_delay(self.ctx),
-                        counts=False) from exc
+            raise Retry(
+                f"account paused: {exc.reason}", longest_delay(self.ctx), counts=False
+            ) from exc
         except TransientError as exc:
             raise Retry(exc.reason, exc.retry_after) from exc
         except PermanentError as exc:
             raise DeadLetter(f"platform refused the reply: {exc.reason}") from exc
         state = "undeliverable" if posted.outcome == "undeliverable" else "posted"
-        await store.mark_reply(request.reply_id, state, external_ids=posted.external_ids,
-                               outcome=posted.outcome)
+        await store.mark_reply(
+            request.reply_id, state, external_ids=posted.external_ids, outcome=posted.outcome
+        )
         self.ctx.metrics.replies.labels(request.platform, posted.outcome).inc()
         await self.ctx.broker.publish(
             f"reply.posted.{request.platform}",
-            ReplyPosted(reply_id=request.reply_id, inquiry_id=request.inquiry_id,
-                        platform=request.platform, account=request.account,
-                        external_ids=posted.external_ids,
-                        outcome=posted.outcome),
+            ReplyPosted(
+                reply_id=request.reply_id,
+                inquiry_id=request.inquiry_id,
+                platform=request.platform,
+                account=request.account,
+                external_ids=posted.external_ids,
+                outcome=posted.outcome,
+            ),
         )
         log.info("reply posted", reply_id=request.reply_id, outcome=posted.outcome)
 
@@ -243,9 +275,13 @@ class ReplyRole:
         assert request.status is not None
         rank = request.status.rank
         for other in await self.ctx.store.list_replies(inquiry_id=request.inquiry_id):
-            if other.state == "posted" and other.status and other.reply_id != request.reply_id:
-                if TicketStatus(other.status).rank > rank:
-                    return True
+            if (
+                other.state == "posted"
+                and other.status
+                and other.reply_id != request.reply_id
+                and TicketStatus(other.status).rank > rank
+            ):
+                return True
         return False
 
     # ------------------------------------------------------------------ approvals API
@@ -254,11 +290,18 @@ class ReplyRole:
         items = []
         for r in await self.ctx.store.list_replies(state="awaiting_approval"):
             req = ReplyRequest.model_validate_json(r.request_json)
-            items.append({
-                "reply_id": r.reply_id, "department": r.department, "platform": r.platform,
-                "account": r.account, "status": r.status, "templated": r.templated,
-                "text": req.text, "created_at": r.created_at,
-            })
+            items.append(
+                {
+                    "reply_id": r.reply_id,
+                    "department": r.department,
+                    "platform": r.platform,
+                    "account": r.account,
+                    "status": r.status,
+                    "templated": r.templated,
+                    "text": req.text,
+                    "created_at": r.created_at,
+                }
+            )
         return web.json_response({"approvals": items})
 
     async def decide(self, request: web.Request) -> web.Response:
@@ -282,8 +325,9 @@ class ReplyRole:
         final = None
         if decision == "edit":
             final = text if original.visibility == Visibility.PRIVATE else pii.redact_text(text)
-        if not await self.ctx.store.decide_reply(reply_id, decision=decision, actor=actor,
-                                                 text=final):
+        if not await self.ctx.store.decide_reply(
+            reply_id, decision=decision, actor=actor, text=final
+        ):
             return json_error(409, f"reply {reply_id} is not awaiting approval ({stored.state})")
         log.info("reply decision", reply_id=reply_id, decision=decision, actor=actor)
         if decision != "reject":
@@ -291,9 +335,14 @@ class ReplyRole:
             await self.ctx.broker.publish(f"reply.requested.{req.platform}", req)
         decided = await self.ctx.store.get_reply(reply_id)
         assert decided is not None
-        return web.json_response({"reply_id": reply_id, "state": decided.state,
-                                  "decided_by": decided.decided_by,
-                                  "decided_at": decided.decided_at})
+        return web.json_response(
+            {
+                "reply_id": reply_id,
+                "state": decided.state,
+                "decided_by": decided.decided_by,
+                "decided_at": decided.decided_at,
+            }
+        )
 
     async def trace(self, request: web.Request) -> web.Response:
         require_admin(request)
@@ -302,10 +351,12 @@ class ReplyRole:
         if row is None:
             return json_error(404, f"no inquiry {inquiry_id}")
         replies = await self.ctx.store.list_replies(inquiry_id=inquiry_id)
-        return web.json_response({
-            "inquiry": {k: v for k, v in row.items() if k != "thread_json"},
-            "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
-        })
+        return web.json_response(
+            {
+                "inquiry": {k: v for k, v in row.items() if k != "thread_json"},
+                "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
+            }
+        )
 
 
 def _td(seconds: float) -> Any:

@@ -78,8 +78,9 @@ class SyncRole:
                 except RateLimited as exc:
                     wait = exc.retry_after.total_seconds() if exc.retry_after else interval
                 except AuthError as exc:
-                    self.ctx.alerts.raise_("ticketing_auth", dept.id,
-                                           f"ticket system refused: {exc.reason}")
+                    self.ctx.alerts.raise_(
+                        "ticketing_auth", dept.id, f"ticket system refused: {exc.reason}"
+                    )
                     wait = max(interval, 30.0)
                 except (TransientError, PublishError) as exc:
                     log.warning("status sync failed; will retry", error=str(exc))
@@ -106,8 +107,9 @@ class SyncRole:
         except web.HTTPRequestEntityTooLarge:
             return json_error(413, f"body larger than {http.max_body_bytes} bytes")
         try:
-            verify(secret.get_secret_value(), request.headers, body,
-                   http.replay_window.total_seconds())
+            verify(
+                secret.get_secret_value(), request.headers, body, http.replay_window.total_seconds()
+            )
         except SignatureError as exc:
             return json_error(exc.status, exc.reason)
         try:

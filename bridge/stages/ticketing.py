@@ -66,8 +66,9 @@ class TicketingRole:
             self.ctx.alerts.raise_(
                 "ticketing_auth", command.department, f"ticket system refused: {exc.reason}"
             )
-            raise Retry(f"ticketing paused: {exc.reason}", longest_delay(self.ctx),
-                        counts=False) from exc
+            raise Retry(
+                f"ticketing paused: {exc.reason}", longest_delay(self.ctx), counts=False
+            ) from exc
         except TransientError as exc:
             self.ctx.metrics.tickets.labels(command.department, "transient_error").inc()
             raise Retry(exc.reason, exc.retry_after) from exc
@@ -94,11 +95,11 @@ class TicketingRole:
                     log.info("earlier create found by reference", ticket_id=ticket.ticket_id)
             elif not caps.idempotent_create:
                 await store.set_create_state(
-                    ref, "needs_reconciliation",
+                    ref,
+                    "needs_reconciliation",
                     detail="a create may have reached the backend; it cannot be searched",
                 )
-                await store.update_inquiry(command.inquiry.inquiry_id,
-                                           state="needs_reconciliation")
+                await store.update_inquiry(command.inquiry.inquiry_id, state="needs_reconciliation")
                 self.ctx.metrics.reconciliation.labels(command.department).inc()
                 log.error("create outcome unknown: flagged for reconciliation", reference=ref)
                 return
@@ -117,8 +118,9 @@ class TicketingRole:
             status_at=(ticket.created_at or datetime.now(UTC)).astimezone(UTC).isoformat(),
         )
         await store.set_create_state(ref, "created", ticket_id=ticket.ticket_id)
-        await store.update_inquiry(command.inquiry.inquiry_id, state="ticketed",
-                                   ticket_id=ticket.ticket_id)
+        await store.update_inquiry(
+            command.inquiry.inquiry_id, state="ticketed", ticket_id=ticket.ticket_id
+        )
         self.ctx.metrics.tickets.labels(command.department, "created").inc()
         log.info("ticket created", ticket_id=ticket.ticket_id, reference=ref)
         await self._publish_created(command, ticket.ticket_id, ticket.native_status)
@@ -148,8 +150,9 @@ class TicketingRole:
         if existing is not None and existing["state"] == "appended":
             return
         await system.append(ticket_id, command)
-        await store.update_inquiry(command.inquiry.inquiry_id, state="appended",
-                                   ticket_id=ticket_id)
+        await store.update_inquiry(
+            command.inquiry.inquiry_id, state="appended", ticket_id=ticket_id
+        )
         self.ctx.metrics.tickets.labels(command.department, "appended").inc()
         log.info("follow-up appended", ticket_id=ticket_id)
 

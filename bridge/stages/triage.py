@@ -47,7 +47,7 @@ class TriageRole:
         self.ctx = ctx
         self.worker: Worker[Inquiry] = Worker(ctx.broker, Stage("triage", Inquiry, self.handle))
         self.workers: list[Worker[Any]] = [self.worker]
-        self.rules = classify.default_rules()
+        self.classifier = classify.Classifier.from_config(None)
 
     async def start(self) -> None:
         await self.worker.start()
@@ -79,8 +79,8 @@ class TriageRole:
         if existing is None:
             await store.record_inquiry(state="received", **row)
 
-        noise = "own post (echo)" if inquiry.author.is_official else classify.detect_noise(
-            inquiry.text
+        noise = (
+            "own post (echo)" if inquiry.author.is_official else classify.detect_noise(inquiry.text)
         )
         if noise:
             await store.update_inquiry(inquiry.inquiry_id, state="ignored", reason=noise)
@@ -95,25 +95,20 @@ class TriageRole:
             except KeyError:
                 department = self.ctx.cfg.departments[0].id if self.ctx.cfg.departments else ""
         dept = self.ctx.cfg.department(department)
-        result = classify.classify(inquiry.text, self.rules)
+        result = self.classifier.classify(inquiry.text)
         redacted, findings = pii.redact(inquiry.text)
         kinds: dict[Literal["mobile", "id_number", "email"], int] = {}
         for f in findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
 
-        # A follow-up in a thread with an open (or still being created) ticket is appended.
-        action: Literal["create", "append"] = "create"
+        # A follow-up in a thread whose ticket is open (or still being created) is appended.
+        own_reference = reference_for(inquiry.inquiry_id)
+        reference = await store.claim_thread(key, inquiry.inquiry_id, own_reference)
+        action: Literal["create", "append"] = "create" if reference == own_reference else "append"
         ticket_id: str | None = None
-        reference = reference_for(inquiry.inquiry_id)
-        open_ticket = await store.open_ticket_for_thread(key)
-        if open_ticket is not None:
-            action, ticket_id, reference = "append", open_ticket["ticket_id"], open_ticket[
-                "reference"
-            ]
-        else:
-            first = await store.pending_ticket_for_thread(key)
-            if first is not None and first["inquiry_id"] != inquiry.inquiry_id:
-                action, reference = "append", reference_for(first["inquiry_id"])
+        if action == "append":
+            owner = await store.ticket_by_reference(reference)
+            ticket_id = owner["ticket_id"] if owner is not None else None
 
         command = TicketCommand(
             command_id=stable_id("cmd", inquiry.inquiry_id),
@@ -137,8 +132,13 @@ class TriageRole:
         await self.ctx.broker.publish(f"inquiry.routed.{dept.id}", command)
         await store.update_inquiry(inquiry.inquiry_id, state="routed")
         self.ctx.metrics.inquiries.labels(inquiry.platform, "routed").inc()
-        log.info("inquiry routed", department=dept.id, category=result.category.value,
-                 action=action, personal_data=sorted(kinds))
+        log.info(
+            "inquiry routed",
+            department=dept.id,
+            category=result.category.value,
+            action=action,
+            personal_data=sorted(kinds),
+        )
 
 
 def create(ctx: BridgeContext) -> TriageRole:

@@ -1,0 +1,660 @@
+"""``govbridge demo``: the whole product on one machine.
+
+Starts the platform and ticket-system simulators in-process (two Weibo accounts, a Mastodon
+server, a pushing 12345 app; Open311 JSON, Open311 XML-only and a REST system with signed
+callbacks), runs every role against the local RabbitMQ, sends a scripted set of citizens'
+inquiries, moves the tickets through their lifecycle as officials would (approving replies
+where the department requires it), waits until every reply is posted, prints each inquiry's
+journey and a summary, checks that no personal data reached a public reply or a log line,
+and exits 0 (1 if anything fell short).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from bridge import pii
+from bridge.config import AMQP_URL_ENV, parse_config
+from bridge.daemon import Daemon
+from bridge.logging import configure_logging
+from bridge.topology import Topology
+from schemas.vocab import Category, TicketStatus
+
+ADMIN_TOKEN = "demo-admin-token"
+CALLBACK_SECRET = "demo-callback-secret"
+WEBHOOK_SECRET = "demo-webhook-secret"
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("demo", help="run everything with simulators and print each journey")
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the bridge and simulators serving after the script",
+    )
+    p.add_argument("--timeout", type=float, default=55.0, help="seconds to wait for the journeys")
+    p.add_argument("--log-file", default=None, help="where the bridge's log lines go")
+    p.set_defaults(func=lambda args: asyncio.run(run_demo(args)))
+
+
+def amqp_url() -> str:
+    return os.environ.get(AMQP_URL_ENV) or "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def broker_reachable(url: str) -> bool:
+    u = urllib.parse.urlsplit(url)
+    try:
+        socket.create_connection((u.hostname or "127.0.0.1", u.port or 5672), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+class AppServer:
+    """An aiohttp app on 127.0.0.1 and a free port."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.runner = web.AppRunner(app, access_log=None)
+        self.port = 0
+
+    async def start(self) -> AppServer:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+@dataclass
+class Scripted:
+    channel: str  # weibo-jt | weibo-cg | mastodon | hotline
+    kind: str  # comment | mention | dm | push
+    citizen: str
+    text: str
+    follow_up_of: int | None = None  # index of an earlier item in the same thread
+    duplicate_of: int | None = None  # the platform delivers the same item again
+
+
+def id_number() -> str:
+    body = "11010519491231002"
+    return body + pii.id_check_char(body)
+
+
+SCRIPT: list[Scripted] = [
+    # 市交通委 — Weibo @北京交通
+    Scripted(
+        "weibo-jt",
+        "comment",
+        "早高峰打工人",
+        "地铁10号线早高峰太挤了，国贸站根本上不去，能不能加开班次？",
+    ),
+    Scripted("weibo-jt", "comment", "学生小王", "请问公交卡学生优惠在哪里办理？需要带什么材料？"),
+    Scripted(
+        "weibo-jt",
+        "mention",
+        "朝阳居民老李",
+        "朝阳路公交站的站牌被车撞倒好几天了，一直没人管，太危险了",
+    ),
+    Scripted(
+        "weibo-jt",
+        "comment",
+        "早高峰打工人",
+        "补充一下：7点到8点半最挤，站台上全是人，希望尽快解决",
+        follow_up_of=0,
+    ),
+    Scripted(
+        "weibo-jt",
+        "comment",
+        "被拒载的乘客",
+        "投诉出租车拒载，车牌京B12345，在西直门，我的电话13812345678，请回电",
+    ),
+    Scripted("weibo-jt", "comment", "路人", "谢谢"),
+    Scripted("weibo-jt", "comment", "推广号", "加微信 fp8888 代开发票，兼职日结，刷单返利"),
+    Scripted(
+        "weibo-jt",
+        "comment",
+        "感动的乘客",
+        "表扬一下302路公交司机，今天帮一位老人把行李搬上车，很暖心👍",
+    ),
+    # 市城管委 — Weibo @北京城管
+    Scripted(
+        "weibo-cg",
+        "comment",
+        "小区业主",
+        "小区门口占道经营，晚上烧烤油烟很大，投诉好几次了，希望彻底整治",
+    ),
+    Scripted(
+        "weibo-cg", "comment", "着急的居民", "求助：楼下垃圾桶三天没人清运了，臭气熏天，怎么办"
+    ),
+    Scripted(
+        "weibo-cg",
+        "mention",
+        "失眠的人",
+        "举报：某工地夜间施工到凌晨两点，严重扰民，没有夜间施工许可",
+    ),
+    Scripted(
+        "weibo-cg",
+        "comment",
+        "个体户张女士",
+        f"我的身份证号{id_number()}，办理门前三包登记一直不通过，想咨询一下需要什么材料",
+    ),
+    Scripted("weibo-cg", "comment", "表情包", "👍👍👍"),
+    Scripted("weibo-cg", "comment", "遛弯的大爷", "建议在公园里多设几个公共厕所，老人孩子不方便"),
+    Scripted("weibo-cg", "comment", "骑车上班族", "公交站旁边的共享单车乱停乱放，把盲道都挡住了"),
+    # 市生态环境局 — Mastodon
+    Scripted("mastodon", "mention", "river_watch", "河边有工厂偷排污水，水都变黑了，请来查一查"),
+    Scripted(
+        "mastodon",
+        "dm",
+        "near_plant",
+        "我家附近垃圾焚烧厂气味很重，想咨询一下排放监测数据在哪里公开？",
+    ),
+    Scripted(
+        "mastodon", "mention", "green_citizen", "建议在城区增加空气质量监测点，并公开实时数据"
+    ),
+    Scripted(
+        "mastodon", "dm", "sleepless", "楼下商铺音响每天开到晚上11点，噪音扰民，我电话13987654321"
+    ),
+    Scripted(
+        "mastodon", "mention", "river_watch", "补充：位置在小清河大桥下游200米左右", follow_up_of=15
+    ),
+    Scripted("mastodon", "mention", "thankful", "感谢环保局上次及时处理了噪音问题，点赞！"),
+    # 12345 app pushing by webhook — routed to 市城管委
+    Scripted(
+        "hotline", "push", "hotline-user-1", "小区北门路灯坏了一个星期，晚上很黑，求助尽快维修"
+    ),
+    Scripted("hotline", "push", "hotline-user-1", "", duplicate_of=21),
+]
+
+
+def build_config(sims: dict[str, Any], exchange: str, store_url: str) -> dict[str, Any]:
+    open311_common = {
+        "adapter": "open311",
+        "api_key": "sim-open311-key",
+        "service_codes": {
+            "complaint": "TR-01",
+            "report": "TR-01",
+            "consultation": "TR-02",
+            "other": "TR-09",
+        },
+        "attributes": {"urgency": "normal"},
+        "lat": 39.9,
+        "long": 116.4,
+        "poll": "500ms",
+        "searchable": True,
+        "poll_overlap": "5m",
+    }
+    return {
+        "broker": {
+            "url": amqp_url(),
+            "exchange": exchange,
+            "retry_delays": ["1s", "3s", "10s"],
+            "prefetch": 16,
+        },
+        "store": {"url": store_url},
+        "http": {"listen": "127.0.0.1:0", "admin_token": ADMIN_TOKEN},
+        "departments": [
+            {
+                "id": "transport",
+                "name": "市交通委",
+                "approval": "templated-auto",
+                "sla": {
+                    "consultation": "2wd",
+                    "help": "10wd",
+                    "complaint": "15wd",
+                    "report": "15wd",
+                    "suggestion": "10wd",
+                    "praise": "10wd",
+                    "other": "10wd",
+                },
+                "ticketing": {**open311_common, "base_url": sims["open311"].base_url},
+            },
+            {
+                "id": "urban",
+                "name": "市城管委",
+                "approval": "none",
+                "sla": {
+                    "consultation": "2wd",
+                    "help": "3wd",
+                    "complaint": "13wd",
+                    "report": "13wd",
+                    "suggestion": "13wd",
+                    "other": "10wd",
+                },
+                "ticketing": {
+                    **rest_ticketing(sims["rest"].url),
+                    "poll": "0s",
+                    "callback_secret": CALLBACK_SECRET,
+                },
+            },
+            {
+                "id": "environment",
+                "name": "市生态环境局",
+                "approval": "all-manual",
+                "sla": {
+                    "consultation": "2wd",
+                    "complaint": "15wd",
+                    "report": "15wd",
+                    "suggestion": "10wd",
+                    "praise": "10wd",
+                    "other": "10wd",
+                },
+                "ticketing": {
+                    **open311_common,
+                    "base_url": sims["open311_xml"].base_url,
+                    "format": "xml",
+                },
+            },
+        ],
+        "accounts": [
+            {
+                "adapter": "weibo",
+                "handle": "北京交通",
+                "department": "transport",
+                "token": sims["weibo-jt"].token,
+                "base_url": sims["weibo-jt-url"] + "/2/",
+                "poll": "500ms",
+            },
+            {
+                "adapter": "weibo",
+                "handle": "北京城管",
+                "department": "urban",
+                "token": sims["weibo-cg"].token,
+                "base_url": sims["weibo-cg-url"] + "/2/",
+                "poll": "500ms",
+            },
+            {**sims["mastodon"].account_config("environment"), "poll": "500ms"},
+            {
+                "adapter": "webhook",
+                "handle": "hotline12345",
+                "department": "urban",
+                "secret": WEBHOOK_SECRET,
+                "reply_url": sims["hotline"].url + "/replies",
+                "platform": "hotline12345",
+            },
+        ],
+        "routes": [
+            {"keywords": ["地铁", "公交", "出租车", "站牌"], "department": "transport"},
+        ],
+    }
+
+
+def rest_ticketing(base_url: str) -> dict[str, Any]:
+    from adapters.simulators.rest import demo_ticketing_config
+
+    return demo_ticketing_config(base_url)
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    url = amqp_url()
+    if not broker_reachable(url):
+        print(
+            f"RabbitMQ is not reachable at {urllib.parse.urlsplit(url).netloc.split('@')[-1]}.\n"
+            "Start it with one of:\n"
+            "  rabbitmq-server -detached          (Debian/Ubuntu package rabbitmq-server)\n"
+            "  docker compose up -d rabbitmq      (from this repository)\n"
+            f"or set {AMQP_URL_ENV}=amqp://user:pass@host:5672/",
+            file=sys.stderr,
+        )
+        return 1
+    workdir = Path(tempfile.mkdtemp(prefix="govbridge-demo-"))
+    log_path = Path(args.log_file) if args.log_file else workdir / "govbridge.log"
+    log_file = log_path.open("w", encoding="utf-8")
+    _log_to(log_file)
+    started = time.monotonic()
+    demo = Demo(workdir)
+    try:
+        await demo.start_simulators()
+        exchange = f"govbridge-demo-{uuid.uuid4().hex[:8]}"
+        cfg = parse_config(
+            build_config(demo.sims, exchange, f"sqlite:///{workdir}/demo.db"), "<demo>"
+        )
+        demo.daemon = Daemon(cfg)
+        await demo.daemon.start()
+        demo.base = f"http://127.0.0.1:{demo.daemon.http_port}"
+        demo.sims["rest"].state.callback_url = f"{demo.base}/hooks/tickets/urban"
+        demo.sims["hotline"].state.push_url = f"{demo.base}/hooks/sources/hotline12345"
+        print(
+            f"govbridge demo: RabbitMQ {urllib.parse.urlsplit(url).hostname}, "
+            f"exchange {exchange}, console {demo.base}/ , logs {log_path}"
+        )
+        await demo.send_script()
+        ok = await demo.run_lifecycle(deadline=started + args.timeout)
+        log_file.flush()
+        ok = await demo.report(log_path, time.monotonic() - started) and ok
+        if args.keep_running:
+            print(f"--keep-running: serving at {demo.base} (Ctrl-C to stop)")
+            with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                await asyncio.Event().wait()
+        return 0 if ok else 1
+    finally:
+        await demo.stop()
+        log_file.close()
+
+
+def _log_to(stream: Any) -> None:
+    import structlog
+
+    configure_logging("info", json=True)
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=stream))
+
+
+class Demo:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.sims: dict[str, Any] = {}
+        self.servers: list[Any] = []
+        self.daemon: Daemon | None = None
+        self.base = ""
+        self.external: dict[int, str] = {}  # script index -> "channel:platform id" of the item
+        self.approved: list[str] = []
+
+    async def start_simulators(self) -> None:
+        from adapters.simulators.mastodon import MastodonSimState
+        from adapters.simulators.open311 import Open311Server, Open311State
+        from adapters.simulators.rest import RestSimServer, RestTicketState
+        from adapters.simulators.webhook import WebhookPlatformState
+        from adapters.simulators.webhook import create_app as webhook_app
+        from adapters.simulators.weibo import Limits, WeiboState
+        from adapters.simulators.weibo import create_app as weibo_app
+
+        for key, name, uid, first_id in (
+            ("weibo-jt", "北京交通", 1_900_000_001, 4_900_000_000_000_000),
+            ("weibo-cg", "北京城管", 1_900_000_002, 4_910_000_000_000_000),
+        ):
+            # The demo polls every 0.5 s: far above the test tier's 150 calls an hour.
+            state = WeiboState(
+                official_name=name,
+                official_uid=uid,
+                first_id=first_id,
+                limits=Limits(calls=100_000, posts=1000, comments=1000),
+            )
+            server = await AppServer(weibo_app(state)).start()
+            self.sims[key], self.sims[f"{key}-url"] = state, server.url
+            self.servers.append(server)
+        o311 = await Open311Server(Open311State(agency="市交通委")).start()
+        o311_xml = await Open311Server(Open311State(agency="市生态环境局", xml_only=True)).start()
+        rest = RestSimServer(RestTicketState(callback_secret=CALLBACK_SECRET))
+        await rest.start()
+        hotline_state = WebhookPlatformState(secret=WEBHOOK_SECRET, account_handle="hotline12345")
+        hotline = await AppServer(webhook_app(hotline_state)).start()
+        hotline.state = hotline_state  # type: ignore[attr-defined]
+        mastodon = await MastodonSimState(official="shengtai").start()
+        self.sims.update(
+            open311=o311, open311_xml=o311_xml, rest=rest, hotline=hotline, mastodon=mastodon
+        )
+        self.servers += [o311, o311_xml, rest, hotline, mastodon]
+
+    async def send_script(self) -> None:
+        weibo_posts: dict[str, int] = {}
+        mastodon_citizens: dict[str, Any] = {}
+        for i, item in enumerate(SCRIPT):
+            if item.channel.startswith("weibo"):
+                state = self.sims[item.channel]
+                if item.kind == "comment":
+                    if item.follow_up_of is not None:
+                        post_id = weibo_posts[str(item.follow_up_of)]
+                    else:
+                        post_id = state.add_official_post().id
+                    weibo_posts[str(i)] = post_id
+                    self.external[i] = str(
+                        state.add_citizen_comment(
+                            item.text, citizen=item.citizen, status_id=post_id
+                        ).id
+                    )
+                else:
+                    self.external[i] = str(
+                        state.add_mention_post(item.text, citizen=item.citizen).id
+                    )
+            elif item.channel == "mastodon":
+                sim = self.sims["mastodon"]
+                if item.citizen not in mastodon_citizens:
+                    mastodon_citizens[item.citizen] = await sim.create_citizen(item.citizen)
+                citizen = mastodon_citizens[item.citizen]
+                reply_to = self.external.get(item.follow_up_of) if item.follow_up_of else None
+                if item.kind == "dm":
+                    status = await sim.direct_message(citizen, item.text)
+                else:
+                    status = await sim.mention(citizen, item.text, in_reply_to_id=reply_to)
+                self.external[i] = str(status["id"])
+            else:  # the 12345 app pushes; a duplicate is the platform's retry of the same item
+                state = self.sims["hotline"].state
+                if item.duplicate_of is not None:
+                    doc = state.pushes[-1]
+                    status_code = await state.push_raw(doc)
+                    self.external[i] = self.external[item.duplicate_of]
+                else:
+                    doc_item = state.citizen_item(
+                        i, text=item.text, author={"id": "880001", "handle": item.citizen}
+                    )
+                    status_code = await state.push([doc_item])
+                    self.external[i] = doc_item["external_id"]
+                if status_code != 202:
+                    print(f"  push answered {status_code}", file=sys.stderr)
+
+    async def _store_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        assert self.daemon and self.daemon.ctx
+        store = self.daemon.ctx.store
+        return await store.list_inquiries(), await store.list_tickets()
+
+    async def run_lifecycle(self, deadline: float) -> bool:
+        """Officials work the tickets; replies are approved; wait until all are posted."""
+        assert self.daemon and self.daemon.ctx
+        store = self.daemon.ctx.store
+        steps: dict[str, list[str | tuple[str, str]]] = {
+            "transport": [
+                "internal_referral",
+                "in_progress",
+                ("fixed", "已协调运营公司在早高峰加开班次。"),
+            ],
+            "urban": ["ASSIGNED", "IN_PROGRESS", "DONE"],
+            "environment": ["in_progress", ("fixed", "执法人员已到现场核查并依法处理。")],
+        }
+        progress: dict[tuple[str, str], int] = {}
+        moved_at: dict[tuple[str, str], int] = {}
+        expected_inquiries = len({self.external[i] for i in range(len(SCRIPT))})
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ) as http:
+            while time.monotonic() < deadline:
+                inquiries, tickets = await self._store_rows()
+                settled = [
+                    r for r in inquiries if r["state"] in ("ignored", "ticketed", "appended")
+                ]
+                for t in tickets:
+                    key = (t["department"], t["ticket_id"])
+                    n = progress.get(key, 0)
+                    plan = steps[t["department"]]
+                    if n < len(plan) and await self._ready_for_step(t, moved_at.get(key)):
+                        moved_at[key] = (await store.get_ticket(*key) or t)["status_rank"]
+                        await self._move(t, plan[n])
+                        progress[key] = n + 1
+                await self._approve(http)
+                replies = await store.list_replies()
+                finished = all(
+                    progress.get((t["department"], t["ticket_id"]), 0)
+                    == len(steps[t["department"]])
+                    for t in tickets
+                )
+                pending = [r for r in replies if r.state in ("approved", "awaiting_approval")]
+                final_posted = {
+                    r.inquiry_id for r in replies if r.state == "posted" and r.status == "resolved"
+                }
+                all_final = all(t["inquiry_id"] in final_posted for t in tickets)
+                if (
+                    len(settled) >= expected_inquiries
+                    and tickets
+                    and finished
+                    and not pending
+                    and all_final
+                ):
+                    return True
+                await asyncio.sleep(0.3)
+        print("demo: timed out before every reply was posted", file=sys.stderr)
+        return False
+
+    async def _ready_for_step(self, ticket: dict[str, Any], moved_at_rank: int | None) -> bool:
+        """Officials act one step at a time, after the bridge has seen the previous step."""
+        assert self.daemon and self.daemon.ctx
+        current = await self.daemon.ctx.store.get_ticket(ticket["department"], ticket["ticket_id"])
+        return current is not None and (
+            moved_at_rank is None or current["status_rank"] > moved_at_rank
+        )
+
+    async def _move(self, ticket: dict[str, Any], step: str | tuple[str, str]) -> None:
+        status, note = step if isinstance(step, tuple) else (step, None)
+        dept, tid = ticket["department"], ticket["ticket_id"]
+        if dept == "urban":
+            await self.sims["rest"].state.move(tid, status, note)
+        else:
+            sim = self.sims["open311" if dept == "transport" else "open311_xml"]
+            sim.state.set_status(tid, status, note)
+
+    async def _approve(self, http: aiohttp.ClientSession) -> None:
+        async with http.get(f"{self.base}/api/approvals") as resp:
+            items = (await resp.json())["approvals"]
+        for item in items:
+            body: dict[str, Any] = {"decision": "approve", "actor": "值班科长王敏"}
+            if not item["templated"] and not self.approved:
+                body = {
+                    "decision": "edit",
+                    "actor": "值班科长王敏",
+                    "text": item["text"] + "感谢您的监督。",
+                }
+            async with http.post(
+                f"{self.base}/api/approvals/{item['reply_id']}", json=body
+            ) as resp:
+                if resp.status == 200:
+                    self.approved.append(item["reply_id"])
+
+    async def report(self, log_path: Path, elapsed: float) -> bool:
+        """One row per inquiry, a summary, and the personal-data check. False if short."""
+        assert self.daemon and self.daemon.ctx
+        store = self.daemon.ctx.store
+        inquiries, tickets = await self._store_rows()
+        by_ticket = {(t["department"], t["ticket_id"]): t for t in tickets}
+        history = await store.db.fetchall(
+            "SELECT department, ticket_id, status FROM ticket_events WHERE applied = 1"
+            " ORDER BY occurred_at"
+        )
+        statuses: dict[tuple[str, str], list[str]] = {}
+        for h in history:
+            statuses.setdefault((h["department"], h["ticket_id"]), []).append(h["status"])
+        replies = await store.list_replies()
+        public_texts = await self._public_replies()
+        ok = True
+        print()
+        print(
+            f"{'#':>2} {'platform':<12} {'department':<11} {'category':<6} {'ticket':<14}"
+            f" {'status history':<30} replies"
+        )
+        for n, row in enumerate(inquiries, 1):
+            dept = row["department"] or "-"
+            cat = Category(row["category"]).label if row["category"] else "-"
+            if row["state"] == "ignored":
+                hist, ticket, line = "", "-", f"ignored: {row['reason']}"
+            else:
+                ticket = row["ticket_id"] or "-"
+                t = by_ticket.get((dept, ticket))
+                own = t is not None and t["inquiry_id"] == row["inquiry_id"]
+                if own:
+                    steps = ["received", *statuses.get((dept, ticket), [])]
+                    hist = " > ".join(TicketStatus(s).label for s in steps)
+                else:
+                    hist = (
+                        "appended to thread ticket" if row["state"] == "appended" else row["state"]
+                    )
+                posted = [
+                    r for r in replies if r.inquiry_id == row["inquiry_id"] and r.state == "posted"
+                ]
+                line = f"{len(posted)} posted"
+                if posted and posted[-1].status:
+                    line += f", last {TicketStatus(posted[-1].status).label}"
+                if own and not any(r.status == "resolved" for r in posted):
+                    ok = False
+                    line += "  << no final reply"
+            print(
+                f"{n:>2} {row['platform']:<12} {dept:<11} {cat:<6} {ticket:<14} {hist:<30} {line}"
+            )
+        ignored = [r for r in inquiries if r["state"] == "ignored"]
+        appended = [r for r in inquiries if r["state"] == "appended"]
+        ticketed = [r for r in inquiries if r["state"] == "ticketed"]
+        posted_all = [r for r in replies if r.state == "posted"]
+        decisions = [r for r in replies if r.decided_by]
+        leaks = [t for t in public_texts if pii.find_personal_data(t)]
+        log_text = await asyncio.to_thread(log_path.read_text, encoding="utf-8")
+        log_lines = log_text.splitlines()
+        log_leaks = sum(1 for line in log_lines if pii.find_personal_data(line))
+        sent = len({self.external[i] for i in range(len(SCRIPT))})
+        print()
+        print(
+            f"inquiries sent: {len(SCRIPT)} ({len(SCRIPT) - sent} platform re-delivery"
+            f" deduplicated) -> recorded {len(inquiries)}: ignored {len(ignored)},"
+            f" appended {len(appended)}, tickets {len(tickets)}"
+        )
+        actors = ", ".join(sorted({r.decided_by or "" for r in decisions})) or "-"
+        print(
+            f"replies posted: {len(posted_all)}; approval decisions: {len(decisions)} (by {actors})"
+        )
+        print(
+            f"personal data in {len(public_texts)} public replies: {len(leaks)};"
+            f" in {len(log_lines)} log lines: {log_leaks}"
+        )
+        print(f"elapsed: {elapsed:.1f} s")
+        if leaks or log_leaks or len(inquiries) != sent:
+            ok = False
+        ok = ok and len(tickets) == len(ticketed) and bool(appended)
+        print("demo: OK" if ok else "demo: FAILED (see rows above)")
+        return ok
+
+    async def _public_replies(self) -> list[str]:
+        texts = [
+            r["text"] for key in ("weibo-jt", "weibo-cg") for r in self.sims[key].posted_replies()
+        ]
+        texts += [
+            r["text"]
+            for r in await self.sims["mastodon"].official_replies()
+            if r.get("visibility") in ("public", "unlisted")
+        ]
+        texts += [str(r.get("text", "")) for r in self.sims["hotline"].state.reply_list()]
+        return texts
+
+    async def stop(self) -> None:
+        if self.daemon is not None:
+            with contextlib.suppress(Exception):
+                await self.daemon.stop()
+            with contextlib.suppress(Exception):
+                await _delete_topology(self.daemon)
+        for server in reversed(self.servers):
+            with contextlib.suppress(Exception):
+                await (server.stop() if hasattr(server, "stop") else server.close())
+
+
+async def _delete_topology(daemon: Daemon) -> None:
+    import aio_pika
+
+    conn = await aio_pika.connect(daemon.cfg.broker.url.get_secret_value())
+    async with conn:
+        await Topology(daemon.cfg.broker).delete(await conn.channel())
