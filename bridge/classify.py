@@ -30,9 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from schemas.config import RouteConfig
+from schemas.config import ClassifierConfig, RouteConfig
 from schemas.vocab import Category
 
 if TYPE_CHECKING:
@@ -220,22 +218,6 @@ def default_rules() -> dict[Category, dict[str, float]]:
     return {
         Category(cat): {str(k): float(w) for k, w in words.items()} for cat, words in raw.items()
     }
-
-
-class ClassifierConfig(BaseModel):
-    """Operator overrides of the rules: ``categories.<id>`` maps words to weights (a plain list
-    means weight 1); weight 0 removes a default word; ``replace_defaults`` starts from nothing."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    replace_defaults: bool = False
-    min_score: float = Field(
-        default=1.0, ge=0, description="Below this score an inquiry is classified 'other'."
-    )
-    question_weight: float = Field(
-        default=1.0, description="Added to 'consultation' when the inquiry asks a question."
-    )
-    categories: dict[Category, dict[str, float] | list[str]] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,9 @@ async def _check(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"store    FAILED: {redacted_url(cfg.store.url)}: {exc!r}", file=sys.stderr)
         failures += 1
-    if not args.skip_adapters:
+    if not args.adapters:
+        print("adapters not contacted (add --adapters to check tokens and reachability)")
+    else:
         for acc in cfg.accounts:
             label = f"account  {acc.adapter}:{acc.handle}"
             source = make_source(acc)
@@ -161,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate config; check broker, store and adapters")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    check.add_argument("--skip-adapters", action="store_true", help="do not contact platforms")
+    check.add_argument(
+        "--adapters",
+        action="store_true",
+        help="also contact every platform account and ticket system (token, reachability)",
+    )
     check.add_argument("--no-declare", action="store_true", help="connect without declaring")
     check.set_defaults(func=cmd_check)
 

@@ -4,7 +4,6 @@ counted in working days (weekends and configured holidays excluded)."""
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
@@ -24,18 +23,9 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "holding": "您好，工单{ticket_id}仍在办理中，{department}将在{deadline}前答复。",
 }
 
-_FIELDS = {"ticket_id", "deadline", "department", "status", "note", "category"}
-
 
 def template_for(dept: DepartmentConfig, key: str) -> str:
     return dept.replies.get(key) or DEFAULT_TEMPLATES[key]
-
-
-def check_template(text: str) -> None:
-    """Raise ValueError naming an unknown placeholder (used by config checks)."""
-    for _, name, _, _ in string.Formatter().parse(text):
-        if name is not None and name not in _FIELDS:
-            raise ValueError(f"unknown placeholder {{{name}}}; use {sorted(_FIELDS)}")
 
 
 def render(

@@ -9,6 +9,7 @@ reported like any other.
 from __future__ import annotations
 
 import re
+import string
 from datetime import timedelta
 from itertools import pairwise
 from typing import Annotated, Literal
@@ -111,6 +112,8 @@ class TicketingConfig(BaseModel):
     poll: Duration = timedelta(seconds=60)
 
 
+TEMPLATE_FIELDS = frozenset({"ticket_id", "deadline", "department", "status", "note", "category"})
+
 ApprovalMode = Literal["none", "templated-auto", "all-manual"]
 
 
@@ -140,10 +143,20 @@ class DepartmentConfig(Strict):
     @classmethod
     def _reply_keys(cls, v: dict[str, str]) -> dict[str, str]:
         allowed = {s.value for s in TicketStatus} | {"holding", "note"}
-        for key in v:
+        for key, text in v.items():
             if key not in allowed:
                 raise ValueError(
                     f"unknown reply template {key!r}; expected one of {sorted(allowed)}"
+                )
+            try:
+                names = {n for _, n, _, _ in string.Formatter().parse(text) if n is not None}
+            except ValueError as exc:
+                raise ValueError(f"template {key!r}: {exc}") from None
+            unknown = names - TEMPLATE_FIELDS
+            if unknown:
+                raise ValueError(
+                    f"template {key!r}: unknown placeholder {{{sorted(unknown)[0]}}};"
+                    f" use {', '.join(sorted(TEMPLATE_FIELDS))}"
                 )
         return v
 
@@ -168,6 +181,21 @@ class AccountConfig(BaseModel):
     )
 
 
+class ClassifierConfig(Strict):
+    """``[triage]``: operator changes to the classification rules. ``categories.<id>`` maps
+    words to weights (a plain list means weight 1); weight 0 removes a default word;
+    ``replace_defaults`` starts from nothing."""
+
+    replace_defaults: bool = False
+    min_score: float = Field(
+        default=1.0, ge=0, description="Below this score an inquiry is classified 'other'."
+    )
+    question_weight: float = Field(
+        default=1.0, description="Added to 'consultation' when the inquiry asks a question."
+    )
+    categories: dict[Category, dict[str, float] | list[str]] = Field(default_factory=dict)
+
+
 class RouteConfig(Strict):
     keywords: list[str] = Field(min_length=1)
     department: Identifier
@@ -180,6 +208,7 @@ class GovbridgeConfig(Strict):
     departments: list[DepartmentConfig] = Field(default_factory=list)
     accounts: list[AccountConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
+    triage: ClassifierConfig = Field(default_factory=ClassifierConfig)
 
     @model_validator(mode="after")
     def _references(self) -> GovbridgeConfig:

@@ -3,17 +3,23 @@ each test, deleted afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
 
+from bridge.config import parse_config
+from bridge.daemon import ALL_ROLES, Daemon
 from bridge.runtime import Broker
 from bridge.topology import Topology
-from schemas.config import BrokerConfig
+from schemas.config import BrokerConfig, GovbridgeConfig
 
 AMQP_URL = os.environ.get("GOVBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -59,3 +65,45 @@ async def broker(broker_cfg: BrokerConfig) -> AsyncIterator[Broker]:
     finally:
         await b.close()
         await delete_topology(broker_cfg)
+
+
+def bridge_config(tmp_path: Path, **sections: Any) -> GovbridgeConfig:
+    """A full config for an in-process bridge: unique exchange, short delay tiers, SQLite in
+    ``tmp_path``, HTTP on a free port. ``sections`` (departments, accounts, routes, broker,
+    http…) are merged over these defaults and validated like a real config file."""
+    broker = broker_config().model_dump()
+    broker["url"] = AMQP_URL
+    broker.update(sections.pop("broker", {}))
+    http = {"listen": "127.0.0.1:0", "admin_token": "test-admin-token"}
+    http.update(sections.pop("http", {}))
+    data: dict[str, Any] = {
+        "broker": broker,
+        "store": {"url": f"sqlite:///{tmp_path}/govbridge.db"},
+        "http": http,
+        **sections,
+    }
+    return parse_config(data, "<test>", env={})
+
+
+@asynccontextmanager
+async def running_bridge(
+    cfg: GovbridgeConfig, roles: Sequence[str] = ALL_ROLES, **daemon_opts: Any
+) -> AsyncIterator[Daemon]:
+    """Start a Daemon with those roles; stop it and delete its topology afterwards."""
+    daemon = Daemon(cfg, roles, **daemon_opts)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+        await delete_topology(cfg.broker)
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
+    """Wait until ``await predicate()`` is true (a bound, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not reached within {timeout} s")
+        await asyncio.sleep(0.05)

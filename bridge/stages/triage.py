@@ -47,7 +47,7 @@ class TriageRole:
         self.ctx = ctx
         self.worker: Worker[Inquiry] = Worker(ctx.broker, Stage("triage", Inquiry, self.handle))
         self.workers: list[Worker[Any]] = [self.worker]
-        self.classifier = classify.Classifier.from_config(None)
+        self.classifier = classify.Classifier.from_config(ctx.cfg.triage)
 
     async def start(self) -> None:
         await self.worker.start()
