@@ -54,7 +54,7 @@ async def _check(args: argparse.Namespace) -> int:
     )
     failures = 0
     broker_cfg = cfg.broker.model_copy(
-        update={"connect_timeout": min(cfg.broker.connect_timeout, timedelta(seconds=8))}
+        update={"connect_timeout": min(cfg.broker.connect_timeout, timedelta(seconds=5))}
     )
     broker = Broker(broker_cfg)
     try:

@@ -1,0 +1,264 @@
+"""``govbridge bench``: throughput and latency of a bridge stage beside a raw aio-pika baseline
+measured in the same run, on the same broker, with the same message count and prefetch.
+
+Both sides do one relay hop per message — consume from a quorum queue, publish the next
+message with a publisher confirm, ack — which is the ceiling any pipeline stage can approach.
+The bridge side runs the real runtime (``Worker``: schema validation, structlog context,
+metrics, confirmed ``Broker.publish``, ack); ``--stage triage`` instead runs the real triage
+stage (dedupe in the SQLite store, noise, classification, PII redaction, thread claim).
+The result is reported as a ratio to the baseline: absolute numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+
+from bridge.cmd_demo import amqp_url, broker_reachable
+from bridge.config import parse_config
+from bridge.daemon import Daemon
+from bridge.runtime import Broker, Stage, Worker
+from bridge.topology import Topology
+from schemas.config import BrokerConfig
+from schemas.messages import Author, Inquiry, ThreadRef
+from schemas.vocab import InquiryKind
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("bench", help="bridge throughput beside a raw aio-pika baseline")
+    p.add_argument("--messages", type=int, default=5000)
+    p.add_argument("--prefetch", type=int, default=256)
+    p.add_argument(
+        "--stage",
+        choices=["relay", "triage"],
+        default="relay",
+        help="relay: the runtime alone; triage: the real triage stage",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=lambda args: asyncio.run(run_bench(args)))
+
+
+def inquiry(n: int, run: str) -> Inquiry:
+    return Inquiry.create(
+        platform="weibo",
+        account="bench",
+        kind=InquiryKind.COMMENT,
+        external_id=f"{run}-{n}",
+        author=Author(id=str(5_000_000_000 + n), handle=f"citizen{n}"),
+        text=f"第{n}号：小区门口的路灯坏了一个星期，晚上很黑，请尽快维修，电话13812345678",
+        created_at=datetime.now(UTC),
+        thread=ThreadRef(root_id=f"{run}-post-{n}"),
+    )
+
+
+class Result:
+    def __init__(self, name: str, n: int, seconds: float, latencies: list[float]) -> None:
+        self.name, self.n, self.seconds = name, n, seconds
+        lat = sorted(latencies)
+        self.rate = n / seconds if seconds else 0.0
+        self.p50 = statistics.median(lat) * 1000 if lat else 0.0
+        self.p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000 if lat else 0.0
+
+    def row(self) -> str:
+        return (
+            f"{self.name:<28} {self.n:>7} msgs {self.seconds:>7.2f} s {self.rate:>9.0f} msg/s"
+            f"   p50 {self.p50:>7.1f} ms   p99 {self.p99:>7.1f} ms"
+        )
+
+
+async def _fill(url: str, queue: str, bodies: list[bytes]) -> None:
+    """Put the input messages in place first (confirmed), so only the hop is timed."""
+    conn = await aio_pika.connect(url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        sem = asyncio.Semaphore(256)
+
+        async def one(body: bytes) -> None:
+            async with sem:
+                await ch.default_exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        timestamp=datetime.now(UTC),
+                    ),
+                    routing_key=queue,
+                )
+
+        await asyncio.gather(*(one(b) for b in bodies))
+
+
+async def baseline(url: str, n: int, prefetch: int, bodies: list[bytes]) -> Result:
+    """Raw aio-pika: consume → confirmed publish → ack, quorum queues, same prefetch."""
+    src, dst = f"bench-{uuid.uuid4().hex[:8]}-in", f"bench-{uuid.uuid4().hex[:8]}-out"
+    conn = await aio_pika.connect(url)
+    async with conn:
+        ch = await conn.channel(publisher_confirms=True)
+        for name in (src, dst):
+            await ch.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+        await _fill(url, src, bodies)
+        consume_ch = await conn.channel(publisher_confirms=True)
+        await consume_ch.set_qos(prefetch_count=prefetch)
+        queue = await consume_ch.get_queue(src)
+        done = asyncio.Event()
+        latencies: list[float] = []
+        count = 0
+
+        async def on_message(msg: AbstractIncomingMessage) -> None:
+            nonlocal count
+            started = time.perf_counter()
+            await consume_ch.default_exchange.publish(
+                aio_pika.Message(msg.body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=dst,
+            )
+            await msg.ack()
+            latencies.append(time.perf_counter() - started)
+            count += 1
+            if count >= n:
+                done.set()
+
+        t0 = time.perf_counter()
+        await queue.consume(on_message)
+        await done.wait()
+        seconds = time.perf_counter() - t0
+        for name in (src, dst):
+            await ch.queue_delete(name, if_unused=False, if_empty=False)
+    return Result("raw aio-pika relay hop", n, seconds, latencies)
+
+
+async def bridge_relay(url: str, n: int, prefetch: int, bodies: list[bytes]) -> Result:
+    """The runtime: Worker validates the schema, binds log context, counts metrics, publishes
+    the next message with a bounded confirm and acks."""
+    cfg = BrokerConfig(url=url, exchange=f"gbbench-{uuid.uuid4().hex[:8]}", prefetch=prefetch)
+    broker = Broker(cfg)
+    await broker.connect()
+    latencies: list[float] = []
+    done = asyncio.Event()
+    count = 0
+
+    async def handler(item: Inquiry, msg: AbstractIncomingMessage) -> None:
+        nonlocal count
+        started = time.perf_counter()
+        await broker.publish("bench.relayed", item)  # caught by the alternate exchange
+        latencies.append(time.perf_counter() - started)
+        count += 1
+        if count >= n:
+            done.set()
+
+    try:
+        await _fill(url, broker.topology.queues("triage").work, bodies)
+        worker = Worker(broker, Stage("triage", Inquiry, handler))
+        t0 = time.perf_counter()
+        await worker.start()
+        await done.wait()
+        seconds = time.perf_counter() - t0
+        await worker.stop()
+    finally:
+        await broker.close()
+        await _delete(url, cfg)
+    return Result("govbridge runtime relay hop", n, seconds, latencies)
+
+
+async def bridge_triage(url: str, n: int, prefetch: int, bodies: list[bytes]) -> Result:
+    """The real triage stage with its SQLite store, one department, no content routes."""
+    workdir = tempfile.mkdtemp(prefix="govbridge-bench-")
+    cfg = parse_config(
+        {
+            "broker": {
+                "url": url,
+                "exchange": f"gbbench-{uuid.uuid4().hex[:8]}",
+                "prefetch": prefetch,
+            },
+            "store": {"url": f"sqlite:///{workdir}/bench.db"},
+            "departments": [
+                {
+                    "id": "bench",
+                    "name": "测试局",
+                    "ticketing": {
+                        "adapter": "rest",
+                        "base_url": "http://127.0.0.1:9",
+                        "auth": {"bearer": "x"},
+                    },
+                }
+            ],
+            "accounts": [
+                {
+                    "adapter": "webhook",
+                    "handle": "bench",
+                    "department": "bench",
+                    "secret": "s",
+                    "reply_url": "http://127.0.0.1:9/",
+                }
+            ],
+        },
+        "<bench>",
+        env={},
+    )
+    daemon = Daemon(cfg, roles=["triage"])
+    await daemon.start()
+    assert daemon.ctx is not None
+    counted = daemon.metrics.acked.labels("triage")
+    try:
+        await _fill(url, daemon.broker.topology.queues("triage").work, [])
+        t0 = time.perf_counter()
+        await daemon.broker.publish_many(
+            [("inquiry.received.weibo", Inquiry.model_validate_json(b)) for b in bodies]
+        )
+        while counted._value.get() < n:  # noqa: ASYNC110 - the stage's own ack counter
+            await asyncio.sleep(0.01)
+        seconds = time.perf_counter() - t0
+        hist = daemon.metrics.latency.labels("triage")
+        total = hist._sum.get()
+        lat = [total / n] * n if n else []
+    finally:
+        await daemon.stop()
+        await _delete(url, cfg.broker)
+    return Result("govbridge triage stage", n, seconds, lat)
+
+
+async def _delete(url: str, cfg: BrokerConfig) -> None:
+    conn = await aio_pika.connect(url)
+    async with conn:
+        await Topology(cfg).delete(await conn.channel())
+
+
+async def run_bench(args: argparse.Namespace) -> int:
+    url = amqp_url()
+    if not broker_reachable(url):
+        print("RabbitMQ is not reachable; see `govbridge demo` for how to start it")
+        return 1
+    run = uuid.uuid4().hex[:6]
+    bodies = [inquiry(i, run).model_dump_json().encode() for i in range(args.messages)]
+    base = await baseline(url, args.messages, args.prefetch, bodies)
+    measure = bridge_relay if args.stage == "relay" else bridge_triage
+    ours = await measure(url, args.messages, args.prefetch, bodies)
+    ratio = ours.rate / base.rate if base.rate else 0.0
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "messages": args.messages,
+                    "prefetch": args.prefetch,
+                    "stage": args.stage,
+                    "baseline_msg_s": round(base.rate),
+                    "bridge_msg_s": round(ours.rate),
+                    "ratio": round(ratio, 3),
+                    "bridge_p50_ms": round(ours.p50, 2),
+                    "bridge_p99_ms": round(ours.p99, 2),
+                }
+            )
+        )
+    else:
+        print(base.row())
+        print(ours.row())
+        print(f"ratio to the raw aio-pika baseline: {ratio:.2f}")
+    return 0

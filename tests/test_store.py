@@ -1,0 +1,169 @@
+"""One contract for the state store, run on SQLite (the embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.store import SqlStore, open_store
+
+PG_ADMIN = os.environ.get("GOVBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+async def _pg_available() -> bool:
+    try:
+        import asyncpg
+
+        conn = await asyncio.wait_for(asyncpg.connect(PG_ADMIN), 3)
+        await conn.close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    if request.param == "sqlite":
+        s = await open_store(f"sqlite:///{tmp_path}/store.db")
+        yield s
+        await s.close()
+        return
+    if not await _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
+    import asyncpg
+
+    name = f"gbtest_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f"CREATE DATABASE {name}")
+    try:
+        s = await open_store(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+        yield s
+        await s.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+async def test_migrate_is_idempotent(store: SqlStore) -> None:
+    version = await store.migrate()
+    assert version == await store.migrate()
+    rows = await store.db.fetchall("SELECT version FROM schema_version")
+    assert rows == [{"version": version}]
+
+
+async def test_cursor_roundtrip(store: SqlStore) -> None:
+    assert await store.get_cursor("source:weibo:x") is None
+    await store.set_cursor("source:weibo:x", '{"since": "4900000000000001"}')
+    await store.set_cursor("source:weibo:x", '{"since": "4900000000000002"}')
+    assert await store.get_cursor("source:weibo:x") == '{"since": "4900000000000002"}'
+
+
+def _inquiry_row(inquiry_id: str, thread: str = "weibo:acc:1") -> dict[str, str]:
+    return {
+        "inquiry_id": inquiry_id,
+        "platform": "weibo",
+        "account": "acc",
+        "kind": "comment",
+        "thread_key": thread,
+        "state": "received",
+    }
+
+
+async def test_inquiry_recorded_once(store: SqlStore) -> None:
+    assert await store.record_inquiry(**_inquiry_row("inq_1")) is True
+    assert await store.record_inquiry(**_inquiry_row("inq_1")) is False
+    await store.update_inquiry("inq_1", state="routed", department="transport")
+    row = await store.get_inquiry("inq_1")
+    assert row is not None and row["state"] == "routed" and row["department"] == "transport"
+
+
+async def test_thread_claimed_by_exactly_one_inquiry(store: SqlStore) -> None:
+    refs = await asyncio.gather(
+        *(store.claim_thread("weibo:acc:root", f"inq_{i}", f"GB-{i}") for i in range(20))
+    )
+    assert len(set(refs)) == 1  # everyone agrees on the owner's reference
+    owner = refs[0]
+    # once the owner's ticket is final, the next inquiry starts a new ticket
+    await store.record_ticket(
+        department="d",
+        ticket_id="T1",
+        reference=owner,
+        inquiry_id="inq_x",
+        thread_key="weibo:acc:root",
+        status="resolved",
+        status_rank=40,
+        native_status="fixed",
+        status_at="2026-01-01T00:00:00+00:00",
+    )
+    assert await store.claim_thread("weibo:acc:root", "inq_new", "GB-new") == "GB-new"
+
+
+async def test_status_never_goes_backwards(store: SqlStore) -> None:
+    await store.record_ticket(
+        department="d",
+        ticket_id="T1",
+        reference="GB-1",
+        inquiry_id="inq_1",
+        thread_key="t",
+        status="received",
+        status_rank=10,
+        native_status="open",
+        status_at="2026-01-01T00:00:00+00:00",
+    )
+
+    async def apply(event_id: str, status: str, rank: int) -> tuple[bool, bool]:
+        return await store.apply_status(
+            department="d",
+            ticket_id="T1",
+            event_id=event_id,
+            status=status,
+            status_rank=rank,
+            native_status=status,
+            occurred_at="2026-01-01T01:00:00+00:00",
+        )
+
+    assert await apply("e3", "resolved", 40) == (True, True)
+    assert await apply("e2", "in_progress", 30) == (True, False)  # late: recorded, no move
+    assert await apply("e3", "resolved", 40) == (False, False)  # replay
+    ticket = await store.get_ticket("d", "T1")
+    assert ticket is not None and ticket["status"] == "resolved"
+    applied = await store.db.fetchall(
+        "SELECT event_id FROM ticket_events WHERE applied = 1 ORDER BY event_id"
+    )
+    assert [r["event_id"] for r in applied] == ["e3"]
+
+
+async def test_create_attempts(store: SqlStore) -> None:
+    assert await store.mark_create_attempted("GB-1", "d", "inq_1") == 1
+    assert await store.mark_create_attempted("GB-1", "d", "inq_1") == 2
+    await store.set_create_state("GB-1", "needs_reconciliation", detail="uncertain")
+    flagged = await store.list_create_attempts("needs_reconciliation")
+    assert [r["reference"] for r in flagged] == ["GB-1"]
+
+
+async def test_reply_decisions_recorded(store: SqlStore) -> None:
+    common = {
+        "inquiry_id": "inq_1",
+        "platform": "weibo",
+        "account": "acc",
+        "department": "d",
+        "status": "received",
+        "templated": True,
+        "request_json": "{}",
+    }
+    assert await store.add_reply(reply_id="r1", state="awaiting_approval", **common)
+    assert not await store.add_reply(reply_id="r1", state="approved", **common)
+    assert await store.decide_reply("r1", decision="edit", actor="王科长", text="改过的")
+    assert not await store.decide_reply("r1", decision="reject", actor="李四")  # decided already
+    reply = await store.get_reply("r1")
+    assert reply is not None
+    assert (reply.state, reply.decided_by, reply.final_text) == ("approved", "王科长", "改过的")
+    assert reply.decided_at is not None
+    assert await store.mark_reply("r1", "posted", external_ids=["1", "2"], outcome="posted")
+    reply = await store.get_reply("r1")
+    assert reply is not None and reply.external_ids == ["1", "2"] and reply.posted_at
