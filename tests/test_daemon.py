@@ -354,7 +354,11 @@ async def test_readyz_follows_broker_reachability_and_metrics_count_per_stage(
 
             await publisher.publish_many([(KEY, event(i)) for i in range(10)])
             await wait_until(
-                lambda: len(done) == 8 and m.dead_lettered.labels(STAGE, "bad")._value.get() == 2,
+                lambda: (
+                    len(done) == 8
+                    and m.acked.labels(STAGE)._value.get() == 8  # acked after the handler
+                    and m.dead_lettered.labels(STAGE, "bad")._value.get() == 2
+                ),
                 "traffic handled",
             )
             status, text = await get("/metrics")
