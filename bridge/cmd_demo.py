@@ -32,7 +32,9 @@ from bridge import pii
 from bridge.config import AMQP_URL_ENV, parse_config
 from bridge.daemon import Daemon
 from bridge.logging import configure_logging
+from bridge.report import department_reports, pad, render_table
 from bridge.topology import Topology
+from schemas.messages import ReplyRequest
 from schemas.vocab import Category, TicketStatus
 
 ADMIN_TOKEN = "demo-admin-token"
@@ -467,7 +469,7 @@ class Demo:
             "transport": [
                 "internal_referral",
                 "in_progress",
-                ("fixed", "已协调运营公司在早高峰加开班次。"),
+                ("fixed", "经核查，相关问题已交由承办单位处理完毕。"),
             ],
             "urban": ["ASSIGNED", "IN_PROGRESS", "DONE"],
             "environment": ["in_progress", ("fixed", "执法人员已到现场核查并依法处理。")],
@@ -567,8 +569,8 @@ class Demo:
         ok = True
         print()
         print(
-            f"{'#':>2} {'platform':<12} {'department':<11} {'category':<6} {'ticket':<14}"
-            f" {'status history':<30} replies"
+            f"{'#':>2} {'platform':<12} {'department':<11} {'category':<8} {'ticket':<14}"
+            f" {'status history':<34} replies"
         )
         for n, row in enumerate(inquiries, 1):
             dept = row["department"] or "-"
@@ -590,14 +592,28 @@ class Demo:
                     r for r in replies if r.inquiry_id == row["inquiry_id"] and r.state == "posted"
                 ]
                 line = f"{len(posted)} posted"
-                if posted and posted[-1].status:
-                    line += f", last {TicketStatus(posted[-1].status).label}"
+                status_replies = [r.status for r in posted if r.status]
+                notes = len(posted) - len(status_replies)
+                if status_replies:
+                    line += f", last status {TicketStatus(status_replies[-1]).label}"
+                if notes:
+                    line += f", {notes} official note{'s' if notes > 1 else ''}"
                 if own and not any(r.status == "resolved" for r in posted):
                     ok = False
                     line += "  << no final reply"
             print(
-                f"{n:>2} {row['platform']:<12} {dept:<11} {cat:<6} {ticket:<14} {hist:<30} {line}"
+                f"{n:>2} {row['platform']:<12} {dept:<11} {pad(cat, 8)} {ticket:<14}"
+                f" {pad(hist, 34)} {line}"
             )
+        sample = next((r for r in inquiries if "[手机号]" in (r["public_text"] or "")), None)
+        if sample is not None:
+            print()
+            print(f"one thread as the public sees it ({sample['platform']}):")
+            print(f"  citizen: {sample['public_text']}")
+            for r in replies:
+                if r.inquiry_id == sample["inquiry_id"] and r.state == "posted":
+                    req = ReplyRequest.model_validate_json(r.request_json)
+                    print(f"  {r.account}: {pii.redact_text(r.final_text or req.text)}")
         ignored = [r for r in inquiries if r["state"] == "ignored"]
         appended = [r for r in inquiries if r["state"] == "appended"]
         ticketed = [r for r in inquiries if r["state"] == "ticketed"]
@@ -623,6 +639,10 @@ class Demo:
             f" in {len(log_lines)} log lines: {log_leaks}"
         )
         print(f"elapsed: {elapsed:.1f} s")
+        print()
+        reports, ignored_by_reason = await department_reports(store, self.daemon.cfg)
+        print(render_table(reports, ignored_by_reason))
+        print()
         if leaks or log_leaks or len(inquiries) != sent:
             ok = False
         ok = ok and len(tickets) == len(ticketed) and bool(appended)
