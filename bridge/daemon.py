@@ -12,13 +12,15 @@ import importlib
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
 
-from bridge.http import create_app, start_server
+from bridge.http import create_app, require_admin, start_server
 from bridge.metrics import Metrics
+from bridge.report import department_reports
 from bridge.runtime import Broker, Worker
 from bridge.store import SqlStore, open_store
 from schemas.config import GovbridgeConfig
@@ -138,6 +140,8 @@ class Daemon:
             self.cfg.http.max_body_bytes,
         )
         self.ctx = BridgeContext(self.cfg, self.broker, store, self.metrics, self.alerts, app)
+        app.router.add_get("/", self._console)
+        app.router.add_get("/api/report", self._report)
         for name in self.role_names:
             if name == "http":
                 continue
@@ -152,6 +156,19 @@ class Daemon:
             self._runner, self.http_port = await start_server(app, self.cfg.http.listen)
             log.info("http listening", port=self.http_port)
         log.info("govbridge started", roles=self.role_names)
+
+    async def _console(self, request: web.Request) -> web.Response:
+        """The operator console: readiness, alerts, approvals and department performance."""
+        html = resources.files("bridge.static").joinpath("console.html").read_text("utf-8")
+        return web.Response(text=html, content_type="text/html")
+
+    async def _report(self, request: web.Request) -> web.Response:
+        require_admin(request)
+        assert self.ctx is not None
+        reports, ignored = await department_reports(self.ctx.store, self.cfg)
+        return web.json_response(
+            {"departments": [r.as_dict() for r in reports], "ignored": ignored}
+        )
 
     def request_stop(self) -> None:
         self._stop.set()
