@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the daemon")
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
-    run.add_argument("--roles", help="comma list of: ingest,triage,ticketing,sync,reply,http")
+    run.add_argument("--roles", help="comma list of: ingest,triage,ticketing,sync,reply,sla,http")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate config; check broker, store and adapters")

@@ -27,7 +27,7 @@ from schemas.config import GovbridgeConfig
 
 log = structlog.get_logger("govbridge.daemon")
 
-ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "http")
+ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "http")
 
 
 class Role(Protocol):

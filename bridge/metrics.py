@@ -78,6 +78,12 @@ class Metrics:
         self.replies = Counter(
             "govbridge_replies", "Replies by outcome", ["platform", "outcome"], registry=r
         )
+        self.sla_events = Counter(
+            "govbridge_sla_events",
+            "Deadline events: holding replies, warnings, breaches",
+            ["department", "event"],
+            registry=r,
+        )
         self.reconciliation = Gauge(
             "govbridge_needs_reconciliation",
             "Inquiries whose ticket create is uncertain and needs a human",

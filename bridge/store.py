@@ -112,6 +112,15 @@ MIGRATIONS: list[str] = [
         claimed_at TEXT NOT NULL
     );
     """,
+    # 3: things that must happen once (SLA events, …), keyed by kind and key
+    """
+    CREATE TABLE once_marks (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        marked_at TEXT NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    """,
 ]
 
 
@@ -279,6 +288,15 @@ class SqlStore:
                 "INSERT INTO cursors (name, cursor, updated_at) VALUES (?, ?, ?)",
                 (name, cursor, now_iso()),
             )
+
+    async def record_once(self, kind: str, key: str) -> bool:
+        """True the first time (kind, key) is marked, across processes; False after."""
+        n = await self.db.execute(
+            "INSERT INTO once_marks (kind, key, marked_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (kind, key) DO NOTHING",
+            (kind, key, now_iso()),
+        )
+        return n > 0
 
     # ---------------------------------------------------------------- inquiries
     async def record_inquiry(self, **row: Any) -> bool:

@@ -201,6 +201,15 @@ class RouteConfig(Strict):
     department: Identifier
 
 
+class SlaConfig(Strict):
+    """``[sla]``: how the deadline watcher runs."""
+
+    check_every: Duration = timedelta(minutes=5)
+    warn_before: Duration = Field(
+        default=timedelta(days=1), description="Publish sla.warning this long before a deadline."
+    )
+
+
 class GovbridgeConfig(Strict):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -209,6 +218,7 @@ class GovbridgeConfig(Strict):
     accounts: list[AccountConfig] = Field(default_factory=list)
     routes: list[RouteConfig] = Field(default_factory=list)
     triage: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    sla: SlaConfig = Field(default_factory=SlaConfig)
 
     @model_validator(mode="after")
     def _references(self) -> GovbridgeConfig:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -151,28 +151,7 @@ class ReplyRole:
                 )
             )
         for request in requests:
-            await self._queue(request, dept.approval)
-
-    async def _queue(self, request: ReplyRequest, approval: str) -> None:
-        auto = approval == "none" or (approval == "templated-auto" and request.templated)
-        state = "approved" if auto else "awaiting_approval"
-        added = await self.ctx.store.add_reply(
-            reply_id=request.reply_id,
-            inquiry_id=request.inquiry_id,
-            platform=request.platform,
-            account=request.account,
-            department=request.department,
-            status=request.status.value if request.status else None,
-            templated=request.templated,
-            state=state,
-            request_json=request.model_dump_json(),
-        )
-        stored = await self.ctx.store.get_reply(request.reply_id)
-        if stored is None or stored.state != "approved":
-            if added:
-                log.info("reply awaits approval", reply_id=request.reply_id)
-            return
-        await self.ctx.broker.publish(f"reply.requested.{request.platform}", request)
+            await queue_reply(self.ctx, request, dept.approval)
 
     # ------------------------------------------------------------------ post
     def _limiter(self, key: str) -> AsyncLimiter | None:
@@ -230,7 +209,9 @@ class ReplyRole:
             try:
                 await asyncio.wait_for(limiter.acquire(), timeout=max(30.0, period * 2))
             except TimeoutError:
-                raise Retry("account reply rate limit", counts=False, delay=_td(period)) from None
+                raise Retry(
+                    "account reply rate limit", counts=False, delay=timedelta(seconds=period)
+                ) from None
         try:
             posted = await source.post_reply(request.model_copy(update={"text": text}))
             self.ctx.alerts.clear("account_auth", key)
@@ -359,10 +340,28 @@ class ReplyRole:
         )
 
 
-def _td(seconds: float) -> Any:
-    from datetime import timedelta
-
-    return timedelta(seconds=seconds)
+async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:
+    """Record a reply and, when the department's approval mode lets it go out unseen,
+    request its posting; otherwise it waits in ``/api/approvals``."""
+    auto = approval == "none" or (approval == "templated-auto" and request.templated)
+    state = "approved" if auto else "awaiting_approval"
+    added = await ctx.store.add_reply(
+        reply_id=request.reply_id,
+        inquiry_id=request.inquiry_id,
+        platform=request.platform,
+        account=request.account,
+        department=request.department,
+        status=request.status.value if request.status else None,
+        templated=request.templated,
+        state=state,
+        request_json=request.model_dump_json(),
+    )
+    stored = await ctx.store.get_reply(request.reply_id)
+    if stored is None or stored.state != "approved":
+        if added:
+            log.info("reply awaits approval", reply_id=request.reply_id)
+        return
+    await ctx.broker.publish(f"reply.requested.{request.platform}", request)
 
 
 def create(ctx: BridgeContext) -> ReplyRole:
