@@ -249,8 +249,13 @@ class IngestRole:
         updated = account.model_copy(update={"token": SecretStr(token)})
         idx = self.ctx.cfg.accounts.index(account)
         self.ctx.cfg.accounts[idx] = updated
-        replace_source(self.ctx, updated)
         key = account_key(adapter, handle)
+        old = sources(self.ctx).get(key)
+        replace_source(self.ctx, updated)
+        if old is not None:
+            # Its token is dead, so nothing it still does can succeed; free its HTTP session.
+            with contextlib.suppress(Exception):
+                await old.close()
         poller = self.pollers.get(key)
         if poller is not None:
             poller.resumed.set()
