@@ -7,12 +7,13 @@ otherwise the inquiry is flagged ``needs_reconciliation`` (log, metric, ``/api/r
 and no second ticket is made. Append: a follow-up goes onto the thread's existing ticket.
 
 Outages: transient errors go through the delay tiers (the adapter's circuit breaker keeps the
-request count bounded); 401/403 pause the department with an alert and wait in the longest tier.
+request count bounded; while it is open an attempt is not counted, so no outage exhausts a
+message); 401/403 pause the department with an alert and wait in the longest tier.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -20,6 +21,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from adapters.base import AuthError, CreatedTicket, PermanentError, TicketSystem, TransientError
+from adapters.circuit import CircuitBreaker
 from bridge.http import require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
@@ -71,7 +73,7 @@ class TicketingRole:
             ) from exc
         except TransientError as exc:
             self.ctx.metrics.tickets.labels(command.department, "transient_error").inc()
-            raise Retry(exc.reason, exc.retry_after) from exc
+            raise _transient_retry(system, exc) from exc
         except PermanentError as exc:
             self.ctx.metrics.tickets.labels(command.department, "rejected").inc()
             raise DeadLetter(f"ticket system rejected: {exc.reason}") from exc
@@ -104,6 +106,10 @@ class TicketingRole:
                 log.error("create outcome unknown: flagged for reconciliation", reference=ref)
                 return
         if ticket is None:
+            breaker = _circuit_open(system)
+            if breaker is not None and breaker.state == "open":
+                # No request would be made: do not record an attempt that never happens.
+                raise TransientError(f"{breaker.name}: circuit open; create not attempted")
             await store.mark_create_attempted(ref, command.department, command.inquiry.inquiry_id)
             ticket = await system.create(command, idempotency_key=ref)
         await store.record_ticket(
@@ -160,6 +166,26 @@ class TicketingRole:
         require_admin(request)
         rows = await self.ctx.store.list_create_attempts("needs_reconciliation")
         return web.json_response({"needs_reconciliation": rows})
+
+
+def _circuit_open(system: TicketSystem) -> CircuitBreaker | None:
+    """The system's breaker when it is open or half-open (the backend is judged down)."""
+    breaker = getattr(system, "breaker", None)
+    if isinstance(breaker, CircuitBreaker) and breaker.state != "closed":
+        return breaker
+    return None
+
+
+def _transient_retry(system: TicketSystem, exc: TransientError) -> Retry:
+    """While the system's circuit is open the backend is down and the message is not at fault:
+    the attempt does not count (an outage of hours exhausts no message; the breaker bounds the
+    requests) and the message waits at least until the next probe. An isolated failure with
+    the circuit closed counts as usual, so a message that alone keeps failing still ends."""
+    breaker = _circuit_open(system)
+    if breaker is None:
+        return Retry(exc.reason, exc.retry_after)
+    delay = exc.retry_after or timedelta(seconds=breaker.cooldown)
+    return Retry(exc.reason, delay, counts=False)
 
 
 def _thread_key(command: TicketCommand) -> str:
