@@ -26,8 +26,9 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bridge.cmd_demo import amqp_url, broker_reachable
 from bridge.config import parse_config
-from bridge.daemon import Daemon
+from bridge.daemon import BridgeContext, Daemon
 from bridge.runtime import Broker, Stage, Worker
+from bridge.stages.triage import TriageRole
 from bridge.topology import Topology
 from schemas.config import BrokerConfig
 from schemas.messages import Author, Inquiry, ThreadRef
@@ -203,26 +204,34 @@ async def bridge_triage(url: str, n: int, prefetch: int, bodies: list[bytes]) ->
         "<bench>",
         env={},
     )
-    daemon = Daemon(cfg, roles=["triage"])
+    latencies: list[float] = []
+
+    def timed_triage(ctx: BridgeContext) -> TriageRole:
+        role = TriageRole(ctx)
+        handle = role.worker.stage.handler
+
+        async def timed(item: Inquiry, msg: AbstractIncomingMessage) -> None:
+            started = time.perf_counter()
+            await handle(item, msg)
+            latencies.append(time.perf_counter() - started)
+
+        role.worker.stage.handler = timed
+        return role
+
+    daemon = Daemon(cfg, roles=["triage"], role_factories={"triage": timed_triage})
     await daemon.start()
-    assert daemon.ctx is not None
-    counted = daemon.metrics.acked.labels("triage")
     try:
-        await _fill(url, daemon.broker.topology.queues("triage").work, [])
         t0 = time.perf_counter()
         await daemon.broker.publish_many(
             [("inquiry.received.weibo", Inquiry.model_validate_json(b)) for b in bodies]
         )
-        while counted._value.get() < n:  # noqa: ASYNC110 - the stage's own ack counter
+        while len(latencies) < n:  # noqa: ASYNC110 - handlers report through the list
             await asyncio.sleep(0.01)
         seconds = time.perf_counter() - t0
-        hist = daemon.metrics.latency.labels("triage")
-        total = hist._sum.get()
-        lat = [total / n] * n if n else []
     finally:
         await daemon.stop()
         await _delete(url, cfg.broker)
-    return Result("govbridge triage stage", n, seconds, lat)
+    return Result("govbridge triage stage", n, seconds, latencies)
 
 
 async def _delete(url: str, cfg: BrokerConfig) -> None:

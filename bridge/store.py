@@ -151,7 +151,8 @@ class SqliteDatabase:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = await aiosqlite.connect(self.path)
+        # autocommit: each statement is its own transaction, one thread hop per call
+        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         self._conn.row_factory = aiosqlite.Row
         await self._conn.execute("PRAGMA journal_mode=WAL")
         await self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -165,7 +166,6 @@ class SqliteDatabase:
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self._lock:
             cur = await self.conn.execute(sql, tuple(params))
-            await self.conn.commit()
             return cur.rowcount
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
@@ -177,7 +177,6 @@ class SqliteDatabase:
     async def executescript(self, sql: str) -> None:
         async with self._lock:
             await self.conn.executescript(sql)
-            await self.conn.commit()
 
     async def close(self) -> None:
         if self._conn is not None:
