@@ -38,11 +38,19 @@ class AdapterError(Exception):
 
 
 class TransientError(AdapterError):
-    """Try again later (timeout, 5xx, refused connection). ``retry_after`` if the platform said."""
+    """Try again later (timeout, 5xx, refused connection). ``retry_after`` if the platform said.
 
-    def __init__(self, reason: str, retry_after: timedelta | None = None) -> None:
+    ``not_sent`` is True only when the request certainly had no effect on the backend (the
+    connection was refused, the circuit is open, the backend answered 503, or the failure came
+    before the write was sent). A timeout or a 502/504 may hide a success: ``not_sent`` False.
+    """
+
+    def __init__(
+        self, reason: str, retry_after: timedelta | None = None, *, not_sent: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.not_sent = not_sent
 
 
 class RateLimited(TransientError):

@@ -74,6 +74,7 @@ class CircuitBreaker:
             raise TransientError(
                 f"{self.name}: circuit open after {self._failures} consecutive failures",
                 retry_after=timedelta(seconds=wait),
+                not_sent=True,
             )
         self._probing = True
         return True

@@ -422,7 +422,8 @@ class Open311TicketSystem:
         except TimeoutError:
             raise TransientError(f"{what}: no answer within {self.cfg.timeout}") from None
         except aiohttp.ClientError as exc:
-            raise TransientError(f"{what}: {type(exc).__name__}: {exc}") from None
+            refused = isinstance(exc, aiohttp.ClientConnectorError)
+            raise TransientError(f"{what}: {type(exc).__name__}: {exc}", not_sent=refused) from None
 
         if 200 <= status < 300:
             try:
@@ -441,7 +442,7 @@ class Open311TicketSystem:
         if status == 429:
             raise RateLimited(reason, retry_after=delay)
         if status == 408 or status >= 500:
-            raise TransientError(reason, retry_after=delay)
+            raise TransientError(reason, retry_after=delay, not_sent=status == 503)
         raise PermanentError(reason)
 
     # ---- services
@@ -570,13 +571,17 @@ class Open311TicketSystem:
     async def create(self, command: TicketCommand, idempotency_key: str) -> CreatedTicket:
         """POST requests; GeoReport has no idempotency key, so ``reference`` is the handle."""
         code = self.service_code_for(command.category)
+        try:
+            attributes = await self._attributes_for(code, command.reference)
+        except TransientError as exc:  # service discovery failed: nothing was written
+            raise TransientError(exc.reason, exc.retry_after, not_sent=True) from exc
         form: list[tuple[str, str]] = [
             ("api_key", self.cfg.api_key.get_secret_value()),
             ("service_code", code),
             ("description", clean_description(command.description, self.cfg.max_description_chars)),
             *self._location(),
             *self.cfg.extra_fields.items(),
-            *await self._attributes_for(code, command.reference),
+            *attributes,
         ]
         body = await self._call("POST", "requests", form=form)
         items = as_list(body)

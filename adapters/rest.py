@@ -423,7 +423,10 @@ class RestTicketSystem:
                     raw = await resp.read()
                     retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as e:
-                raise TransientError(f"{op}: backend unreachable ({e.__class__.__name__})") from e
+                refused = isinstance(e, aiohttp.ClientConnectorError)
+                raise TransientError(
+                    f"{op}: backend unreachable ({e.__class__.__name__})", not_sent=refused
+                ) from e
             doc = _json_or_none(raw)
             if 200 <= status < 300 or status in accept:
                 return status, doc
@@ -433,7 +436,7 @@ class RestTicketSystem:
             if status == 429:
                 raise RateLimited(reason, _retry_after(retry_after))
             if status == 408 or status >= 500:
-                raise TransientError(reason, _retry_after(retry_after))
+                raise TransientError(reason, _retry_after(retry_after), not_sent=status == 503)
             raise PermanentError(reason)
 
     # ------------------------------------------------------------------ statuses

@@ -468,7 +468,8 @@ class SqlStore:
             )
             return 1
         await self.db.execute(
-            "UPDATE create_attempts SET attempts = attempts + 1, updated_at = ?"
+            "UPDATE create_attempts SET attempts = attempts + 1, state = 'attempted',"
+            " updated_at = ?"
             " WHERE reference = ?",
             (now_iso(), reference),
         )

@@ -111,7 +111,12 @@ class TicketingRole:
                 # No request would be made: do not record an attempt that never happens.
                 raise TransientError(f"{breaker.name}: circuit open; create not attempted")
             await store.mark_create_attempted(ref, command.department, command.inquiry.inquiry_id)
-            ticket = await system.create(command, idempotency_key=ref)
+            try:
+                ticket = await system.create(command, idempotency_key=ref)
+            except TransientError as exc:
+                if exc.not_sent:  # certainly not created: a redelivery may simply create
+                    await store.set_create_state(ref, "not_sent", detail=exc.reason[:200])
+                raise
         await store.record_ticket(
             department=command.department,
             ticket_id=ticket.ticket_id,
