@@ -13,14 +13,16 @@ out, officials' free-text notes wait), ``all-manual`` (everything waits). The qu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
+from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
-from aiolimiter import AsyncLimiter
 
 from adapters.base import (
     AuthError,
@@ -47,6 +49,47 @@ log = structlog.get_logger("govbridge.reply")
 FINISHED = ("posted", "rejected", "superseded", "undeliverable")
 
 
+class WindowLimiter:
+    """At most ``max_calls`` posts in any window of ``period`` seconds (a sliding window).
+
+    A slot is taken before the call and counts until ``period`` after the call returned, so
+    however long calls take, no window of that length sees more than ``max_calls`` of them
+    reach the platform. (A leaky bucket such as ``aiolimiter`` lets a full burst through and
+    then refills during the same window: up to twice the limit in one window.)
+    """
+
+    def __init__(self, max_calls: int, period: float) -> None:
+        self.max_calls = max_calls
+        self.period = period
+        self._in_flight = 0
+        self._done: deque[float] = deque()  # when recent calls returned, oldest first
+        self._turn = asyncio.Lock()  # waiters take slots one at a time, first come first served
+        self._released = asyncio.Event()
+
+    def _used(self, now: float) -> int:
+        while self._done and self._done[0] <= now - self.period:
+            self._done.popleft()
+        return self._in_flight + len(self._done)
+
+    async def acquire(self) -> None:
+        async with self._turn:
+            while True:
+                now = time.monotonic()
+                if self._used(now) < self.max_calls:
+                    self._in_flight += 1
+                    return
+                if self._done:  # a slot frees when the oldest finished call leaves the window
+                    await asyncio.sleep(self._done[0] + self.period - now)
+                else:  # every slot is in flight: wait for one to return
+                    self._released.clear()
+                    await self._released.wait()
+
+    def release(self) -> None:
+        self._in_flight -= 1
+        self._done.append(time.monotonic())
+        self._released.set()
+
+
 class ReplyRole:
     name = "reply"
 
@@ -59,7 +102,7 @@ class ReplyRole:
             ctx.broker, Stage("outbox", ReplyRequest, self.post)
         )
         self.workers: list[Worker[Any]] = [self.composer, self.outbox]
-        self.limiters: dict[str, AsyncLimiter] = {}
+        self.limiters: dict[str, WindowLimiter] = {}
         r = ctx.app.router
         r.add_get("/api/approvals", self.list_approvals)
         r.add_post("/api/approvals/{reply_id}", self.decide)
@@ -72,6 +115,10 @@ class ReplyRole:
     async def stop(self) -> None:
         await self.composer.stop()
         await self.outbox.stop()
+        if "ingest" not in self.ctx.roles:  # otherwise ingest closes the shared adapters
+            for src in sources(self.ctx).values():
+                with contextlib.suppress(Exception):
+                    await src.close()
 
     # ------------------------------------------------------------------ compose
     async def compose(self, event: TicketEvent, _: AbstractIncomingMessage) -> None:
@@ -154,7 +201,7 @@ class ReplyRole:
             await queue_reply(self.ctx, request, dept.approval)
 
     # ------------------------------------------------------------------ post
-    def _limiter(self, key: str) -> AsyncLimiter | None:
+    def _limiter(self, key: str) -> WindowLimiter | None:
         if key not in self.limiters:
             acc = next(
                 (a for a in self.ctx.cfg.accounts if account_key(a.adapter, a.handle) == key), None
@@ -169,7 +216,7 @@ class ReplyRole:
                     limit = (rl.max_calls, rl.period.total_seconds())
             if limit is None:
                 return None
-            self.limiters[key] = AsyncLimiter(limit[0], limit[1])
+            self.limiters[key] = WindowLimiter(limit[0], limit[1])
         return self.limiters[key]
 
     async def post(self, request: ReplyRequest, _: AbstractIncomingMessage) -> None:
@@ -205,7 +252,7 @@ class ReplyRole:
             text = pii.redact_text(text)
         limiter = self._limiter(key)
         if limiter is not None:
-            period = limiter.time_period / limiter.max_rate
+            period = limiter.period / limiter.max_calls
             try:
                 await asyncio.wait_for(limiter.acquire(), timeout=max(30.0, period * 2))
             except TimeoutError:
@@ -234,6 +281,9 @@ class ReplyRole:
             raise Retry(exc.reason, exc.retry_after) from exc
         except PermanentError as exc:
             raise DeadLetter(f"platform refused the reply: {exc.reason}") from exc
+        finally:
+            if limiter is not None:
+                limiter.release()
         state = "undeliverable" if posted.outcome == "undeliverable" else "posted"
         await store.mark_reply(
             request.reply_id, state, external_ids=posted.external_ids, outcome=posted.outcome
