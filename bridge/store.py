@@ -422,8 +422,9 @@ class SqlStore:
         native_status: str,
         occurred_at: str,
     ) -> tuple[bool, bool]:
-        """Record a ticket event; returns (new, moved): moved only if it is new and takes
-        the ticket forward in the lifecycle.
+        """Record a ticket event; returns (new, applied): applied when it took the ticket
+        forward in the lifecycle — now, or when it was first seen (so a redelivery after a
+        crash can finish the work that followed, idempotently).
 
         An event seen before (same event id), or one whose status is not past the current
         one in the lifecycle (a late or out-of-order event), is recorded but changes nothing:
@@ -436,8 +437,12 @@ class SqlStore:
             " ON CONFLICT (department, event_id) DO NOTHING",
             (department, event_id, ticket_id, status, native_status, occurred_at, now_iso()),
         )
-        if inserted == 0:
-            return False, False
+        if inserted == 0:  # seen before: report whether it was applied then
+            rows = await self.db.fetchall(
+                "SELECT applied FROM ticket_events WHERE department = ? AND event_id = ?",
+                (department, event_id),
+            )
+            return False, bool(rows and rows[0]["applied"])
         moved = await self.db.execute(
             "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?, status_at = ?"
             " WHERE department = ? AND ticket_id = ? AND status_rank < ?",

@@ -129,7 +129,8 @@ async def test_status_never_goes_backwards(store: SqlStore) -> None:
 
     assert await apply("e3", "resolved", 40) == (True, True)
     assert await apply("e2", "in_progress", 30) == (True, False)  # late: recorded, no move
-    assert await apply("e3", "resolved", 40) == (False, False)  # replay
+    assert await apply("e3", "resolved", 40) == (False, True)  # replay of an applied event
+    assert await apply("e2", "in_progress", 30) == (False, False)  # replay of a late one
     ticket = await store.get_ticket("d", "T1")
     assert ticket is not None and ticket["status"] == "resolved"
     applied = await store.db.fetchall(

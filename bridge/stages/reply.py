@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import time
+import weakref
 from collections import deque
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -103,6 +104,10 @@ class ReplyRole:
         )
         self.workers: list[Worker[Any]] = [self.composer, self.outbox]
         self.limiters: dict[str, WindowLimiter] = {}
+        # per-inquiry locks, dropped when no post holds them
+        self._inquiry_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         r = ctx.app.router
         r.add_get("/api/approvals", self.list_approvals)
         r.add_post("/api/approvals/{reply_id}", self.decide)
@@ -128,7 +133,7 @@ class ReplyRole:
             log.info("event for a ticket the bridge did not create; ignored")
             return
         occurred = event.occurred_at.astimezone(UTC).isoformat()
-        new, moved = await store.apply_status(
+        new, applied = await store.apply_status(
             department=event.department,
             ticket_id=event.ticket_id,
             event_id=event.event_id,
@@ -138,10 +143,12 @@ class ReplyRole:
             occurred_at=occurred,
         )
         if event.source == "create":
-            moved = True  # the ticket row was written with "received" when it was created
-        if not moved and not (new and event.note):
+            applied = True  # the ticket row was written with "received" when it was created
+        if not applied and not event.note:
             log.info("event does not move the ticket; no reply", status=event.status.value, new=new)
             return
+        # From here on everything is idempotent (reply ids are stable), so a redelivered event
+        # that was applied before a crash completes the replies instead of losing them.
         inquiry = await store.get_inquiry(ticket["inquiry_id"])
         if inquiry is None:
             raise DeadLetter(f"ticket {event.ticket_id} has no recorded inquiry")
@@ -160,7 +167,7 @@ class ReplyRole:
             "visibility": Visibility(inquiry["visibility"]),
             "ticket_id": event.ticket_id,
         }
-        if moved:
+        if applied:
             text = render(
                 dept,
                 event.status.value,
@@ -178,7 +185,7 @@ class ReplyRole:
                     **base,
                 )
             )
-        if new and event.note:
+        if event.note:
             text = render(
                 dept,
                 "note",
@@ -220,6 +227,15 @@ class ReplyRole:
         return self.limiters[key]
 
     async def post(self, request: ReplyRequest, _: AbstractIncomingMessage) -> None:
+        """One inquiry's replies are posted one at a time (in this process), so a status
+        check against what is already posted cannot race with a concurrent post."""
+        lock = self._inquiry_locks.get(request.inquiry_id)
+        if lock is None:
+            lock = self._inquiry_locks[request.inquiry_id] = asyncio.Lock()
+        async with lock:
+            await self._post(request)
+
+    async def _post(self, request: ReplyRequest) -> None:
         store = self.ctx.store
         stored = await store.get_reply(request.reply_id)
         if stored is None:  # requested by another system on the public routing key
