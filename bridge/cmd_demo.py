@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -51,7 +52,15 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--timeout", type=float, default=55.0, help="seconds to wait for the journeys")
     p.add_argument("--log-file", default=None, help="where the bridge's log lines go")
-    p.set_defaults(func=lambda args: asyncio.run(run_demo(args)))
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(run_demo(args))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print("demo interrupted; simulators stopped and demo queues deleted", file=sys.stderr)
+        return 130
 
 
 def amqp_url() -> str:
@@ -321,6 +330,18 @@ async def run_demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    # SIGINT/SIGTERM cancel the demo, so the finally below still stops the bridge and
+    # deletes the demo's queues and exchanges.
+    main = asyncio.current_task()
+    assert main is not None
+    loop = asyncio.get_running_loop()
+
+    def interrupt() -> None:
+        if not main.cancelling():  # a second signal must not cut the clean-up short
+            main.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="govbridge-demo-"))
     log_path = Path(args.log_file) if args.log_file else workdir / "govbridge.log"
     log_file = log_path.open("w", encoding="utf-8")
@@ -347,9 +368,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         log_file.flush()
         ok = await demo.report(log_path, time.monotonic() - started) and ok
         if args.keep_running:
-            print(f"--keep-running: serving at {demo.base} (Ctrl-C to stop)")
-            with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
-                await asyncio.Event().wait()
+            print(f"--keep-running: serving at {demo.base} (Ctrl-C to stop)", flush=True)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()  # until SIGINT/SIGTERM cancels us
         return 0 if ok else 1
     finally:
         await demo.stop()

@@ -114,6 +114,13 @@ class Topology:
             "x-overflow": "reject-publish",
         }
 
+    @staticmethod
+    def holding_queue_arguments() -> dict[str, Any]:
+        """Dead-letter and unroutable queues keep what they hold: reading them (``dlq list``)
+        returns messages, which counts as a delivery, and RabbitMQ 4 gives quorum queues a
+        default delivery limit of 20. An explicit, unreachable limit works on 3.10 and 4.x."""
+        return {"x-queue-type": "quorum", "x-delivery-limit": 1_000_000_000}
+
     def describe(self) -> list[str]:
         """Human-readable lines for ``govbridge topology``."""
         lines = [
@@ -142,7 +149,7 @@ class Topology:
             self.alternate_exchange, ExchangeType.FANOUT, durable=True
         )
         unroutable = await channel.declare_queue(
-            self.unroutable_queue, durable=True, arguments={"x-queue-type": "quorum"}
+            self.unroutable_queue, durable=True, arguments=self.holding_queue_arguments()
         )
         await unroutable.bind(ae, routing_key="")
         main = await channel.declare_exchange(
@@ -166,7 +173,7 @@ class Topology:
                     name, durable=True, arguments=self.retry_queue_arguments(stage, delay)
                 )
             dead = await channel.declare_queue(
-                q.dead, durable=True, arguments={"x-queue-type": "quorum"}
+                q.dead, durable=True, arguments=self.holding_queue_arguments()
             )
             await dead.bind(dlx, routing_key=stage)
 

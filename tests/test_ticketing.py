@@ -411,7 +411,7 @@ async def test_backend_down_a_minute_loses_nothing_and_costs_bounded_requests(
     attempts: Counter[str] = Counter()
     phase = "before"
 
-    async with second_process(cfg, ["ticketing"]) as daemon:
+    async with running_bridge(cfg, ["ticketing"], watchdog_interval=3600) as daemon:
         assert daemon.ctx is not None
         store = daemon.ctx.store
         system = ticket_systems(daemon.ctx)[DEPT]
