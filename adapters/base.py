@@ -95,6 +95,7 @@ class SourceCapabilities(BaseModel):
     reply_rate_limit: RateLimit | None = None
     read_rate_limit: RateLimit | None = None
     pushes: bool = False  # items arrive by webhook instead of fetch()
+    splits_long_replies: bool = False  # post_reply itself splits text over max_reply_chars
 
 
 @dataclass(frozen=True)

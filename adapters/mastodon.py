@@ -253,6 +253,7 @@ class MastodonSource:
             max_reply_chars=DEFAULT_MAX_CHARS,
             supports_direct_messages=True,
             supports_idempotency_key=True,
+            splits_long_replies=True,
             reply_rate_limit=REPLY_LIMIT,
             read_rate_limit=READ_LIMIT,
         )

@@ -319,6 +319,7 @@ class WeiboSource:
         max_reply_chars=MAX_REPLY_CHARS,
         supports_direct_messages=False,  # only via the fan-service platform (push), not here
         supports_idempotency_key=False,
+        splits_long_replies=True,
         reply_rate_limit=RateLimit(max_calls=60, period=timedelta(hours=1)),
         read_rate_limit=RateLimit(max_calls=150, period=timedelta(hours=1)),
     )

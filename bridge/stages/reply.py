@@ -38,7 +38,7 @@ from bridge import pii
 from bridge.http import json_error, require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import account_key, longest_delay, source_for, sources
-from bridge.templates import deadline_for, format_deadline, render
+from bridge.templates import deadline_for, fit, format_deadline, render
 from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent, stable_id
 from schemas.vocab import Category, TicketStatus, Visibility
 
@@ -195,13 +195,17 @@ class ReplyRole:
                 deadline=deadline,
                 category=category,
             )
+            # An official's note carries case details: answered privately where the
+            # platform can (Weibo's ordinary API cannot: there it stays in the thread, redacted).
+            source = source_for(self.ctx, inquiry["platform"], inquiry["account"])
+            private = source is not None and source.capabilities.supports_direct_messages
             requests.append(
                 ReplyRequest(
                     reply_id=stable_id("rep", inquiry["inquiry_id"], "note", event.event_id),
                     text=pii.redact_text(text),
                     status=None,
                     templated=False,
-                    **base,
+                    **{**base, "visibility": Visibility.PRIVATE if private else base["visibility"]},
                 )
             )
         for request in requests:
@@ -266,6 +270,9 @@ class ReplyRole:
         text = stored.final_text or request.text
         if request.visibility == Visibility.PUBLIC:
             text = pii.redact_text(text)
+        caps = source.capabilities
+        if len(text) > caps.max_reply_chars and not caps.splits_long_replies:
+            text = fit(text, caps.max_reply_chars)  # never cut mid-character
         limiter = self._limiter(key)
         if limiter is not None:
             period = limiter.period / limiter.max_calls
