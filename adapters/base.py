@@ -76,6 +76,25 @@ class TargetGone(AdapterError):
     """The post or comment to answer was deleted."""
 
 
+def retry_after_seconds(value: str | None) -> timedelta | None:
+    """An HTTP ``Retry-After`` given in seconds (the form these platforms send), else None."""
+    if value is None:
+        return None
+    try:
+        return timedelta(seconds=max(0.0, float(value)))
+    except ValueError:
+        return None
+
+
+def http_error_reason(doc: Any, status: int) -> str:
+    """A short, loggable reason from a JSON error body (``error``/``message``/… fields)."""
+    if isinstance(doc, dict):
+        for key in ("error", "message", "detail", "description"):
+            if isinstance(doc.get(key), str):
+                return f"HTTP {status}: {doc[key][:200]}"
+    return f"HTTP {status}"
+
+
 # --------------------------------------------------------------------------- sources
 
 

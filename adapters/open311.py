@@ -50,6 +50,7 @@ from adapters.base import (
     RateLimited,
     TicketCapabilities,
     TransientError,
+    retry_after_seconds,
 )
 from adapters.circuit import CircuitBreaker
 from schemas.config import DepartmentConfig, Duration, TicketingConfig
@@ -436,7 +437,7 @@ class Open311TicketSystem:
         reason = f"{what} answered {status}: {error_reason(body)}"
         if status == 404 and endpoint == "servicerequestupdates":
             reason += " (set servicerequestupdates = false for a backend without it)"
-        delay = _retry_after(retry_after)
+        delay = retry_after_seconds(retry_after)
         if status in (401, 403):
             raise AuthError(reason)
         if status == 429:
@@ -836,12 +837,3 @@ class Open311TicketSystem:
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _retry_after(value: str | None) -> timedelta | None:
-    if value is None:
-        return None
-    try:
-        return timedelta(seconds=max(0.0, float(value)))
-    except ValueError:
-        return None

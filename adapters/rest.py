@@ -61,6 +61,8 @@ from adapters.base import (
     RateLimited,
     TicketCapabilities,
     TransientError,
+    http_error_reason,
+    retry_after_seconds,
 )
 from adapters.circuit import CircuitBreaker
 from schemas.config import DepartmentConfig, Duration, TicketingConfig
@@ -430,13 +432,15 @@ class RestTicketSystem:
             doc = _json_or_none(raw)
             if 200 <= status < 300 or status in accept:
                 return status, doc
-            reason = f"{op}: {_error_reason(doc, status)}"
+            reason = f"{op}: {http_error_reason(doc, status)}"
             if status in (401, 403):
                 raise AuthError(reason)
             if status == 429:
-                raise RateLimited(reason, _retry_after(retry_after))
+                raise RateLimited(reason, retry_after_seconds(retry_after))
             if status == 408 or status >= 500:
-                raise TransientError(reason, _retry_after(retry_after), not_sent=status == 503)
+                raise TransientError(
+                    reason, retry_after_seconds(retry_after), not_sent=status == 503
+                )
             raise PermanentError(reason)
 
     # ------------------------------------------------------------------ statuses
@@ -682,21 +686,4 @@ def _json_or_none(raw: bytes) -> Any:
     try:
         return json.loads(raw) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-
-
-def _error_reason(doc: Any, status: int) -> str:
-    if isinstance(doc, dict):
-        for key in ("error", "message", "detail", "description"):
-            if isinstance(doc.get(key), str):
-                return f"HTTP {status}: {doc[key][:200]}"
-    return f"HTTP {status}"
-
-
-def _retry_after(value: str | None) -> timedelta | None:
-    if value is None:
-        return None
-    try:
-        return timedelta(seconds=max(0.0, float(value)))
-    except ValueError:
         return None

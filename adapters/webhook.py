@@ -46,6 +46,8 @@ from adapters.base import (
     SourceCapabilities,
     TargetGone,
     TransientError,
+    http_error_reason,
+    retry_after_seconds,
 )
 from bridge import signing
 from schemas.config import AccountConfig, Duration
@@ -374,19 +376,23 @@ class WebhookSource:
                 external_ids=_reply_ids(doc, reply.reply_id),
                 outcome="already_posted" if duplicate else "posted",
             )
-        reason = _error_reason(doc, status)
+        reason = http_error_reason(doc, status)
         if status == 409:
             return PostedReply(
                 external_ids=_reply_ids(doc, reply.reply_id), outcome="already_posted"
             )
         if status == 429:
-            raise RateLimited(f"reply endpoint rate limit: {reason}", _retry_after(retry_after))
+            raise RateLimited(
+                f"reply endpoint rate limit: {reason}", retry_after_seconds(retry_after)
+            )
         if status in (401, 403):
             raise AuthError(f"reply endpoint refused our credentials: {reason}")
         if status in (404, 410):
             raise TargetGone(f"reply target gone: {reason}")
         if status == 408 or status >= 500:
-            raise TransientError(f"reply endpoint failed: {reason}", _retry_after(retry_after))
+            raise TransientError(
+                f"reply endpoint failed: {reason}", retry_after_seconds(retry_after)
+            )
         raise PermanentError(f"reply refused: {reason}")
 
     async def check(self) -> None:
@@ -418,20 +424,3 @@ def _reply_ids(doc: Any, fallback: str) -> list[str]:
         if doc.get("id") is not None:
             return [str(doc["id"])]
     return [fallback]
-
-
-def _error_reason(doc: Any, status: int) -> str:
-    if isinstance(doc, dict):
-        for key in ("error", "message", "detail"):
-            if isinstance(doc.get(key), str):
-                return f"HTTP {status}: {doc[key][:200]}"
-    return f"HTTP {status}"
-
-
-def _retry_after(value: str | None) -> timedelta | None:
-    if value is None:
-        return None
-    try:
-        return timedelta(seconds=max(0.0, float(value)))
-    except ValueError:
-        return None

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from adapters.base import TicketSystem
 from adapters.rest import RestConfig, RestTicketSystem
-from adapters.simulators.rest import RestSimServer, RestTicketState
+from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from schemas.config import DepartmentConfig, TicketingConfig
 from schemas.messages import Inquiry, TicketCommand, stable_id
 from schemas.vocab import Category, InquiryKind
@@ -17,67 +17,15 @@ from schemas.vocab import Category, InquiryKind
 DEPARTMENT = "contract"
 TOKEN = "contract-rest-token"
 
-# The simulator's native codes onto the canonical lifecycle (DRAFT is internal: ignored).
-STATUS_MAP: dict[str, str] = {
-    "NEW": "received",
-    "ASSIGNED": "referred",
-    "IN_PROGRESS": "in_progress",
-    "DONE": "resolved",
-    "REJECTED": "rejected",
-    "RETURNED": "returned",
-    "REOPENED": "reopened",
-    "CLOSED": "closed",
-    "DRAFT": "IGNORE",
-}
-
 
 def rest_config(base_url: str, **overrides: Any) -> dict[str, Any]:
-    """A full ``ticketing`` block for the simulator (also used by tests/test_rest.py)."""
-    cfg: dict[str, Any] = {
-        "adapter": "rest",
-        "base_url": base_url,
-        "auth": {"bearer": TOKEN},
-        "timeout": "5s",
-        "create": {
-            "path": "/tickets",
-            "body": {
-                "title": "【{category_label}】{public_text:.30}",
-                "body": "{description}",
-                "external_ref": "{reference}",
-                "channel": "{platform}",
-                "citizen": {"handle": "{author_handle}"},
-                "priority": 3,
-            },
-            "id_path": "id",
-            "status_path": "status",
-            "created_at_path": "created_at",
-        },
-        "lookup": {
-            "path": "/tickets?external_ref={reference}",
-            "results_path": "tickets",
-            "reference_path": "external_ref",
-        },
-        "append": {"path": "/tickets/{ticket_id}/comments", "body": {"body": "{description}"}},
-        "changes": {
-            "path": "/changes",
-            "cursor_param": "since",
-            "limit_param": "limit",
-            "limit": 50,
-            "items_path": "items",
-            "next_cursor_path": "next_cursor",
-            "item": {
-                "event_id": "id",
-                "ticket_id": "ticket_id",
-                "status": "status",
-                "time": "time",
-                "note": "note",
-                "reference": "external_ref",
-            },
-        },
-        "status_map": STATUS_MAP,
-        "circuit_failures": 3,
-        "circuit_cooldown": "60s",
-    }
+    """A full ``ticketing`` block for the simulator (also used by tests/test_rest.py): the
+    simulator's own description, plus a nested body field, paging and a quick breaker."""
+    cfg = demo_ticketing_config(base_url, TOKEN)
+    cfg["timeout"] = "5s"
+    cfg["create"]["body"].update({"citizen": {"handle": "{author_handle}"}, "priority": 3})
+    cfg["changes"].update({"cursor_param": "since", "limit_param": "limit", "limit": 50})
+    cfg.update({"circuit_failures": 3, "circuit_cooldown": "60s"})
     cfg.update(overrides)
     return cfg
 
