@@ -29,6 +29,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from adapters.simulators import open311 as open311_sim
+from adapters.simulators import rest as rest_sim
 from bridge import pii
 from bridge.config import AMQP_URL_ENV, parse_config
 from bridge.daemon import Daemon
@@ -201,22 +203,7 @@ SCRIPT: list[Scripted] = [
 
 
 def build_config(sims: dict[str, Any], exchange: str, store_url: str) -> dict[str, Any]:
-    open311_common = {
-        "adapter": "open311",
-        "api_key": "sim-open311-key",
-        "service_codes": {
-            "complaint": "TR-01",
-            "report": "TR-01",
-            "consultation": "TR-02",
-            "other": "TR-09",
-        },
-        "attributes": {"urgency": "normal"},
-        "lat": 39.9,
-        "long": 116.4,
-        "poll": "500ms",
-        "searchable": True,
-        "poll_overlap": "5m",
-    }
+    open311_common = {"poll": "500ms", "poll_overlap": "5m"}
     return {
         "broker": {
             "url": amqp_url(),
@@ -240,7 +227,10 @@ def build_config(sims: dict[str, Any], exchange: str, store_url: str) -> dict[st
                     "praise": "10wd",
                     "other": "10wd",
                 },
-                "ticketing": {**open311_common, "base_url": sims["open311"].base_url},
+                "ticketing": {
+                    **open311_sim.demo_ticketing_config(sims["open311"].base_url),
+                    **open311_common,
+                },
             },
             {
                 "id": "urban",
@@ -255,7 +245,7 @@ def build_config(sims: dict[str, Any], exchange: str, store_url: str) -> dict[st
                     "other": "10wd",
                 },
                 "ticketing": {
-                    **rest_ticketing(sims["rest"].url),
+                    **rest_sim.demo_ticketing_config(sims["rest"].url),
                     "poll": "0s",
                     "callback_secret": CALLBACK_SECRET,
                 },
@@ -273,8 +263,8 @@ def build_config(sims: dict[str, Any], exchange: str, store_url: str) -> dict[st
                     "other": "10wd",
                 },
                 "ticketing": {
+                    **open311_sim.demo_ticketing_config(sims["open311_xml"].base_url),
                     **open311_common,
-                    "base_url": sims["open311_xml"].base_url,
                     "format": "xml",
                 },
             },
@@ -310,12 +300,6 @@ def build_config(sims: dict[str, Any], exchange: str, store_url: str) -> dict[st
             {"keywords": ["地铁", "公交", "出租车", "站牌"], "department": "transport"},
         ],
     }
-
-
-def rest_ticketing(base_url: str) -> dict[str, Any]:
-    from adapters.simulators.rest import demo_ticketing_config
-
-    return demo_ticketing_config(base_url)
 
 
 async def run_demo(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from adapters.simulators import open311 as open311_sim
 from adapters.simulators.open311 import Open311Server, Open311State
 from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from adapters.simulators.webhook import WebhookPlatformState
@@ -175,20 +176,8 @@ def config(tmp_path: Path, w: World) -> Any:
                 "approval": "none",
                 "sla": {"consultation": "2wd", "complaint": "15wd", "other": "10wd"},
                 "ticketing": {
-                    "adapter": "open311",
-                    "base_url": w.open311_url,
-                    "api_key": "sim-open311-key",
-                    "service_codes": {
-                        "complaint": "TR-01",
-                        "report": "TR-01",
-                        "consultation": "TR-02",
-                        "other": "TR-09",
-                    },
-                    "attributes": {"urgency": "normal"},
-                    "lat": 39.9,
-                    "long": 116.4,
+                    **open311_sim.demo_ticketing_config(w.open311_url),
                     "poll": "300ms",
-                    "searchable": True,
                     "poll_overlap": "5m",
                 },
             },

@@ -880,3 +880,24 @@ async def serve(host: str, port: int, **opts: Any) -> None:
     async with Open311Server(state, host, port) as server:
         print(f"open311 simulator listening on {server.base_url}", flush=True)
         await asyncio.Event().wait()
+
+
+def demo_ticketing_config(base_url: str, api_key: str = "sim-open311-key") -> dict[str, Any]:
+    """A ``ticketing`` block for this simulator's default catalogue: what a department's
+    operator writes for their Open311 endpoint (service codes, the required attribute, a
+    default location since microblog inquiries rarely carry one)."""
+    return {
+        "adapter": "open311",
+        "base_url": base_url,
+        "api_key": api_key,
+        "service_codes": {
+            "complaint": "TR-01",
+            "report": "TR-01",
+            "consultation": "TR-02",
+            "other": "TR-09",
+        },
+        "attributes": {"urgency": "normal"},
+        "lat": 39.9,
+        "long": 116.4,
+        "searchable": True,
+    }
