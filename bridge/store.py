@@ -14,9 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiosqlite
+
+from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus
+
+FINAL_RANK = TicketStatus.RESOLVED.rank  # resolved, rejected and closed can be reopened
 
 MIGRATIONS: list[str] = [
     # 1: initial schema
@@ -120,6 +124,13 @@ MIGRATIONS: list[str] = [
         marked_at TEXT NOT NULL,
         PRIMARY KEY (kind, key)
     );
+    """,
+    # 4: handling cycles (a reopened ticket is handled again)
+    """
+    ALTER TABLE tickets ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tickets ADD COLUMN reopened_at TEXT;
+    ALTER TABLE ticket_events ADD COLUMN cycle INTEGER;
+    ALTER TABLE replies ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
     """,
 ]
 
@@ -225,6 +236,12 @@ class PostgresDatabase:
             await self._pool.close()
 
 
+class AppliedEvent(NamedTuple):
+    new: bool  # first time this event id was seen
+    applied: bool  # it moved the ticket (now or when first seen)
+    cycle: int  # the handling cycle it belongs to (0, then +1 per reopening)
+
+
 @dataclass(frozen=True)
 class StoredReply:
     reply_id: str
@@ -243,6 +260,7 @@ class StoredReply:
     created_at: str
     posted_at: str | None
     external_ids: list[str]
+    cycle: int = 0
 
 
 class SqlStore:
@@ -421,15 +439,17 @@ class SqlStore:
         status_rank: int,
         native_status: str,
         occurred_at: str,
-    ) -> tuple[bool, bool]:
-        """Record a ticket event; returns (new, applied): applied when it took the ticket
-        forward in the lifecycle — now, or when it was first seen (so a redelivery after a
-        crash can finish the work that followed, idempotently).
+    ) -> AppliedEvent:
+        """Record a ticket event and apply it if it takes the ticket forward.
 
         An event seen before (same event id), or one whose status is not past the current
         one in the lifecycle (a late or out-of-order event), is recorded but changes nothing:
         status never goes backwards. Lifecycle rank decides, not timestamps: backends report
         times to the second, so a change made in the second of creation would look "older".
+
+        ``reopened`` (重办) on a resolved/rejected/closed ticket opens the next handling cycle;
+        from then on only events that happened at or after the reopening can move it, so a
+        late event of the earlier cycle cannot.
         """
         inserted = await self.db.execute(
             "INSERT INTO ticket_events (department, event_id, ticket_id, status, native_status,"
@@ -437,23 +457,59 @@ class SqlStore:
             " ON CONFLICT (department, event_id) DO NOTHING",
             (department, event_id, ticket_id, status, native_status, occurred_at, now_iso()),
         )
-        if inserted == 0:  # seen before: report whether it was applied then
+        if inserted == 0:  # seen before: report whether it was applied then, and in which cycle
             rows = await self.db.fetchall(
-                "SELECT applied FROM ticket_events WHERE department = ? AND event_id = ?",
+                "SELECT applied, cycle FROM ticket_events WHERE department = ? AND event_id = ?",
                 (department, event_id),
             )
-            return False, bool(rows and rows[0]["applied"])
-        moved = await self.db.execute(
-            "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?, status_at = ?"
-            " WHERE department = ? AND ticket_id = ? AND status_rank < ?",
-            (status, status_rank, native_status, occurred_at, department, ticket_id, status_rank),
+            row = rows[0] if rows else {"applied": 0, "cycle": None}
+            return AppliedEvent(False, bool(row["applied"]), int(row["cycle"] or 0))
+        if status == "reopened":
+            moved = await self.db.execute(
+                "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?,"
+                " status_at = ?, cycle = cycle + 1, reopened_at = ?"
+                " WHERE department = ? AND ticket_id = ? AND status_rank >= ?"
+                " AND (reopened_at IS NULL OR reopened_at <= ?)",
+                (
+                    status,
+                    REOPENED_RANK_IN_CYCLE,
+                    native_status,
+                    occurred_at,
+                    occurred_at,
+                    department,
+                    ticket_id,
+                    FINAL_RANK,
+                    occurred_at,
+                ),
+            )
+        else:
+            moved = await self.db.execute(
+                "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?, status_at = ?"
+                " WHERE department = ? AND ticket_id = ? AND status_rank < ?"
+                " AND (reopened_at IS NULL OR reopened_at <= ?)",
+                (
+                    status,
+                    status_rank,
+                    native_status,
+                    occurred_at,
+                    department,
+                    ticket_id,
+                    status_rank,
+                    occurred_at,
+                ),
+            )
+        rows = await self.db.fetchall(
+            "SELECT cycle FROM tickets WHERE department = ? AND ticket_id = ?",
+            (department, ticket_id),
         )
+        cycle = int(rows[0]["cycle"]) if rows else 0
         if moved:
             await self.db.execute(
-                "UPDATE ticket_events SET applied = 1 WHERE department = ? AND event_id = ?",
-                (department, event_id),
+                "UPDATE ticket_events SET applied = 1, cycle = ?"
+                " WHERE department = ? AND event_id = ?",
+                (cycle, department, event_id),
             )
-        return True, moved > 0
+        return AppliedEvent(True, moved > 0, cycle)
 
     # ---------------------------------------------------------------- create attempts
     async def get_create_attempt(self, reference: str) -> dict[str, Any] | None:
@@ -509,10 +565,12 @@ class SqlStore:
         templated: bool,
         state: str,
         request_json: str,
+        cycle: int = 0,
     ) -> bool:
         n = await self.db.execute(
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
-            " templated, state, request_json, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " templated, state, request_json, created_at, cycle)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (reply_id) DO NOTHING",
             (
                 reply_id,
@@ -525,6 +583,7 @@ class SqlStore:
                 state,
                 request_json,
                 now_iso(),
+                cycle,
             ),
         )
         return n > 0
@@ -548,6 +607,7 @@ class SqlStore:
             created_at=row["created_at"],
             posted_at=row["posted_at"],
             external_ids=json.loads(row["external_ids"]) if row["external_ids"] else [],
+            cycle=int(row.get("cycle") or 0),
         )
 
     async def get_reply(self, reply_id: str) -> StoredReply | None:

@@ -162,6 +162,7 @@ class ReplyRequest(Message):
     status: TicketStatus | None = None
     ticket_id: str | None = None
     templated: bool = True
+    cycle: int = Field(default=0, description="Handling cycle: 0, then +1 per reopening (重办).")
 
 
 class ReplyPosted(Message):

@@ -113,3 +113,12 @@ STATUS_RANK: dict[TicketStatus, int] = {
 }
 
 FINAL_STATUSES = frozenset({TicketStatus.RESOLVED, TicketStatus.REJECTED, TicketStatus.CLOSED})
+
+# A reopened ticket (重办: a dissatisfied follow-up) starts a new handling cycle: inside it the
+# ticket stands just after "received", so referral, handling and resolution can follow again.
+REOPENED_RANK_IN_CYCLE = 15
+
+
+def rank_in_cycle(status: TicketStatus) -> int:
+    """Where a status sits within one handling cycle (reopened opens the next cycle)."""
+    return REOPENED_RANK_IN_CYCLE if status is TicketStatus.REOPENED else status.rank

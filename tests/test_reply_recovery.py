@@ -63,3 +63,68 @@ async def test_redelivered_event_completes_its_reply_after_a_failed_publish(
         ticket = await daemon.ctx.store.get_ticket("urban", "T1")
         assert ticket is not None and ticket["status"] == "in_progress"
         assert daemon.metrics.crashed.labels("reply")._value.get() == 1
+
+
+async def test_reopened_ticket_replies_again_in_its_new_cycle(tmp_path: Path) -> None:
+    """重办: after a dissatisfied follow-up reopens a resolved ticket, the citizen hears each
+    status of the new handling cycle once; a late event of the first cycle says nothing."""
+    cfg = bridge_config(tmp_path, departments=[{**DEPT, "approval": "none"}], accounts=[ACCOUNT])
+    async with running_bridge(cfg, ["reply"]) as daemon:
+        assert daemon.ctx is not None
+        store, broker = daemon.ctx.store, daemon.ctx.broker
+        await seed(store, 1, "complaint", "received", age=timedelta(0))
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            ch = await conn.channel()
+            watch = await ch.declare_queue(exclusive=True)
+            await watch.bind(await ch.get_exchange(cfg.broker.exchange), "reply.requested.#")
+            start = datetime.now(UTC)
+            steps = [
+                ("e1", TicketStatus.IN_PROGRESS, 1),
+                ("e2", TicketStatus.RESOLVED, 2),
+                ("e3", TicketStatus.REOPENED, 3),
+                ("e1-late", TicketStatus.RESOLVED, 2),  # cycle 0's, delivered late
+                ("e4", TicketStatus.IN_PROGRESS, 4),
+                ("e5", TicketStatus.RESOLVED, 5),
+                ("e3", TicketStatus.REOPENED, 3),  # replay
+            ]
+            for event_id, status, minutes in steps:
+                event = TicketEvent(
+                    event_id=event_id,
+                    department="urban",
+                    ticket_id="T1",
+                    status=status,
+                    native_status=status.value,
+                    occurred_at=start + timedelta(minutes=minutes),
+                )
+                await broker.publish("ticket.updated.urban", event)
+
+                async def recorded(eid: str = event_id) -> bool:
+                    rows = await store.db.fetchall(
+                        "SELECT 1 FROM ticket_events WHERE event_id = ?", (eid,)
+                    )
+                    return bool(rows)
+
+                await eventually(recorded)
+            await eventually(lambda: _consumed(daemon, len(steps)))
+            got: list[dict[str, Any]] = []
+            while (msg := await watch.get(fail=False, no_ack=True)) is not None:
+                got.append(json.loads(msg.body))
+    # A replayed event re-requests its (stable-id) reply while it is not posted yet — the
+    # outbox posts each reply id once — so compare distinct replies in order of appearance.
+    distinct: list[dict[str, Any]] = []
+    for r in got:
+        if all(d["reply_id"] != r["reply_id"] for d in distinct):
+            distinct.append(r)
+    assert [(r["status"], r["cycle"]) for r in distinct] == [
+        ("in_progress", 0),
+        ("resolved", 0),
+        ("reopened", 1),
+        ("in_progress", 1),
+        ("resolved", 1),
+    ]
+    assert "重新办理" in distinct[2]["text"]
+
+
+async def _consumed(daemon: Any, n: int) -> bool:
+    return bool(daemon.metrics.acked.labels("reply")._value.get() >= n)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import SqlStore, open_store
+from bridge.store import AppliedEvent, SqlStore, open_store
+from schemas.vocab import TicketStatus
 
 PG_ADMIN = os.environ.get("GOVBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -116,7 +117,9 @@ async def test_status_never_goes_backwards(store: SqlStore) -> None:
         status_at="2026-01-01T00:00:00+00:00",
     )
 
-    async def apply(event_id: str, status: str, rank: int) -> tuple[bool, bool]:
+    async def apply(
+        event_id: str, status: str, rank: int, at: str = "2026-01-01T01:00:00+00:00"
+    ) -> AppliedEvent:
         return await store.apply_status(
             department="d",
             ticket_id="T1",
@@ -124,13 +127,13 @@ async def test_status_never_goes_backwards(store: SqlStore) -> None:
             status=status,
             status_rank=rank,
             native_status=status,
-            occurred_at="2026-01-01T01:00:00+00:00",
+            occurred_at=at,
         )
 
-    assert await apply("e3", "resolved", 40) == (True, True)
-    assert await apply("e2", "in_progress", 30) == (True, False)  # late: recorded, no move
-    assert await apply("e3", "resolved", 40) == (False, True)  # replay of an applied event
-    assert await apply("e2", "in_progress", 30) == (False, False)  # replay of a late one
+    assert await apply("e3", "resolved", 40) == (True, True, 0)
+    assert await apply("e2", "in_progress", 30) == (True, False, 0)  # late: recorded, no move
+    assert await apply("e3", "resolved", 40) == (False, True, 0)  # replay of an applied event
+    assert await apply("e2", "in_progress", 30) == (False, False, 0)  # replay of a late one
     ticket = await store.get_ticket("d", "T1")
     assert ticket is not None and ticket["status"] == "resolved"
     applied = await store.db.fetchall(
@@ -168,3 +171,38 @@ async def test_reply_decisions_recorded(store: SqlStore) -> None:
     assert await store.mark_reply("r1", "posted", external_ids=["1", "2"], outcome="posted")
     reply = await store.get_reply("r1")
     assert reply is not None and reply.external_ids == ["1", "2"] and reply.posted_at
+
+
+async def test_reopened_ticket_is_handled_again_in_a_new_cycle(store: SqlStore) -> None:
+    await store.record_ticket(
+        department="d",
+        ticket_id="T1",
+        reference="GB-1",
+        inquiry_id="inq_1",
+        thread_key="t",
+        status="received",
+        status_rank=10,
+        native_status="open",
+        status_at="2026-01-01T00:00:00+00:00",
+    )
+
+    async def apply(event_id: str, status: str, at: str) -> AppliedEvent:
+        return await store.apply_status(
+            department="d",
+            ticket_id="T1",
+            event_id=event_id,
+            status=status,
+            status_rank=TicketStatus(status).rank,
+            native_status=status,
+            occurred_at=f"2026-01-0{at}+00:00",
+        )
+
+    assert await apply("a", "reopened", "1T01:00:00") == (True, False, 0)  # not resolved yet
+    assert await apply("b", "resolved", "2T00:00:00") == (True, True, 0)
+    assert await apply("c", "reopened", "3T00:00:00") == (True, True, 1)  # 重办: cycle 1
+    assert await apply("d", "in_progress", "2T12:00:00") == (True, False, 1)  # of cycle 0: late
+    assert await apply("e", "in_progress", "4T00:00:00") == (True, True, 1)
+    assert await apply("f", "resolved", "5T00:00:00") == (True, True, 1)
+    assert await apply("c", "reopened", "3T00:00:00") == (False, True, 1)  # replay
+    ticket = await store.get_ticket("d", "T1")
+    assert ticket is not None and (ticket["status"], ticket["cycle"]) == ("resolved", 1)

@@ -40,7 +40,7 @@ from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import account_key, longest_delay, source_for, sources
 from bridge.templates import deadline_for, fit, format_deadline, render
 from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent, stable_id
-from schemas.vocab import Category, TicketStatus, Visibility
+from schemas.vocab import Category, TicketStatus, Visibility, rank_in_cycle
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -133,7 +133,7 @@ class ReplyRole:
             log.info("event for a ticket the bridge did not create; ignored")
             return
         occurred = event.occurred_at.astimezone(UTC).isoformat()
-        new, applied = await store.apply_status(
+        new, applied, cycle = await store.apply_status(
             department=event.department,
             ticket_id=event.ticket_id,
             event_id=event.event_id,
@@ -166,6 +166,7 @@ class ReplyRole:
             "citizen_handle": inquiry["citizen_handle"],
             "visibility": Visibility(inquiry["visibility"]),
             "ticket_id": event.ticket_id,
+            "cycle": cycle,
         }
         if applied:
             text = render(
@@ -178,7 +179,7 @@ class ReplyRole:
             )
             requests.append(
                 ReplyRequest(
-                    reply_id=stable_id("rep", inquiry["inquiry_id"], event.status.value),
+                    reply_id=status_reply_id(inquiry["inquiry_id"], event.status, cycle),
                     text=pii.redact_text(text),
                     status=event.status,
                     templated=True,
@@ -253,6 +254,7 @@ class ReplyRole:
                 templated=request.templated,
                 state="approved",
                 request_json=request.model_dump_json(),
+                cycle=request.cycle,
             )
             stored = await store.get_reply(request.reply_id)
             assert stored is not None
@@ -326,14 +328,16 @@ class ReplyRole:
         log.info("reply posted", reply_id=request.reply_id, outcome=posted.outcome)
 
     async def _superseded(self, request: ReplyRequest) -> bool:
+        """A reply for a status is stale once a later status (or a later handling cycle) has
+        already been posted in the thread."""
         assert request.status is not None
-        rank = request.status.rank
+        mine = (request.cycle, rank_in_cycle(request.status))
         for other in await self.ctx.store.list_replies(inquiry_id=request.inquiry_id):
             if (
                 other.state == "posted"
                 and other.status
                 and other.reply_id != request.reply_id
-                and TicketStatus(other.status).rank > rank
+                and (other.cycle, rank_in_cycle(TicketStatus(other.status))) > mine
             ):
                 return True
         return False
@@ -413,6 +417,13 @@ class ReplyRole:
         )
 
 
+def status_reply_id(inquiry_id: str, status: TicketStatus, cycle: int) -> str:
+    """One reply per status per handling cycle: a replay posts nothing new."""
+    if cycle == 0:
+        return stable_id("rep", inquiry_id, status.value)
+    return stable_id("rep", inquiry_id, status.value, f"cycle-{cycle}")
+
+
 async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:
     """Record a reply and, when the department's approval mode lets it go out unseen,
     request its posting; otherwise it waits in ``/api/approvals``."""
@@ -428,6 +439,7 @@ async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) 
         templated=request.templated,
         state=state,
         request_json=request.model_dump_json(),
+        cycle=request.cycle,
     )
     stored = await ctx.store.get_reply(request.reply_id)
     if stored is None or stored.state != "approved":
