@@ -518,23 +518,43 @@ class SqlStore:
         )
         return rows[0] if rows else None
 
-    async def mark_create_attempted(self, reference: str, department: str, inquiry_id: str) -> int:
-        """Durably note that a create call is about to be made; returns the attempt number."""
-        existing = await self.get_create_attempt(reference)
-        if existing is None:
-            await self.db.execute(
-                "INSERT INTO create_attempts (reference, department, inquiry_id, state, attempts,"
-                " updated_at) VALUES (?, ?, ?, 'attempted', 1, ?)",
-                (reference, department, inquiry_id, now_iso()),
-            )
-            return 1
-        await self.db.execute(
-            "UPDATE create_attempts SET attempts = attempts + 1, state = 'attempted',"
-            " updated_at = ?"
-            " WHERE reference = ?",
-            (now_iso(), reference),
+    async def claim_create(
+        self,
+        reference: str,
+        department: str,
+        inquiry_id: str,
+        *,
+        expected_updated_at: str | None = None,
+    ) -> bool:
+        """Durably note, before the call, that this delivery will create the ticket.
+
+        Atomic across processes: True for exactly one claimant. A first attempt inserts the
+        record; a later one takes it over only from ``not_sent`` (nothing reached the backend)
+        or, with ``expected_updated_at``, from the ``attempted`` record it has just inspected
+        (compare-and-set: the earlier attempt's lease expired and the ticket was not found).
+        """
+        now = now_iso()
+        inserted = await self.db.execute(
+            "INSERT INTO create_attempts (reference, department, inquiry_id, state, attempts,"
+            " updated_at) VALUES (?, ?, ?, 'attempted', 1, ?)"
+            " ON CONFLICT (reference) DO NOTHING",
+            (reference, department, inquiry_id, now),
         )
-        return int(existing["attempts"]) + 1
+        if inserted:
+            return True
+        if expected_updated_at is not None:
+            taken = await self.db.execute(
+                "UPDATE create_attempts SET attempts = attempts + 1, updated_at = ?"
+                " WHERE reference = ? AND state = 'attempted' AND updated_at = ?",
+                (now, reference, expected_updated_at),
+            )
+        else:
+            taken = await self.db.execute(
+                "UPDATE create_attempts SET attempts = attempts + 1, state = 'attempted',"
+                " updated_at = ? WHERE reference = ? AND state = 'not_sent'",
+                (now, reference),
+            )
+        return taken > 0
 
     async def set_create_state(
         self, reference: str, state: str, ticket_id: str | None = None, detail: str | None = None

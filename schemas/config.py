@@ -110,6 +110,11 @@ class TicketingConfig(BaseModel):
     adapter: str
     callback_secret: SecretStr | None = None
     poll: Duration = timedelta(seconds=60)
+    create_lease: Duration = Field(
+        default=timedelta(minutes=2),
+        description="How long a create in flight elsewhere is awaited before it is presumed"
+        " crashed and the ticket is looked up (or the inquiry flagged for reconciliation).",
+    )
 
 
 TEMPLATE_FIELDS = frozenset({"ticket_id", "deadline", "department", "status", "note", "category"})

@@ -143,8 +143,19 @@ async def test_status_never_goes_backwards(store: SqlStore) -> None:
 
 
 async def test_create_attempts(store: SqlStore) -> None:
-    assert await store.mark_create_attempted("GB-1", "d", "inq_1") == 1
-    assert await store.mark_create_attempted("GB-1", "d", "inq_1") == 2
+    assert await store.claim_create("GB-1", "d", "inq_1") is True
+    assert await store.claim_create("GB-1", "d", "inq_1") is False  # someone holds it
+    claims = await asyncio.gather(*(store.claim_create("GB-2", "d", "inq_2") for _ in range(10)))
+    assert claims.count(True) == 1  # exactly one claimant, across concurrent deliveries
+    await store.set_create_state("GB-2", "not_sent")
+    assert await store.claim_create("GB-2", "d", "inq_2") is True  # nothing reached the backend
+    held = await store.get_create_attempt("GB-1")
+    assert held is not None
+    assert await store.claim_create("GB-1", "d", "inq_1", expected_updated_at="stale") is False
+    assert await store.claim_create(
+        "GB-1", "d", "inq_1", expected_updated_at=held["updated_at"]
+    )  # compare-and-set on the record just inspected
+    assert (await store.get_create_attempt("GB-1") or {})["attempts"] == 2
     await store.set_create_state("GB-1", "needs_reconciliation", detail="uncertain")
     flagged = await store.list_create_attempts("needs_reconciliation")
     assert [r["reference"] for r in flagged] == ["GB-1"]

@@ -58,6 +58,8 @@ def open311_ticketing(base_url: str, **overrides: Any) -> dict[str, Any]:
         "long": 116.4,
         "poll": "0s",  # no sync role here; keep the department quiet anyway
         "timeout": "2s",
+        # the crashed process's create is presumed dead after 1 s (default 2 min)
+        "create_lease": "1s",
     }
     block.update(overrides)
     return block
@@ -299,6 +301,7 @@ async def test_crash_after_create_rest_backend_dedupes_on_idempotency_key(
     ticketing = demo_ticketing_config(sim.url)
     del ticketing["lookup"]  # no search: the Idempotency-Key alone must prevent a duplicate
     ticketing["poll"] = "0s"
+    ticketing["create_lease"] = "1s"
     cfg = bridge_config(
         tmp_path, departments=[department(ticketing)], broker={"drain_timeout": "1s"}
     )

@@ -89,7 +89,15 @@ class TicketingRole:
             log.warning("create awaits reconciliation; not creating again", reference=ref)
             return
         ticket: CreatedTicket | None = None
+        expected: str | None = None
         if attempt is not None and attempt["state"] == "attempted":
+            # Another delivery (here or in another process) may be creating it right now:
+            # wait for its lease before presuming it crashed.
+            lease = self.ctx.cfg.department(command.department).ticketing.create_lease
+            age = datetime.now(UTC) - datetime.fromisoformat(attempt["updated_at"])
+            if age < lease:
+                raise Retry(f"create of {ref} in progress elsewhere", lease - age, counts=False)
+            expected = attempt["updated_at"]
             caps = system.capabilities
             if caps.search_by_reference:
                 ticket = await system.find_by_reference(ref)
@@ -110,7 +118,11 @@ class TicketingRole:
             if breaker is not None and breaker.state == "open":
                 # No request would be made: do not record an attempt that never happens.
                 raise TransientError(f"{breaker.name}: circuit open; create not attempted")
-            await store.mark_create_attempted(ref, command.department, command.inquiry.inquiry_id)
+            claimed = await store.claim_create(
+                ref, command.department, command.inquiry.inquiry_id, expected_updated_at=expected
+            )
+            if not claimed:
+                raise Retry(f"create of {ref} claimed by another delivery", counts=False)
             try:
                 ticket = await system.create(command, idempotency_key=ref)
             except TransientError as exc:

@@ -18,7 +18,8 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import classify, pii
-from bridge.runtime import Stage, Worker
+from bridge.runtime import DeadLetter, Stage, Worker
+from schemas.config import DepartmentConfig
 from schemas.messages import Inquiry, PersonalDataFinding, TicketCommand, stable_id
 
 if TYPE_CHECKING:
@@ -55,6 +56,25 @@ class TriageRole:
     async def stop(self) -> None:
         await self.worker.stop()
 
+    def _department(self, inquiry: Inquiry) -> DepartmentConfig:
+        """A content route wins; else the department of the account that received it."""
+        cfg = self.ctx.cfg
+        dept_id = classify.route_by_keywords(inquiry.text, cfg.routes)
+        if dept_id is None:
+            for acc in cfg.accounts:
+                if acc.handle == inquiry.account and inquiry.platform in (
+                    acc.adapter,
+                    getattr(acc, "platform", acc.adapter),
+                ):
+                    dept_id = acc.department
+                    break
+        if dept_id is None:
+            raise DeadLetter(
+                f"no department for account {inquiry.platform}:{inquiry.account}: add it to"
+                " [[accounts]] or a [[routes]] entry"
+            )
+        return cfg.department(dept_id)
+
     async def handle(self, inquiry: Inquiry, _: AbstractIncomingMessage) -> None:
         store = self.ctx.store
         existing = await store.get_inquiry(inquiry.inquiry_id)
@@ -63,40 +83,37 @@ class TriageRole:
             self.ctx.metrics.inquiries.labels(inquiry.platform, "duplicate").inc()
             return
 
-        public_text = pii.redact_text(inquiry.text)
+        redacted, findings = pii.redact(inquiry.text)
         key = thread_key(inquiry)
         row: dict[str, Any] = {
-            "inquiry_id": inquiry.inquiry_id,
             "platform": inquiry.platform,
             "account": inquiry.account,
             "kind": inquiry.kind.value,
             "thread_key": key,
-            "public_text": public_text,
+            "public_text": redacted,
             "citizen_handle": inquiry.author.handle,
             "visibility": inquiry.visibility.value,
             "thread_json": inquiry.thread.model_dump_json(),
         }
-        if existing is None:
-            await store.record_inquiry(state="received", **row)
+
+        async def record(**fields: Any) -> None:
+            """One write: the row with its outcome (a redelivery updates the earlier row)."""
+            if existing is None:
+                await store.record_inquiry(inquiry_id=inquiry.inquiry_id, **row, **fields)
+            else:
+                await store.update_inquiry(inquiry.inquiry_id, **fields)
 
         noise = (
             "own post (echo)" if inquiry.author.is_official else classify.detect_noise(inquiry.text)
         )
         if noise:
-            await store.update_inquiry(inquiry.inquiry_id, state="ignored", reason=noise)
+            await record(state="ignored", reason=noise)
             self.ctx.metrics.inquiries.labels(inquiry.platform, "ignored").inc()
             log.info("inquiry ignored", reason=noise)
             return
 
-        department = classify.route_by_keywords(inquiry.text, self.ctx.cfg.routes)
-        if department is None:
-            try:
-                department = self.ctx.cfg.account(inquiry.account).department
-            except KeyError:
-                department = self.ctx.cfg.departments[0].id if self.ctx.cfg.departments else ""
-        dept = self.ctx.cfg.department(department)
+        dept = self._department(inquiry)
         result = self.classifier.classify(inquiry.text)
-        redacted, findings = pii.redact(inquiry.text)
         kinds: dict[Literal["mobile", "id_number", "email"], int] = {}
         for f in findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
@@ -122,8 +139,7 @@ class TriageRole:
             personal_data=[PersonalDataFinding(kind=k, count=n) for k, n in kinds.items()],
             ticket_id=ticket_id,
         )
-        await store.update_inquiry(
-            inquiry.inquiry_id,
+        await record(
             state="triaged",
             department=dept.id,
             category=result.category.value,
