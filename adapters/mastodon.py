@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -164,6 +165,32 @@ def status_length(text: str) -> int:
 _BREAKS = "\n。！？；!?;，,、 "
 
 
+def _regional(ch: str) -> bool:
+    return "\U0001f1e6" <= ch <= "\U0001f1ff"
+
+
+def _safe_cut(text: str, cut: int) -> int:
+    """Move ``cut`` back so it never splits one visible character (combining marks, variation
+    selectors, zero-width joiners, skin tones, flag pairs); always at least 1, so every part
+    consumes text."""
+    start = cut
+    while 0 < cut < len(text):
+        left, right = text[cut - 1], text[cut]
+        joined = unicodedata.combining(right) or right in "\u200d\ufe0f\ufe0e" or left == "\u200d"
+        if joined or "\U0001f3fb" <= right <= "\U0001f3ff":  # …or an emoji skin tone
+            cut -= 1
+        elif _regional(left) and _regional(right):
+            run = 0
+            while run < cut and _regional(text[cut - 1 - run]):
+                run += 1
+            if run % 2:  # inside a flag (flags are pairs of regional indicators)
+                cut -= 1
+            break
+        else:
+            break
+    return cut if cut > 0 else max(1, start)
+
+
 def split_reply(prefix: str, body: str, limit: int) -> list[str]:
     """``prefix + body`` cut into statuses of at most ``limit`` characters.
 
@@ -180,9 +207,15 @@ def split_reply(prefix: str, body: str, limit: int) -> list[str]:
     chunks: list[str] = []
     rest = body
     while rest:
-        cut = min(len(rest), room)
-        while status_length(rest[:cut]) > room:
-            cut -= max(1, status_length(rest[:cut]) - room)
+        # the longest prefix that fits (links count as fixed weight, so search, not arithmetic)
+        lo, hi = 1, min(len(rest), room)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if status_length(rest[:mid]) <= room:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = _safe_cut(rest, lo)
         if cut < len(rest):
             window = rest[:cut]
             best = max(window.rfind(ch) for ch in _BREAKS)
@@ -321,6 +354,9 @@ class MastodonSource:
         prefix = f"@{acct} "
         body = reply.text.strip()
         body = re.sub(rf"^@{re.escape(acct)}(?=\s|$)", "", body).lstrip()
+        if visibility == "direct":
+            # Every @handle in a direct status is a recipient: only the citizen may be one.
+            body = body.replace("@", "＠")
         parts = split_reply(prefix, body, await self._max_reply_chars())
         ids: list[str] = []
         outcome = "posted"

@@ -79,10 +79,17 @@ class WeiboConfig(AccountConfig):
     streams: list[StreamName] = Field(default_factory=lambda: list(ALL_STREAMS), min_length=1)
     rip: str | None = Field(default=None, description="Real IP sent with posts (required on /biz).")
     timeout: Duration = timedelta(seconds=30)
+    poll: Duration = Field(
+        default=timedelta(minutes=3),
+        description="Weibo recommends polling every 3-5 minutes; 3 streams a poll stay well"
+        " inside the test tier's 150 calls an hour.",
+    )
     drain_until_empty: bool = Field(
-        default=False,
-        description="End a backlog drain only on an empty page, not on a short one "
-        "(costs one call per poll; for API variants that filter pages).",
+        default=True,
+        description="End a round only on an empty page. Weibo drops deleted or hidden items"
+        " after choosing a page, so a short page does not mean the end (costs one call per"
+        " poll that found items). False trusts short pages (saves calls; only for API variants"
+        " known not to filter).",
     )
 
     @model_validator(mode="after")
@@ -563,7 +570,9 @@ class WeiboSource:
     async def _post_parts(
         self, post_id: str, cid: str | None, text: str, citizen: str
     ) -> PostedReply:
-        parts = split_reply(text)
+        # "回复@name:" is prepended by Weibo when answering a comment: it counts toward the limit.
+        prefix = len(f"回复@{citizen}:") if cid is not None else 0
+        parts = split_reply(text, MAX_REPLY_CHARS - prefix)
         posted: list[str] = []
         already = 0
         fallback = False

@@ -576,7 +576,12 @@ async def test_sigkill_between_fetch_and_confirm_loses_nothing_and_duplicates_no
         return await handler(request)
 
     app.middlewares.append(slow)
-    triage_cfg = bridge_config(tmp_path, departments=[DEPARTMENT])
+    # triage routes by the receiving account, so it knows the account too (never contacted)
+    triage_cfg = bridge_config(
+        tmp_path,
+        departments=[DEPARTMENT],
+        accounts=[weibo_account("http://127.0.0.1:9", state)],
+    )
     store = tmp_path / "ingest.db"
     journal, log, toml = tmp_path / "journal", tmp_path / "ingest.log", tmp_path / "ingest.toml"
     async with (

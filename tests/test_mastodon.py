@@ -20,7 +20,13 @@ from adapters.base import (
     TransientError,
     sources,
 )
-from adapters.mastodon import MastodonConfig, MastodonSource, html_to_text, split_reply
+from adapters.mastodon import (
+    MastodonConfig,
+    MastodonSource,
+    html_to_text,
+    split_reply,
+    status_length,
+)
 from adapters.simulators.mastodon import Citizen, MastodonSimState
 from schemas.messages import Inquiry, ReplyRequest
 from schemas.vocab import InquiryKind, TicketStatus, Visibility
@@ -493,3 +499,34 @@ async def test_simulator_http_controls(sim: MastodonSimState, make_source: Sourc
         async with http.get(f"{sim.base_url}/_sim/replies") as resp:
             [reply] = await resp.json()
         assert reply["text"] == "@wang_wu 收到" and reply["visibility"] == "direct"
+
+
+async def test_a_direct_reply_never_adds_recipients(
+    sim: MastodonSimState, make_source: SourceFactory, citizen: Citizen
+) -> None:
+    """Every @handle in a direct status is a recipient: an official's note naming someone
+    must not send the citizen's case to them."""
+    other = await sim.create_citizen("wu_ye")
+    await sim.direct_message(citizen, "楼上漏水，物业不管")
+    source = make_source()
+    [inquiry], _ = await drain(source)
+    text = f"已联系@{other.username} 上门处理"
+    await source.post_reply(reply_for(inquiry, "r-dm", text, visibility=Visibility.PRIVATE))
+    [reply] = await sim.official_replies()
+    assert reply["visibility"] == "direct"
+    assert reply["mentions"] == ["zhang_san"]
+    assert reply["text"] == f"@zhang_san 已联系＠{other.username} 上门处理"
+
+
+def test_split_reply_terminates_and_keeps_visible_characters_whole() -> None:
+    # links weigh 23 characters each whatever their length: a dense run must still split
+    parts = split_reply("@a ", "http://a " * 80, 100)
+    assert 1 < len(parts) < 40
+    assert all(status_length(p) <= 100 for p in parts)
+    flags = split_reply("@a ", "🇨🇳" * 300, 100)
+    assert "".join(p.split(" ")[1] for p in flags) == "🇨🇳" * 300
+    family = "👨\u200d👩\u200d👧"
+    parts = split_reply("@a ", "家" * 50 + family * 40, 60)
+    body = "".join(p.split(" ", 1)[1].rsplit(" (", 1)[0] for p in parts)
+    assert body == "家" * 50 + family * 40  # nothing lost, no joiner cut off its emoji
+    assert not any(p.split(" ", 1)[1].startswith("\u200d") for p in parts)

@@ -435,6 +435,8 @@ class WeiboState:
                 raise WeiboApiError(E_PARAM)
             if not without_mention:
                 text = f"回复@{self.users[parent.user_id].screen_name}:{text}"
+                if len(text) > MAX_COMMENT_CHARS:  # the mention counts toward the limit
+                    raise WeiboApiError(E_TOO_LONG)
         for c in self.comments.values():
             if (
                 c.user_id == self.official_uid
