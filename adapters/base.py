@@ -155,6 +155,19 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class FindsOwnReplies(Protocol):
+    """Optional for sources: look for the bridge's own earlier reply in the thread.
+
+    The outbox calls this before posting again when an earlier attempt's outcome is unknown
+    (the client timed out, or the process died during the call) and the platform may have
+    committed the reply anyway, e.g. a server that ignores ``Idempotency-Key``. Return the
+    reply found (``outcome="already_posted"``) or ``None`` when it is certainly not there.
+    """
+
+    async def find_reply(self, reply: ReplyRequest) -> PostedReply | None: ...
+
+
 # --------------------------------------------------------------------------- ticket systems
 
 
@@ -165,6 +178,7 @@ class TicketCapabilities(BaseModel):
     search_by_reference: bool
     callbacks: bool
     extended_statuses: bool
+    appends: bool = True  # False: no API takes a follow-up; the bridge keeps it on record
 
 
 @dataclass(frozen=True)

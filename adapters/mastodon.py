@@ -36,7 +36,7 @@ from adapters.base import (
     TransientError,
 )
 from schemas.config import AccountConfig, Duration
-from schemas.messages import Author, Inquiry, ReplyRequest, ThreadRef
+from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
 from schemas.vocab import InquiryKind, Platform, Visibility
 
 DEFAULT_MAX_CHARS = 500
@@ -80,6 +80,17 @@ class MastodonConfig(AccountConfig):
         description="For replies, look up the top of the reply chain (one extra request).",
     )
     timeout: Duration = timedelta(seconds=15)
+
+
+def _same_text(rendered: str, sent: str) -> bool:
+    """A status as the server renders it is the text we sent: mentions lose their domain
+    (``@user@host`` shows as ``@user``), whitespace may change."""
+
+    def norm(text: str) -> str:
+        text = re.sub(r"^(?:[@＠][^\s]+\s*)+", "", text.strip())
+        return re.sub(r"\s+", " ", text).strip()
+
+    return norm(rendered) == norm(sent)
 
 
 # --------------------------------------------------------------------------- HTML → text
@@ -298,7 +309,7 @@ class MastodonSource:
         self._me: dict[str, Any] | None = None
         self._max_chars: int | None = None
         self._policy_done = False
-        self._roots: OrderedDict[str, str] = OrderedDict()
+        self._chains: OrderedDict[str, list[PostRef]] = OrderedDict()
 
     # ------------------------------------------------------------------ protocol
 
@@ -340,9 +351,8 @@ class MastodonSource:
                 items.append(inquiry)
         return FetchResult(items=items, cursor=new_cursor, more=True)
 
-    async def post_reply(self, reply: ReplyRequest) -> PostedReply:
-        """Answer in the inquiry's thread; same ``reply_id`` → the same statuses."""
-        await self._account()
+    def _reply_plan(self, reply: ReplyRequest, max_chars: int) -> tuple[str | None, str, list[str]]:
+        """Where a reply goes (the status answered), with which visibility, in which parts."""
         reply_to = reply.thread.reply_to
         target = reply_to.get("status_id") or reply.thread.parent_id
         acct = (reply_to.get("acct") or reply.citizen_handle).lstrip("@")
@@ -357,12 +367,31 @@ class MastodonSource:
         if visibility == "direct":
             # Every @handle in a direct status is a recipient: only the citizen may be one.
             body = body.replace("@", "＠")
-        parts = split_reply(prefix, body, await self._max_reply_chars())
-        ids: list[str] = []
-        outcome = "posted"
-        parent = target
+        return target, visibility, split_reply(prefix, body, max_chars)
+
+    async def post_reply(self, reply: ReplyRequest) -> PostedReply:
+        """Answer in the inquiry's thread; same ``reply_id`` → the same statuses."""
+        await self._account()
+        target, visibility, parts = self._reply_plan(reply, await self._max_reply_chars())
+        return await self._post_parts(reply.reply_id, target, visibility, parts, [])
+
+    async def _post_parts(
+        self,
+        reply_id: str,
+        target: str | None,
+        visibility: str,
+        parts: list[str],
+        done: list[str],
+    ) -> PostedReply:
+        """Post ``parts`` as a chain under ``target``, skipping the ``done`` ones (already on
+        the server, ids given)."""
+        ids = list(done)
+        outcome = "posted" if not done else "already_posted"
+        parent = ids[-1] if ids else target
         for i, text in enumerate(parts):
-            key = reply.reply_id if i == 0 else f"{reply.reply_id}#{i + 1}"
+            if i < len(done):
+                continue
+            key = reply_id if i == 0 else f"{reply_id}#{i + 1}"
             try:
                 status = await self._post_status(text, parent, visibility, key)
             except TargetGone:
@@ -374,6 +403,49 @@ class MastodonSource:
             ids.append(str(status["id"]))
             parent = str(status["id"])
         return PostedReply(external_ids=ids, outcome=outcome)
+
+    async def find_reply(self, reply: ReplyRequest) -> PostedReply | None:
+        """Our own earlier reply in the thread, for when an earlier post's outcome is unknown
+        (servers that ignore ``Idempotency-Key``, or commit after the client timed out).
+
+        Reads ``/context`` of the answered status and follows our statuses whose text is the
+        reply's. If only the first parts of a long reply made it, the rest is posted now.
+        """
+        me = await self._account()
+        target, visibility, parts = self._reply_plan(reply, await self._max_reply_chars())
+        if target is None:
+            return None
+        try:
+            ctx, _ = await self._request("GET", f"/api/v1/statuses/{target}/context")
+        except TargetGone:
+            return None
+        descendants = ctx.get("descendants") if isinstance(ctx, dict) else None
+        ours = [
+            d
+            for d in (descendants if isinstance(descendants, list) else [])
+            if isinstance(d, dict) and str((d.get("account") or {}).get("id")) == str(me["id"])
+        ]
+        found: list[str] = []
+        parent = target
+        for text in parts:
+            match = next(
+                (
+                    d
+                    for d in ours
+                    if str(d.get("in_reply_to_id")) == parent
+                    and _same_text(html_to_text(str(d.get("content") or "")), text)
+                ),
+                None,
+            )
+            if match is None:
+                break
+            found.append(str(match["id"]))
+            parent = found[-1]
+        if not found:
+            return None
+        if len(found) == len(parts):
+            return PostedReply(external_ids=found, outcome="already_posted")
+        return await self._post_parts(reply.reply_id, target, visibility, parts, found)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -407,7 +479,14 @@ class MastodonSource:
         if status.get("spoiler_text"):
             text = f"{status['spoiler_text']}\n\n{text}".strip()
         parent = status.get("in_reply_to_id")
-        root = await self._thread_root(status_id, str(parent)) if parent else status_id
+        ancestors: list[PostRef] = []
+        if parent:
+            parent_author = status.get("in_reply_to_account_id")
+            ancestors = await self._ancestors(
+                status_id,
+                PostRef(id=str(parent), author_id=str(parent_author) if parent_author else None),
+            )
+        root = ancestors[-1].id if ancestors else status_id
         acct = str(account.get("acct") or account.get("username") or "")
         return Inquiry.create(
             platform=Platform.MASTODON.value,
@@ -426,6 +505,7 @@ class MastodonSource:
                 parent_id=status_id,
                 conversation_id=root,
                 reply_to={"status_id": status_id, "acct": acct, "visibility": visibility},
+                ancestors=ancestors,
             ),
             visibility=Visibility.PRIVATE
             if visibility in _PRIVATE_VISIBILITIES
@@ -433,22 +513,32 @@ class MastodonSource:
             url=status.get("url") or status.get("uri"),
         )
 
-    async def _thread_root(self, status_id: str, parent_id: str) -> str:
-        """The top of the reply chain; the parent if ancestors cannot be read."""
+    async def _ancestors(self, status_id: str, parent: PostRef) -> list[PostRef]:
+        """The reply chain above a status, nearest first, with each post's author (from
+        ``/context``); just the parent if the chain cannot be read."""
         if not self.cfg.resolve_thread_root:
-            return parent_id
-        if status_id in self._roots:
-            return self._roots[status_id]
+            return [parent]
+        if status_id in self._chains:
+            return self._chains[status_id]
         try:
             ctx, _ = await self._request("GET", f"/api/v1/statuses/{status_id}/context")
         except (PermanentError, TargetGone):
-            return parent_id
-        ancestors = ctx.get("ancestors") if isinstance(ctx, dict) else None
-        root = str(ancestors[0]["id"]) if ancestors else parent_id
-        self._roots[status_id] = root
-        while len(self._roots) > 4096:
-            self._roots.popitem(last=False)
-        return root
+            return [parent]
+        raw = ctx.get("ancestors") if isinstance(ctx, dict) else None
+        chain: list[PostRef] = []
+        for post in reversed(raw if isinstance(raw, list) else []):  # the API lists root first
+            if isinstance(post, dict) and post.get("id") is not None:
+                author = post.get("account") if isinstance(post.get("account"), dict) else {}
+                author_id = author.get("id") if isinstance(author, dict) else None
+                chain.append(
+                    PostRef(id=str(post["id"]), author_id=str(author_id) if author_id else None)
+                )
+        if not chain:
+            chain = [parent]
+        self._chains[status_id] = chain
+        while len(self._chains) > 4096:
+            self._chains.popitem(last=False)
+        return chain
 
     # ------------------------------------------------------------------ setup
 

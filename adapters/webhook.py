@@ -13,8 +13,11 @@ are accepted:
          "author": {"id": "42", "handle": "citizen", "display_name": "…"},   # display_name optional
          "text": "…",
          "created_at": "2024-05-01T08:00:00+08:00",   # ISO 8601 or unix seconds
-         "thread": {"root_id": "p-1", "parent_id": "c-999", "conversation_id": null},  # optional;
-                                                       # defaults to root_id = external_id
+         "thread": {"root_id": "p-1", "parent_id": "c-999", "conversation_id": null,  # optional;
+                    "parent_author_id": "7", "root_author_id": "1",   # optional: who wrote them
+                    "ancestors": [{"id": "c-999", "author_id": "7"}, …]},  # optional: the chain
+                                                       # above, nearest first
+                                                       # thread defaults to root_id = external_id
          "visibility": "public" | "private",       # optional; direct messages are always private
          "url": "https://…"                        # optional
        }
@@ -136,10 +139,29 @@ class PushAuthor(_PushModel):
     display_name: str | None = None
 
 
+class PushPost(_PushModel):
+    id: IdStr
+    author_id: OptIdStr = None
+
+
 class PushThread(_PushModel):
     root_id: IdStr
     parent_id: OptIdStr = None
     conversation_id: OptIdStr = None
+    parent_author_id: OptIdStr = None
+    root_author_id: OptIdStr = None
+    ancestors: list[PushPost] | None = Field(default=None, max_length=200)
+
+    def chain(self, own_id: str) -> list[dict[str, str | None]]:
+        """The reply chain above the item, nearest first: the explicit ``ancestors`` when
+        given, else the parent and the root (each with its author where the push says)."""
+        if self.ancestors is not None:
+            posts = [(p.id, p.author_id) for p in self.ancestors]
+        else:
+            posts = [(self.parent_id, self.parent_author_id)] if self.parent_id else []
+        if self.root_id != own_id and all(pid != self.root_id for pid, _ in posts):
+            posts.append((self.root_id, self.root_author_id))
+        return [{"id": pid, "author_id": author} for pid, author in posts if pid != own_id]
 
 
 class PushItem(_PushModel):
@@ -286,6 +308,7 @@ class WebhookSource:
                 "parent_id": thread.parent_id,
                 "conversation_id": thread.conversation_id,
                 "reply_to": {"external_id": item.external_id},
+                "ancestors": thread.chain(item.external_id),
             },
             visibility=visibility or Visibility.PUBLIC,
             url=item.url,

@@ -39,7 +39,7 @@ from adapters.base import (
     TransientError,
 )
 from schemas.config import AccountConfig, Duration
-from schemas.messages import Author, Inquiry, ReplyRequest, ThreadRef
+from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
 from schemas.vocab import InquiryKind, Visibility
 
 log = structlog.get_logger(__name__)
@@ -126,6 +126,14 @@ def parse_json(body: bytes) -> Any:
 
 def _digits(value: object) -> bool:
     return isinstance(value, str) and value.isascii() and value.isdigit()
+
+
+def _optional_id(obj: Any) -> str | None:
+    """The id of an object that may be missing or malformed (a parent's author, say)."""
+    try:
+        return idstr(obj)
+    except ValueError:
+        return None
 
 
 def idstr(obj: Any) -> str:
@@ -518,12 +526,22 @@ class WeiboSource:
         if author_id == uid:
             return None  # our own post or reply: never answer ourselves
         external_id = idstr(obj)
+        ancestors: list[PostRef] = []
         if stream == "statuses_mentions":
             root, parent = external_id, None
             reply_to = {"id": external_id}
         else:
             status = obj["status"]
             root, parent = idstr(status), external_id
+            # The chain above a comment, nearest first: the comment it answers (Weibo shows
+            # one level), then the post. Their authors tell a citizen's follow-up from
+            # another citizen writing under the same post.
+            answered = obj.get("reply_comment")
+            if isinstance(answered, dict) and _optional_id(answered) is not None:
+                ancestors.append(
+                    PostRef(id=idstr(answered), author_id=_optional_id(answered.get("user")))
+                )
+            ancestors.append(PostRef(id=root, author_id=_optional_id(status.get("user"))))
             if stream == "comments_mentions" and "comments_to_me" in self.cfg.streams:
                 parent_comment = obj.get("reply_comment") or {}
                 on_ours = idstr(status.get("user") or {"id": 0}) == uid
@@ -543,7 +561,9 @@ class WeiboSource:
             ),
             text=str(obj.get("text", "")),
             created_at=parse_created_at(str(obj["created_at"])),
-            thread=ThreadRef(root_id=root, parent_id=parent, reply_to=reply_to),
+            thread=ThreadRef(
+                root_id=root, parent_id=parent, reply_to=reply_to, ancestors=ancestors
+            ),
             visibility=Visibility.PUBLIC,
             url=f"https://m.weibo.cn/status/{root}",
         )

@@ -50,12 +50,25 @@ class Author(BaseModel):
     )
 
 
+class PostRef(BaseModel):
+    """A post above an inquiry in its reply chain, and who wrote it (when the platform says)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    author_id: str | None = None
+
+
 class ThreadRef(BaseModel):
     """Where an inquiry sits, and everything needed to answer in the same place.
 
     ``root_id`` is the post that started the thread (a Weibo status, a Mastodon status at the
-    top of the reply chain, a DM conversation); follow-ups in the same thread share it.
-    ``reply_to`` holds platform-specific fields the source adapter needs to post an answer.
+    top of the reply chain, a DM conversation). Sharing a root does NOT make two inquiries one
+    conversation: many citizens answer one official post. ``ancestors`` is the reply chain
+    above the inquiry, nearest first, as far as the platform shows it, with each post's
+    author: triage finds a citizen's follow-up by looking for their own earlier inquiry (or
+    the bridge's answer to it) in that chain. ``reply_to`` holds platform-specific fields the
+    source adapter needs to post an answer.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -64,6 +77,10 @@ class ThreadRef(BaseModel):
     parent_id: str | None = None
     conversation_id: str | None = None
     reply_to: dict[str, str] = Field(default_factory=dict)
+    ancestors: list[PostRef] = Field(
+        default_factory=list,
+        description="The reply chain above this post, nearest first (may stop short of the root).",
+    )
 
 
 class Inquiry(Message):

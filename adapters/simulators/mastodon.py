@@ -108,6 +108,9 @@ class MastodonSimState:
                 ]
             ),
         )
+        # Real servers' behaviour the adapter must survive (see the end of reference/mastodon.md)
+        self.ignore_idempotency_key = False  # a repeated key posts again
+        self.slow_commit = 0.0  # seconds a new status is held back AFTER it was committed
         self.app: FastAPI = create_app(self)
         self.port = 0
         self.host = "127.0.0.1"
@@ -125,7 +128,13 @@ class MastodonSimState:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> MastodonSimState:
         """Bind (port 0 = any free port), serve as a task of this loop, seed the policy."""
         server = _EmbeddedServer(
-            uvicorn.Config(self.app, host=host, port=port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                _RealServerBehaviour(self.app, self),
+                host=host,
+                port=port,
+                log_level="warning",
+                lifespan="on",
+            )
         )
         task = asyncio.create_task(server.serve(), name="mastodon-mock")
         for _ in range(1000):
@@ -358,6 +367,45 @@ class MastodonSimState:
         async with self._session().get(url, headers=headers) as resp:
             resp.raise_for_status()
             return await resp.json(), dict(resp.headers)
+
+
+# --------------------------------------------------------------------------- real servers
+
+
+class _RealServerBehaviour:
+    """ASGI wrapper: what other Mastodon-API servers do that mastodon-mock does not.
+
+    ``ignore_idempotency_key`` drops the header before the app sees it; ``slow_commit`` lets
+    ``POST /api/v1/statuses`` commit the status at once and answer only later, so a client
+    with a shorter timeout gives up on a status that exists.
+    """
+
+    def __init__(self, app: Any, state: MastodonSimState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        posting = (
+            scope.get("type") == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path") == "/api/v1/statuses"
+        )
+        if not posting:
+            await self.app(scope, receive, send)
+            return
+        if self.state.ignore_idempotency_key:
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"idempotency-key"]
+            scope = {**scope, "headers": headers}
+        held: list[Any] = []
+
+        async def hold(message: Any) -> None:
+            held.append(message)
+
+        await self.app(scope, receive, hold)
+        if self.state.slow_commit > 0:
+            await asyncio.sleep(self.state.slow_commit)
+        for message in held:
+            await send(message)
 
 
 # --------------------------------------------------------------------------- HTTP controls
