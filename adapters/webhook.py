@@ -107,7 +107,10 @@ def _parse_time(value: object) -> datetime:
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), UTC)
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("not a time: unix seconds out of range") from None
     elif isinstance(value, str) and value.strip():
         text = value.strip()
         try:
@@ -121,10 +124,15 @@ def _parse_time(value: object) -> datetime:
                 ) from None
     else:
         raise ValueError("not a time (use ISO 8601, unix seconds or the Weibo format)")
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    if not dt.tzinfo:
+        return dt.replace(tzinfo=UTC)
+    try:  # every stage works in UTC; a time that has no UTC equivalent is no time
+        return dt.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("not a time: out of range once converted to UTC") from None
 
 
-IdStr = Annotated[str, BeforeValidator(_id_string), Field(min_length=1)]
+IdStr = Annotated[str, BeforeValidator(_id_string), Field(min_length=1, max_length=256)]
 OptIdStr = Annotated[str | None, BeforeValidator(_id_string)]
 PushTime = Annotated[datetime, BeforeValidator(_parse_time)]
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from bridge.http import create_app, require_admin, start_server
+from bridge.http import HttpServer, create_app, require_admin, start_server
 from bridge.metrics import Metrics
 from bridge.report import department_reports
 from bridge.runtime import Broker, Worker
@@ -28,6 +28,12 @@ from schemas.config import GovbridgeConfig
 log = structlog.get_logger("govbridge.daemon")
 
 ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "http")
+
+CONSOLE_FILES = {
+    "/": ("console.html", "text/html"),
+    "/console.js": ("console.js", "text/javascript"),
+    "/console.css": ("console.css", "text/css"),
+}
 
 
 class Role(Protocol):
@@ -99,7 +105,7 @@ class Daemon:
         self.watchdog_grace = watchdog_grace
         self.ctx: BridgeContext | None = None
         self.http_port: int | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
 
@@ -141,6 +147,8 @@ class Daemon:
         )
         self.ctx = BridgeContext(self.cfg, self.broker, store, self.metrics, self.alerts, app)
         app.router.add_get("/", self._console)
+        app.router.add_get("/console.js", self._console)
+        app.router.add_get("/console.css", self._console)
         app.router.add_get("/api/report", self._report)
         for name in self.role_names:
             if name == "http":
@@ -153,14 +161,22 @@ class Daemon:
         for role in self.ctx.roles.values():
             await role.start()
         if "http" in self.role_names:
-            self._runner, self.http_port = await start_server(app, self.cfg.http.listen)
+            http = self.cfg.http
+            self._server, self.http_port = await start_server(
+                app,
+                http.listen,
+                header_timeout=http.header_timeout.total_seconds(),
+                max_connections=http.max_connections,
+            )
             log.info("http listening", port=self.http_port)
         log.info("govbridge started", roles=self.role_names)
 
     async def _console(self, request: web.Request) -> web.Response:
-        """The operator console: readiness, alerts, approvals and department performance."""
-        html = resources.files("bridge.static").joinpath("console.html").read_text("utf-8")
-        return web.Response(text=html, content_type="text/html")
+        """The operator console: readiness, alerts, approvals and department performance.
+        Its script and style are files of their own, so the CSP can forbid inline code."""
+        name, ctype = CONSOLE_FILES[request.path]
+        text = resources.files("bridge.static").joinpath(name).read_text("utf-8")
+        return web.Response(text=text, content_type=ctype)
 
     async def _report(self, request: web.Request) -> web.Response:
         require_admin(request)
@@ -211,8 +227,8 @@ class Daemon:
                     await role.stop()
                 except Exception as exc:
                     log.error("role stop failed", role=role.name, error=repr(exc))
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._server is not None:
+            await self._server.stop()
         await self.broker.close()
         if self.ctx is not None:
             await self.ctx.store.close()

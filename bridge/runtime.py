@@ -65,6 +65,20 @@ class PublishError(Exception):
     """A publish was not confirmed (nack, returned, timeout): the caller must not proceed."""
 
 
+class UnencodableMessage(ValueError):
+    """A message cannot be serialised (e.g. text with a lone surrogate): it never will be."""
+
+
+def encode_message(message: Message) -> bytes:
+    """The JSON body of ``message``; ``UnencodableMessage`` when it has no valid encoding."""
+    try:
+        return message.model_dump_json().encode()
+    except (ValueError, UnicodeError) as exc:
+        raise UnencodableMessage(
+            f"{type(message).__name__} cannot be encoded: {type(exc).__name__}"
+        ) from None
+
+
 class Retry(Exception):
     """Transient failure: try the message again later."""
 
@@ -160,7 +174,7 @@ class Broker:
     ) -> None:
         """Publish a schema message to the topic exchange; returns once the broker confirmed."""
         assert self._exchange is not None, "connect() first"
-        body = message.model_dump_json().encode()
+        body = encode_message(message)
         await self._publish(
             self._exchange, routing_key, body, type(message).__name__, headers, correlation_id
         )
@@ -187,9 +201,20 @@ class Broker:
         await self._publish(ex, routing_key, body, type_, headers, correlation_id)
 
     async def publish_many(self, items: Sequence[tuple[str, Message]]) -> None:
-        """Publish concurrently (a window of in-flight confirms); raises if any is unconfirmed."""
+        """Publish concurrently (a window of in-flight confirms); raises if any is unconfirmed.
+
+        Every message is encoded before the first is sent: one that cannot be encoded raises
+        ``UnencodableMessage`` with nothing published (all or nothing for a multi-item push).
+        """
+        assert self._exchange is not None, "connect() first"
+        encoded = [(key, type(msg).__name__, encode_message(msg)) for key, msg in items]
+        exchange = self._exchange
         results = await asyncio.gather(
-            *(self.publish(key, msg) for key, msg in items), return_exceptions=True
+            *(
+                self._publish(exchange, key, body, type_, None, None)
+                for key, type_, body in encoded
+            ),
+            return_exceptions=True,
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 
 TIMESTAMP_HEADER = "X-Govbridge-Timestamp"
 SIGNATURE_HEADER = "X-Govbridge-Signature"
+
+# A unix time in seconds: ASCII digits only (``int()`` would also take "١٢٣", "1_0" and
+# 4,000-digit numbers, and a huge one cannot even be compared with the clock).
+_UNIX_TIME = re.compile(r"[0-9]{1,12}")
 
 
 class SignatureError(Exception):
@@ -44,15 +49,15 @@ def verify(
     sig = headers.get(SIGNATURE_HEADER)
     if not ts_raw or not sig:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    try:
-        ts = int(ts_raw)
-    except ValueError:
-        raise SignatureError(f"{TIMESTAMP_HEADER} is not a unix time") from None
+    if not _UNIX_TIME.fullmatch(ts_raw):
+        raise SignatureError(f"{TIMESTAMP_HEADER} is not a unix time")
+    ts = int(ts_raw)
     current = time.time() if now is None else now
     if abs(current - ts) > window_seconds:
         raise SignatureError(
             f"timestamp outside the {int(window_seconds)} s replay window", status=401
         )
     expected = sign(secret, body, ts)[SIGNATURE_HEADER]
-    if not hmac.compare_digest(expected, sig):
+    # compare_digest takes str only when it is ASCII; anything else cannot match anyway.
+    if not sig.isascii() or not hmac.compare_digest(expected, sig):
         raise SignatureError("signature does not match")

@@ -100,6 +100,23 @@ class HttpConfig(Strict):
     admin_token: SecretStr | None = None
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     replay_window: Duration = timedelta(minutes=5)
+    header_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="A connection must send a complete request head within this time; an"
+        " idle keep-alive connection is closed after it.",
+    )
+    body_timeout: Duration = Field(
+        default=timedelta(seconds=30), description="A request body must arrive within this time."
+    )
+    max_connections: int = Field(
+        default=1000, ge=1, description="Connections beyond this are answered 503 and closed."
+    )
+    max_inflight_pushes: int = Field(
+        default=256,
+        ge=1,
+        description="Pushes and callbacks awaiting the broker's confirm at once; beyond this"
+        " they are answered 503 with Retry-After.",
+    )
 
 
 class TicketingConfig(BaseModel):

@@ -152,9 +152,14 @@ async def test_invalid_callbacks_are_rejected_and_publish_nothing(tmp_path: Path
             status, doc = await hook.post(body)
             assert (status, doc["error"]) == (400, reason)
 
-        # Unknown department, or one without a callback secret: 404.
-        status, _ = await Hook(http, daemon.http_port, "nobody").post(good)
-        assert status == 404
+        # Unknown department, or one without a callback secret: answered exactly like a
+        # correctly formed callback with a wrong signature (no enumeration of departments).
+        wrong = signing.sign("not-the-secret", good)
+        assert await hook.post(good, wrong) == (401, {"error": "signature does not match"})
+        assert await Hook(http, daemon.http_port, "nobody").post(good) == (
+            401,
+            {"error": "signature does not match"},
+        )
 
         assert await drain(queue) == []  # nothing published so far …
         status, doc = await hook.post(good)  # … and the binding does work:

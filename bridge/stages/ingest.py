@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +32,9 @@ from adapters.base import (
     Source,
     TransientError,
 )
-from bridge.http import json_error, read_limited_body, require_admin
+from bridge.http import json_error, read_json, require_admin
+from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import PublishError, Worker
-from bridge.signing import SignatureError, verify
 from bridge.stages.common import account_key, replace_source, sleep_or_stop, sources
 from schemas.config import AccountConfig
 from schemas.messages import Inquiry
@@ -187,50 +188,46 @@ class IngestRole:
             with contextlib.suppress(Exception):
                 await src.close()
 
-    def _push_account(self, handle: str) -> tuple[AccountConfig, Source] | None:
+    def _push_account(self, handle: str) -> tuple[SecretStr, Callable[[bytes], Any]] | None:
+        """The webhook secret and ``parse_push`` of a configured account that accepts pushes."""
         for acc in self.ctx.cfg.accounts:
-            if acc.handle == handle:
-                src = sources(self.ctx)[account_key(acc.adapter, acc.handle)]
-                if src.capabilities.pushes:
-                    return acc, src
+            if acc.handle != handle:
+                continue
+            src = sources(self.ctx)[account_key(acc.adapter, acc.handle)]
+            parse_push = getattr(src, "parse_push", None)
+            secret = getattr(acc, "secret", None) or getattr(src, "secret", None)
+            if src.capabilities.pushes and parse_push and isinstance(secret, SecretStr):
+                return secret, parse_push
         return None
 
     async def hook(self, request: web.Request) -> web.Response:
-        """``POST /hooks/sources/{account}``: a signed push from a platform."""
-        handle = request.match_info["account"]
-        found = self._push_account(handle)
-        if found is None:
-            return json_error(404, f"no push account {handle!r} is configured")
-        account, source = found
-        http = self.ctx.cfg.http
-        try:
-            body = await read_limited_body(request, http.max_body_bytes)
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(413, f"body larger than {http.max_body_bytes} bytes")
-        secret = getattr(account, "secret", None) or getattr(source, "secret", None)
-        if not isinstance(secret, SecretStr):
-            return json_error(500, "account has no webhook secret configured")
-        try:
-            verify(
-                secret.get_secret_value(), request.headers, body, http.replay_window.total_seconds()
+        """``POST /hooks/sources/{account}``: a signed push from a platform.
+
+        An account that is not configured, or does not accept pushes, is answered exactly like
+        a bad signature (no enumeration of handles).
+        """
+        found = self._push_account(request.match_info["account"])
+
+        def parse(body: bytes) -> Parsed:
+            assert found is not None
+            try:
+                items: list[Inquiry] = found[1](body)
+            except PermanentError as exc:
+                raise PushRejected(422 if _is_json(body) else 400, exc.reason) from None
+            fresh = [i for i in items if not is_echo(self.ctx, i)]
+
+            def count() -> None:
+                for i in fresh:
+                    self.ctx.metrics.inquiries.labels(i.platform, "received").inc()
+
+            return Parsed(
+                messages=[(f"inquiry.received.{i.platform}", i) for i in fresh],
+                answer={"accepted": len(fresh), "inquiry_ids": [i.inquiry_id for i in items]},
+                on_published=count,
             )
-        except SignatureError as exc:
-            return json_error(exc.status, exc.reason)
-        parse = getattr(source, "parse_push", None)
-        if parse is None:
-            return json_error(404, f"account {handle!r} does not accept pushes")
-        try:
-            items: list[Inquiry] = parse(body)
-        except PermanentError as exc:
-            return json_error(422 if _is_json(body) else 400, exc.reason)
-        try:
-            published = await publish_inquiries(self.ctx, items)
-        except PublishError as exc:
-            log.error("push not confirmed by the broker", error=str(exc))
-            return json_error(503, "broker did not confirm; retry later")
-        return web.json_response(
-            {"accepted": published, "inquiry_ids": [i.inquiry_id for i in items]}, status=202
-        )
+
+        secret = found[0] if found is not None else None
+        return await push_pipeline(self.ctx).handle(request, secret, parse, "push")
 
     async def replace_token(self, request: web.Request) -> web.Response:
         """Operator replaces an expired token; the account's poller resumes from its cursor."""
@@ -240,12 +237,11 @@ class IngestRole:
             account = self.ctx.cfg.account(handle, adapter)
         except KeyError:
             return json_error(404, f"no account {adapter}:{handle}")
-        try:
-            token = (await request.json())["token"]
-            if not isinstance(token, str) or not token:
-                raise ValueError
-        except (ValueError, KeyError, TypeError, json.JSONDecodeError):
-            return json_error(400, 'body must be {"token": "<new token>"}')
+        doc = await read_json(request)
+        token = doc.get("token") if isinstance(doc, dict) else None
+        # Tokens travel in HTTP headers and query strings: printable ASCII, nothing else.
+        if not (isinstance(token, str) and token and token.isascii() and token.isprintable()):
+            return json_error(400, 'body must be {"token": "<new token>"} (printable ASCII)')
         updated = account.model_copy(update={"token": SecretStr(token)})
         idx = self.ctx.cfg.accounts.index(account)
         self.ctx.cfg.accounts[idx] = updated
@@ -268,7 +264,7 @@ def _is_json(body: bytes) -> bool:
     try:
         json.loads(body)
         return True
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 

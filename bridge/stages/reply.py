@@ -35,7 +35,7 @@ from adapters.base import (
     TransientError,
 )
 from bridge import pii
-from bridge.http import json_error, require_admin
+from bridge.http import json_error, read_json, require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import account_key, longest_delay, source_for, sources
 from bridge.templates import deadline_for, fit, format_deadline, render
@@ -366,11 +366,10 @@ class ReplyRole:
         """Body: ``{"decision": "approve"|"edit"|"reject", "actor": "...", "text": "..."}``."""
         require_admin(request)
         reply_id = request.match_info["reply_id"]
-        try:
-            body = await request.json()
-            decision, actor = body["decision"], body["actor"]
-        except (ValueError, KeyError, TypeError):
+        body = await read_json(request)
+        if not isinstance(body, dict) or "decision" not in body or "actor" not in body:
             return json_error(400, 'body must be {"decision": ..., "actor": ..., "text"?: ...}')
+        decision, actor = body["decision"], body["actor"]
         if decision not in ("approve", "edit", "reject") or not isinstance(actor, str) or not actor:
             return json_error(400, "decision must be approve|edit|reject and actor non-empty")
         text = body.get("text")
@@ -381,7 +380,7 @@ class ReplyRole:
             return json_error(404, f"no reply {reply_id}")
         original = ReplyRequest.model_validate_json(stored.request_json)
         final = None
-        if decision == "edit":
+        if decision == "edit" and isinstance(text, str):
             final = text if original.visibility == Visibility.PRIVATE else pii.redact_text(text)
         if not await self.ctx.store.decide_reply(
             reply_id, decision=decision, actor=actor, text=final

@@ -16,9 +16,8 @@ import structlog
 from aiohttp import web
 
 from adapters.base import AdapterError, AuthError, PermanentError, RateLimited, TransientError
-from bridge.http import json_error, read_limited_body
+from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import PublishError, Worker
-from bridge.signing import SignatureError, verify
 from bridge.stages.common import sleep_or_stop, ticket_systems
 from schemas.config import DepartmentConfig
 from schemas.messages import TicketEvent
@@ -92,39 +91,28 @@ class SyncRole:
                     return
 
     async def callback(self, request: web.Request) -> web.Response:
-        """``POST /hooks/tickets/{department}``: a signed status callback."""
+        """``POST /hooks/tickets/{department}``: a signed status callback.
+
+        A department that is not configured, or has no callback secret, is answered exactly
+        like a bad signature (no enumeration of departments).
+        """
         dept_id = request.match_info["department"]
-        try:
-            dept = self.ctx.cfg.department(dept_id)
-        except KeyError:
-            return json_error(404, f"no department {dept_id!r}")
-        secret = dept.ticketing.callback_secret
-        if secret is None:
-            return json_error(404, f"department {dept_id!r} does not accept callbacks")
-        http = self.ctx.cfg.http
-        try:
-            body = await read_limited_body(request, http.max_body_bytes)
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(413, f"body larger than {http.max_body_bytes} bytes")
-        try:
-            verify(
-                secret.get_secret_value(), request.headers, body, http.replay_window.total_seconds()
+        dept = next((d for d in self.ctx.cfg.departments if d.id == dept_id), None)
+        secret = dept.ticketing.callback_secret if dept is not None else None
+
+        def parse(body: bytes) -> Parsed:
+            try:
+                events = ticket_systems(self.ctx)[dept_id].parse_callback(request.headers, body)
+            except PermanentError as exc:
+                raise PushRejected(400, exc.reason) from None
+            if any(e.department != dept_id for e in events):
+                raise PushRejected(400, "event for another department")
+            return Parsed(
+                messages=[(f"ticket.updated.{e.department}", e) for e in events],
+                answer={"accepted": len(events)},
             )
-        except SignatureError as exc:
-            return json_error(exc.status, exc.reason)
-        try:
-            events = ticket_systems(self.ctx)[dept_id].parse_callback(request.headers, body)
-        except PermanentError as exc:
-            return json_error(400, exc.reason)
-        wrong = [e for e in events if e.department != dept_id]
-        if wrong:
-            return json_error(400, "event for another department")
-        try:
-            await publish_events(self.ctx, events)
-        except PublishError as exc:
-            log.error("callback not confirmed by the broker", error=str(exc))
-            return json_error(503, "broker did not confirm; retry later")
-        return web.json_response({"accepted": len(events)}, status=202)
+
+        return await push_pipeline(self.ctx).handle(request, secret, parse, "callback")
 
 
 def create(ctx: BridgeContext) -> SyncRole:

@@ -1,0 +1,131 @@
+// The operator console. Served with a Content-Security-Policy that allows no inline script:
+// everything is bound here with addEventListener, and data from the server (citizens' text,
+// handles, reasons) only ever reaches the page as text nodes and data- attributes, never as
+// markup or code.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+// el("td", {className: "bad", dataset: {replyId: "x"}}, "text", childNode, …)
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "dataset") Object.assign(node.dataset, value);
+    else node[key] = value;
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function show(id, ...nodes) {
+  const target = $(id);
+  target.className = "";
+  target.replaceChildren(...nodes);
+}
+
+function table(headings, rows) {
+  return el("table", {}, el("tr", {}, ...headings.map((h) => el("th", {}, h))), ...rows);
+}
+
+// "#token=…" in the address (never sent to the server) pre-fills the token, e.g. for a kiosk.
+const fromHash = new URLSearchParams(location.hash.slice(1)).get("token");
+if (fromHash) {
+  sessionStorage.setItem("gbToken", fromHash);
+  history.replaceState(null, "", location.pathname);
+}
+
+async function api(path, options = {}) {
+  const headers = { "Authorization": "Bearer " + $("token").value, "Content-Type": "application/json" };
+  const resp = await fetch(path, { ...options, headers });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw new Error(body.error || resp.status);
+  return body;
+}
+
+async function loadReady() {
+  const r = await (await fetch("/readyz")).json();
+  const status = r.ready
+    ? el("span", { className: "ok" }, "就绪 ready")
+    : el("span", { className: "bad" }, "未就绪 not ready: " + (r.not_ready || []).join(", "));
+  const alerts = (r.alerts || []).map((a) =>
+    el("div", { className: "bad" }, `⚠ ${a.kind} ${a.name}: ${a.reason}`));
+  show("ready", status, ...alerts);
+}
+
+async function loadApprovals() {
+  const { approvals } = await api("/api/approvals");
+  if (!approvals.length) {
+    show("approvals", el("span", { className: "muted" }, "没有待审核的回复"));
+    return;
+  }
+  const rows = approvals.map((a) => {
+    const decide = (label, decision, primary) => el("button", {
+      type: "button", className: primary ? "primary" : "", dataset: { replyId: a.reply_id, decision },
+    }, label);
+    return el("tr", {},
+      el("td", {}, a.department),
+      el("td", {}, `${a.platform}:${a.account}`),
+      el("td", {}, a.status || "官方答复", a.templated ? null : el("span", { className: "muted" }, " (自由文本)")),
+      el("td", {}, el("textarea", { value: a.text, dataset: { replyText: a.reply_id } })),
+      el("td", {}, decide("批准", "approve", true), decide("修改后批准", "edit"), decide("驳回", "reject")));
+  });
+  show("approvals", table(["部门", "账号", "状态", "回复内容（可编辑）", ""], rows));
+}
+
+async function decide(button) {
+  const actor = $("actor").value.trim();
+  if (!actor) { alert("请先填写值班人员姓名"); return; }
+  const id = button.dataset.replyId;
+  const body = { decision: button.dataset.decision, actor };
+  if (body.decision === "edit") {
+    const box = [...document.querySelectorAll("textarea[data-reply-text]")]
+      .find((t) => t.dataset.replyText === id);
+    body.text = box ? box.value : "";
+  }
+  try {
+    await api(`/api/approvals/${encodeURIComponent(id)}`, { method: "POST", body: JSON.stringify(body) });
+  } catch (e) { alert(e.message); }
+  refresh();
+}
+
+async function loadReport() {
+  const { departments, ignored } = await api("/api/report");
+  const rows = departments.map((d) => el("tr", {},
+    el("td", {}, d.name), el("td", {}, d.inquiries), el("td", {}, d.tickets), el("td", {}, d.resolved),
+    el("td", {}, d.in_time_rate == null ? "-" : Math.round(d.in_time_rate * 100) + "%"),
+    el("td", { className: d.open_overdue ? "bad" : "" }, d.open_overdue),
+    el("td", {}, d.replies_posted), el("td", {}, d.awaiting_approval),
+    el("td", { className: d.needs_reconciliation ? "bad" : "" }, d.needs_reconciliation)));
+  const noise = Object.entries(ignored).map(([k, v]) => k + " " + v).join(", ") || "0";
+  show("report",
+    table(["部门", "诉求", "工单", "已办结", "按时率", "超期未结", "已回复", "待审核", "待核对"], rows),
+    el("div", { className: "muted" }, "噪声已忽略: " + noise));
+}
+
+function refresh() {
+  loadReady().catch((e) => { $("ready").textContent = e.message; });
+  if ($("token").value) {
+    loadApprovals().catch((e) => { $("approvals").textContent = e.message; });
+    loadReport().catch((e) => { $("report").textContent = e.message; });
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token").value = sessionStorage.getItem("gbToken") || "";
+  $("actor").value = sessionStorage.getItem("gbActor") || "";
+  $("connect").addEventListener("click", () => {
+    sessionStorage.setItem("gbToken", $("token").value);
+    sessionStorage.setItem("gbActor", $("actor").value);
+    refresh();
+  });
+  // One listener for every decision button, present and future: no handler built from data.
+  $("approvals").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-decision]");
+    if (button) decide(button);
+  });
+  refresh();
+  setInterval(loadReady, 5000);
+});
