@@ -114,6 +114,9 @@ class Broker:
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
+        # Read at scrape time from the same state /readyz reads, so the two never disagree
+        # (reconnect and close callbacks may run after readiness already changed).
+        self.metrics.broker_connected.set_function(lambda: float(self.connected))
 
     @property
     def connected(self) -> bool:
@@ -141,7 +144,6 @@ class Broker:
                 delay = min(delay * 2, 5.0)
         self.connection.reconnect_callbacks.add(self._on_reconnect)
         self.connection.close_callbacks.add(self._on_close)
-        self.metrics.broker_connected.set(1)
         self._channel = await self.channel(publisher_confirms=True)
         if declare:
             await self.topology.declare(self._channel)
@@ -151,11 +153,10 @@ class Broker:
         )
 
     def _on_reconnect(self, *_: Any) -> None:
-        self.metrics.broker_connected.set(1)
         log.info("broker reconnected")
 
     def _on_close(self, *_: Any) -> None:
-        self.metrics.broker_connected.set(0)
+        log.info("broker connection closed")
 
     async def channel(self, publisher_confirms: bool = False) -> AbstractRobustChannel:
         assert self.connection is not None, "connect() first"
@@ -263,7 +264,6 @@ class Broker:
         if self.connection is not None:
             with contextlib.suppress(Exception):
                 await self.connection.close()
-        self.metrics.broker_connected.set(0)
 
 
 Handler = Callable[[M, AbstractIncomingMessage], Awaitable[None]]
