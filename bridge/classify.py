@@ -1,26 +1,33 @@
-"""Triage logic without I/O: classify an inquiry into a 12345 category, recognise noise that
-should not become a ticket, and route by content.
+"""Triage logic without I/O: classify an inquiry into a 12345 category with a learned model
+(explaining each decision by the features that weighed most), let operator keyword rules
+override it, recognise noise that should not become a ticket, and route by content.
 
-Why keyword rules and not a model: officials must be able to read and change why an inquiry
-landed where it did (the matched words are returned and logged), rules run in microseconds with
-no model files, and a department tunes them in config. The measured accuracy on
-``tests/data/labelled_inquiries.jsonl`` is recomputed with ``python -m bridge.classify``.
+Why a learned model: keyword rules scored 87 % on the set they were written against but about
+63 % on text written later; complaints without the word 投诉 ("到底有没有人管") were where they
+failed. The model is TF-IDF over jieba words and character 1–3-grams with a multinomial
+logistic regression, trained by ``govbridge triage train`` (``bridge/triage_train.py``, needs
+scikit-learn) and shipped as plain JSON (vocabulary, idf, coefficients): loading it runs no
+code, needs no network and no scikit-learn, and the arithmetic here reproduces scikit-learn's.
 
-jieba is loaded lazily (first classification, or :func:`warm_up`) into a private tokenizer whose
-cache lives under ``$GOVBRIDGE_CACHE_DIR`` / ``$XDG_CACHE_HOME/govbridge`` and whose start-up
-chatter on stderr is silenced.
+Text is normalised before anything looks at it: NFKC, lower case, traditional → simplified
+(OpenCC ``t2s``). jieba is loaded lazily (first classification, or :func:`warm_up`) into a
+private tokenizer whose cache lives under ``$GOVBRIDGE_CACHE_DIR`` /
+``$XDG_CACHE_HOME/govbridge`` and whose start-up chatter on stderr is silenced.
 """
 
 from __future__ import annotations
 
+import gzip
+import heapq
 import json
 import logging
+import math
+import operator
 import os
 import re
 import sys
 import tempfile
 import threading
-import tomllib
 import unicodedata
 import warnings
 from collections import Counter, defaultdict
@@ -28,25 +35,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from schemas.config import ClassifierConfig, RouteConfig
 from schemas.vocab import Category
 
 if TYPE_CHECKING:
     import jieba
+    import opencc
 
 __all__ = [
     "Classification",
     "Classifier",
     "ClassifierConfig",
     "KeywordMatch",
+    "LinearModel",
+    "ModelError",
     "NoiseReason",
     "Report",
     "classify",
-    "default_rules",
     "detect_noise",
     "evaluate",
+    "features",
+    "load_model",
+    "normalise",
     "route_by_keywords",
     "warm_up",
 ]
@@ -59,10 +71,26 @@ _URL = re.compile(r"(?:https?://|www\.)[\w\-./?%&=#:~+@!]+", re.IGNORECASE)
 _LINK_WORDS = re.compile(r"[O0]?网页链接|L[^\s]{1,20}的微博视频")
 _EMOTICON = re.compile(r"\[[\w\u4e00-\u9fff ]{1,8}\]")
 
+_converter: opencc.OpenCC | None = None
+_converter_lock = threading.Lock()
+
+
+def _to_simplified(text: str) -> str:
+    """Traditional → simplified characters (OpenCC ``t2s``; phrase-aware, a few µs)."""
+    global _converter
+    if _converter is None:
+        with _converter_lock:
+            if _converter is None:
+                import opencc
+
+                _converter = opencc.OpenCC("t2s.json")
+    return str(_converter.convert(text))
+
 
 def normalise(text: str) -> str:
-    """NFKC (full-width to ASCII, compatibility forms) and lower case: the form rules match on."""
-    return unicodedata.normalize("NFKC", text).lower()
+    """The form everything matches on: NFKC (full-width to ASCII, compatibility forms), lower
+    case, simplified characters."""
+    return _to_simplified(unicodedata.normalize("NFKC", text).lower())
 
 
 def _content_text(text: str) -> str:
@@ -116,12 +144,6 @@ def _get_tokenizer() -> jieba.Tokenizer:
                     tok.initialize()
                 _tokenizer = tok
     return _tokenizer
-
-
-def warm_up() -> None:
-    """Load the segmentation dictionary now (about a second) instead of on the first inquiry;
-    call it from a thread at stage start-up."""
-    _get_tokenizer()
 
 
 def _token_ids(text: str) -> list[int]:
@@ -194,11 +216,164 @@ def _drop_nested(found: list[KeywordMatch]) -> list[KeywordMatch]:
     ]
 
 
+# -- features and the model --------------------------------------------------------------------
+
+_SPACES = re.compile(r"\s+")
+CHAR_NGRAMS: Final = (1, 2, 3)
+
+
+def features(text: str) -> list[str]:
+    """What the model sees: jieba words (``w:``) and character 1–3-grams (``c:``, punctuation
+    and emoji included: "？" and "！！" carry meaning) of the citizen's own normalised words.
+    Training and classification both call this, so they cannot drift apart."""
+    t = _SPACES.sub(" ", _content_text(text)).strip()
+    if not t:
+        return []
+    words = _get_tokenizer().lcut(t, HMM=False)  # the HMM's guesses at unknown words cost a
+    # third of the time and added nothing in cross-validation; char n-grams cover them
+    out = ["w:" + w for w in words if w.strip() and not _is_punctuation_run(w)]
+    for n in CHAR_NGRAMS:
+        grams = [t[i : i + n] for i in range(len(t) - n + 1)]
+        out += ["c:" + g for g in grams if " " not in g]
+    return out
+
+
+def _is_punctuation_run(token: str) -> bool:
+    return all(unicodedata.category(c)[0] in "PZS" for c in token)
+
+
+def _display(feature: str) -> str:
+    return feature[2:]
+
+
+class ModelError(ValueError):
+    """A model file that cannot be used (missing, unreadable or of another format)."""
+
+
+MODEL_FORMAT: Final = "govbridge-triage-linear"
+
+
+class Prediction(NamedTuple):
+    best: int
+    """Index of the winning class."""
+    probabilities: list[float]
+    features: list[str]
+    contributions: list[float]
+    """Each feature's part of the winner's score (tf-idf value × coefficient)."""
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """TF-IDF (sublinear tf, l2 norm) and a multinomial linear model, as plain numbers."""
+
+    classes: tuple[Category, ...]
+    intercept: tuple[float, ...]
+    idf: Mapping[str, float]
+    coef: Mapping[str, tuple[float, ...]]
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def vector(self, feats: Iterable[str]) -> dict[str, float]:
+        """The l2-normalised TF-IDF vector of known features (as scikit-learn computes it)."""
+        names, values = self._tfidf(feats)
+        return dict(zip(names, values, strict=True))
+
+    def _tfidf(self, feats: Iterable[str]) -> tuple[list[str], list[float]]:
+        idf = self.idf
+        names = [f for f in Counter(feats).items() if f[0] in idf]
+        values = [(1.0 + math.log(n)) * idf[f] for f, n in names]
+        norm = math.sqrt(sum(v * v for v in values))
+        if not norm:
+            return [], []
+        inv = 1.0 / norm
+        return [f for f, _ in names], [v * inv for v in values]
+
+    def predict(self, feats: Iterable[str]) -> Prediction:
+        """Class probabilities (softmax of the linear scores) and, for the winner, each
+        feature's share of its score. Column-wise sums keep the loops in C: this runs per
+        inquiry and must stay well under a millisecond."""
+        names, values = self._tfidf(feats)
+        columns: list[tuple[float, ...]] = (
+            list(zip(*map(self.coef.__getitem__, names), strict=True)) if names else []
+        )
+        logits = [
+            b + (sum(map(operator.mul, values, columns[k])) if names else 0.0)
+            for k, b in enumerate(self.intercept)
+        ]
+        top = max(logits)
+        exps = [math.exp(v - top) for v in logits]
+        total = sum(exps)
+        probs = [e / total for e in exps]
+        best = max(range(len(probs)), key=probs.__getitem__)
+        shares = list(map(operator.mul, values, columns[best])) if names else []
+        return Prediction(best, probs, names, shares)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": MODEL_FORMAT,
+            "version": 1,
+            "classes": [c.value for c in self.classes],
+            "intercept": list(self.intercept),
+            "features": {f: [self.idf[f], *self.coef[f]] for f in sorted(self.idf)},
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> LinearModel:
+        try:
+            if raw.get("format") != MODEL_FORMAT or raw.get("version") != 1:
+                raise ModelError(f"not a {MODEL_FORMAT} v1 model")
+            classes = tuple(Category(c) for c in raw["classes"])
+            width = len(classes)
+            idf: dict[str, float] = {}
+            coef: dict[str, tuple[float, ...]] = {}
+            for f, row in raw["features"].items():
+                if len(row) != width + 1:
+                    raise ModelError(f"feature {f!r} has {len(row) - 1} weights, not {width}")
+                idf[f] = float(row[0])
+                coef[f] = tuple(float(v) for v in row[1:])
+            intercept = tuple(float(v) for v in raw["intercept"])
+            if len(intercept) != width:
+                raise ModelError("intercept does not match the classes")
+            return cls(classes, intercept, idf, coef, dict(raw.get("meta") or {}))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ModelError(f"malformed model: {exc!r}") from None
+
+    def save(self, path: str | Path) -> None:
+        """gzip'd JSON (``.json.gz``) or plain JSON, by the file name."""
+        data = json.dumps(self.to_json(), ensure_ascii=False, separators=(",", ":"))
+        p = Path(path)
+        if p.suffix == ".gz":
+            p.write_bytes(gzip.compress(data.encode("utf-8"), compresslevel=9, mtime=0))
+        else:
+            p.write_text(data, "utf-8")
+
+
+SHIPPED_MODEL: Final = "triage_model.json.gz"
+
+
+def load_model(path: str | Path | None = None) -> LinearModel:
+    """The model in ``path`` (``.json`` or ``.json.gz``), else the one shipped in the package."""
+    try:
+        if path is None:
+            blob = resources.files("bridge.data").joinpath(SHIPPED_MODEL).read_bytes()
+            name = f"bridge/data/{SHIPPED_MODEL}"
+        else:
+            blob = Path(path).read_bytes()
+            name = str(path)
+        if blob[:2] == b"\x1f\x8b":
+            blob = gzip.decompress(blob)
+        raw = json.loads(blob.decode("utf-8"))
+    except (OSError, ValueError, EOFError) as exc:
+        raise ModelError(f"{path or SHIPPED_MODEL}: cannot read the model: {exc}") from None
+    try:
+        return LinearModel.from_json(raw)
+    except ModelError as exc:
+        raise ModelError(f"{name}: {exc}") from None
+
+
 # -- classification ----------------------------------------------------------------------------
 
-Rules = Mapping[Category, Mapping[str, float]]
-
-# Tie-break: the category with the heavier consequences for the citizen wins.
+# When operator rules of several categories tie, the one with heavier consequences wins.
 PRIORITY: Final[tuple[Category, ...]] = (
     Category.REPORT,
     Category.COMPLAINT,
@@ -210,45 +385,51 @@ PRIORITY: Final[tuple[Category, ...]] = (
 )
 
 
-def default_rules() -> dict[Category, dict[str, float]]:
-    """The rules shipped in ``bridge/data/classify_rules.toml``."""
-    raw = tomllib.loads(
-        resources.files("bridge.data").joinpath("classify_rules.toml").read_text("utf-8")
-    )
-    return {
-        Category(cat): {str(k): float(w) for k, w in words.items()} for cat, words in raw.items()
-    }
-
-
 @dataclass(frozen=True)
 class Classification:
-    """The outcome, with its evidence so an official can see why."""
+    """The outcome with its evidence, so an official can see why."""
 
     category: Category
-    score: float
     confidence: float
-    """The winner's share of all positive evidence (0..1); 0 when nothing decided it."""
-    matched: tuple[str, ...]
-    """Words of the winning category found in the text."""
-    scores: Mapping[Category, float] = field(default_factory=dict)
+    """The model's probability of the category (0..1); 1.0 when an operator rule decided."""
+    evidence: tuple[tuple[str, float], ...]
+    """The features that weighed most for the category, heaviest first (for a rule: the
+    matched words and their weights)."""
+    rule: str | None = None
+    """``triage.categories.<id>`` when an operator rule overrode the model."""
+    probabilities: Mapping[Category, float] = field(default_factory=dict)
+
+    def explanation(self) -> dict[str, Any]:
+        """A small JSON-able record for the inquiry's journey."""
+        out: dict[str, Any] = {
+            "category": self.category.value,
+            "decided_by": self.rule or "model",
+            "confidence": round(self.confidence, 3),
+            "evidence": [[name, round(weight, 3)] for name, weight in self.evidence],
+        }
+        if self.probabilities and self.rule is None:
+            ranked = sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:3]
+            out["runners_up"] = [[c.value, round(p, 3)] for c, p in ranked[1:]]
+        return out
 
 
 class Classifier:
-    """Weighted keyword rules per category over jieba-segmented text."""
+    """Operator keyword rules first (a hit wins and says so), then the learned model."""
 
     def __init__(
-        self, rules: Rules, *, min_score: float = 1.0, question_weight: float = 1.0
+        self,
+        model: LinearModel | None = None,
+        rules: Mapping[Category, Mapping[str, float]] | None = None,
+        *,
+        explain_top: int = 5,
     ) -> None:
-        self.min_score = min_score
-        self.question_weight = question_weight
+        self.model = model or shipped_model()
+        self.explain_top = explain_top
         self.rules: dict[Category, dict[str, float]] = {}
-        for cat, words in rules.items():
-            merged: dict[str, float] = {}
-            for word, weight in words.items():
-                key = normalise(word)
-                if key and weight:
-                    merged[key] = float(weight)
-            self.rules[Category(cat)] = merged
+        for cat, words in (rules or {}).items():
+            merged = {normalise(w): float(wt) for w, wt in words.items() if normalise(w)}
+            if merged:
+                self.rules[Category(cat)] = merged
         self._by_word: dict[str, list[tuple[Category, float]]] = defaultdict(list)
         for cat, words in self.rules.items():
             for word, weight in words.items():
@@ -257,80 +438,86 @@ class Classifier:
 
     @classmethod
     def from_config(cls, config: ClassifierConfig | Mapping[str, Any] | None = None) -> Classifier:
-        """The default rules with the operator's changes applied."""
+        """The configured (or shipped) model with the operator's rules. Raises
+        :class:`ModelError` naming ``triage.model`` when that file cannot be used."""
         cfg = (
             config
             if isinstance(config, ClassifierConfig)
             else ClassifierConfig.model_validate(config or {})
         )
-        rules: dict[Category, dict[str, float]] = {} if cfg.replace_defaults else default_rules()
+        rules: dict[Category, dict[str, float]] = {}
         for cat, words in cfg.categories.items():
-            target = rules.setdefault(cat, {})
             pairs = words.items() if isinstance(words, dict) else ((w, 1.0) for w in words)
-            for word, weight in pairs:
-                if weight == 0:
-                    target.pop(word, None)
-                    target.pop(normalise(word), None)
-                else:
-                    target[word] = weight
-        return cls(rules, min_score=cfg.min_score, question_weight=cfg.question_weight)
+            rules[cat] = dict(pairs)
+        try:
+            model = load_model(cfg.model) if cfg.model else None
+        except ModelError as exc:
+            raise ModelError(f"triage.model: {exc}") from None
+        return cls(model, rules, explain_top=cfg.explain_top)
 
-    def matches(self, text: str) -> list[tuple[KeywordMatch, Category, float]]:
+    def _rule_decision(self, text: str) -> Classification | None:
+        if not self.rules:
+            return None
         prepared = _content_text(text)
-        return [
-            (m, cat, weight)
-            for m in self._keywords.find(prepared)
-            for cat, weight in self._by_word[m.keyword]
-        ]
+        found: dict[Category, dict[str, float]] = defaultdict(dict)
+        for m in self._keywords.find(prepared):
+            for cat, weight in self._by_word[m.keyword]:
+                found[cat][m.keyword] = weight  # a word counts once however often it appears
+        if not found:
+            return None
+        totals = {c: sum(words.values()) for c, words in found.items()}
+        best = max(totals, key=lambda c: (totals[c], -PRIORITY.index(c)))
+        evidence = tuple(sorted(found[best].items(), key=lambda kv: (-kv[1], kv[0])))
+        return Classification(best, 1.0, evidence, rule=f"triage.categories.{best.value}")
 
     def classify(self, text: str) -> Classification:
-        seen: set[tuple[Category, str]] = set()
-        scores: dict[Category, float] = defaultdict(float)
-        words: dict[Category, list[str]] = defaultdict(list)
-        if self.question_weight and is_question(text):
-            scores[Category.CONSULTATION] += self.question_weight
-            words[Category.CONSULTATION].append("?")
-        for m, cat, weight in self.matches(text):
-            if (cat, m.keyword) in seen:
-                continue  # a word counts once however often it is repeated
-            seen.add((cat, m.keyword))
-            scores[cat] += weight
-            words[cat].append(m.keyword)
-        positive = {c: s for c, s in scores.items() if s > 0}
-        if not positive:
-            return Classification(Category.OTHER, 0.0, 0.0, (), dict(scores))
-        best = max(positive, key=lambda c: (positive[c], -PRIORITY.index(c)))
-        if positive[best] < self.min_score:
-            return Classification(Category.OTHER, 0.0, 0.0, (), dict(scores))
-        confidence = positive[best] / sum(positive.values())
+        ruled = self._rule_decision(text)
+        if ruled is not None:
+            return ruled
+        model = self.model
+        pred = model.predict(features(text))
+        # the strongest few (C-level selection), then "w:没人管" and "c:没人管" as one thing
+        strongest = heapq.nlargest(
+            3 * self.explain_top, zip(pred.contributions, pred.features, strict=True)
+        )
+        merged: dict[str, float] = defaultdict(float)
+        for weight, name in strongest:
+            if weight > 0:
+                merged[_display(name)] += weight
+        top = heapq.nsmallest(self.explain_top, merged.items(), key=lambda kv: (-kv[1], kv[0]))
         return Classification(
-            best, round(positive[best], 3), round(confidence, 3), tuple(words[best]), dict(scores)
+            model.classes[pred.best],
+            pred.probabilities[pred.best],
+            tuple(top),
+            probabilities=dict(zip(model.classes, pred.probabilities, strict=True)),
         )
 
 
-_CLAUSE = re.compile(r"[^。！!？?，,；;…~\s]+[？?]?")
-_QUESTION_END = re.compile(r"(?:[？?]|[吗么嘛呢]|[^不]不|没有?)$")
-_A_NOT_A = re.compile(r"(.)[不没]\1|可不可以|能不能|有没有|是不是|要不要|会不会")
-
-
-def is_question(text: str) -> bool:
-    """Whether the inquiry asks something: a clause ending in "?" or a question particle
-    (吗/么/呢, or a final 不/没 as in "能结算不"), or an A-not-A form ("能不能", "有没有")."""
-    prepared = _content_text(text)
-    if _A_NOT_A.search(prepared):
-        return True
-    return any(_QUESTION_END.search(c) for c in _CLAUSE.findall(_EMOTICON.sub(" ", prepared)))
-
-
+_shipped: LinearModel | None = None
 _default: Classifier | None = None
 
 
+def shipped_model() -> LinearModel:
+    global _shipped
+    if _shipped is None:
+        _shipped = load_model()
+    return _shipped
+
+
 def classify(text: str) -> Classification:
-    """Classify with the default rules (see :class:`Classifier` for configured ones)."""
+    """Classify with the shipped model and no rules (see :class:`Classifier`)."""
     global _default
     if _default is None:
-        _default = Classifier(default_rules())
+        _default = Classifier()
     return _default.classify(text)
+
+
+def warm_up() -> None:
+    """Load the segmentation dictionary, OpenCC and the model now (about a second) instead of
+    on the first inquiry; call it from a thread at stage start-up."""
+    _get_tokenizer()
+    _to_simplified("")
+    shipped_model()
 
 
 # -- noise -------------------------------------------------------------------------------------
@@ -469,6 +656,8 @@ class Report:
     noise_fn: int = 0
     noise_reason_agree: int = 0
     errors: list[tuple[str, str, str]] = field(default_factory=list)
+    decisions: list[tuple[str, str, float]] = field(default_factory=list)
+    """(expected, predicted, confidence) of every real inquiry the classifier saw."""
 
     @property
     def accuracy(self) -> float:
@@ -484,6 +673,9 @@ class Report:
         actual = self.noise_tp + self.noise_fn
         return self.noise_tp / actual if actual else 1.0
 
+    def recall(self, category: Category) -> float:
+        return self.per_category()[category.value][1]
+
     def per_category(self) -> dict[str, tuple[float, float, int]]:
         """category → (precision, recall, support)."""
         out: dict[str, tuple[float, float, int]] = {}
@@ -498,15 +690,36 @@ class Report:
             )
         return out
 
-    def format(self, *, show_errors: bool = True) -> str:
+    def review_effect(self, review_below: float) -> tuple[float, float, float]:
+        """With ``review_below``: (share held for review, accuracy of the held ones, accuracy
+        of those filed directly)."""
+        held = [(e, g) for e, g, c in self.decisions if c < review_below]
+        filed = [(e, g) for e, g, c in self.decisions if c >= review_below]
+        share = len(held) / len(self.decisions) if self.decisions else 0.0
+
+        def acc(pairs: list[tuple[str, str]]) -> float:
+            return sum(e == g for e, g in pairs) / len(pairs) if pairs else 1.0
+
+        return share, acc(held), acc(filed)
+
+    def format(self, *, show_errors: bool = False, review_below: float | None = None) -> str:
         cats = [c.value for c in PRIORITY] + [NOISE]
         short = {c: c[:6] for c in cats}
         lines = [
             f"items {self.items}, inquiries {self.inquiries}, "
-            f"category accuracy {self.accuracy:.3f} ({self.correct}/{self.inquiries})",
+            f"category accuracy {self.accuracy:.3f} ({self.correct}/{self.inquiries}), "
+            f"complaint recall {self.recall(Category.COMPLAINT):.3f}",
             f"noise precision {self.noise_precision:.3f}, recall {self.noise_recall:.3f} "
             f"(tp {self.noise_tp}, fp {self.noise_fp}, fn {self.noise_fn}; "
             f"same reason {self.noise_reason_agree}/{self.noise_tp})",
+        ]
+        if review_below:
+            share, held_acc, filed_acc = self.review_effect(review_below)
+            lines.append(
+                f"review_below {review_below}: {share:.1%} held for an official "
+                f"(model right on {held_acc:.1%} of them), accuracy of the rest {filed_acc:.3f}"
+            )
+        lines += [
             "",
             "expected \\ predicted " + " ".join(f"{short[c]:>6}" for c in cats) + "   prec recall",
         ]
@@ -525,47 +738,53 @@ class Report:
         return "\n".join(lines)
 
 
-def evaluate(path: str | Path, classifier: Classifier | None = None) -> Report:
-    """Run noise detection and classification over a JSONL file of
-    ``{"text", "category", "noise": null | reason}`` items."""
-    clf = classifier or Classifier(default_rules())
-    report = Report()
+def read_labelled(path: str | Path) -> list[dict[str, Any]]:
+    """Items of a labelled JSONL file: ``{"text", "category", "noise": null | reason, …}``."""
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            item = json.loads(line)
-            report.items += 1
-            text, expected_noise = item["text"], item.get("noise")
-            noise = detect_noise(text)
-            if expected_noise:
-                if noise:
-                    report.noise_tp += 1
-                    report.noise_reason_agree += noise == expected_noise
-                else:
-                    report.noise_fn += 1
-                continue
-            report.inquiries += 1
-            expected = Category(item["category"]).value
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def evaluate(
+    items: str | Path | Iterable[Mapping[str, Any]], classifier: Classifier | None = None
+) -> Report:
+    """Run noise detection and classification over labelled items (or a JSONL file of them)."""
+    clf = classifier or Classifier()
+    report = Report()
+    for item in read_labelled(items) if isinstance(items, str | Path) else items:
+        report.items += 1
+        text, expected_noise = item["text"], item.get("noise")
+        noise = detect_noise(text)
+        if expected_noise:
             if noise:
-                report.noise_fp += 1
-                got = NOISE
+                report.noise_tp += 1
+                report.noise_reason_agree += noise == expected_noise
             else:
-                got = clf.classify(text).category.value
-            report.confusion[expected][got] += 1
-            if got == expected:
-                report.correct += 1
-            else:
-                report.errors.append((text, expected, got))
+                report.noise_fn += 1
+            continue
+        report.inquiries += 1
+        expected = Category(item["category"]).value
+        if noise:
+            report.noise_fp += 1
+            got = NOISE
+        else:
+            result = clf.classify(text)
+            got = result.category.value
+            report.decisions.append((expected, got, result.confidence))
+        report.confusion[expected][got] += 1
+        if got == expected:
+            report.correct += 1
+        else:
+            report.errors.append((text, expected, got))
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bridge.classify [FILE]``: print the evaluation report."""
+    """``python -m bridge.classify [FILE]``: the evaluation report (default: the held-back
+    split); ``govbridge triage eval`` adds cross-validation and timing."""
+    from bridge.cmd_triage import main as triage_main
+
     args = list(sys.argv[1:] if argv is None else argv)
-    path = args[0] if args else "tests/data/labelled_inquiries.jsonl"
-    print(evaluate(path).format())
-    return 0
+    return triage_main(["eval", *(["--data", args[0]] if args else [])])
 
 
 if __name__ == "__main__":

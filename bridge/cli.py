@@ -186,11 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Any]:
-    """Commands that live in their own modules (demo, simulate, dlq, report, bench)."""
+    """Commands that live in their own modules (demo, simulate, dlq, report, bench, triage)."""
     import importlib
 
     found = []
-    for name in ("demo", "simulate", "dlq", "report", "bench"):
+    for name in ("demo", "simulate", "dlq", "report", "bench", "triage"):
         try:
             module = importlib.import_module(f"bridge.cmd_{name}")
         except ModuleNotFoundError as exc:

@@ -204,18 +204,59 @@ class AccountConfig(BaseModel):
 
 
 class ClassifierConfig(Strict):
-    """``[triage]``: operator changes to the classification rules. ``categories.<id>`` maps
-    words to weights (a plain list means weight 1); weight 0 removes a default word;
-    ``replace_defaults`` starts from nothing."""
+    """``[triage]``: how inquiries are classified.
 
-    replace_defaults: bool = False
-    min_score: float = Field(
-        default=1.0, ge=0, description="Below this score an inquiry is classified 'other'."
-    )
-    question_weight: float = Field(
-        default=1.0, description="Added to 'consultation' when the inquiry asks a question."
-    )
+    A learned model (shipped in the package, or ``model``) decides; ``categories.<id>`` are the
+    operator's keyword rules and override it (a plain list means weight 1; when rules of several
+    categories hit, the heaviest total wins). Below ``review_below`` confidence an inquiry waits
+    for an official's check, at most ``review_timeout``, then goes out with the model's guess.
+    """
+
     categories: dict[Category, dict[str, float] | list[str]] = Field(default_factory=dict)
+    review_below: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Hold inquiries whose model confidence is below this for an official's "
+        "check (0 = never hold).",
+    )
+    review_timeout: Duration = Field(
+        default=timedelta(minutes=30),
+        description="How long a held inquiry waits for the check before it is filed with the "
+        "model's guess (so no citizen waits for an answer longer than this).",
+    )
+    model: str | None = Field(
+        default=None, description="A model file from `govbridge triage train` (default: shipped)."
+    )
+    explain_top: int = Field(
+        default=5, ge=1, le=20, description="Features kept as the explanation of a decision."
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _positive_weights(
+        cls, value: dict[Category, dict[str, float] | list[str]]
+    ) -> dict[Category, dict[str, float] | list[str]]:
+        for cat, words in value.items():
+            if isinstance(words, dict):
+                for word, weight in words.items():
+                    if weight <= 0:
+                        raise ValueError(
+                            f"{cat.value}.{word}: weight must be > 0 (rules only add "
+                            "overrides; there are no default words to remove)"
+                        )
+            if not words:
+                raise ValueError(f"{cat.value}: give at least one keyword")
+        return value
+
+    @field_validator("review_timeout")
+    @classmethod
+    def _bounded_wait(cls, value: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= value <= timedelta(hours=1):
+            raise ValueError(
+                "must be between 1m and 1h: a held inquiry's citizen gets no answer meanwhile"
+            )
+        return value
 
 
 class RouteConfig(Strict):
