@@ -132,6 +132,27 @@ MIGRATIONS: list[str] = [
     ALTER TABLE ticket_events ADD COLUMN cycle INTEGER;
     ALTER TABLE replies ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: triage explanations, and inquiries held for an official's check (bridge/triage_review.py)
+    """
+    ALTER TABLE inquiries ADD COLUMN confidence REAL;
+    ALTER TABLE inquiries ADD COLUMN explanation TEXT;
+    CREATE TABLE triage_reviews (
+        inquiry_id TEXT PRIMARY KEY,
+        department TEXT NOT NULL,
+        model_category TEXT NOT NULL,
+        confidence REAL NOT NULL,
+        public_text TEXT NOT NULL,
+        command_json TEXT NOT NULL,
+        state TEXT NOT NULL,
+        held_at TEXT NOT NULL,
+        release_after TEXT NOT NULL,
+        category TEXT,
+        decided_by TEXT,
+        decided_at TEXT,
+        released_at TEXT
+    );
+    CREATE INDEX triage_reviews_state ON triage_reviews (state);
+    """,
 ]
 
 

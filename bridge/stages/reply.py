@@ -408,9 +408,12 @@ class ReplyRole:
         if row is None:
             return json_error(404, f"no inquiry {inquiry_id}")
         replies = await self.ctx.store.list_replies(inquiry_id=inquiry_id)
+        inquiry = {k: v for k, v in row.items() if k != "thread_json"}
+        if inquiry.get("explanation"):  # why triage chose the category (bridge/classify.py)
+            inquiry["explanation"] = json.loads(inquiry["explanation"])
         return web.json_response(
             {
-                "inquiry": {k: v for k, v in row.items() if k != "thread_json"},
+                "inquiry": inquiry,
                 "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
             }
         )

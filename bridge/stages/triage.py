@@ -12,6 +12,7 @@ deterministic, and only after the confirmed publish does the row become ``routed
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -19,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import classify, pii
 from bridge.runtime import DeadLetter, Stage, Worker
+from bridge.triage_review import TriageReview
 from schemas.config import DepartmentConfig
 from schemas.messages import Inquiry, PersonalDataFinding, TicketCommand, stable_id
 
@@ -27,7 +29,14 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("govbridge.triage")
 
-DONE_STATES = ("routed", "ignored", "ticketed", "appended", "needs_reconciliation")
+DONE_STATES = (
+    "routed",
+    "ignored",
+    "ticketed",
+    "appended",
+    "needs_reconciliation",
+    "held_for_review",
+)
 
 
 def thread_key(inquiry: Inquiry) -> str:
@@ -49,11 +58,14 @@ class TriageRole:
         self.worker: Worker[Inquiry] = Worker(ctx.broker, Stage("triage", Inquiry, self.handle))
         self.workers: list[Worker[Any]] = [self.worker]
         self.classifier = classify.Classifier.from_config(ctx.cfg.triage)
+        self.review = TriageReview(ctx)
 
     async def start(self) -> None:
         await self.worker.start()
+        await self.review.start()
 
     async def stop(self) -> None:
+        await self.review.stop()
         await self.worker.stop()
 
     def _department(self, inquiry: Inquiry) -> DepartmentConfig:
@@ -139,12 +151,25 @@ class TriageRole:
             personal_data=[PersonalDataFinding(kind=k, count=n) for k, n in kinds.items()],
             ticket_id=ticket_id,
         )
-        await record(
-            state="triaged",
-            department=dept.id,
-            category=result.category.value,
-            ticket_id=ticket_id,
-        )
+        classified = {
+            "department": dept.id,
+            "category": result.category.value,
+            "confidence": round(result.confidence, 4),
+            "explanation": json.dumps(result.explanation(), ensure_ascii=False),
+        }
+        if action == "create" and self.review.should_hold(result):
+            # held for an official's check: the hold first, so a redelivery re-holds (no-op)
+            await self.review.hold(command, result, redacted)
+            await record(state="held_for_review", ticket_id=None, **classified)
+            self.ctx.metrics.inquiries.labels(inquiry.platform, "held_for_review").inc()
+            log.info(
+                "inquiry held for an official's check",
+                department=dept.id,
+                category=result.category.value,
+                confidence=classified["confidence"],
+            )
+            return
+        await record(state="triaged", ticket_id=ticket_id, **classified)
         await self.ctx.broker.publish(f"inquiry.routed.{dept.id}", command)
         await store.update_inquiry(inquiry.inquiry_id, state="routed")
         self.ctx.metrics.inquiries.labels(inquiry.platform, "routed").inc()
@@ -152,6 +177,8 @@ class TriageRole:
             "inquiry routed",
             department=dept.id,
             category=result.category.value,
+            decided_by=result.rule or "model",
+            confidence=round(result.confidence, 3),
             action=action,
             personal_data=sorted(kinds),
         )
