@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from bridge.http import json_error, require_admin
+from bridge.http import json_error, read_json, require_admin
 from bridge.store import SqlStore, now_iso
 from schemas.messages import TicketCommand
 from schemas.vocab import Category
@@ -267,12 +267,11 @@ class TriageReview:
         """Body: ``{"category": "<id>", "actor": "..."}``."""
         require_admin(request)
         inquiry_id = request.match_info["inquiry_id"]
-        try:
-            body = await request.json()
-            category, actor = body["category"], body["actor"]
-        except (ValueError, KeyError, TypeError):
+        body = await read_json(request)
+        if not isinstance(body, dict) or "category" not in body or "actor" not in body:
             return json_error(400, 'body must be {"category": ..., "actor": ...}')
-        if category not in {c.value for c in Category}:
+        category, actor = body["category"], body["actor"]
+        if not isinstance(category, str) or category not in {c.value for c in Category}:
             return json_error(
                 400, f"category must be one of {', '.join(c.value for c in Category)}"
             )
