@@ -30,6 +30,7 @@ async def test_console_served_and_report_needs_the_admin_token(tmp_path: Path) -
         async with http.get(base + "/console.js") as resp:
             script = await resp.text()
             assert "/api/approvals" in script and "/api/report" in script
+            assert "/api/triage/review" in script
         async with http.get(base + "/api/report") as resp:
             assert resp.status == 401
         headers = {"Authorization": "Bearer wrong"}

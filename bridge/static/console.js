@@ -91,6 +91,50 @@ async function decide(button) {
   refresh();
 }
 
+const CATEGORY_LABELS = {
+  consultation: "咨询", help: "求助", complaint: "投诉", report: "举报",
+  suggestion: "建议", praise: "表扬", other: "其他",
+};
+
+// Inquiries the classifier was unsure of: the model's guess and why, a category to choose.
+async function loadReview() {
+  const { held, categories } = await api("/api/triage/review");
+  if (!held.length) {
+    show("review", el("span", { className: "muted" }, "没有待核对的诉求"));
+    return;
+  }
+  const rows = held.map((h) => {
+    const choice = el("select", { dataset: { reviewCategory: h.inquiry_id } },
+      ...categories.map((c) => el("option", { value: c, selected: c === h.model_category },
+        `${CATEGORY_LABELS[c] || c} ${c}`)));
+    const why = ((h.explanation && h.explanation.evidence) || []).map((e) => e[0]).join("、");
+    return el("tr", {},
+      el("td", {}, h.department),
+      el("td", {}, h.text),
+      el("td", {}, `${CATEGORY_LABELS[h.model_category] || h.model_category} ${Math.round(h.confidence * 100)}%`,
+        el("div", { className: "muted" }, why)),
+      el("td", {}, el("span", { className: "muted" }, h.release_after.slice(0, 16).replace("T", " "))),
+      el("td", {}, choice, " ", el("button", {
+        type: "button", className: "primary", dataset: { reviewId: h.inquiry_id },
+      }, "确认分类")));
+  });
+  show("review", table(["部门", "诉求（已脱敏）", "模型判断", "超时自动分派 (UTC)", "分类"], rows));
+}
+
+async function checkCategory(button) {
+  const actor = $("actor").value.trim();
+  if (!actor) { alert("请先填写值班人员姓名"); return; }
+  const id = button.dataset.reviewId;
+  const select = [...document.querySelectorAll("select[data-review-category]")]
+    .find((s) => s.dataset.reviewCategory === id);
+  try {
+    await api(`/api/triage/review/${encodeURIComponent(id)}`, {
+      method: "POST", body: JSON.stringify({ category: select ? select.value : "", actor }),
+    });
+  } catch (e) { alert(e.message); }
+  refresh();
+}
+
 async function loadReport() {
   const { departments, ignored } = await api("/api/report");
   const rows = departments.map((d) => el("tr", {},
@@ -109,6 +153,7 @@ function refresh() {
   loadReady().catch((e) => { $("ready").textContent = e.message; });
   if ($("token").value) {
     loadApprovals().catch((e) => { $("approvals").textContent = e.message; });
+    loadReview().catch((e) => { $("review").textContent = e.message; });
     loadReport().catch((e) => { $("report").textContent = e.message; });
   }
 }
@@ -125,6 +170,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("approvals").addEventListener("click", (event) => {
     const button = event.target.closest("button[data-decision]");
     if (button) decide(button);
+  });
+  $("review").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-review-id]");
+    if (button) checkCategory(button);
   });
   refresh();
   setInterval(loadReady, 5000);
