@@ -224,8 +224,8 @@ class TriageReview:
         return released
 
     async def start(self) -> None:
-        if self.review_below > 0:
-            self._sweeper = asyncio.create_task(self._sweep_forever())
+        # always: holds made before review_below was lowered (even to 0) must still be filed
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
         if self._sweeper is not None:
