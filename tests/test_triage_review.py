@@ -22,7 +22,7 @@ import pytest
 
 from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from bridge.classify import Classification, Classifier
-from bridge.cli import main as cli_main
+from bridge.cmd_triage import main as triage_cli
 from bridge.daemon import Daemon
 from bridge.stages.triage import TriageRole
 from bridge.store import SqlStore
@@ -177,8 +177,8 @@ async def test_held_inquiry_is_checked_filed_corrected_and_exported(
     conf = tmp_path / "export.toml"
     conf.write_text(f'[store]\nurl = "{cfg.store.url}"\n', "utf-8")
     out = tmp_path / "corrections.jsonl"
-    argv = ["triage", "export-corrections", "-c", str(conf), "--out", str(out)]
-    assert await asyncio.to_thread(cli_main, argv) == 0
+    argv = ["export-corrections", "-c", str(conf), "--out", str(out)]
+    assert await asyncio.to_thread(triage_cli, argv) == 0
     exported = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert len(exported) == 1
     item = exported[0]
