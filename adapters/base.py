@@ -76,25 +76,6 @@ class TargetGone(AdapterError):
     """The post or comment to answer was deleted."""
 
 
-def retry_after_seconds(value: str | None) -> timedelta | None:
-    """An HTTP ``Retry-After`` given in seconds (the form these platforms send), else None."""
-    if value is None:
-        return None
-    try:
-        return timedelta(seconds=max(0.0, float(value)))
-    except ValueError:
-        return None
-
-
-def http_error_reason(doc: Any, status: int) -> str:
-    """A short, loggable reason from a JSON error body (``error``/``message``/… fields)."""
-    if isinstance(doc, dict):
-        for key in ("error", "message", "detail", "description"):
-            if isinstance(doc.get(key), str):
-                return f"HTTP {status}: {doc[key][:200]}"
-    return f"HTTP {status}"
-
-
 # --------------------------------------------------------------------------- sources
 
 
@@ -118,16 +99,30 @@ class SourceCapabilities(BaseModel):
 
 
 @dataclass(frozen=True)
+class RejectedItem:
+    """An item read from the platform that cannot become an inquiry (a missing field, a number
+    out of range, …). It is skipped so that it never blocks the stream, and handed to the
+    runtime, which keeps it where an operator can see it and replay it (``raw`` is what the
+    adapter's ``parse_item`` takes back)."""
+
+    reason: str
+    raw: bytes
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
 class FetchResult:
     """One step of reading: ``items`` to publish, then persist ``cursor``.
 
     ``more`` says a backlog is still being drained: call ``fetch(cursor)`` again at once.
-    The runtime stores ``cursor`` only after every item of this result is confirmed.
+    ``rejected`` are items of this step that could not be read; the cursor moves past them.
+    The runtime stores ``cursor`` only after every item (and every rejected one) is kept.
     """
 
     items: list[Inquiry]
     cursor: str | None
     more: bool = False
+    rejected: list[RejectedItem] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -153,6 +148,15 @@ class Source(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class ParsesItems(Protocol):
+    """Optional for sources: read one item again from a ``RejectedItem.raw`` (operator replay
+    after a fix). Raise ``PermanentError`` if it still cannot be read; ``None`` for an item
+    that is not an inquiry (the account's own post, say)."""
+
+    async def parse_item(self, raw: bytes) -> Inquiry | None: ...
 
 
 @runtime_checkable

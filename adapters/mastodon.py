@@ -12,32 +12,36 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
+import structlog
 from pydantic import ConfigDict, Field, SecretStr
 
+from adapters import text as textutil
 from adapters.base import (
+    AdapterError,
     AuthError,
     FetchResult,
     PermanentError,
     PostedReply,
     RateLimit,
-    RateLimited,
+    RejectedItem,
     SourceCapabilities,
     TargetGone,
     TransientError,
 )
+from adapters.http import HttpClient, Params
+from adapters.wire import Malformed, parse_json
 from schemas.config import AccountConfig, Duration
 from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
 from schemas.vocab import InquiryKind, Platform, Visibility
+
+log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_CHARS = 500
 # Documented defaults (reference): 300 requests / 5 min per account, 300 statuses / 3 h.
@@ -80,6 +84,17 @@ class MastodonConfig(AccountConfig):
         description="For replies, look up the top of the reply chain (one extra request).",
     )
     timeout: Duration = timedelta(seconds=15)
+
+
+def _notification_id(notification: Any) -> str | None:
+    """A notification's id as a string (ids are opaque; small integers on some servers)."""
+    if not isinstance(notification, dict):
+        return None
+    raw = notification.get("id")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        return None
+    text = str(raw)
+    return text if text and len(text) <= 64 and text.isprintable() else None
 
 
 def _same_text(rendered: str, sent: str) -> bool:
@@ -173,69 +188,21 @@ def status_length(text: str) -> int:
     return total
 
 
-_BREAKS = "\n。！？；!?;，,、 "
-
-
-def _regional(ch: str) -> bool:
-    return "\U0001f1e6" <= ch <= "\U0001f1ff"
-
-
-def _safe_cut(text: str, cut: int) -> int:
-    """Move ``cut`` back so it never splits one visible character (combining marks, variation
-    selectors, zero-width joiners, skin tones, flag pairs); always at least 1, so every part
-    consumes text."""
-    start = cut
-    while 0 < cut < len(text):
-        left, right = text[cut - 1], text[cut]
-        joined = unicodedata.combining(right) or right in "\u200d\ufe0f\ufe0e" or left == "\u200d"
-        if joined or "\U0001f3fb" <= right <= "\U0001f3ff":  # …or an emoji skin tone
-            cut -= 1
-        elif _regional(left) and _regional(right):
-            run = 0
-            while run < cut and _regional(text[cut - 1 - run]):
-                run += 1
-            if run % 2:  # inside a flag (flags are pairs of regional indicators)
-                cut -= 1
-            break
-        else:
-            break
-    return cut if cut > 0 else max(1, start)
-
-
 def split_reply(prefix: str, body: str, limit: int) -> list[str]:
     """``prefix + body`` cut into statuses of at most ``limit`` characters.
 
     Every part starts with ``prefix`` (the citizen's ``@acct``, so each part notifies them)
-    and, when there are several, ends with `` (i/n)``. Cuts prefer punctuation or spaces.
+    and, when there are several, ends with `` (i/n)``. Cuts fall between graphemes, preferring
+    punctuation or spaces.
     """
     body = body.strip()
     if status_length(prefix + body) <= limit:
         return [prefix + body]
-    marker_room = len(" (99/99)")
-    room = limit - status_length(prefix) - marker_room
-    if room < 20:
+    room = limit - status_length(prefix)
+    if room - len(" (99/99)") < 20:
         raise PermanentError(f"max reply length {limit} leaves no room after {prefix!r}")
-    chunks: list[str] = []
-    rest = body
-    while rest:
-        # the longest prefix that fits (links count as fixed weight, so search, not arithmetic)
-        lo, hi = 1, min(len(rest), room)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if status_length(rest[:mid]) <= room:
-                lo = mid
-            else:
-                hi = mid - 1
-        cut = _safe_cut(rest, lo)
-        if cut < len(rest):
-            window = rest[:cut]
-            best = max(window.rfind(ch) for ch in _BREAKS)
-            if best >= cut // 2:
-                cut = best + 1
-        chunks.append(rest[:cut].strip())
-        rest = rest[cut:].strip()
-    n = len(chunks)
-    return [f"{prefix}{c} ({i}/{n})" for i, c in enumerate(chunks, 1)]
+    parts = textutil.numbered(body, room, lambda i, n: f" ({i}/{n})", measure=status_length)
+    return [prefix + p for p in parts]
 
 
 # --------------------------------------------------------------------------- headers
@@ -248,37 +215,6 @@ def parse_link_header(value: str | None) -> dict[str, str]:
         for r in rel.split():
             links[r] = url
     return links
-
-
-def parse_reset(value: str | None, now: datetime) -> datetime | None:
-    """``X-RateLimit-Reset``: an ISO 8601 time on Mastodon (epoch seconds tolerated)."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    except ValueError:
-        pass
-    if re.fullmatch(r"\d{9,}(\.\d+)?", value):
-        # Not what Mastodon sends, but some mocks/proxies do: seconds since the epoch.
-        return datetime.fromtimestamp(float(value), UTC)
-    return None
-
-
-def _retry_after(headers: Mapping[str, str], now: datetime) -> timedelta:
-    reset = parse_reset(headers.get("X-RateLimit-Reset"), now)
-    if reset is not None:
-        return max(reset - now, timedelta(seconds=1))
-    ra = headers.get("Retry-After")
-    if ra:
-        if ra.strip().isdigit():
-            return timedelta(seconds=max(1, int(ra.strip())))
-        try:
-            return max(parsedate_to_datetime(ra) - now, timedelta(seconds=1))
-        except (TypeError, ValueError):
-            pass
-    return READ_LIMIT.period
 
 
 # --------------------------------------------------------------------------- adapter
@@ -301,11 +237,14 @@ class MastodonSource:
             reply_rate_limit=REPLY_LIMIT,
             read_rate_limit=READ_LIMIT,
         )
-        # Last values the server reported; the runtime may read them to pace itself.
-        self.rate_limit_remaining: int | None = None
-        self.rate_limit_limit: int | None = None
-        self.rate_limit_reset: datetime | None = None
-        self._session: aiohttp.ClientSession | None = None
+        # Remaining 0 in X-RateLimit-* pauses every call until the reset (pace_rate_limit).
+        self.http = HttpClient(
+            f"mastodon {cfg.handle}",
+            timeout=cfg.timeout,
+            pace_rate_limit=True,
+            default_rate_limit_wait=READ_LIMIT.period,
+        )
+        self._unsure: set[str] = set()  # replies whose post may have committed unseen
         self._me: dict[str, Any] | None = None
         self._max_chars: int | None = None
         self._policy_done = False
@@ -327,29 +266,56 @@ class MastodonSource:
             newest, _ = await self._notifications({"limit": "1"})
             if not newest:
                 return FetchResult(items=[], cursor=None, more=False)
-            return FetchResult(items=[], cursor=str(newest[0]["id"]), more=True)
+            newest_id = _notification_id(newest[0])
+            return FetchResult(items=[], cursor=newest_id, more=newest_id is not None)
         # "0" sorts below every snowflake: from the oldest notification, without a gap.
         params = {"min_id": cursor if cursor is not None else "0"}
         params["limit"] = str(self.cfg.page_limit)
         page, headers = await self._notifications(params)
         if not page:
             return FetchResult(items=[], cursor=cursor, more=False)
-        returned = [str(n["id"]) for n in page]
+        returned = [_notification_id(n) for n in page]
+        ids = [i for i in returned if i is not None]
+        if not ids:  # nothing on this page can be read, nor can the cursor move past it
+            raise TransientError("mastodon notifications: a page without one readable id")
         # The server answers newest first; its rel="prev" link carries min_id = the newest
         # id of this page, which is where the next page starts. Trust it only if it names
         # an id we actually got.
         prev = parse_link_header(headers.get("Link")).get("prev")
-        new_cursor = returned[0]
+        new_cursor = ids[0]
         if prev:
             min_ids = parse_qs(urlsplit(prev).query).get("min_id", [])
-            if min_ids and min_ids[0] in returned:
+            if min_ids and min_ids[0] in ids:
                 new_cursor = min_ids[0]
         items: list[Inquiry] = []
-        for notification in reversed(page):  # oldest first
-            inquiry = await self._normalise(notification, me)
+        rejected: list[RejectedItem] = []
+        for notification, nid in reversed(list(zip(page, returned, strict=True))):  # oldest first
+            try:
+                inquiry = await self._normalise(notification, me)
+            except AdapterError:
+                raise  # the platform (not the item) failed: try the page again later
+            except Exception as e:  # one bad item must never block the stream
+                log.warning("mastodon.unparseable_item", error=type(e).__name__)
+                raw = json.dumps(notification, default=str).encode()
+                reason = f"mastodon notification: {type(e).__name__}: {e}"[:300]
+                rejected.append(RejectedItem(reason=reason, raw=raw, external_id=nid))
+                continue
             if inquiry is not None:
                 items.append(inquiry)
-        return FetchResult(items=items, cursor=new_cursor, more=True)
+        return FetchResult(items=items, cursor=new_cursor, more=True, rejected=rejected)
+
+    async def parse_item(self, raw: bytes) -> Inquiry | None:
+        """A rejected notification read again (operator replay)."""
+        try:
+            notification = parse_json(raw)
+        except Malformed as e:
+            raise PermanentError(f"mastodon: not a rejected item ({e})") from None
+        try:
+            return await self._normalise(notification, await self._account())
+        except AdapterError:
+            raise
+        except Exception as e:
+            raise PermanentError(f"mastodon: item still unreadable: {type(e).__name__}") from None
 
     def _reply_plan(self, reply: ReplyRequest, max_chars: int) -> tuple[str | None, str, list[str]]:
         """Where a reply goes (the status answered), with which visibility, in which parts."""
@@ -370,10 +336,26 @@ class MastodonSource:
         return target, visibility, split_reply(prefix, body, max_chars)
 
     async def post_reply(self, reply: ReplyRequest) -> PostedReply:
-        """Answer in the inquiry's thread; same ``reply_id`` → the same statuses."""
+        """Answer in the inquiry's thread; same ``reply_id`` → the same statuses.
+
+        ``Idempotency-Key`` makes a repeat safe where the server honours it. Where it does not,
+        a post whose outcome is unknown (timed out; a slow server may commit it later) is
+        looked for in the thread before posting again."""
         await self._account()
+        if reply.reply_id in self._unsure:
+            found = await self.find_reply(reply)
+            if found is not None:
+                self._unsure.discard(reply.reply_id)
+                return found
         target, visibility, parts = self._reply_plan(reply, await self._max_reply_chars())
-        return await self._post_parts(reply.reply_id, target, visibility, parts, [])
+        try:
+            result = await self._post_parts(reply.reply_id, target, visibility, parts, [])
+        except TransientError as exc:
+            if not exc.not_sent:
+                self._unsure.add(reply.reply_id)
+            raise
+        self._unsure.discard(reply.reply_id)
+        return result
 
     async def _post_parts(
         self,
@@ -448,9 +430,16 @@ class MastodonSource:
         return await self._post_parts(reply.reply_id, target, visibility, parts, found)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
+
+    # Last rate-limit figures the server reported.
+    @property
+    def rate_limit_remaining(self) -> int | None:
+        return self.http.rate_limit_remaining
+
+    @property
+    def rate_limit_reset(self) -> datetime | None:
+        return self.http.rate_limit_reset
 
     # ------------------------------------------------------------------ reading
 
@@ -475,9 +464,9 @@ class MastodonSource:
         status_id = str(status["id"])
         visibility = str(status.get("visibility") or "public")
         kind = InquiryKind.DIRECT_MESSAGE if visibility == "direct" else InquiryKind.MENTION
-        text = html_to_text(str(status.get("content") or ""))
+        text = textutil.clean(html_to_text(str(status.get("content") or "")))
         if status.get("spoiler_text"):
-            text = f"{status['spoiler_text']}\n\n{text}".strip()
+            text = textutil.clean(f"{status['spoiler_text']}\n\n{text}").strip()
         parent = status.get("in_reply_to_id")
         ancestors: list[PostRef] = []
         if parent:
@@ -487,7 +476,7 @@ class MastodonSource:
                 PostRef(id=str(parent), author_id=str(parent_author) if parent_author else None),
             )
         root = ancestors[-1].id if ancestors else status_id
-        acct = str(account.get("acct") or account.get("username") or "")
+        acct = textutil.clean(str(account.get("acct") or account.get("username") or ""))
         return Inquiry.create(
             platform=Platform.MASTODON.value,
             account=self.cfg.handle,
@@ -496,7 +485,7 @@ class MastodonSource:
             author=Author(
                 id=str(account.get("id")),
                 handle=acct,
-                display_name=account.get("display_name") or None,
+                display_name=textutil.clean(str(account.get("display_name") or "")) or None,
             ),
             text=text,
             created_at=status.get("created_at") or n.get("created_at"),
@@ -557,13 +546,24 @@ class MastodonSource:
         return self._me
 
     async def _apply_policy(self) -> None:
-        if self.cfg.accept_private_mentions and not self._policy_done:
+        """Accept private mentions where the server has the 4.3 notification policy; a server
+        without it (404/405, or any refusal) gets one warning and never blocks reading."""
+        if not self.cfg.accept_private_mentions or self._policy_done:
+            return
+        try:
             await self._request(
                 "PATCH",
                 "/api/v2/notifications/policy",
                 json_body={"for_private_mentions": "accept"},
             )
-            self._policy_done = True
+        except PermanentError as exc:
+            log.warning(
+                "mastodon.notification_policy_unavailable",
+                account=self.cfg.handle,
+                reason=exc.reason,
+                effect="private mentions from strangers may stay filtered on this server",
+            )
+        self._policy_done = True
 
     async def _max_reply_chars(self, refresh: bool = False) -> int:
         if self._max_chars is not None and not refresh:
@@ -603,83 +603,32 @@ class MastodonSource:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds()),
-                headers={"User-Agent": "govbridge (+mastodon source)"},
-            )
-        return self._session
-
     async def _request(
         self,
         method: str,
         path: str,
         *,
-        params: list[tuple[str, str]] | None = None,
+        params: Params | None = None,
         data: dict[str, str] | None = None,
         json_body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         auth: bool = True,
-        not_found: type[Exception] = PermanentError,
+        not_found: type[AdapterError] = PermanentError,
     ) -> tuple[Any, Mapping[str, str]]:
         hdrs = dict(headers or {})
         if auth:
             hdrs["Authorization"] = f"Bearer {self.cfg.token.get_secret_value()}"
-        try:
-            async with self._client().request(
-                method, self.base_url + path, params=params, data=data, json=json_body, headers=hdrs
-            ) as resp:
-                raw = await resp.read()
-                status, rheaders = resp.status, resp.headers
-        except TimeoutError:
-            raise TransientError(f"{method} {path}: timed out") from None
-        except aiohttp.ClientError as exc:
-            raise TransientError(f"{method} {path}: {type(exc).__name__}") from None
-        self._note_rate_limit(rheaders)
-        if 200 <= status < 300:
-            try:
-                return (json.loads(raw) if raw else None), rheaders
-            except ValueError:
-                raise TransientError(f"{method} {path}: malformed JSON body") from None
-        raise self._error(method, path, status, raw, rheaders, not_found)
-
-    def _error(
-        self,
-        method: str,
-        path: str,
-        status: int,
-        raw: bytes,
-        headers: Mapping[str, str],
-        not_found: type[Exception],
-    ) -> Exception:
-        message = ""
-        try:
-            body = json.loads(raw)
-            if isinstance(body, dict):
-                message = str(body.get("error") or "")[:200]
-        except ValueError:
-            pass
-        reason = f"{method} {path}: HTTP {status}" + (f" {message}" if message else "")
-        if status == 401 or status == 403:
-            return AuthError(reason)
-        if status == 429:
-            return RateLimited(reason, retry_after=_retry_after(headers, datetime.now(UTC)))
-        if status in (404, 410):
-            return not_found(reason)
-        if status == 408 or status >= 500:
-            return TransientError(reason)
-        return PermanentError(reason)
-
-    def _note_rate_limit(self, headers: Mapping[str, str]) -> None:
-        remaining, limit = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Limit")
-        if remaining is not None and remaining.strip().isdigit():
-            self.rate_limit_remaining = int(remaining)
-        if limit is not None and limit.strip().isdigit():
-            self.rate_limit_limit = int(limit)
-        reset = parse_reset(headers.get("X-RateLimit-Reset"), datetime.now(UTC))
-        if reset is not None:
-            self.rate_limit_reset = reset
+        resp = await self.http.request(
+            method,
+            self.base_url + path,
+            what=f"mastodon {method} {path}",
+            params=params,
+            data=data,
+            json_body=json_body,
+            headers=hdrs,
+            not_found=not_found,
+        )
+        return resp.json(), resp.headers
 
 
 __all__ = ["MastodonConfig", "MastodonSource", "html_to_text", "split_reply"]

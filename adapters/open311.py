@@ -1,30 +1,37 @@
 """Open311 GeoReport v2 ticket systems, with the mySociety extensions (FixMyStreet backends).
 
-What the standard gives and what this adapter does about it (``shared/reference/open311.md``):
+What the standard gives, what real servers do (``shared/reference/open311.md``, last section),
+and what this adapter does about it:
 
 - No idempotency key on create. The bridge's reference travels as
-  ``attribute[<reference_attribute>]`` so the backend keeps it, and ``find_by_reference`` looks
-  it up again (``GET requests`` filtered by that attribute) where the backend can search
-  (``searchable = true``); the runtime uses that to reconcile a create that was attempted but
-  not recorded. ``capabilities.idempotent_create`` is therefore false.
-- Creates may answer a ``token`` instead of an id: it is resolved with ``GET tokens/{token}``
-  (polled ``token_poll_attempts`` times, ``token_poll_interval`` apart, as FixMyStreet does).
-- Status changes come from ``GET servicerequestupdates`` (mySociety) when the backend offers it,
-  deduplicated on ``update_id``; otherwise from ``GET requests`` over the last
-  ``requests_lookback`` days, comparing ``updated_datetime``. Both re-read an overlapping window
-  (``poll_overlap``) and remember what they have seen in the cursor, so a late-written update is
-  not missed and nothing is reported twice — even by a freshly started process.
-- Native statuses (extended, often upper-case) map to the canonical ``TicketStatus`` through a
-  configurable, case-insensitive ``status_map``; ``IGNORE`` drops an update, an unknown code is
-  logged and becomes ``unknown_status`` with the native code kept in ``native_status``.
-- Errors come as ``[{"code": 400, "description": "..."}]`` (or ``<errors>`` in XML): 401/403 →
-  ``AuthError``, other 4xx → ``PermanentError`` with the descriptions as reason, 429 →
-  ``RateLimited``, 5xx/timeouts/refused connections → ``TransientError``. Every HTTP call goes
-  through a per-department ``CircuitBreaker`` so an outage costs a bounded number of requests.
-
-Responses are read with the stdlib ``xml.etree`` parser: it does not fetch external entities and
-the expat it ships with limits entity expansion, which is enough for a server the operator
-configured; ``defusedxml`` would be the choice if the base URL could come from untrusted input.
+  ``attribute[<reference_attribute>]`` and, because real servers silently drop attributes
+  they do not define, also at the end of the description (``[govbridge-ref: …]``).
+  ``find_by_reference`` reads the recent ``requests`` (paged) and accepts only a record that
+  proves it is ours: the reference echoed in its attributes or in its description. Never a
+  guess: a server that ignores the attribute filter returns everything, and nothing unproven
+  is taken.
+- Creates may answer a ``token``: resolved with ``GET tokens/{token}`` (polled
+  ``token_poll_attempts`` times, ``token_poll_interval`` apart, as FixMyStreet does).
+- Lists are paged on real servers (100 a page, newest first, ``X-Next-Page-URL`` /
+  ``X-Page-Count`` / ``page=``): every list is read to its end. A server that silently caps a
+  list (``max_records``) has its time window split in halves until each answer is complete.
+- Status changes come from ``GET servicerequestupdates`` (mySociety) where the server has it
+  (``servicerequestupdates = "auto"`` detects it), deduplicated on ``update_id``; otherwise from
+  ``GET requests`` over a window, comparing ``updated_datetime``, and — because an official's
+  change does not always move ``updated_datetime`` — by asking for the bridge's own open
+  tickets by id (``service_request_id=a,b,c``, batched; the runtime says which through
+  ``watch``). A new record's ``updated_datetime`` differs from ``requested_datetime`` by
+  microseconds: that is still its creation, not a change. Window ends are rounded up, never
+  into the past of "now".
+- Without ``servicerequestupdates`` there is no API for a citizen's follow-up:
+  ``capabilities.appends`` is false (the bridge keeps the follow-up on the ticket's record) and
+  ``append`` raises a clear ``PermanentError``.
+- Native statuses map through a case-insensitive ``status_map`` (``adapters.statusmap``).
+- Errors (``[{code, description}]``, ``{"code", "detail"}``, XML, an HTML debug page) are read by
+  the shared client (``adapters.http``): a wrong key, answered 400 "Invalid API key" by real
+  servers, is an ``AuthError`` like 401/403, so ticketing pauses with an alert. ``check`` tests
+  the key with a harmless call (a create without service code or location).
+- XML is parsed with ``defusedxml`` and a depth limit (``adapters.wire``).
 """
 
 from __future__ import annotations
@@ -32,34 +39,34 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, ClassVar, Final, Literal
-from urllib.parse import quote
+from typing import Any, ClassVar, Literal
+from urllib.parse import quote, urljoin, urlsplit
 
-import aiohttp
 import structlog
-from pydantic import BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from adapters.base import (
+    AdapterError,
     AuthError,
     ChangesResult,
     CreatedTicket,
     PermanentError,
-    RateLimited,
     TicketCapabilities,
     TransientError,
-    retry_after_seconds,
 )
 from adapters.circuit import CircuitBreaker
+from adapters.http import HttpClient, Response
+from adapters.statusmap import IGNORE, StatusMap, StatusTarget
+from adapters.text import clean
+from adapters.wire import Malformed, error_detail, parse_json, parse_xml, xml_to_python
 from schemas.config import DepartmentConfig, Duration, TicketingConfig
 from schemas.messages import TicketCommand, TicketEvent, stable_id, utcnow
 from schemas.vocab import Category, TicketStatus
 
 log = structlog.get_logger(__name__)
 
-IGNORE: Final = "IGNORE"
 MAX_DESCRIPTION = 4000
 MAX_WINDOW = timedelta(days=89)  # the spec allows 90; keep a day of margin for clock skew
 
@@ -93,15 +100,6 @@ DEFAULT_OUTGOING_STATUS_MAP: dict[TicketStatus, str] = {
 }
 
 
-def _status_target(value: object) -> object:
-    if isinstance(value, str) and value.strip().upper() == IGNORE:
-        return IGNORE
-    if isinstance(value, str):
-        return value.strip().lower()
-    return value
-
-
-StatusTarget = Annotated[TicketStatus | Literal["IGNORE"], BeforeValidator(_status_target)]
 AttributeValue = str | list[str]
 
 
@@ -146,8 +144,27 @@ class Open311Config(TicketingConfig):
         default=False,
         description="The backend filters GET requests by attribute[<reference_attribute>].",
     )
-    servicerequestupdates: bool = Field(
-        default=True, description="The backend offers the mySociety servicerequestupdates API."
+    reference_in_description: bool = Field(
+        default=True,
+        description="End the description with [govbridge-ref: <reference>] so a create can be "
+        "found again on servers that drop unknown attributes.",
+    )
+    reference_lookback: Duration = Field(
+        default=timedelta(days=7), description="How far back find_by_reference reads."
+    )
+    servicerequestupdates: bool | Literal["auto"] = Field(
+        default="auto",
+        description="The backend offers the mySociety servicerequestupdates API; auto: detect.",
+    )
+    max_records: int = Field(
+        default=1000,
+        ge=1,
+        description="Records a server returns at most for one unpaged query (split the window "
+        "when an answer reaches it).",
+    )
+    max_pages: int = Field(default=200, ge=1, description="Pages read at most for one list.")
+    id_batch: int = Field(
+        default=50, ge=1, le=500, description="Ticket ids asked for in one GET requests."
     )
     timeout: Duration = timedelta(seconds=15)
     token_poll_interval: Duration = timedelta(seconds=2)
@@ -220,26 +237,19 @@ _ITEM_TAGS = frozenset({"service", "request", "request_update", "attribute", "va
 _BREAK = re.compile(r"<\s*(br|/p|p)\s*/?\s*>", re.IGNORECASE)
 _TAG = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def xml_to_python(elem: ET.Element) -> Any:
-    """GeoReport XML → the shape of its JSON twin (lists for repeated item elements)."""
-    children = list(elem)
-    if not children:
-        text = (elem.text or "").strip()
-        return text or None
-    tags = {c.tag for c in children}
-    if len(tags) == 1 and next(iter(tags)) in _ITEM_TAGS:
-        return [xml_to_python(c) for c in children]
-    return {c.tag: xml_to_python(c) for c in children}
+_LISTS = ("services", "service_requests", "service_request_updates")
+CREATION_SLACK = timedelta(seconds=2)  # requested vs updated of an untouched new record
+_NO_UPDATES_HINT = ' (set servicerequestupdates = false, or "auto", for a backend without it)'
 
 
 def parse_body(body: bytes, fmt: str) -> Any:
+    """A GeoReport answer (JSON, or XML in the shape of its JSON twin); ``Malformed`` if
+    unreadable."""
     if fmt == "json":
-        return json.loads(body.decode("utf-8"))
-    root = ET.fromstring(body)
-    value = xml_to_python(root)
-    if value is None and root.tag in ("services", "service_requests", "service_request_updates"):
+        return parse_json(body)
+    root = parse_xml(body)
+    value = xml_to_python(root, _ITEM_TAGS)
+    if value is None and root.tag in _LISTS:
         return []
     return value
 
@@ -256,23 +266,12 @@ def as_list(value: Any) -> list[dict[str, Any]]:
 
 
 def error_reason(body: bytes) -> str:
-    """The spec's error list (JSON or XML) as one line; the raw text when it is not one."""
-    parsed: Any = None
-    try:
-        parsed = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        try:
-            parsed = xml_to_python(ET.fromstring(body))
-        except ET.ParseError:
-            parsed = None
-    descriptions = [
-        str(e.get("description") or "").strip() for e in as_list(parsed) if e.get("description")
-    ]
-    if descriptions:
-        text = "; ".join(descriptions)
-    else:
-        text = re.sub(r"\s+", " ", body.decode("utf-8", "replace")).strip() or "(empty body)"
-    return text[:500]
+    """An error body (the spec's list, ``{"code", "detail"}``, XML, HTML …) as one line."""
+    return error_detail(body) or "(empty body)"
+
+
+def reference_marker(reference: str) -> str:
+    return f"[govbridge-ref: {reference}]"
 
 
 def clean_description(text: str, limit: int = MAX_DESCRIPTION) -> str:
@@ -290,20 +289,28 @@ def w3c(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def w3c_end(ts: datetime) -> str:
+    """The end of a window to the second, rounded up: never in the past of ``ts``."""
+    if ts.microsecond:
+        ts = ts.replace(microsecond=0) + timedelta(seconds=1)
+    return w3c(ts)
+
+
 def parse_datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
+    """W3C/ISO 8601 with any precision and UTC offset; naive is UTC; ``None`` if unreadable."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 64:
         return None
     try:
-        ts = datetime.fromisoformat(value.strip())
-    except ValueError:
+        ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 def _text(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
+    if value is None or isinstance(value, dict | list | bool):
         return None
-    text = str(value).strip()
+    text = clean(str(value)).strip()
     return text or None
 
 
@@ -314,11 +321,15 @@ def _truthy(value: Any) -> bool:
 
 
 class _Cursor:
-    """``changes_since`` state: the end of the last window read and what it already reported."""
+    """``changes_since`` state: the end of the last window read, what it already reported, and
+    the last status reported per watched ticket (``watched``)."""
 
-    def __init__(self, until: datetime | None, seen: dict[str, str]) -> None:
+    def __init__(
+        self, until: datetime | None, seen: dict[str, str], watched: dict[str, str] | None = None
+    ) -> None:
         self.until = until
         self.seen = seen
+        self.watched = watched or {}
 
     @classmethod
     def load(cls, raw: str | None, department: str) -> _Cursor:
@@ -328,14 +339,18 @@ class _Cursor:
             data = json.loads(raw)
             until = parse_datetime(data["t"])
             seen = {str(k): str(v) for k, v in dict(data.get("seen", {})).items()}
-        except (ValueError, KeyError, TypeError):
+            watched = {str(k): str(v) for k, v in dict(data.get("w", {})).items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("open311_cursor_unreadable", department=department)
             return cls(None, {})
-        return cls(until, seen)
+        return cls(until, seen, watched)
 
     def dump(self) -> str:
         assert self.until is not None
-        return json.dumps({"v": 1, "t": w3c(self.until), "seen": self.seen}, sort_keys=True)
+        body: dict[str, Any] = {"v": 1, "t": w3c(self.until), "seen": self.seen}
+        if self.watched:
+            body["w"] = self.watched
+        return json.dumps(body, sort_keys=True)
 
     def prune(self, keep_from: datetime) -> None:
         self.seen = {
@@ -347,7 +362,7 @@ class _Cursor:
 
 
 class Open311TicketSystem:
-    """A department's Open311 (GeoReport v2 + mySociety) backend."""
+    """A department's Open311 (GeoReport v2, optionally mySociety) backend."""
 
     name: ClassVar[str] = "open311"
     Config: ClassVar[type[TicketingConfig]] = Open311Config
@@ -355,36 +370,66 @@ class Open311TicketSystem:
     def __init__(self, cfg: Open311Config, department: DepartmentConfig) -> None:
         self.cfg = cfg
         self.department = department
+        self._updates: bool | None = (
+            None if cfg.servicerequestupdates == "auto" else bool(cfg.servicerequestupdates)
+        )
+        self._tokens: bool | None = None
         self.capabilities = TicketCapabilities(
             idempotent_create=False,
-            search_by_reference=cfg.searchable,
+            search_by_reference=cfg.searchable or cfg.reference_in_description,
             callbacks=False,
             extended_statuses=True,
+            appends=self._updates is not False,
         )
         self.breaker = CircuitBreaker(
             f"open311:{department.id}",
             failure_threshold=cfg.breaker_failures,
             cooldown=cfg.breaker_cooldown,
         )
-        self._status_map: dict[str, TicketStatus | Literal["IGNORE"]] = {
-            **DEFAULT_STATUS_MAP,
-            **cfg.status_map,
-        }
+        self.http = HttpClient(
+            f"open311 {department.id}", timeout=cfg.timeout, breaker=self.breaker
+        )
+        self.statuses = StatusMap(
+            "open311", department.id, cfg.status_map, DEFAULT_STATUS_MAP, cfg.unknown_status
+        )
         self._outgoing = {**DEFAULT_OUTGOING_STATUS_MAP, **cfg.outgoing_status_map}
-        self._session: aiohttp.ClientSession | None = None
         self._services: dict[str, dict[str, Any]] | None = None
         self._services_at: datetime | None = None
         self._definitions: dict[str, tuple[datetime, list[dict[str, Any]]]] = {}
+        self._watch: dict[str, str] | None = None
 
     # ---- HTTP
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds()),
-                headers={"User-Agent": "govbridge-open311"},
-            )
-        return self._session
+    def _url(self, endpoint: str) -> str:
+        return f"{self.cfg.base_url}{endpoint}.{self.cfg.format}"
+
+    async def _get(
+        self, endpoint: str, params: Mapping[str, str] | None = None, **kw: Any
+    ) -> Response:
+        query = dict(params or {})
+        if self.cfg.jurisdiction_id:
+            query["jurisdiction_id"] = self.cfg.jurisdiction_id
+        return await self.http.request(
+            "GET", self._url(endpoint), what=f"open311 GET {endpoint}", params=query or None, **kw
+        )
+
+    async def _post(self, endpoint: str, form: list[tuple[str, str]]) -> Any:
+        if self.cfg.jurisdiction_id:
+            form = [*form, ("jurisdiction_id", self.cfg.jurisdiction_id)]
+        resp = await self.http.request(
+            "POST", self._url(endpoint), what=f"open311 POST {endpoint}", data=form
+        )
+        # For a create the ticket may well exist: an unreadable answer is transient, so the
+        # runtime reconciles by reference.
+        return self._parsed(resp)
+
+    def _parsed(self, resp: Response) -> Any:
+        try:
+            return parse_body(resp.body, self.cfg.format)
+        except Malformed as exc:
+            raise TransientError(
+                f"{resp.what}: unreadable {self.cfg.format} answer ({exc})"
+            ) from None
 
     async def _call(
         self,
@@ -395,56 +440,88 @@ class Open311TicketSystem:
         form: list[tuple[str, str]] | None = None,
         not_found_ok: bool = False,
     ) -> Any:
-        """One API call through the breaker; the parsed body, or None for an allowed 404."""
-        async with self.breaker.guard():
-            return await self._request(method, endpoint, params, form, not_found_ok)
+        """One API call; the parsed body, or None for an allowed 404."""
+        if method == "POST":
+            return await self._post(endpoint, form or [])
+        resp = await self._get(endpoint, params, accept=(404,) if not_found_ok else ())
+        return None if resp.status == 404 else self._parsed(resp)
 
-    async def _request(
-        self,
-        method: str,
-        endpoint: str,
-        params: Mapping[str, str] | None,
-        form: list[tuple[str, str]] | None,
-        not_found_ok: bool,
-    ) -> Any:
-        what = f"open311 {method} {endpoint}"
-        url = f"{self.cfg.base_url}{endpoint}.{self.cfg.format}"
-        query = dict(params or {})
-        if self.cfg.jurisdiction_id:
-            if form is not None:
-                form = [*form, ("jurisdiction_id", self.cfg.jurisdiction_id)]
+    async def _list(
+        self, endpoint: str, params: Mapping[str, str]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Every record of a list, page after page (``X-Next-Page-URL``, else ``X-Page-Count``
+        with ``page=``). The flag says whether the server paged (else it may have capped)."""
+        resp = await self._get(endpoint, params)
+        records = as_list(self._parsed(resp))
+        paged = False
+        seen_urls: set[str] = set()
+        page = 1
+        while page < self.cfg.max_pages:
+            next_url = resp.headers.get("X-Next-Page-URL")
+            pages = _int_header(resp.headers.get("X-Page-Count"))
+            if next_url:
+                url = urljoin(self._url(endpoint), next_url.strip())
+                if urlsplit(url).netloc != urlsplit(self.cfg.base_url).netloc or url in seen_urls:
+                    break  # never follow a link off the configured server, nor in circles
+                seen_urls.add(url)
+                resp = await self.http.request("GET", url, what=f"open311 GET {endpoint} page")
+            elif pages is not None and page < pages:
+                resp = await self._get(endpoint, {**params, "page": str(page + 1)})
             else:
-                query["jurisdiction_id"] = self.cfg.jurisdiction_id
-        try:
-            async with self._http().request(method, url, params=query or None, data=form) as resp:
-                status = resp.status
-                body = await resp.read()
-                retry_after = resp.headers.get("Retry-After")
-        except TimeoutError:
-            raise TransientError(f"{what}: no answer within {self.cfg.timeout}") from None
-        except aiohttp.ClientError as exc:
-            refused = isinstance(exc, aiohttp.ClientConnectorError)
-            raise TransientError(f"{what}: {type(exc).__name__}: {exc}", not_sent=refused) from None
+                break
+            paged = True
+            page += 1
+            more = as_list(self._parsed(resp))
+            if not more:
+                break
+            records.extend(more)
+        return records, paged
 
-        if 200 <= status < 300:
+    async def _window(
+        self, params: Mapping[str, str], start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        """``GET requests`` over [start, end]: paged, and split in halves where an unpaged
+        answer reaches ``max_records`` (the server may have cut it)."""
+        query = {**params, "start_date": w3c(start), "end_date": w3c_end(end)}
+        records, paged = await self._list("requests", query)
+        if paged or len(records) < self.cfg.max_records or end - start <= timedelta(minutes=1):
+            return records
+        middle = start + (end - start) / 2
+        first = await self._window(params, start, middle)
+        second = await self._window(params, middle, end)
+        merged = {str(r.get("service_request_id")): r for r in first + second}
+        return list(merged.values())
+
+    # ---- capabilities
+
+    async def detect(self) -> TicketCapabilities:
+        """What the server offers beyond plain GeoReport (``servicerequestupdates``) when the
+        config says ``auto``; updates ``capabilities``."""
+        if self._updates is None:
+            now = utcnow()
+            window = {"start_date": w3c(now - timedelta(minutes=1)), "end_date": w3c_end(now)}
             try:
-                return parse_body(body, self.cfg.format)
-            except (ValueError, ET.ParseError):
-                # For a create the ticket may well exist: transient, so the runtime reconciles.
-                raise TransientError(f"{what}: unreadable {self.cfg.format} answer") from None
-        if status == 404 and not_found_ok:
-            return None
-        reason = f"{what} answered {status}: {error_reason(body)}"
-        if status == 404 and endpoint == "servicerequestupdates":
-            reason += " (set servicerequestupdates = false for a backend without it)"
-        delay = retry_after_seconds(retry_after)
-        if status in (401, 403):
-            raise AuthError(reason)
-        if status == 429:
-            raise RateLimited(reason, retry_after=delay)
-        if status == 408 or status >= 500:
-            raise TransientError(reason, retry_after=delay, not_sent=status == 503)
-        raise PermanentError(reason)
+                await self._call("GET", "servicerequestupdates", params=window)
+                self._updates = True
+            except PermanentError:
+                self._updates = False
+                log.info(
+                    "open311_no_servicerequestupdates",
+                    department=self.department.id,
+                    effect="status from requests; follow-ups kept in the bridge",
+                )
+            self.capabilities = self.capabilities.model_copy(update={"appends": self._updates})
+        return self.capabilities
+
+    async def _has_updates(self) -> bool:
+        if self._updates is None:
+            await self.detect()
+        return bool(self._updates)
+
+    def watch(self, tickets: Mapping[str, str]) -> None:
+        """The bridge's open tickets (id → native status it knows): asked for by id at every
+        ``changes_since``, so a change that does not move ``updated_datetime`` is seen."""
+        self._watch = dict(tickets)
 
     # ---- services
 
@@ -454,9 +531,9 @@ class Open311TicketSystem:
             self._services_at is not None and now - self._services_at < self.cfg.service_cache_ttl
         )
         if self._services is None or refresh or not fresh:
-            body = await self._call("GET", "services")
+            records, _ = await self._list("services", {})
             self._services = {
-                str(s["service_code"]): s for s in as_list(body) if _text(s.get("service_code"))
+                str(_text(s["service_code"])): s for s in records if _text(s.get("service_code"))
             }
             self._services_at = now
         return self._services
@@ -466,9 +543,11 @@ class Open311TicketSystem:
         if code not in catalogue:  # a new service since the cache was filled?
             catalogue = await self._catalogue(refresh=True)
         if code not in catalogue:
+            offered = sorted(catalogue)
+            listed = ", ".join(offered[:20]) + (" …" if len(offered) > 20 else "")
             raise PermanentError(
                 f"open311: service_code {code!r} is not offered by {self.cfg.base_url} "
-                f"(offered: {', '.join(sorted(catalogue)) or 'none'})"
+                f"(offered: {listed or 'none'})"
             )
         return catalogue[code]
 
@@ -530,6 +609,13 @@ class Open311TicketSystem:
         assert self.cfg.address_id is not None
         return [("address_id", self.cfg.address_id)]
 
+    def _description(self, text: str, reference: str | None) -> str:
+        if reference is None or not self.cfg.reference_in_description:
+            return clean_description(text, self.cfg.max_description_chars)
+        marker = reference_marker(reference)
+        body = clean_description(text, self.cfg.max_description_chars - len(marker) - 2)
+        return f"{body}\n\n{marker}"
+
     # ---- statuses
 
     def map_status(
@@ -540,19 +626,7 @@ class Open311TicketSystem:
         ticket_id: str | None = None,
     ) -> TicketStatus | None:
         """Canonical status for a native code; None when configured to IGNORE it."""
-        for key in (external_code, native):
-            if key and key.strip().lower() in self._status_map:
-                target = self._status_map[key.strip().lower()]
-                return None if target == IGNORE else TicketStatus(target)
-        log.warning(
-            "open311_unknown_status",
-            department=self.department.id,
-            ticket_id=ticket_id,
-            native_status=native,
-            external_status_code=external_code,
-            mapped_to=self.cfg.unknown_status.value,
-        )
-        return self.cfg.unknown_status
+        return self.statuses.map(external_code, native, ticket_id=ticket_id)
 
     def native_status_for(self, status: TicketStatus) -> str:
         return self._outgoing[status]
@@ -561,7 +635,7 @@ class Open311TicketSystem:
         native = _text(record.get("status")) or "open"
         status = self.map_status(native, ticket_id=_text(record.get("service_request_id")))
         return CreatedTicket(
-            ticket_id=str(record["service_request_id"]),
+            ticket_id=str(_text(record.get("service_request_id"))),
             status=status or TicketStatus.RECEIVED,
             native_status=native,
             created_at=parse_datetime(record.get("requested_datetime")),
@@ -579,13 +653,12 @@ class Open311TicketSystem:
         form: list[tuple[str, str]] = [
             ("api_key", self.cfg.api_key.get_secret_value()),
             ("service_code", code),
-            ("description", clean_description(command.description, self.cfg.max_description_chars)),
+            ("description", self._description(command.description, command.reference)),
             *self._location(),
             *self.cfg.extra_fields.items(),
             *attributes,
         ]
-        body = await self._call("POST", "requests", form=form)
-        items = as_list(body)
+        items = as_list(await self._post("requests", form))
         if not items:
             raise TransientError("open311 POST requests: empty answer; reconcile by reference")
         ticket_id = _text(items[0].get("service_request_id"))
@@ -623,41 +696,35 @@ class Open311TicketSystem:
             f"— reconcile by reference before creating again"
         )
 
+    def _proves(self, record: dict[str, Any], reference: str) -> bool:
+        """The record carries our reference (echoed attribute, or the description marker)."""
+        attrs = record.get("attributes")
+        if isinstance(attrs, dict) and _text(attrs.get(self.cfg.reference_attribute)) == reference:
+            return True
+        description = record.get("description")
+        return isinstance(description, str) and reference_marker(reference) in description
+
     async def find_by_reference(self, reference: str) -> CreatedTicket | None:
-        if not self.cfg.searchable:
+        """The ticket carrying ``reference``, read from the recent requests (paged). Only a
+        record that proves it is ours is accepted; ``None`` when none does."""
+        if not self.capabilities.search_by_reference:
             raise PermanentError(
-                "open311: this backend cannot search by reference (searchable = false); "
-                "reconcile by hand"
+                "open311: this backend cannot search by reference (searchable = false and "
+                "reference_in_description = false); reconcile by hand"
             )
         now = utcnow()
-        attr = self.cfg.reference_attribute
-        body = await self._call(
-            "GET",
-            "requests",
-            params={
-                f"attribute[{attr}]": reference,
-                "start_date": w3c(now - self.cfg.requests_lookback),
-                "end_date": w3c(now),
-            },
-        )
-        records = as_list(body)
-        matches = []
-        unverifiable = []
-        for rec in records:
-            attrs = rec.get("attributes")
-            if isinstance(attrs, dict):
-                if _text(attrs.get(attr)) == reference:
-                    matches.append(rec)
-            else:
-                unverifiable.append(rec)
-        if not matches and len(unverifiable) == 1:
-            matches = unverifiable  # the server filtered; it just does not echo attributes
-        elif not matches and len(unverifiable) > 1:
-            raise PermanentError(
-                f"open311: GET requests ignored attribute[{attr}] ({len(unverifiable)} records "
-                f"came back); set searchable = false for this backend"
-            )
+        params = {"service_code": ",".join(sorted(set(self.cfg.service_codes.values())))}
+        if self.cfg.searchable:
+            params[f"attribute[{self.cfg.reference_attribute}]"] = reference
+        records = await self._window(params, now - self.cfg.reference_lookback, now)
+        matches = [r for r in records if self._proves(r, reference)]
         if not matches:
+            if self.cfg.searchable and not self.cfg.reference_in_description and records:
+                raise PermanentError(
+                    f"open311: GET requests ignored attribute[{self.cfg.reference_attribute}] "
+                    f"({len(records)} records came back, none provably ours); set searchable = "
+                    f"false for this backend"
+                )
             return None
         first = min(
             matches,
@@ -673,9 +740,10 @@ class Open311TicketSystem:
     ) -> None:
         """POST servicerequestupdates; ``update_id`` derives from the command, so a redelivered
         append carries the same id and a backend that dedupes on it records it once."""
-        if not self.cfg.servicerequestupdates:
+        if not await self._has_updates():
             raise PermanentError(
-                "open311: this backend offers no servicerequestupdates; cannot append follow-ups"
+                "open311: this backend offers no servicerequestupdates; cannot append "
+                "follow-ups (capabilities.appends is false: keep them in the bridge)"
             )
         native = self.native_status_for(status) if status is not None else self.cfg.append_status
         form: list[tuple[str, str]] = [
@@ -684,17 +752,17 @@ class Open311TicketSystem:
             ("update_id", stable_id("gbu", command.command_id)),
             ("status", native),
             ("updated_datetime", w3c(utcnow())),
-            ("description", clean_description(command.description, self.cfg.max_description_chars)),
+            ("description", self._description(command.description, None)),
             *self.cfg.extra_fields.items(),
         ]
-        await self._call("POST", "servicerequestupdates", form=form)
+        await self._post("servicerequestupdates", form)
 
     async def changes_since(self, cursor: str | None) -> ChangesResult:
         cur = _Cursor.load(cursor, self.department.id)
         now = utcnow()
         since = cur.until or now - self.cfg.initial_lookback
         start = since - self.cfg.poll_overlap
-        if self.cfg.servicerequestupdates:
+        if await self._has_updates():
             end = min(now, start + MAX_WINDOW)  # a long outage is read back in chunks
             events = await self._from_updates(cur, start, end)
         else:
@@ -708,9 +776,14 @@ class Open311TicketSystem:
     async def _from_updates(
         self, cur: _Cursor, start: datetime, end: datetime
     ) -> list[TicketEvent]:
-        body = await self._call(
-            "GET", "servicerequestupdates", params={"start_date": w3c(start), "end_date": w3c(end)}
-        )
+        try:
+            body = await self._call(
+                "GET",
+                "servicerequestupdates",
+                params={"start_date": w3c(start), "end_date": w3c_end(end)},
+            )
+        except PermanentError as exc:
+            raise PermanentError(exc.reason + _NO_UPDATES_HINT) from None
         events = []
         for upd in as_list(body):
             update_id = _text(upd.get("update_id"))
@@ -735,33 +808,53 @@ class Open311TicketSystem:
                 events.append(event)
         return events
 
+    async def _watched_records(self, ids: list[str]) -> list[dict[str, Any]]:
+        """The records of these tickets, asked for by id in batches (``service_request_id=a,b``)."""
+        found: list[dict[str, Any]] = []
+        wanted = set(ids)
+        for i in range(0, len(ids), self.cfg.id_batch):
+            batch = ids[i : i + self.cfg.id_batch]
+            records, _ = await self._list("requests", {"service_request_id": ",".join(batch)})
+            found.extend(r for r in records if _text(r.get("service_request_id")) in wanted)
+        return found
+
     async def _from_requests(
         self, cur: _Cursor, start: datetime, now: datetime
     ) -> list[TicketEvent]:
-        """Without servicerequestupdates: recent requests whose ``updated_datetime`` moved."""
-        body = await self._call(
-            "GET",
-            "requests",
-            params={
-                # Only the bridge's services: keeps the answer under the servers' 1000 cap.
-                "service_code": ",".join(sorted(set(self.cfg.service_codes.values()))),
-                "start_date": w3c(now - self.cfg.requests_lookback),
-                "end_date": w3c(now),
-            },
-        )
-        events = []
-        for rec in as_list(body):
+        """Without servicerequestupdates: requests whose ``updated_datetime`` moved in the
+        window, and the watched tickets whose status differs from the last one known."""
+        codes = ",".join(sorted(set(self.cfg.service_codes.values())))
+        records = await self._window({"service_code": codes}, now - self.cfg.requests_lookback, now)
+        watch = self._watch if self._watch is not None else {}
+        by_id: dict[str, dict[str, Any]] = {}
+        for rec in records:
             ticket_id = _text(rec.get("service_request_id"))
+            if ticket_id is not None:
+                by_id[ticket_id] = rec
+        missing = sorted(t for t in watch if t not in by_id)
+        for rec in await self._watched_records(missing) if missing else []:
+            by_id[str(_text(rec.get("service_request_id")))] = rec
+        cur.watched = {t: v for t, v in cur.watched.items() if t in watch}
+        events = []
+        for ticket_id, rec in by_id.items():
             updated = parse_datetime(rec.get("updated_datetime"))
-            if ticket_id is None or updated is None or updated < start:
-                continue
             native = _text(rec.get("status")) or ""
+            if updated is None or not native:
+                continue
             event_id = stable_id(
                 "tev", "open311", self.department.id, "request", ticket_id, w3c(updated), native
             )
-            if event_id in cur.seen:
-                continue
-            cur.seen[event_id] = w3c(updated)
+            if ticket_id in watch:
+                known = cur.watched.get(ticket_id, watch[ticket_id])
+                if native.casefold() == known.casefold():
+                    continue
+                cur.watched[ticket_id] = native
+                occurred = updated if updated >= start else now  # stale: seen now
+            else:
+                if updated < start or event_id in cur.seen:
+                    continue
+                cur.seen[event_id] = w3c(updated)
+                occurred = updated
             requested = parse_datetime(rec.get("requested_datetime"))
             attrs = rec.get("attributes")
             reference = (
@@ -772,12 +865,14 @@ class Open311TicketSystem:
                 ticket_id,
                 native,
                 None,
-                updated,
+                occurred,
                 _text(rec.get("status_notes")),
                 reference,
             )
-            # A record untouched since creation is the create itself, already reported.
-            if event is None or (requested == updated and event.status == TicketStatus.RECEIVED):
+            # A record untouched since creation is the create itself, already reported (its
+            # two times may differ by microseconds).
+            untouched = requested is not None and abs(updated - requested) <= CREATION_SLACK
+            if event is None or (untouched and event.status == TicketStatus.RECEIVED):
                 continue
             events.append(event)
         return events
@@ -811,10 +906,18 @@ class Open311TicketSystem:
         raise PermanentError("open311 has no callbacks; status changes are polled")
 
     async def check(self) -> None:
-        """Reachable, every configured service offered with its required attributes configured,
-        servicerequestupdates there when relied on."""
-        catalogue = await self._catalogue(refresh=True)
+        """Reachable; the key accepted; every configured service offered with its required
+        attributes configured; what the server offers beyond GeoReport detected (``describe``)."""
         problems = []
+        key_refused = False
+        try:
+            await self._check_key()
+        except AuthError as exc:
+            key_refused = True
+            problems.append(
+                f"departments.ticketing.api_key of {self.department.id!r} is refused: {exc.reason}"
+            )
+        catalogue = await self._catalogue(refresh=True)
         for category, code in self.cfg.service_codes.items():
             if code not in catalogue:
                 problems.append(f"service_code {code!r} ({category.value}) not offered")
@@ -823,17 +926,60 @@ class Open311TicketSystem:
                 await self._attributes_for(code, "check")
             except PermanentError as exc:
                 problems.append(exc.reason.removeprefix("open311: "))
-        if self.cfg.servicerequestupdates:
+        if self.cfg.servicerequestupdates is True:
             now = utcnow()
-            window = {"start_date": w3c(now - timedelta(minutes=1)), "end_date": w3c(now)}
+            window = {"start_date": w3c(now - timedelta(minutes=1)), "end_date": w3c_end(now)}
             try:
                 await self._call("GET", "servicerequestupdates", params=window)
             except PermanentError as exc:
-                problems.append(exc.reason)
+                problems.append(f"{exc.reason}{_NO_UPDATES_HINT}")
+        else:
+            await self.detect()
+        self._tokens = await self._offers("tokens/govbridge-check")
         if problems:
-            raise PermanentError(f"open311 {self.department.id}: " + "; ".join(problems))
+            reason = f"open311 {self.department.id}: " + "; ".join(problems)
+            raise AuthError(reason) if key_refused else PermanentError(reason)
+
+    async def _check_key(self) -> None:
+        """A harmless call with the key: a create without service code or location, which no
+        server can accept. A refused key answers 401/403 or 400 naming the key; a server that
+        checks the key first then complains about the missing fields."""
+        try:
+            await self._post("requests", [("api_key", self.cfg.api_key.get_secret_value())])
+        except AuthError:
+            raise
+        except PermanentError:
+            return
+        log.warning("open311_key_check_inconclusive", department=self.department.id)
+
+    async def _offers(self, endpoint: str) -> bool:
+        """Does the server route ``endpoint``? A 404 in the spec's error shape says it does (the
+        thing asked for is unknown); an HTML page or an unreadable 404 says it does not."""
+        try:
+            resp = await self._get(endpoint, accept=(404,))
+        except AdapterError:
+            return False
+        if resp.status != 404:
+            return True
+        try:
+            return bool(as_list(parse_body(resp.body, self.cfg.format)))
+        except Malformed:
+            return False
+
+    def describe(self) -> str:
+        """What was detected, for ``govbridge check --adapters``."""
+        updates = {True: "yes", False: "no (follow-ups kept in the bridge)", None: "unknown"}
+        tokens = {True: "yes", False: "no", None: "unknown"}
+        return (
+            f"servicerequestupdates: {updates[self._updates]}; tokens: {tokens[self._tokens]}; "
+            f"find by reference: {'yes' if self.capabilities.search_by_reference else 'no'}"
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
+
+
+def _int_header(value: str | None) -> int | None:
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 6:
+        return None
+    return int(value.strip())

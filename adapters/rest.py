@@ -49,29 +49,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-import aiohttp
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from adapters.base import (
-    AuthError,
     ChangesResult,
     CreatedTicket,
     PermanentError,
-    RateLimited,
     TicketCapabilities,
-    TransientError,
-    http_error_reason,
-    retry_after_seconds,
 )
 from adapters.circuit import CircuitBreaker
+from adapters.http import HttpClient
+from adapters.statusmap import StatusMap, StatusTarget
+from adapters.wire import Malformed, parse_json
 from schemas.config import DepartmentConfig, Duration, TicketingConfig
 from schemas.messages import TicketCommand, TicketEvent
 from schemas.vocab import TicketStatus
 
 log = structlog.get_logger(__name__)
-
-IGNORE = "IGNORE"
 
 TEMPLATE_FIELDS: frozenset[str] = frozenset(
     {
@@ -207,7 +202,10 @@ def _is_index(part: str, size: int) -> bool:
 def parse_time(value: Any) -> datetime:
     """ISO 8601 or unix seconds; naive times are taken as UTC."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), UTC)
+        try:
+            return datetime.fromtimestamp(float(value), UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("unix seconds out of range") from None
     if isinstance(value, str) and value.strip():
         try:
             dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
@@ -342,7 +340,7 @@ class RestConfig(TicketingConfig):
     lookup: LookupEndpoint | None = None
     append: AppendEndpoint = Field(default_factory=AppendEndpoint)
     changes: ChangesEndpoint = Field(default_factory=ChangesEndpoint)
-    status_map: dict[str, TicketStatus | Literal["IGNORE"]] = Field(
+    status_map: dict[str, StatusTarget] = Field(
         default_factory=dict,
         description="Native status → canonical status, or IGNORE to drop such changes.",
     )
@@ -380,19 +378,15 @@ class RestTicketSystem:
             failure_threshold=cfg.circuit_failures,
             cooldown=cfg.circuit_cooldown,
         )
-        self._status_map = dict(cfg.status_map)
-        self._status_map_folded = {k.casefold(): v for k, v in cfg.status_map.items()}
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpClient(
+            f"rest {department.id}",
+            timeout=cfg.timeout,
+            headers={"Accept": "application/json"},
+            breaker=self.breaker,
+        )
+        self.statuses = StatusMap("rest", department.id, cfg.status_map)
 
     # ------------------------------------------------------------------ http
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds()),
-                headers={"Accept": "application/json"},
-            )
-        return self._session
 
     async def _request(
         self,
@@ -405,62 +399,30 @@ class RestTicketSystem:
         headers: Mapping[str, str] | None = None,
         accept: tuple[int, ...] = (),
     ) -> tuple[int, Any]:
-        """One call through the circuit breaker; returns (status, parsed JSON or None).
-
-        2xx and the statuses in ``accept`` are returned; everything else is raised as the
-        matching adapter error.
-        """
-        url = self.cfg.base_url + path
+        """One call; returns (status, parsed JSON or None) for 2xx and ``accept`` statuses."""
         all_headers = {**self.cfg.auth.headers(), **(headers or {})}
         data = None
         if body is not None:
             data = json.dumps(body, ensure_ascii=False).encode()
             all_headers["Content-Type"] = "application/json"
-        async with self.breaker.guard():
-            try:
-                async with self._client().request(
-                    method, url, data=data, params=params, headers=all_headers
-                ) as resp:
-                    status = resp.status
-                    raw = await resp.read()
-                    retry_after = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as e:
-                refused = isinstance(e, aiohttp.ClientConnectorError)
-                raise TransientError(
-                    f"{op}: backend unreachable ({e.__class__.__name__})", not_sent=refused
-                ) from e
-            doc = _json_or_none(raw)
-            if 200 <= status < 300 or status in accept:
-                return status, doc
-            reason = f"{op}: {http_error_reason(doc, status)}"
-            if status in (401, 403):
-                raise AuthError(reason)
-            if status == 429:
-                raise RateLimited(reason, retry_after_seconds(retry_after))
-            if status == 408 or status >= 500:
-                raise TransientError(
-                    reason, retry_after_seconds(retry_after), not_sent=status == 503
-                )
-            raise PermanentError(reason)
+        resp = await self.http.request(
+            method,
+            self.cfg.base_url + path,
+            what=f"rest {self.department.id} {op}",
+            data=data,
+            params=params,
+            headers=all_headers,
+            accept=accept,
+        )
+        if not resp.ok:
+            return resp.status, _json_or_none(resp.body)
+        return resp.status, resp.json()
 
     # ------------------------------------------------------------------ statuses
 
     def map_status(self, native: str) -> TicketStatus | None:
         """Canonical status of a native one; ``None`` for IGNORE; unknown → warn, ``received``."""
-        mapped = self._status_map.get(native)
-        if mapped is None:
-            mapped = self._status_map_folded.get(native.casefold())
-        if mapped is None:
-            log.warning(
-                "rest.unknown_status",
-                department=self.department.id,
-                native_status=native,
-                mapped_to=TicketStatus.RECEIVED.value,
-            )
-            return TicketStatus.RECEIVED
-        if mapped == IGNORE:
-            return None
-        return TicketStatus(mapped)
+        return self.statuses.map(native)
 
     def _ticket_from(
         self, doc: Any, id_path: str, status_path: str | None, created_at_path: str | None = None
@@ -637,9 +599,9 @@ class RestTicketSystem:
         Unlike polling, a malformed item rejects the whole callback so the sender learns why.
         """
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise PermanentError("callback: body is not JSON") from None
+            doc = parse_json(body)
+        except Malformed as e:
+            raise PermanentError(f"callback: body is {e}") from None
         items_path = self.cfg.changes.items_path
         where = "callback"
         if isinstance(doc, list):
@@ -677,13 +639,11 @@ class RestTicketSystem:
             await self._request("check", "GET", "/", accept=(404, 405))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
 
 def _json_or_none(raw: bytes) -> Any:
     try:
-        return json.loads(raw) if raw else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return parse_json(raw) if raw.strip() else None
+    except Malformed:
         return None

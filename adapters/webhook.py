@@ -36,22 +36,20 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
-import aiohttp
 import structlog
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
 
 from adapters.base import (
-    AuthError,
+    AdapterError,
     FetchResult,
     PermanentError,
     PostedReply,
-    RateLimited,
     SourceCapabilities,
     TargetGone,
-    TransientError,
-    http_error_reason,
-    retry_after_seconds,
 )
+from adapters.http import HttpClient
+from adapters.text import clean
+from adapters.wire import Malformed, parse_json
 from bridge import signing
 from schemas.config import AccountConfig, Duration
 from schemas.messages import Inquiry, ReplyRequest
@@ -232,7 +230,11 @@ class WebhookSource:
             supports_idempotency_key=True,
             pushes=True,
         )
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpClient(
+            f"webhook {self.cfg.handle}",
+            timeout=self.cfg.timeout,
+            headers={"Accept": "application/json"},
+        )
 
     # ------------------------------------------------------------------ inbound
 
@@ -247,9 +249,9 @@ class WebhookSource:
         bridge never answers its own replies.
         """
         try:
-            doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PermanentError(f"invalid push: body: not JSON ({e.__class__.__name__})") from e
+            doc = parse_json(body)
+        except Malformed as e:
+            raise PermanentError(f"invalid push: body: {e}") from None
         if isinstance(doc, dict) and "sender_id" in doc and "receiver_id" in doc:
             return self._parse_fan_service(doc)
         if isinstance(doc, dict) and "items" in doc:
@@ -305,11 +307,11 @@ class WebhookSource:
             kind=item.kind,
             external_id=item.external_id,
             author={
-                "id": item.author.id,
-                "handle": item.author.handle.lstrip("@"),
-                "display_name": item.author.display_name,
+                "id": clean(item.author.id),
+                "handle": clean(item.author.handle.lstrip("@")) or clean(item.author.id),
+                "display_name": clean(item.author.display_name or "") or None,
             },
-            text=item.text,
+            text=clean(item.text),
             created_at=item.created_at,
             thread={
                 "root_id": thread.root_id,
@@ -336,7 +338,7 @@ class WebhookSource:
             return []
         if self._is_own(msg.sender_id, ""):
             return []
-        text = msg.text or f"[{msg.type}]"
+        text = clean(msg.text) or f"[{clean(msg.type)}]"
         stamp = int(msg.created_at.timestamp())
         external_id = f"{msg.sender_id}-{stamp}"
         return [
@@ -363,13 +365,6 @@ class WebhookSource:
 
     # ------------------------------------------------------------------ outbound
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds())
-            )
-        return self._session
-
     async def post_reply(self, reply: ReplyRequest) -> PostedReply:
         """POST the reply to ``reply_url``; the receiver dedupes on ``Idempotency-Key``."""
         if len(reply.text) > self.cfg.max_reply_chars:
@@ -393,58 +388,33 @@ class WebhookSource:
         headers = {"Content-Type": "application/json", "Idempotency-Key": reply.reply_id}
         if self.cfg.reply_secret is not None:
             headers.update(signing.sign(self.cfg.reply_secret.get_secret_value(), body))
+        resp = await self.http.request(
+            "POST",
+            self.cfg.reply_url,
+            what="webhook reply endpoint",
+            data=body,
+            headers=headers,
+            accept=(409,),
+            not_found=TargetGone,
+        )
         try:
-            async with self._client().post(self.cfg.reply_url, data=body, headers=headers) as resp:
-                status = resp.status
-                text = await resp.text()
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise TransientError(f"reply endpoint unreachable: {e.__class__.__name__}") from e
-        doc = _json_or_none(text)
-        if 200 <= status < 300:
-            duplicate = isinstance(doc, dict) and doc.get("duplicate") is True
-            return PostedReply(
-                external_ids=_reply_ids(doc, reply.reply_id),
-                outcome="already_posted" if duplicate else "posted",
-            )
-        reason = http_error_reason(doc, status)
-        if status == 409:
-            return PostedReply(
-                external_ids=_reply_ids(doc, reply.reply_id), outcome="already_posted"
-            )
-        if status == 429:
-            raise RateLimited(
-                f"reply endpoint rate limit: {reason}", retry_after_seconds(retry_after)
-            )
-        if status in (401, 403):
-            raise AuthError(f"reply endpoint refused our credentials: {reason}")
-        if status in (404, 410):
-            raise TargetGone(f"reply target gone: {reason}")
-        if status == 408 or status >= 500:
-            raise TransientError(
-                f"reply endpoint failed: {reason}", retry_after_seconds(retry_after)
-            )
-        raise PermanentError(f"reply refused: {reason}")
+            doc = resp.json()
+        except AdapterError:
+            doc = None  # the reply was taken; its id is only a nicety
+        duplicate = resp.status == 409 or (isinstance(doc, dict) and doc.get("duplicate") is True)
+        return PostedReply(
+            external_ids=_reply_ids(doc, reply.reply_id),
+            outcome="already_posted" if duplicate else "posted",
+        )
 
     async def check(self) -> None:
         """The reply endpoint answers HTTP at all (any status): a HEAD has no side effects."""
-        try:
-            async with self._client().head(self.cfg.reply_url) as resp:
-                await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise TransientError(f"reply endpoint unreachable: {e.__class__.__name__}") from e
+        await self.http.request(
+            "HEAD", self.cfg.reply_url, what="webhook reply endpoint", raise_for_status=False
+        )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text) if text else None
-    except json.JSONDecodeError:
-        return None
+        await self.http.close()
 
 
 def _reply_ids(doc: Any, fallback: str) -> list[str]:

@@ -15,18 +15,15 @@ Why it looks the way it does:
 
 from __future__ import annotations
 
-import asyncio
 import json
-import unicodedata
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
-import aiohttp
 import structlog
 from pydantic import ConfigDict, Field, model_validator
 
+from adapters import text as textutil
 from adapters.base import (
     AdapterError,
     AuthError,
@@ -35,9 +32,12 @@ from adapters.base import (
     PostedReply,
     RateLimit,
     RateLimited,
+    RejectedItem,
     SourceCapabilities,
     TransientError,
 )
+from adapters.http import HttpClient
+from adapters.wire import Malformed, parse_json
 from schemas.config import AccountConfig, Duration
 from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
 from schemas.vocab import InquiryKind, Visibility
@@ -115,15 +115,6 @@ class WeiboError(Exception):
 # --------------------------------------------------------------------------- parsing
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def parse_json(body: bytes) -> Any:
-    """JSON with integers kept exact and fractions as ``Decimal``: no id ever passes a float."""
-    return json.loads(body.decode("utf-8"), parse_float=Decimal, parse_constant=_reject_constant)
-
-
 def _digits(value: object) -> bool:
     return isinstance(value, str) and value.isascii() and value.isdigit()
 
@@ -180,86 +171,13 @@ def error_code_of(data: Any) -> int | None:
 
 # --------------------------------------------------------------------------- reply splitting
 
-_SENTENCE_END = set("。！？!?；;…\n")
-_CLAUSE = set("，,、：:")
-_CLOSERS = set("”’」』）)】》\"'")
-_JOINERS = {"\u200d"}  # zero-width joiner
-
-
-def _glued(text: str, pos: int) -> bool:
-    """True if cutting before ``text[pos]`` would split one user-perceived character."""
-    if pos <= 0 or pos >= len(text):
-        return False
-    ch, prev = text[pos], text[pos - 1]
-    cp = ord(ch)
-    return (
-        unicodedata.category(ch) in ("Mn", "Mc", "Me")
-        or ch in _JOINERS
-        or prev in _JOINERS
-        or 0xFE00 <= cp <= 0xFE0F  # variation selectors
-        or 0x1F3FB <= cp <= 0x1F3FF  # skin-tone modifiers
-        or 0xE0020 <= cp <= 0xE007F  # tag characters
-        or 0xDC00 <= cp <= 0xDFFF  # (lone) low surrogate
-    )
-
-
-def _in_word(text: str, pos: int) -> bool:
-    """Inside a run of ASCII letters/digits (a ticket number, a URL): better not cut there."""
-    a, b = text[pos - 1], text[pos]
-    return a.isascii() and b.isascii() and (a.isalnum() or a in "/.:-_") and b.isalnum()
-
-
-def _best_cut(text: str, width: int) -> int:
-    """Where to end the next part (1..width), preferring sentence, clause, then word ends."""
-    lo = max(1, width // 2)
-    for accept in (
-        lambda p: (
-            text[p - 1] in _SENTENCE_END
-            or (text[p - 1] in _CLOSERS and p >= 2 and text[p - 2] in _SENTENCE_END)
-        ),
-        lambda p: text[p - 1] in _CLAUSE,
-        lambda p: text[p - 1].isspace() or text[p].isspace(),
-        lambda p: not _in_word(text, p),
-    ):
-        for p in range(width, lo - 1, -1):
-            if not _glued(text, p) and accept(p):
-                return p
-    for p in range(width, 0, -1):
-        if not _glued(text, p):
-            return p
-    return width  # a single cluster longer than a part: nothing better exists
-
-
-def _chunks(text: str, width: int) -> list[str]:
-    out: list[str] = []
-    rest = text
-    while len(rest) > width:
-        cut = _best_cut(rest, width)
-        part = rest[:cut].rstrip(" \n")
-        if part:
-            out.append(part)
-        rest = rest[cut:].lstrip(" \n")
-    if rest:
-        out.append(rest)
-    return out
-
 
 def split_reply(text: str, limit: int = MAX_REPLY_CHARS) -> list[str]:
     """Fit ``text`` into posts of at most ``limit`` characters, numbered ``(i/n)`` if several.
 
     Deterministic (a replay produces the same parts, so Weibo's duplicate check recognises it).
     """
-    text = text.strip()
-    if len(text) <= limit:
-        return [text]
-    n = 2
-    while True:
-        marker = len(f"({n}/{n})")
-        parts = _chunks(text, limit - marker)
-        if len(str(len(parts))) <= len(str(n)):
-            total = len(parts)
-            return [f"{p}({i}/{total})" for i, p in enumerate(parts, 1)]
-        n = len(parts)
+    return textutil.numbered(text, limit, lambda i, n: f"({i}/{n})")
 
 
 # --------------------------------------------------------------------------- cursor
@@ -321,6 +239,11 @@ def _dump_cursor(streams: dict[str, StreamCursor]) -> str:
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
 
+def _rejected(stream: str, obj: Any, reason: str, external_id: str | None) -> RejectedItem:
+    raw = json.dumps({"stream": stream, "item": obj}, default=str).encode()
+    return RejectedItem(reason=f"weibo {stream}: {reason}"[:300], raw=raw, external_id=external_id)
+
+
 # --------------------------------------------------------------------------- the source
 
 
@@ -344,54 +267,41 @@ class WeiboSource:
             cfg if isinstance(cfg, WeiboConfig) else WeiboConfig.model_validate(cfg.model_dump())
         )
         self._base = self.cfg.base_url.rstrip("/") + "/"
-        self._session: aiohttp.ClientSession | None = None
+        self.http = HttpClient(f"weibo {self.cfg.handle}", timeout=self.cfg.timeout)
         self._uid: str | None = None
         self._pending_error: AdapterError | None = None
         self._done: dict[str, PostedReply] = {}  # reply_id -> result, this process only
 
     # ------------------------------------------------------------------ HTTP
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self.cfg.timeout.total_seconds())
-            self._session = aiohttp.ClientSession(timeout=timeout)
-        return self._session
-
     async def _request(self, method: str, endpoint: str, params: dict[str, str]) -> Any:
-        """One API call; raises ``WeiboError`` for an API error, ``TransientError`` otherwise."""
+        """One API call; raises ``WeiboError`` for an API error, adapter errors otherwise.
+
+        (An unanswered request, a timeout, is also how Weibo treats blacklisted apps.)"""
         assert self.cfg.token is not None
         args = {**params, "access_token": self.cfg.token.get_secret_value()}
-        url = self._base + endpoint
+        if method != "GET" and self.cfg.rip:
+            args.setdefault("rip", self.cfg.rip)
+        resp = await self.http.request(
+            method,
+            self._base + endpoint,
+            what=f"weibo {endpoint}",
+            params=args if method == "GET" else None,
+            data=args if method != "GET" else None,
+            raise_for_status=False,
+        )
         try:
-            if method == "GET":
-                ctx = self._http().get(url, params=args)
-            else:
-                if self.cfg.rip:
-                    args.setdefault("rip", self.cfg.rip)
-                ctx = self._http().post(url, data=args)
-            async with ctx as resp:
-                status = resp.status
-                body = await resp.read()
-        except TimeoutError:
-            # An unanswered request is also how Weibo treats blacklisted apps.
-            raise TransientError(f"weibo {endpoint}: timed out") from None
-        except aiohttp.ClientError as e:
-            raise TransientError(f"weibo {endpoint}: {type(e).__name__}") from None
-        try:
-            data = parse_json(body)
-        except (ValueError, UnicodeDecodeError):
-            if status >= 500 or status == 200:
-                # 200 with a non-JSON body is an interposed proxy/error page.
-                raise TransientError(f"weibo {endpoint}: HTTP {status}, no JSON") from None
-            raise PermanentError(f"weibo {endpoint}: HTTP {status}, no JSON") from None
+            data = parse_json(resp.body, exact=True)  # ids near 2^53 never pass a float
+        except Malformed:
+            if resp.ok:  # 200 with a non-JSON body is an interposed proxy/error page
+                raise TransientError(f"weibo {endpoint}: HTTP {resp.status}, no JSON") from None
+            raise self.http.error_for(resp) from None
         code = error_code_of(data)
         if code is not None:
-            message = str(data.get("error", ""))[:200]
-            raise WeiboError(code, message, endpoint, status)
-        if status >= 500:
-            raise TransientError(f"weibo {endpoint}: HTTP {status}")
-        if status >= 400:
-            raise PermanentError(f"weibo {endpoint}: HTTP {status}")
+            message = textutil.clean(str(data.get("error", "")))[:200]
+            raise WeiboError(code, message, endpoint, resp.status)
+        if not resp.ok:
+            raise self.http.error_for(resp)
         return data
 
     async def _call(self, method: str, endpoint: str, params: dict[str, str]) -> Any:
@@ -451,9 +361,10 @@ class WeiboSource:
             state.setdefault(s, StreamCursor())
         todo = [s for s in self.cfg.streams if state[s].draining] or list(self.cfg.streams)
         items: list[Inquiry] = []
+        rejected: list[RejectedItem] = []
         for polled, stream in enumerate(todo):
             try:
-                new_state, page = await self._read_page(stream, state[stream], uid)
+                new_state, page, bad = await self._read_page(stream, state[stream], uid)
             except AdapterError as e:
                 if polled == 0:
                     raise
@@ -462,13 +373,14 @@ class WeiboSource:
                 break
             state[stream] = new_state
             items.extend(page)
+            rejected.extend(bad)
         more = self._pending_error is not None or any(state[s].draining for s in self.cfg.streams)
-        return FetchResult(items=items, cursor=_dump_cursor(state), more=more)
+        return FetchResult(items=items, cursor=_dump_cursor(state), more=more, rejected=rejected)
 
     async def _read_page(
         self, stream: str, cur: StreamCursor, uid: str
-    ) -> tuple[StreamCursor, list[Inquiry]]:
-        endpoint, wrapper, kind = _STREAMS[stream]
+    ) -> tuple[StreamCursor, list[Inquiry], list[RejectedItem]]:
+        endpoint = _STREAMS[stream][0]
         params = {
             "count": str(self.cfg.page_size),
             "page": "1",
@@ -478,18 +390,27 @@ class WeiboSource:
             params["since_id"] = str(cur.since)
         if cur.max is not None:
             params["max_id"] = str(cur.max)  # inclusive: already smallest seen - 1
-        data = await self._call("GET", endpoint, params)
+        return self.read_page(stream, await self._call("GET", endpoint, params), cur, uid)
+
+    def read_page(
+        self, stream: str, data: Any, cur: StreamCursor, uid: str
+    ) -> tuple[StreamCursor, list[Inquiry], list[RejectedItem]]:
+        """One timeline page (parsed JSON) → the stream's next cursor, its inquiries (oldest
+        first) and the items that cannot be read. Raises only ``TransientError`` (a page
+        without its list); one bad item never stops the others."""
+        endpoint, wrapper, kind = _STREAMS[stream]
         raw = data.get(wrapper) if isinstance(data, dict) else None
         if not isinstance(raw, list):
             raise TransientError(f"weibo {endpoint}: answer without {wrapper!r}")
 
         ids: list[int] = []
         objs: list[tuple[int, dict[str, Any]]] = []
+        rejected: list[RejectedItem] = []
         for obj in raw:
             try:
                 i = int(idstr(obj))
             except ValueError:
-                log.warning("weibo.item_without_id", stream=stream)
+                rejected.append(_rejected(stream, obj, "item without a usable id", None))
                 continue
             # Keep only the window asked for, whatever the server sent.
             if (cur.since is not None and i <= cur.since) or (cur.max is not None and i > cur.max):
@@ -508,20 +429,38 @@ class WeiboSource:
             new = StreamCursor(since=cur.since, top=max(ids), max=min(ids) - 1)
 
         inquiries: list[Inquiry] = []
-        for _, obj in sorted(objs, key=lambda t: t[0]):  # oldest first
+        for i, obj in sorted(objs, key=lambda t: t[0]):  # oldest first
             try:
                 inq = self._normalise(stream, kind, obj, uid)
-            except (ValueError, KeyError, TypeError) as e:
+            except Exception as e:  # one bad item must never block the stream
                 log.warning("weibo.unparseable_item", stream=stream, error=type(e).__name__)
+                rejected.append(_rejected(stream, obj, f"{type(e).__name__}: {e}", str(i)))
                 continue
             if inq is not None:
                 inquiries.append(inq)
-        return new, inquiries
+        return new, inquiries, rejected
+
+    async def parse_item(self, raw: bytes) -> Inquiry | None:
+        """A rejected item read again (operator replay)."""
+        try:
+            doc = parse_json(raw, exact=True)
+            stream, obj = str(doc["stream"]), doc["item"]
+            kind = _STREAMS[stream][2]
+        except (Malformed, KeyError, TypeError) as e:
+            raise PermanentError(f"weibo: not a rejected item ({type(e).__name__})") from None
+        try:
+            return self._normalise(stream, kind, obj, await self.own_uid())
+        except AdapterError:
+            raise
+        except Exception as e:
+            raise PermanentError(f"weibo: item still unreadable: {type(e).__name__}: {e}") from None
 
     def _normalise(
         self, stream: str, kind: InquiryKind, obj: dict[str, Any], uid: str
     ) -> Inquiry | None:
         user = obj.get("user") or {}
+        if not isinstance(user, dict):
+            raise ValueError("user is not an object")
         author_id = idstr(user)
         if author_id == uid:
             return None  # our own post or reply: never answer ourselves
@@ -532,6 +471,8 @@ class WeiboSource:
             reply_to = {"id": external_id}
         else:
             status = obj["status"]
+            if not isinstance(status, dict):
+                raise ValueError("status is not an object")
             root, parent = idstr(status), external_id
             # The chain above a comment, nearest first: the comment it answers (Weibo shows
             # one level), then the post. Their authors tell a citizen's follow-up from
@@ -556,10 +497,11 @@ class WeiboSource:
             external_id=external_id,
             author=Author(
                 id=author_id,
-                handle=str(user.get("screen_name") or user.get("name") or author_id),
-                display_name=user.get("name") or None,
+                handle=textutil.clean(str(user.get("screen_name") or user.get("name") or ""))
+                or author_id,
+                display_name=textutil.clean(str(user.get("name") or "")) or None,
             ),
-            text=str(obj.get("text", "")),
+            text=textutil.clean(str(obj.get("text", ""))),
             created_at=parse_created_at(str(obj["created_at"])),
             thread=ThreadRef(
                 root_id=root, parent_id=parent, reply_to=reply_to, ancestors=ancestors
@@ -637,7 +579,4 @@ class WeiboSource:
         await self.own_uid()
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-            await asyncio.sleep(0)
-        self._session = None
+        await self.http.close()

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
+from adapters import text as adapters_text
 from schemas.config import DepartmentConfig
 from schemas.vocab import Category, TicketStatus
 
@@ -94,7 +95,6 @@ def format_deadline(when: datetime | None) -> str:
 
 
 def fit(text: str, limit: int) -> str:
-    """Shorten to ``limit`` characters at a character boundary, marking the cut with …"""
-    if len(text) <= limit:
-        return text
-    return text[: max(0, limit - 1)] + "…"
+    """Shorten to ``limit`` characters between user-perceived characters (never inside an
+    emoji or flag sequence), marking the cut with …"""
+    return adapters_text.fit(text, limit)

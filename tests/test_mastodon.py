@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -339,8 +340,24 @@ async def test_injected_429_raises_rate_limited_with_reset(
     with pytest.raises(RateLimited):
         await source.post_reply(reply_for(inquiry, "r-429", "已受理"))
 
+    # The server said no requests are left until the reset: the adapter does not ask again
+    # before then (not even once the server would answer), so it cannot earn more refusals.
     await sim.clear_faults()
-    posted = await source.post_reply(reply_for(inquiry, "r-429", "已受理"))
+    with pytest.raises(RateLimited) as paced:
+        await source.post_reply(reply_for(inquiry, "r-429", "已受理"))
+    assert paced.value.not_sent
+    assert timedelta(minutes=6) < (paced.value.retry_after or timedelta(0))
+
+    # Past the reset, calls go out again.
+    fresh = make_source()
+    await sim.inject_rate_limit(reset_at=datetime.now(UTC) + timedelta(seconds=1), count=1)
+    with pytest.raises(RateLimited):
+        await fresh.fetch(cursor)
+    with pytest.raises(RateLimited) as again:
+        await fresh.fetch(cursor)  # the 429 fault is used up: this one is the adapter pacing
+    assert again.value.not_sent
+    await asyncio.sleep(1.1)
+    posted = await fresh.post_reply(reply_for(inquiry, "r-429", "已受理"))
     assert len(posted.external_ids) == 1
 
 

@@ -268,7 +268,10 @@ async def test_category_maps_to_service_code_with_required_attribute_filled(star
     assert stored[t2.ticket_id]["service_code"] == "TR-02"
     assert stored[t2.ticket_id]["attributes"] == {"govbridge_ref": consultation.reference}
     assert stored[t3.ticket_id]["service_code"] == "TR-09"
-    assert stored[t1.ticket_id]["description"] == complaint.description
+    # The reference also ends the description: servers that drop unknown attributes keep it.
+    assert stored[t1.ticket_id]["description"] == (
+        f"{complaint.description}\n\n[govbridge-ref: {complaint.reference}]"
+    )
     # Catalogue and definitions are cached: one GET services for three creates, one
     # definition per service with metadata (TR-01, TR-02; TR-09 has none).
     assert h.state.requests_by_route["GET /services.{fmt}"] == 1
@@ -306,7 +309,9 @@ async def test_multi_value_attributes_and_missing_defaults(start: Start) -> None
         await bare.create(h.command(2), "k2")
     with pytest.raises(PermanentError, match="hazards"):
         await bare.check()
-    assert h.state.requests_by_route["POST /requests.{fmt}"] == 1  # never sent half-filled
+    # Never sent half-filled: one create, plus check's harmless key test (which cannot create).
+    assert h.state.requests_by_route["POST /requests.{fmt}"] == 2
+    assert len(h.state.tickets) == 1
 
 
 async def test_unmapped_category_without_fallback_is_permanent(start: Start) -> None:
@@ -375,7 +380,7 @@ async def test_spec_error_lists_become_clear_reasons(start: Start) -> None:
     with pytest.raises(PermanentError) as info:
         await adapter.create(h.command(1), "k")
     assert info.value.reason == (
-        "open311 POST requests answered 400: attribute[level]: 9 is not one of 1; "
+        "open311 POST requests: HTTP 400: attribute[level]: 9 is not one of 1; "
         "attribute[count] must be a number"
     )
     assert h.state.tickets == {}
@@ -598,7 +603,7 @@ async def test_requests_window_with_only_open_closed_statuses(start: Start) -> N
 
 async def test_find_by_reference_needs_a_searchable_backend(start: Start) -> None:
     h = await start(searchable=False)
-    adapter = h.adapter()
+    adapter = h.adapter(reference_in_description=False)
     assert adapter.capabilities.search_by_reference is False
     with pytest.raises(PermanentError, match="cannot search"):
         await adapter.find_by_reference("gb-x")
@@ -606,9 +611,17 @@ async def test_find_by_reference_needs_a_searchable_backend(start: Start) -> Non
     for n in (1, 2):
         cmd = h.command(n)
         await adapter.create(cmd, cmd.command_id)
-    wrong = h.adapter(searchable=True)
+    wrong = h.adapter(searchable=True, reference_in_description=False)
     with pytest.raises(PermanentError, match=r"ignored attribute\[govbridge_ref\]"):
         await wrong.find_by_reference(h.command(1).reference)
+    # With the reference in the description (the default), the record proves it is ours.
+    marked = h.adapter()
+    assert marked.capabilities.search_by_reference is True
+    cmd = h.command(3)
+    created = await marked.create(cmd, cmd.command_id)
+    found = await h.adapter().find_by_reference(cmd.reference)
+    assert found is not None and found.ticket_id == created.ticket_id
+    assert await h.adapter().find_by_reference(h.command(1).reference) is None  # unproven
 
 
 async def test_append_posts_an_update_once_per_command(start: Start) -> None:

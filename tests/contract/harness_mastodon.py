@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 from adapters.base import Source
 from adapters.mastodon import MastodonConfig, MastodonSource
@@ -23,6 +25,7 @@ class MastodonHarness:
         self._adapters: list[MastodonSource] = []
         self._citizens: list[Citizen] = []
         self._posted = 0
+        self._reset_at = datetime.now(UTC)
 
     @property
     def sim(self) -> MastodonSimState:
@@ -99,10 +102,15 @@ class MastodonHarness:
         ]
 
     async def exhaust_rate_limit(self) -> None:
-        await self.sim.inject_rate_limit()
+        # A short window: the adapter honours the announced reset (it asks nothing before it).
+        self._reset_at = datetime.now(UTC) + timedelta(seconds=1)
+        await self.sim.inject_rate_limit(reset_at=self._reset_at)
 
     async def reset_rate_limit(self) -> None:
         await self.sim.clear_faults()
+        wait = (self._reset_at - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            await asyncio.sleep(wait + 0.05)
 
     async def break_token(self) -> None:
         await self.sim.revoke_official_token()
