@@ -229,6 +229,25 @@ class TicketSystem(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class WatchesTickets(Protocol):
+    """Optional for ticket systems whose change feed can miss changes (a plain Open311 server
+    where an official's change does not move ``updated_datetime``): before each
+    ``changes_since`` the runtime names the bridge's open tickets (id → the native status it
+    knows), and the adapter asks for them by id."""
+
+    def watch(self, tickets: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
+class DetectsCapabilities(Protocol):
+    """Optional for ticket systems: learn what the backend offers (e.g. whether any API takes
+    a follow-up) and update ``capabilities``. The runtime calls it at start; adapters also
+    call it themselves on first need."""
+
+    async def detect(self) -> TicketCapabilities: ...
+
+
 # --------------------------------------------------------------------------- discovery
 
 

@@ -95,7 +95,8 @@ async def _check(args: argparse.Namespace) -> int:
             system = make_ticket_system(dept)
             try:
                 await asyncio.wait_for(system.check(), 10)
-                print(f"{label} ok")
+                describe = getattr(system, "describe", None)  # what was detected, if it says
+                print(f"{label} ok" + (f" ({describe()})" if callable(describe) else ""))
             except (AdapterError, TimeoutError, OSError) as exc:
                 print(f"{label} FAILED: {getattr(exc, 'reason', None) or exc!r}", file=sys.stderr)
                 failures += 1

@@ -13,6 +13,15 @@ stored attributes), ``token_mode`` (create answers a ``token``, resolved by ``GE
 after ``token_delay`` seconds), ``uppercase_statuses``, ``extended_in_requests`` (records show
 the extended status rather than only open/closed).
 
+``quirks`` behaves like the public open-source GeoReport server described at the end of the
+reference page, instead of the spec: lists paged at 100 records, newest first (``X-Page-Count``,
+``X-Next-Page-URL``, ``page=``); errors as ``{"code", "detail"}``; a wrong key answered 400
+``Invalid API key``; no ``servicerequestupdates`` and no ``tokens`` (unknown endpoints answer 404
+with an HTML debug page); attributes a service does not define silently dropped and never
+echoed; unknown filter parameters ignored; times with microseconds and a +02:00 offset, a new
+record's ``updated_datetime`` microseconds after its ``requested_datetime``; and
+``admin_set_status``, an official's change that leaves ``updated_datetime`` as it was.
+
 Operator controls (Python methods and ``/_sim/...``): move a ticket through its lifecycle with a
 note, outages (``"503"`` answers or ``"refuse"``: the socket stops listening, then listens again
 on the same port), a request counter, runtime mode switches.
@@ -29,7 +38,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
@@ -70,6 +79,16 @@ _HTML_TAG = re.compile(r"<\s*/?\s*[a-zA-Z][^>]*>")
 
 def _w3c(ts: datetime) -> str:
     return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+QUIRKS_ZONE = timezone(timedelta(hours=2))
+QUIRKS_PAGE = 100
+_DEBUG_PAGE = (
+    "<!DOCTYPE html><html><head><title>Page not found at {path}</title></head><body>"
+    "<h1>Page not found (404)</h1><p>Request URL: {path}</p><p>Using the URLconf defined in "
+    "georeport.urls, the path did not match any of these …</p><p>You're seeing this error "
+    "because you have DEBUG = True in your settings file.</p></body></html>"
+)
 
 
 def _parse_w3c(value: str) -> datetime:
@@ -220,7 +239,12 @@ class Open311State:
         extended_in_requests: bool = True,
         agency: str = "市交通委",
         clock: Callable[[], datetime] | None = None,
+        quirks: bool = False,
     ) -> None:
+        self.quirks = quirks
+        if quirks:  # a plain server: no extensions, nothing searchable, no tokens
+            updates_enabled = searchable = token_mode = False
+            extended_in_requests = False
         self.api_key = api_key
         self.jurisdiction_id = jurisdiction_id
         self.reference_attribute = reference_attribute
@@ -247,8 +271,16 @@ class Open311State:
     # ---- time
 
     def now(self) -> datetime:
-        """Backend time, to the second (as most Open311 servers report it)."""
-        return self._clock().astimezone(UTC).replace(microsecond=0)
+        """Backend time, to the second (as most Open311 servers report it); with microseconds
+        in ``quirks`` mode."""
+        now = self._clock().astimezone(UTC)
+        return now if self.quirks else now.replace(microsecond=0)
+
+    def time(self, ts: datetime) -> str:
+        """A time on the wire: W3C in UTC, or (quirks) microseconds and a +02:00 offset."""
+        if self.quirks:
+            return ts.astimezone(QUIRKS_ZONE).isoformat(timespec="microseconds")
+        return _w3c(ts)
 
     # ---- operator controls
 
@@ -286,6 +318,45 @@ class Open311State:
         )
         self.updates.append(update)
         return update
+
+    def admin_set_status(self, ticket_id: str, status: str, note: str | None = None) -> None:
+        """An official changes the status in an admin tool: ``updated_datetime`` stays as it
+        was and no update is published (a real server's behaviour, see the reference)."""
+        ticket = self.tickets[ticket_id]
+        if status.lower() not in EXTENDED_STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        ticket.status = status.lower()
+        ticket.status_notes = note
+
+    def backdate(self, ticket_id: str, age: timedelta) -> None:
+        """Make a ticket ``age`` old (requested and last updated then)."""
+        ticket = self.tickets[ticket_id]
+        ticket.requested_at = self.now() - age
+        ticket.updated_at = ticket.requested_at + (
+            timedelta(microseconds=37) if self.quirks else timedelta(0)
+        )
+
+    def add_foreign_requests(self, n: int, service_code: str) -> list[str]:
+        """``n`` requests made by other clients (citizens on the council's own site)."""
+        service = self.service(service_code)
+        if service is None:
+            raise KeyError(service_code)
+        ids = []
+        for i in range(n):
+            now = self.now()
+            ticket = SimTicket(
+                id=str(next(self._ticket_ids)),
+                service=service,
+                status="open",
+                requested_at=now,
+                updated_at=now,
+                description=f"foreign request {i}",
+                attributes={},
+                address_string="somewhere",
+            )
+            self.tickets[ticket.id] = ticket
+            ids.append(ticket.id)
+        return ids
 
     def inject_raw_update(self, ticket_id: str, status: str, note: str | None = None) -> SimUpdate:
         """A backend update with a status code outside the mySociety list (tests of mapping)."""
@@ -354,8 +425,8 @@ class Open311State:
             "description": ticket.description,
             "agency_responsible": self.agency,
             "service_notice": None,
-            "requested_datetime": _w3c(ticket.requested_at),
-            "updated_datetime": _w3c(ticket.updated_at),
+            "requested_datetime": self.time(ticket.requested_at),
+            "updated_datetime": self.time(ticket.updated_at),
             "expected_datetime": None,
             "address": ticket.address_string,
             "address_id": ticket.address_id,
@@ -364,7 +435,7 @@ class Open311State:
             "long": ticket.long,
             "media_url": None,
         }
-        if self.searchable:
+        if self.searchable and not self.quirks:
             rec["attributes"] = dict(ticket.attributes)
         return rec
 
@@ -373,7 +444,7 @@ class Open311State:
             "update_id": update.update_id,
             "service_request_id": update.ticket_id,
             "status": self.wire_status(update.status),
-            "updated_datetime": _w3c(update.updated_at),
+            "updated_datetime": self.time(update.updated_at),
             "description": update.description,
             "media_url": None,
         }
@@ -392,9 +463,14 @@ class Open311State:
         if given != self.jurisdiction_id:
             raise SimError(404, f"jurisdiction_id {given} not found")
 
-    def create_request(self, form: Any) -> dict[str, Any]:
+    def check_key(self, form: Any) -> None:
         if form.get("api_key") != self.api_key:
+            if self.quirks:
+                raise SimError(400, "Invalid API key")
             raise SimError(403, "Invalid or missing api_key")
+
+    def create_request(self, form: Any) -> dict[str, Any]:
+        self.check_key(form)
         self.check_jurisdiction(form)
         errors: list[str] = []
         code = form.get("service_code")
@@ -435,12 +511,17 @@ class Open311State:
             raise SimError(400, *errors)
         assert service is not None
         now = self.now()
+        if self.quirks:  # attributes the service does not define are silently dropped
+            defined = {a.code for a in service.attributes}
+            attrs = {
+                k: v for k, v in attrs.items() if k in defined and k != self.reference_attribute
+            }
         ticket = SimTicket(
             id=str(next(self._ticket_ids)),
             service=service,
             status="open",
             requested_at=now,
-            updated_at=now,
+            updated_at=now + timedelta(microseconds=37) if self.quirks else now,
             description=description,
             attributes=attrs,
             lat=lat_f,
@@ -505,7 +586,10 @@ class Open311State:
         statuses = {s.strip().lower() for s in (query.get("status") or "").split(",") if s.strip()}
         ref_value = query.get(f"attribute[{self.reference_attribute}]")
         out = []
-        for t in self.tickets.values():
+        tickets = list(self.tickets.values())
+        if self.quirks:  # newest first; paged by the handler instead of capped
+            tickets.sort(key=lambda t: t.requested_at, reverse=True)
+        for t in tickets:
             if not start <= t.requested_at <= end:
                 continue
             if codes and t.service.code not in codes:
@@ -516,7 +600,7 @@ class Open311State:
             if self.searchable and ref_value is not None and self.reference_of(t) != ref_value:
                 continue
             out.append(self.record(t))
-            if len(out) >= MAX_RESULTS:
+            if len(out) >= MAX_RESULTS and not self.quirks:
                 break
         return out
 
@@ -538,8 +622,7 @@ class Open311State:
         ]
 
     def post_update(self, form: Any) -> dict[str, Any]:
-        if form.get("api_key") != self.api_key:
-            raise SimError(403, "Invalid or missing api_key")
+        self.check_key(form)
         self.check_jurisdiction(form)
         missing = [
             f"{k} is required"
@@ -645,9 +728,37 @@ def render(
     return web.Response(status=status, text=text, content_type="text/xml")
 
 
-def render_error(fmt: str, err: SimError) -> web.Response:
+def render_error(fmt: str, err: SimError, quirks: bool = False) -> web.Response:
+    if quirks:  # a Django REST server's shapes, not the spec's list
+        detail: Any = err.descriptions
+        if err.status == 400 and err.descriptions != ["Invalid API key"]:
+            detail = {"non_field_errors": err.descriptions}
+        return web.json_response({"code": err.status, "detail": detail}, status=err.status)
     body = [{"code": err.status, "description": d} for d in err.descriptions]
     return render(fmt, "errors", body, status=err.status)
+
+
+def debug_page(path: str) -> web.Response:
+    return web.Response(status=404, text=_DEBUG_PAGE.format(path=path), content_type="text/html")
+
+
+def paged(
+    request: web.Request, state: Open311State, root: str, records: list[dict[str, Any]]
+) -> web.Response:
+    """The whole list, or (quirks) one page of ``QUIRKS_PAGE`` with the paging headers."""
+    fmt = request.match_info["fmt"]
+    if not state.quirks:
+        return render(fmt, root, records)
+    try:
+        page = max(1, int(request.query.get("page", "1")))
+    except ValueError:
+        page = 1
+    count = max(1, -(-len(records) // QUIRKS_PAGE))
+    resp = render(fmt, root, records[(page - 1) * QUIRKS_PAGE : page * QUIRKS_PAGE])
+    resp.headers["X-Page-Count"] = str(count)
+    if page < count:
+        resp.headers["X-Next-Page-URL"] = str(request.url.update_query(page=str(page + 1)))
+    return resp
 
 
 # --------------------------------------------------------------------------- app
@@ -683,11 +794,17 @@ def create_app(state: Open311State) -> web.Application:
         try:
             return await handler(request)
         except SimError as err:
-            return render_error(fmt, err)
+            if state.quirks and err.status == 404 and err.descriptions == ["no such endpoint"]:
+                return debug_page(request.path)
+            return render_error(fmt, err, state.quirks)
+        except web.HTTPNotFound:
+            if state.quirks:
+                return debug_page(request.path)
+            raise
 
     async def services(request: web.Request) -> web.Response:
         state.check_jurisdiction(request.query)
-        return render(request.match_info["fmt"], "services", [s.wire() for s in state.services])
+        return paged(request, state, "services", [s.wire() for s in state.services])
 
     async def service_definition(request: web.Request) -> web.Response:
         state.check_jurisdiction(request.query)
@@ -706,26 +823,30 @@ def create_app(state: Open311State) -> web.Application:
         return render(request.match_info["fmt"], "service_requests", [result])
 
     async def get_requests(request: web.Request) -> web.Response:
-        return render(
-            request.match_info["fmt"], "service_requests", state.search_requests(request.query)
-        )
+        return paged(request, state, "service_requests", state.search_requests(request.query))
 
     async def get_request(request: web.Request) -> web.Response:
         records = state.get_request(request.match_info["id"], request.query)
         return render(request.match_info["fmt"], "service_requests", records)
 
     async def get_token(request: web.Request) -> web.Response:
+        if state.quirks:
+            raise SimError(404, "no such endpoint")
         state.check_jurisdiction(request.query)
         result = state.resolve_token(request.match_info["token"])
         return render(request.match_info["fmt"], "service_requests", [result])
 
     async def get_updates(request: web.Request) -> web.Response:
+        if state.quirks:
+            raise SimError(404, "no such endpoint")
         if not state.updates_enabled:
             raise SimError(404, "servicerequestupdates is not offered")
         fmt = request.match_info["fmt"]
         return render(fmt, "service_request_updates", state.list_updates(request.query))
 
     async def post_updates(request: web.Request) -> web.Response:
+        if state.quirks:
+            raise SimError(404, "no such endpoint")
         if not state.updates_enabled:
             raise SimError(404, "servicerequestupdates is not offered")
         form = await request.post()

@@ -15,12 +15,20 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from adapters.base import AdapterError, AuthError, PermanentError, RateLimited, TransientError
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    PermanentError,
+    RateLimited,
+    TransientError,
+    WatchesTickets,
+)
 from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import PublishError, Worker
 from bridge.stages.common import sleep_or_stop, ticket_systems
 from schemas.config import DepartmentConfig
 from schemas.messages import TicketEvent
+from schemas.vocab import TicketStatus
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -59,7 +67,19 @@ class SyncRole:
         """One page of changes → publish → store cursor. Returns the number of events."""
         name = f"tickets:{dept.id}"
         cursor = await self.ctx.store.get_cursor(name)
-        result = await ticket_systems(self.ctx)[dept.id].changes_since(cursor)
+        system = ticket_systems(self.ctx)[dept.id]
+        if isinstance(system, WatchesTickets):
+            # The bridge's open tickets, asked for by id beside the change feed: a change that
+            # does not move the server's updated_datetime is still seen.
+            rows = await self.ctx.store.list_tickets(dept.id)
+            system.watch(
+                {
+                    r["ticket_id"]: r["native_status"]
+                    for r in rows
+                    if not TicketStatus(r["status"]).is_final
+                }
+            )
+        result = await system.changes_since(cursor)
         if result.events:
             await publish_events(self.ctx, result.events)
         if result.cursor != cursor:

@@ -20,7 +20,15 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
-from adapters.base import AuthError, CreatedTicket, PermanentError, TicketSystem, TransientError
+from adapters.base import (
+    AdapterError,
+    AuthError,
+    CreatedTicket,
+    DetectsCapabilities,
+    PermanentError,
+    TicketSystem,
+    TransientError,
+)
 from adapters.circuit import CircuitBreaker
 from bridge.http import require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
@@ -46,6 +54,12 @@ class TicketingRole:
         ctx.app.router.add_get("/api/reconciliation", self.list_reconciliation)
 
     async def start(self) -> None:
+        for dept_id, system in ticket_systems(self.ctx).items():
+            if isinstance(system, DetectsCapabilities):
+                try:  # e.g. whether any API takes a follow-up (capabilities.appends)
+                    await system.detect()
+                except AdapterError as exc:  # the adapter detects again on first need
+                    log.warning("capability detection failed", department=dept_id, error=exc.reason)
         await self.worker.start()
 
     async def stop(self) -> None:

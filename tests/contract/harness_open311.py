@@ -1,8 +1,10 @@
 """Contract harness: the Open311 simulator (JSON, searchable, with servicerequestupdates) and an
-``Open311TicketSystem`` pointed at it. ``tests/test_open311.py`` reuses it with other modes."""
+``Open311TicketSystem`` pointed at it. ``tests/test_open311.py`` reuses it with other modes;
+``harness_open311_quirks.py`` runs the contract against the simulator's ``quirks`` mode."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +18,16 @@ from schemas.messages import Author, Inquiry, ThreadRef, TicketCommand, stable_i
 from schemas.vocab import Category, InquiryKind
 
 API_KEY = "sim-open311-key"
+_MARKER = re.compile(r"\[govbridge-ref: ([^\]]+)\]")
+
+
+def reference_in(ticket: dict[str, Any]) -> str:
+    """The bridge's reference a stored ticket carries (attribute, else description marker)."""
+    attr = ticket.get("reference")
+    if attr:
+        return str(attr)
+    found = _MARKER.search(str(ticket.get("description") or ""))
+    return found.group(1) if found else ""
 
 
 class Open311Harness:
@@ -56,7 +68,7 @@ class Open311Harness:
             "long": 116.3975,
             "attributes": {"urgency": "normal"},
             "searchable": self.state.searchable,
-            "servicerequestupdates": self.state.updates_enabled,
+            "servicerequestupdates": "auto" if self.state.quirks else self.state.updates_enabled,
             "token_poll_interval": "20ms",
             "token_poll_attempts": 50,
             "breaker_failures": 3,
@@ -103,12 +115,15 @@ class Open311Harness:
 
     async def tickets(self) -> list[dict[str, str]]:
         return [
-            {"id": t["id"], "reference": t["reference"], "status": t["status"]}
+            {"id": t["id"], "reference": reference_in(t), "status": t["status"]}
             for t in self.state.snapshot()
         ]
 
     async def set_status(self, ticket_id: str, native_status: str, note: str | None) -> None:
-        self.state.set_status(ticket_id, native_status, note)
+        if self.state.quirks:  # an official's admin tool: updated_datetime does not move
+            self.state.admin_set_status(ticket_id, native_status, note)
+        else:
+            self.state.set_status(ticket_id, native_status, note)
 
     async def set_outage(self, mode: str | None) -> None:
         await self.state.set_outage(mode)
