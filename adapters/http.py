@@ -46,7 +46,7 @@ from adapters.base import (
     TransientError,
 )
 from adapters.circuit import CircuitBreaker
-from adapters.wire import Malformed, error_detail, parse_json
+from adapters.wire import PAGE_MAX_DEPTH, Malformed, error_detail, parse_json
 
 log = structlog.get_logger(__name__)
 
@@ -125,7 +125,7 @@ class Response:
         if not self.body.strip():
             return None
         try:
-            return parse_json(self.body, exact=exact)
+            return parse_json(self.body, exact=exact, max_depth=PAGE_MAX_DEPTH)
         except Malformed as exc:
             raise TransientError(
                 f"{self.what}: HTTP {self.status} answer unreadable: {exc}"

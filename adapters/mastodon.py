@@ -245,6 +245,7 @@ class MastodonSource:
             default_rate_limit_wait=READ_LIMIT.period,
         )
         self._unsure: set[str] = set()  # replies whose post may have committed unseen
+        self._posted: OrderedDict[str, PostedReply] = OrderedDict()  # posted by this process
         self._me: dict[str, Any] | None = None
         self._max_chars: int | None = None
         self._policy_done = False
@@ -342,11 +343,13 @@ class MastodonSource:
         a post whose outcome is unknown (timed out; a slow server may commit it later) is
         looked for in the thread before posting again."""
         await self._account()
+        if reply.reply_id in self._posted:  # this process posted it: never again
+            return self._posted[reply.reply_id]
         if reply.reply_id in self._unsure:
             found = await self.find_reply(reply)
             if found is not None:
                 self._unsure.discard(reply.reply_id)
-                return found
+                return self._remember(reply.reply_id, found)
         target, visibility, parts = self._reply_plan(reply, await self._max_reply_chars())
         try:
             result = await self._post_parts(reply.reply_id, target, visibility, parts, [])
@@ -355,6 +358,12 @@ class MastodonSource:
                 self._unsure.add(reply.reply_id)
             raise
         self._unsure.discard(reply.reply_id)
+        return self._remember(reply.reply_id, result)
+
+    def _remember(self, reply_id: str, result: PostedReply) -> PostedReply:
+        self._posted[reply_id] = result
+        while len(self._posted) > 10_000:
+            self._posted.popitem(last=False)
         return result
 
     async def _post_parts(
@@ -459,7 +468,10 @@ class MastodonSource:
         if n.get("type") != "mention" or not isinstance(status, dict):
             return None
         account = status.get("account") or n.get("account") or {}
-        if str(account.get("id")) == str(me.get("id")):
+        account_id = _notification_id(account)
+        if account_id is None:
+            raise ValueError("status without a readable account")
+        if account_id == str(me.get("id")):
             return None  # echo protection: never answer our own posts
         status_id = str(status["id"])
         visibility = str(status.get("visibility") or "public")
@@ -483,7 +495,7 @@ class MastodonSource:
             kind=kind,
             external_id=status_id,
             author=Author(
-                id=str(account.get("id")),
+                id=account_id,
                 handle=acct,
                 display_name=textutil.clean(str(account.get("display_name") or "")) or None,
             ),

@@ -37,7 +37,7 @@ from adapters.base import (
     TransientError,
 )
 from adapters.http import HttpClient
-from adapters.wire import Malformed, parse_json
+from adapters.wire import PAGE_MAX_DEPTH, Malformed, parse_json
 from schemas.config import AccountConfig, Duration
 from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
 from schemas.vocab import InquiryKind, Visibility
@@ -116,7 +116,14 @@ class WeiboError(Exception):
 
 
 def _digits(value: object) -> bool:
-    return isinstance(value, str) and value.isascii() and value.isdigit()
+    """A decimal id within int64 (Weibo ids are 64-bit integers)."""
+    return (
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and len(value) <= 19
+        and int(value) < 2**63
+    )
 
 
 def _optional_id(obj: Any) -> str | None:
@@ -135,7 +142,7 @@ def idstr(obj: Any) -> str:
     if _digits(s):
         return str(s)
     raw = obj.get("id")
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < 2**63:
         return str(raw)
     if _digits(raw):
         return str(raw)
@@ -291,7 +298,8 @@ class WeiboSource:
             raise_for_status=False,
         )
         try:
-            data = parse_json(resp.body, exact=True)  # ids near 2^53 never pass a float
+            # Ids near 2^53 never pass a float; one deeply nested item cannot sink the page.
+            data = parse_json(resp.body, exact=True, max_depth=PAGE_MAX_DEPTH)
         except Malformed:
             if resp.ok:  # 200 with a non-JSON body is an interposed proxy/error page
                 raise TransientError(f"weibo {endpoint}: HTTP {resp.status}, no JSON") from None

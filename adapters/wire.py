@@ -26,6 +26,10 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 MAX_DEPTH = 64
+# A page of items from a platform: one absurdly nested item must not make the whole page
+# unreadable (it would block the stream), so pages may nest deeper; items are then checked
+# one by one by code that never recurses into fields it does not know.
+PAGE_MAX_DEPTH = 512
 REASON_LIMIT = 300
 
 _JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)

@@ -32,6 +32,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from bridge.pii import redact_text
+from bridge.rejected import STAGE as INGEST
 from bridge.runtime import (
     ATTEMPT_HEADER,
     FAILED_AT_HEADER,
@@ -43,6 +44,7 @@ from bridge.runtime import (
     PublishError,
 )
 from bridge.topology import STAGE_BINDINGS
+from schemas.config import GovbridgeConfig
 
 # Headers describing the failure: not carried into the replayed message.
 FAILURE_HEADERS = (
@@ -85,7 +87,7 @@ def register(sub: Any) -> None:
     p.add_argument("-c", "--config", default="govbridge.toml")
     p.add_argument(
         "--stage",
-        choices=tuple(STAGE_BINDINGS),
+        choices=(*STAGE_BINDINGS, INGEST),
         help="only this stage's dead letters (default: every stage)",
     )
     p.add_argument(
@@ -261,7 +263,7 @@ async def run_dlq(args: argparse.Namespace) -> int:
     except BrokerUnavailable as exc:
         print(f"govbridge dlq: {exc}", file=sys.stderr)
         return 1
-    stages = [args.stage] if args.stage else list(STAGE_BINDINGS)
+    stages = [args.stage] if args.stage else [*STAGE_BINDINGS, INGEST]
     failures = 0
     matched = 0
     try:
@@ -281,7 +283,10 @@ async def run_dlq(args: argparse.Namespace) -> int:
                     continue
                 chosen = [m for m in messages if args.message_id in (None, m.message_id)]
                 matched += len(chosen)
-                failures += await _act(args, broker, stage, queues.dead, queues.work, chosen)
+                if stage == INGEST and args.action == "replay":
+                    failures += await _replay_ingest(cfg, broker, queues.dead, chosen)
+                else:
+                    failures += await _act(args, broker, stage, queues.dead, queues.work, chosen)
             finally:
                 # Whatever was not acknowledged returns to the dead-letter queue.
                 with contextlib.suppress(Exception):
@@ -346,6 +351,53 @@ async def _act(
         print(
             f"replayed {info.message_id} -> {work} ({info.type or 'message'}; was: {info.reason})"
         )
+    return failures
+
+
+async def _replay_ingest(
+    cfg: GovbridgeConfig, broker: Broker, dead: str, messages: list[AbstractIncomingMessage]
+) -> int:
+    """Give each kept item back to its account's adapter (``parse_item``) and publish the
+    inquiry it now yields; an item still unreadable stays where it is, with the new reason."""
+    from adapters.base import AdapterError, ParsesItems, Source, make_source
+
+    failures = 0
+    adapters: dict[str, Source] = {}
+    try:
+        for message in messages:
+            info = describe(INGEST, dead, message, broker.cfg.delivery_limit)
+            try:
+                doc = json.loads(message.body)
+                account = cfg.account(str(doc["handle"]), str(doc["adapter"]))
+                key = f"{account.adapter}:{account.handle}"
+                if key not in adapters:
+                    adapters[key] = make_source(account)
+                source = adapters[key]
+                if not isinstance(source, ParsesItems):
+                    raise ValueError(f"adapter {account.adapter} cannot read items again")
+                inquiry = await source.parse_item(str(doc["raw"]).encode("utf-8"))
+            except (ValueError, KeyError, TypeError, AdapterError) as exc:
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                print(
+                    f"replay of {info.message_id} failed: {redact_text(reason)}; kept",
+                    file=sys.stderr,
+                )
+                failures += 1
+                continue
+            if inquiry is not None:
+                try:
+                    await broker.publish(f"inquiry.received.{inquiry.platform}", inquiry)
+                except PublishError as exc:
+                    print(f"replay of {info.message_id} failed: {exc}; kept", file=sys.stderr)
+                    failures += 1
+                    continue
+            await message.ack()
+            what = f"inquiry {inquiry.inquiry_id}" if inquiry is not None else "nothing to ingest"
+            print(f"replayed {info.message_id} -> {what} (was: {info.reason})")
+    finally:
+        for source in adapters.values():
+            with contextlib.suppress(Exception):
+                await source.close()
     return failures
 
 

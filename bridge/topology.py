@@ -121,6 +121,11 @@ class Topology:
         default delivery limit of 20. An explicit, unreachable limit works on 3.10 and 4.x."""
         return {"x-queue-type": "quorum", "x-delivery-limit": 1_000_000_000}
 
+    @property
+    def ingest_dead(self) -> str:
+        """Where items a source could not read are kept (see ``bridge.rejected``)."""
+        return self.queues("ingest").dead
+
     def describe(self) -> list[str]:
         """Human-readable lines for ``govbridge topology``."""
         lines = [
@@ -141,6 +146,10 @@ class Topology:
             for delay, name in q.retry:
                 lines.append(f"  retry tier {name} (ttl {tier_label(delay)}) -> {q.work}")
             lines.append(f"  dead letters {q.dead} <- {self.dead_letter_exchange}[{stage}]")
+        lines.append(
+            f"ingest: unreadable source items {self.ingest_dead}"
+            f" <- {self.dead_letter_exchange}[ingest]"
+        )
         return lines
 
     async def declare(self, channel: AbstractChannel) -> None:
@@ -176,6 +185,10 @@ class Topology:
                 q.dead, durable=True, arguments=self.holding_queue_arguments()
             )
             await dead.bind(dlx, routing_key=stage)
+        ingest_dead = await channel.declare_queue(
+            self.ingest_dead, durable=True, arguments=self.holding_queue_arguments()
+        )
+        await ingest_dead.bind(dlx, routing_key="ingest")
 
     async def delete(self, channel: AbstractChannel) -> None:
         """Remove everything (tests). Quorum queues need if_unused/if_empty False."""
@@ -183,6 +196,7 @@ class Topology:
             q = self.queues(stage)
             for name in (q.work, q.dead, *(n for _, n in q.retry)):
                 await channel.queue_delete(name, if_unused=False, if_empty=False)
+        await channel.queue_delete(self.ingest_dead, if_unused=False, if_empty=False)
         await channel.queue_delete(self.unroutable_queue, if_unused=False, if_empty=False)
         for ex in (self.exchange, self.dead_letter_exchange, self.alternate_exchange):
             await channel.exchange_delete(ex)

@@ -8,12 +8,20 @@ client uses (plus mastodon-mock's ``/api/v1/_mock/*`` control plane for accounts
 
 Operator controls exist as Python methods on ``MastodonSimState`` and over HTTP under
 ``/_sim/...`` on the same server, so ``govbridge simulate mastodon --port N`` can be driven.
+
+``quirks`` puts a wrapper in front of mastodon-mock that behaves like other Mastodon-API
+servers (the end of ``reference/mastodon.md``): a bad or revoked token answered 400 with the
+plain text ``Invalid Bearer token``; no ``/api/v2/notifications/policy`` (404);
+``include_filtered`` ignored; ``Idempotency-Key`` ignored; ``acct`` of local users with the
+domain; and, on demand, statuses committed after the client gave up (``slow_commit``) and
+poison items (``poison``: a notification rewritten into something no client can read).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import secrets
 import tempfile
@@ -79,6 +87,7 @@ class MastodonSimState:
         token: str | None = None,
         filter_private_mentions: bool = True,
         rate_limit: RateLimitConfig | None = None,
+        quirks: bool = False,
     ) -> None:
         """``filter_private_mentions`` mirrors Mastodon 4.3's default notification policy
         (private mentions from strangers are filtered) so the adapter must cope with it.
@@ -109,8 +118,11 @@ class MastodonSimState:
             ),
         )
         # Real servers' behaviour the adapter must survive (see the end of reference/mastodon.md)
-        self.ignore_idempotency_key = False  # a repeated key posts again
+        self.quirks = quirks
+        self.ignore_idempotency_key = quirks  # a repeated key posts again
         self.slow_commit = 0.0  # seconds a new status is held back AFTER it was committed
+        # status id → how its notification is broken on the wire (quirks; see _poisoned)
+        self.poison: dict[str, str] = {}
         self.app: FastAPI = create_app(self)
         self.port = 0
         self.host = "127.0.0.1"
@@ -154,7 +166,7 @@ class MastodonSimState:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         me = await self._api("GET", "/api/v1/accounts/verify_credentials", self.official_token)
         self.official_id = str(me["id"])
-        if self.filter_private_mentions:
+        if self.filter_private_mentions and not self.quirks:  # quirks: no policy endpoint
             await self.set_policy(for_private_mentions="filter")
         self.ready.set()
         return self
@@ -329,6 +341,14 @@ class MastodonSimState:
     async def clear_faults(self) -> None:
         await self._api("DELETE", "/api/v1/_mock/faults", None)
 
+    async def new_official_token(self) -> SecretStr:
+        """A human re-authorised the official account: a fresh token (the old one stays dead)."""
+        data = await self._api(
+            "POST", "/api/v1/_mock/login", None, json_body={"username": self.official}
+        )
+        self.official_token = SecretStr(str(data["access_token"]))
+        return self.official_token
+
     async def revoke_official_token(self) -> None:
         """Revoke the official token (``POST /oauth/revoke``): every call now gets 401."""
         await self._api(
@@ -377,7 +397,9 @@ class _RealServerBehaviour:
 
     ``ignore_idempotency_key`` drops the header before the app sees it; ``slow_commit`` lets
     ``POST /api/v1/statuses`` commit the status at once and answer only later, so a client
-    with a shorter timeout gives up on a status that exists.
+    with a shorter timeout gives up on a status that exists. With ``quirks`` also: 401 becomes
+    a plain-text 400, the v2 notification policy is missing, ``include_filtered`` is ignored,
+    local ``acct`` values carry the domain, and notifications of ``poison`` statuses are broken.
     """
 
     def __init__(self, app: Any, state: MastodonSimState) -> None:
@@ -385,27 +407,120 @@ class _RealServerBehaviour:
         self.state = state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        posting = (
-            scope.get("type") == "http"
-            and scope.get("method") == "POST"
-            and scope.get("path") == "/api/v1/statuses"
-        )
-        if not posting:
+        if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        if self.state.ignore_idempotency_key:
+        path = str(scope.get("path", ""))
+        quirks = self.state.quirks and path.startswith("/api/") and "/_mock/" not in path
+        if quirks and path == "/api/v2/notifications/policy":
+            await _plain(send, 404, "<html><body><h1>404 page not found</h1></body></html>", "html")
+            return
+        if quirks and "streaming" in path:
+            await self.app(scope, receive, send)
+            return
+        if quirks:
+            query = [
+                p
+                for p in str(scope.get("query_string", b"").decode()).split("&")
+                if not p.startswith("include_filtered=")
+            ]
+            scope = {**scope, "query_string": "&".join(query).encode()}
+        posting = scope.get("method") == "POST" and path == "/api/v1/statuses"
+        if posting and self.state.ignore_idempotency_key:
             headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"idempotency-key"]
             scope = {**scope, "headers": headers}
+        if not posting and not quirks:
+            await self.app(scope, receive, send)
+            return
         held: list[Any] = []
 
         async def hold(message: Any) -> None:
             held.append(message)
 
         await self.app(scope, receive, hold)
-        if self.state.slow_commit > 0:
+        if posting and self.state.slow_commit > 0:
             await asyncio.sleep(self.state.slow_commit)
+        if quirks:
+            held = self._rewritten(held)
         for message in held:
             await send(message)
+
+    def _rewritten(self, held: list[Any]) -> list[Any]:
+        start = next((m for m in held if m.get("type") == "http.response.start"), None)
+        if start is None:
+            return held
+        body = b"".join(m.get("body", b"") for m in held if m.get("type") == "http.response.body")
+        if start["status"] == 401:  # "Invalid Bearer token", as plain text, and 400
+            return _plain_messages(400, "Invalid Bearer token", "plain")
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return held
+        domain = self.state.mock_config.domain
+        doc = _with_domain(doc, domain)
+        if isinstance(doc, list) and self.state.poison:
+            doc = [self._poisoned(item) for item in doc]
+        raw = json.dumps(doc, ensure_ascii=True).encode()
+        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        headers.append((b"content-length", str(len(raw)).encode()))
+        return [
+            {**start, "headers": headers},
+            {"type": "http.response.body", "body": raw, "more_body": False},
+        ]
+
+    def _poisoned(self, item: Any) -> Any:
+        """A notification as a broken server or a truncating client leaves it."""
+        if not isinstance(item, dict) or not isinstance(item.get("status"), dict):
+            return item
+        how = self.state.poison.get(str(item["status"].get("id")))
+        if how is None:
+            return item
+        status = dict(item["status"])
+        if how == "surrogate":  # an emoji cut in half: a lone UTF-16 surrogate in the JSON
+            status["content"] = "<p>路灯坏了\ud83d</p>"
+        elif how == "missing":  # a field every status has, gone
+            status.pop("id", None)
+        elif how == "range":  # a number where an object belongs, and far out of range
+            status["account"] = 10**400
+        elif how == "nested":
+            deep: Any = "x"
+            for _ in range(300):
+                deep = {"a": deep}
+            status["account"] = deep
+        return {**item, "status": status}
+
+
+def _with_domain(doc: Any, domain: str) -> Any:
+    """``acct`` of local users with the server's domain, as some servers send it."""
+    if isinstance(doc, list):
+        return [_with_domain(d, domain) for d in doc]
+    if isinstance(doc, dict):
+        out = {k: _with_domain(v, domain) for k, v in doc.items()}
+        acct = out.get("acct")
+        if isinstance(acct, str) and acct and "@" not in acct and "username" in out:
+            out["acct"] = f"{acct}@{domain}"
+        return out
+    return doc
+
+
+def _plain_messages(status: int, text: str, kind: str) -> list[Any]:
+    body = text.encode()
+    return [
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", f"text/{kind}; charset=utf-8".encode()),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        },
+        {"type": "http.response.body", "body": body, "more_body": False},
+    ]
+
+
+async def _plain(send: Any, status: int, text: str, kind: str) -> None:
+    for message in _plain_messages(status, text, kind):
+        await send(message)
 
 
 # --------------------------------------------------------------------------- HTTP controls

@@ -8,6 +8,10 @@ hourly per-user limits; tokens that expire and must be replaced by a human. ``co
 also lists the official account's own comments on its posts, the worst case for echo loops.
 
 Operator controls exist as methods of :class:`WeiboState` and over HTTP under ``/_sim/``.
+
+``quirks`` adds what real traffic brings that the documentation does not: ``poison`` items (by
+id) sent broken — an emoji cut into a lone UTF-16 surrogate, a field missing, a number out of
+range, an object nested hundreds deep — among good ones.
 """
 
 from __future__ import annotations
@@ -135,6 +139,9 @@ class WeiboState:
     error_code_style: ErrorCodeStyle = "alternate"
     clock: Callable[[], float] = time.time
     seed: int = 2011
+    quirks: bool = False
+    # item id → how it is broken on the wire (quirks): surrogate | missing | range | nested
+    poison: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
@@ -361,7 +368,7 @@ class WeiboState:
                     and mention in s.text
                     and self._author_ok(s.user_id, filter_by_author)
                 ):
-                    out.append((s.id, self.status_json(s)))
+                    out.append((s.id, self._poisoned(s.id, self.status_json(s))))
         else:
             for c in self.comments.values():
                 if not self._visible_comment(c) or not self._author_ok(c.user_id, filter_by_author):
@@ -374,9 +381,24 @@ class WeiboState:
                         continue
                 elif mention not in c.text:
                     continue
-                out.append((c.id, self.comment_json(c)))
+                out.append((c.id, self._poisoned(c.id, self.comment_json(c))))
         out.sort(key=lambda t: t[0], reverse=True)
         return out
+
+    def _poisoned(self, item_id: int, obj: dict[str, Any]) -> dict[str, Any]:
+        how = self.poison.get(item_id) if self.quirks else None
+        if how == "surrogate":  # the sender cut an emoji in half
+            return {**obj, "text": obj["text"] + "\ud83d"}
+        if how == "missing":
+            return {k: v for k, v in obj.items() if k != "created_at"}
+        if how == "range":  # far beyond int64 (and no idstr to fall back on)
+            return {**obj, "user": {**obj["user"], "id": 10**30, "idstr": None}}
+        if how == "nested":
+            deep: Any = 1
+            for _ in range(300):
+                deep = {"id": deep}
+            return {**obj, "user": deep}
+        return obj
 
     # ------------------------------------------------------------------ request plumbing
 

@@ -32,6 +32,7 @@ from adapters.base import (
     Source,
     TransientError,
 )
+from bridge import rejected
 from bridge.http import json_error, read_json, require_admin
 from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import PublishError, Worker
@@ -123,7 +124,10 @@ class AccountPoller:
         """One fetch → publish → store cursor. True while a backlog is being drained."""
         cursor = await self.ctx.store.get_cursor(self.cursor_name)
         result = await self.source.fetch(cursor)
-        published = await publish_inquiries(self.ctx, result.items)
+        # One bad item never blocks the stream: kept for the operator, then the cursor moves.
+        items, unencodable = rejected.encodable(result.items)
+        await rejected.keep(self.ctx, self.account, [*result.rejected, *unencodable])
+        published = await publish_inquiries(self.ctx, items)
         await self.ctx.store.set_cursor(self.cursor_name, result.cursor)
         if result.items:
             log.info(

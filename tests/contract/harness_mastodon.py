@@ -51,7 +51,9 @@ class MastodonHarness:
             self._citizens.clear()
 
     def adapter(self) -> Source:
-        cfg = MastodonConfig.model_validate(self.sim.account_config(department="contract"))
+        cfg = MastodonConfig.model_validate(
+            self.sim.account_config(department="contract", accept_private_mentions=True)
+        )
         source = MastodonSource(cfg)
         self._adapters.append(source)
         return source
