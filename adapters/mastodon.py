@@ -273,6 +273,15 @@ class MastodonSource:
         params = {"min_id": cursor if cursor is not None else "0"}
         params["limit"] = str(self.cfg.page_limit)
         page, headers = await self._notifications(params)
+        return await self.read_page(page, headers.get("Link"), cursor, me)
+
+    async def read_page(
+        self, page: Any, link: str | None, cursor: str | None, me: dict[str, Any]
+    ) -> FetchResult:
+        """One page of notifications (newest first) → its inquiries (oldest first), the items
+        that cannot be read, and where the next page starts. Raises only adapter errors."""
+        if not isinstance(page, list):
+            raise TransientError("mastodon notifications: expected a JSON list")
         if not page:
             return FetchResult(items=[], cursor=cursor, more=False)
         returned = [_notification_id(n) for n in page]
@@ -282,7 +291,7 @@ class MastodonSource:
         # The server answers newest first; its rel="prev" link carries min_id = the newest
         # id of this page, which is where the next page starts. Trust it only if it names
         # an id we actually got.
-        prev = parse_link_header(headers.get("Link")).get("prev")
+        prev = parse_link_header(link).get("prev")
         new_cursor = ids[0]
         if prev:
             min_ids = parse_qs(urlsplit(prev).query).get("min_id", [])
@@ -460,7 +469,7 @@ class MastodonSource:
             query.append(("include_filtered", "true"))
         body, headers = await self._request("GET", "/api/v1/notifications", params=query)
         if not isinstance(body, list):
-            raise TransientError("notifications: expected a JSON list")
+            raise TransientError("mastodon notifications: expected a JSON list")
         return body, headers
 
     async def _normalise(self, n: dict[str, Any], me: dict[str, Any]) -> Inquiry | None:

@@ -302,7 +302,7 @@ def parse_datetime(value: Any) -> datetime | None:
         return None
     try:
         ts = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+        return (ts if ts.tzinfo else ts.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
 
@@ -784,6 +784,10 @@ class Open311TicketSystem:
             )
         except PermanentError as exc:
             raise PermanentError(exc.reason + _NO_UPDATES_HINT) from None
+        return self.events_from_updates(cur, body, end)
+
+    def events_from_updates(self, cur: _Cursor, body: Any, end: datetime) -> list[TicketEvent]:
+        """``servicerequestupdates`` records (parsed) → events not reported before."""
         events = []
         for upd in as_list(body):
             update_id = _text(upd.get("update_id"))
@@ -826,14 +830,24 @@ class Open311TicketSystem:
         codes = ",".join(sorted(set(self.cfg.service_codes.values())))
         records = await self._window({"service_code": codes}, now - self.cfg.requests_lookback, now)
         watch = self._watch if self._watch is not None else {}
+        known = {_text(r.get("service_request_id")) for r in as_list(records)}
+        missing = sorted(t for t in watch if t not in known)
+        if missing:
+            records = [*as_list(records), *await self._watched_records(missing)]
+        return self.events_from_records(cur, records, start, now)
+
+    def events_from_records(
+        self, cur: _Cursor, records: Any, start: datetime, now: datetime
+    ) -> list[TicketEvent]:
+        """Request records (parsed) → the changes among them: watched tickets whose status
+        differs from the last one known, others whose ``updated_datetime`` moved in the window.
+        Records that cannot be read are skipped (one bad record never stops the others)."""
+        watch = self._watch if self._watch is not None else {}
         by_id: dict[str, dict[str, Any]] = {}
-        for rec in records:
+        for rec in as_list(records):
             ticket_id = _text(rec.get("service_request_id"))
             if ticket_id is not None:
                 by_id[ticket_id] = rec
-        missing = sorted(t for t in watch if t not in by_id)
-        for rec in await self._watched_records(missing) if missing else []:
-            by_id[str(_text(rec.get("service_request_id")))] = rec
         cur.watched = {t: v for t, v in cur.watched.items() if t in watch}
         events = []
         for ticket_id, rec in by_id.items():
@@ -849,6 +863,7 @@ class Open311TicketSystem:
                 if native.casefold() == known.casefold():
                     continue
                 cur.watched[ticket_id] = native
+                cur.seen[event_id] = w3c(updated)  # a restart without the watch list too
                 occurred = updated if updated >= start else now  # stale: seen now
             else:
                 if updated < start or event_id in cur.seen:

@@ -61,6 +61,7 @@ from adapters.base import (
 from adapters.circuit import CircuitBreaker
 from adapters.http import HttpClient
 from adapters.statusmap import StatusMap, StatusTarget
+from adapters.text import clean
 from adapters.wire import Malformed, parse_json
 from schemas.config import DepartmentConfig, Duration, TicketingConfig
 from schemas.messages import TicketCommand, TicketEvent
@@ -525,6 +526,12 @@ class RestTicketSystem:
         if ep.limit_param:
             params[ep.limit_param] = str(ep.limit)
         _, doc = await self._request("changes", ep.method, ep.path, params=params)
+        return self.changes_from(doc, cursor)
+
+    def changes_from(self, doc: Any, cursor: str | None) -> ChangesResult:
+        """A changes page (parsed JSON) → its events and the next cursor; malformed items are
+        skipped with a warning, a page without its list is a ``PermanentError``."""
+        ep = self.cfg.changes
         items = get_path(doc, ep.items_path)
         if not isinstance(items, list):
             raise PermanentError(f"changes: response has no list at {ep.items_path!r}")
@@ -541,12 +548,12 @@ class RestTicketSystem:
                 events.append(event)
         next_cursor = cursor
         found = get_path(doc, ep.next_cursor_path) if ep.next_cursor_path else _MISSING
-        if found is not _MISSING and found is not None and found != "":
-            next_cursor = str(found)
+        if isinstance(found, str | int) and not isinstance(found, bool) and found != "":
+            next_cursor = clean(str(found))
         elif ep.cursor_item_path and items:
             last = get_path(items[-1], ep.cursor_item_path)
-            if last is not _MISSING and last is not None:
-                next_cursor = str(last)
+            if isinstance(last, str | int) and not isinstance(last, bool):
+                next_cursor = clean(str(last))
         return ChangesResult(events=events, cursor=next_cursor)
 
     def _event(self, item: Any, source: Literal["poll", "callback"]) -> TicketEvent | None:
@@ -566,15 +573,15 @@ class RestTicketSystem:
                 raise ValueError(f".{path}: {name} must be a string or number")
             return value
 
-        ticket_id = str(required("ticket id", m.ticket_id))
-        native = str(required("status", m.status))
+        ticket_id = clean(str(required("ticket id", m.ticket_id)))
+        native = clean(str(required("status", m.status)))
         try:
             occurred_at = parse_time(required("time", m.time))
         except ValueError as e:
             if str(e).startswith("."):
                 raise
             raise ValueError(f".{m.time}: {e}") from None
-        event_id = str(required("event id", m.event_id))
+        event_id = clean(str(required("event id", m.event_id)))
         status = self.map_status(native)
         if status is None:
             log.debug("rest.ignored_status", department=self.department.id, native_status=native)
@@ -585,11 +592,11 @@ class RestTicketSystem:
             event_id=event_id,
             department=self.department.id,
             ticket_id=ticket_id,
-            reference=None if reference in (None, _MISSING, "") else str(reference),
+            reference=None if reference in (None, _MISSING, "") else clean(str(reference)),
             status=status,
             native_status=native,
             occurred_at=occurred_at,
-            note=None if note in (None, _MISSING, "") else str(note),
+            note=None if note in (None, _MISSING, "") else clean(str(note)),
             source=source,
         )
 
