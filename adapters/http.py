@@ -28,6 +28,7 @@ other 4xx                                  ``PermanentError``
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
@@ -202,20 +203,8 @@ class HttpClient:
         unless ``raise_for_status`` is false (the adapter then reads the platform's own error
         scheme first and falls back on ``error_for``)."""
         self._pace(what)
-        if self.breaker is None:
-            return await self._exchange(
-                method,
-                url,
-                what,
-                params,
-                data,
-                json_body,
-                headers,
-                raise_for_status,
-                accept,
-                not_found,
-            )
-        async with self.breaker.guard():
+        guard = self.breaker.guard() if self.breaker is not None else contextlib.nullcontext()
+        async with guard:
             return await self._exchange(
                 method,
                 url,

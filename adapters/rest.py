@@ -608,7 +608,8 @@ class RestTicketSystem:
         try:
             doc = parse_json(body)
         except Malformed as e:
-            raise PermanentError(f"callback: body is {e}") from None
+            what = "not JSON" if str(e).startswith("not JSON") else str(e)
+            raise PermanentError(f"callback: body is {what}") from None
         items_path = self.cfg.changes.items_path
         where = "callback"
         if isinstance(doc, list):

@@ -235,7 +235,14 @@ async def test_crash_after_create_unsearchable_backend_flags_for_reconciliation(
     open311_sim.state.searchable = False  # the backend ignores attribute filters
     cfg = bridge_config(
         tmp_path,
-        departments=[department(open311_ticketing(open311_sim.base_url, searchable=False))],
+        # Nothing to search by: no attribute filter, and no reference in the description.
+        departments=[
+            department(
+                open311_ticketing(
+                    open311_sim.base_url, searchable=False, reference_in_description=False
+                )
+            )
+        ],
         broker={"drain_timeout": "1s"},
     )
     cmd = command(1, uuid.uuid4().hex[:8])
@@ -341,7 +348,14 @@ async def test_refused_connection_on_unsearchable_backend_is_not_flagged(
     open311_sim.state.searchable = False
     cfg = bridge_config(
         tmp_path,
-        departments=[department(open311_ticketing(open311_sim.base_url, searchable=False))],
+        # Nothing to search by: no attribute filter, and no reference in the description.
+        departments=[
+            department(
+                open311_ticketing(
+                    open311_sim.base_url, searchable=False, reference_in_description=False
+                )
+            )
+        ],
         broker={"retry_delays": ["500ms", "1s"]},
     )
     cmd = command(1, uuid.uuid4().hex[:8])
@@ -419,13 +433,13 @@ async def test_backend_down_a_minute_loses_nothing_and_costs_bounded_requests(
         store = daemon.ctx.store
         system = ticket_systems(daemon.ctx)[DEPT]
         assert isinstance(system, Open311TicketSystem)
-        real_request = system._request
+        real_request = system.http._exchange
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             attempts[phase] += 1
             return await real_request(*args, **kwargs)
 
-        system._request = counted  # type: ignore[method-assign]
+        system.http._exchange = counted  # type: ignore[method-assign]
         try:
             state.reset_counter()
             await state.set_outage("503")
