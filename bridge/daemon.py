@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Protocol
@@ -80,6 +80,8 @@ class BridgeContext:
     app: web.Application
     roles: dict[str, Role] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    # named readiness details a role adds to /readyz (they never make it "not ready")
+    details: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
 
 
 class Daemon:
@@ -128,12 +130,19 @@ class Daemon:
         parts["store"] = store_ok
         not_ready = [k for k in ("broker", "store") if not parts[k]]
         not_ready += [f"consumer:{n}" for n, ok in parts["consumers"].items() if not ok]
-        return {
+        report: dict[str, Any] = {
             "ready": not not_ready,
             "not_ready": not_ready,
             "checks": parts,
             "alerts": self.alerts.describe(),
         }
+        if self.ctx is not None:
+            for name, detail in self.ctx.details.items():
+                try:
+                    report[name] = await asyncio.wait_for(detail(), 2)
+                except Exception as exc:
+                    report[name] = {"error": type(exc).__name__}
+        return report
 
     async def start(self) -> None:
         store = await open_store(self.cfg.store.url)

@@ -78,6 +78,18 @@ class Metrics:
         self.replies = Counter(
             "govbridge_replies", "Replies by outcome", ["platform", "outcome"], registry=r
         )
+        self.replies_waiting = Gauge(
+            "govbridge_replies_waiting",
+            "Approved replies not yet posted, per account (a binding quota shows here)",
+            ["account"],
+            registry=r,
+        )
+        self.replies_oldest_waiting = Gauge(
+            "govbridge_replies_oldest_waiting_seconds",
+            "Age of the oldest approved reply not yet posted, per account",
+            ["account"],
+            registry=r,
+        )
         self.sla_events = Counter(
             "govbridge_sla_events",
             "Deadline events: holding replies, warnings, breaches",

@@ -9,16 +9,19 @@ PostgreSQL (asyncpg). The schema is created/migrated at start (``migrate``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import aiosqlite
 
-from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus
+from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus, rank_in_cycle
 
 FINAL_RANK = TicketStatus.RESOLVED.rank  # resolved, rejected and closed can be reopened
 
@@ -153,27 +156,102 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX triage_reviews_state ON triage_reviews (state);
     """,
+    # 6: conversations per citizen, leased posting under a shared quota, exact create outcomes
+    """
+    ALTER TABLE inquiries ADD COLUMN external_id TEXT;
+    ALTER TABLE inquiries ADD COLUMN author_id TEXT;
+    ALTER TABLE inquiries ADD COLUMN conversation TEXT;
+    CREATE INDEX inquiries_post ON inquiries (platform, account, external_id);
+    CREATE TABLE reply_posts (
+        platform TEXT NOT NULL,
+        account TEXT NOT NULL,
+        external_id TEXT NOT NULL,
+        reply_id TEXT NOT NULL,
+        inquiry_id TEXT NOT NULL,
+        PRIMARY KEY (platform, account, external_id)
+    );
+    ALTER TABLE replies ADD COLUMN lease_until TEXT;
+    ALTER TABLE replies ADD COLUMN lease_owner TEXT;
+    ALTER TABLE replies ADD COLUMN post_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replies ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replies ADD COLUMN not_before TEXT;
+    ALTER TABLE replies ADD COLUMN failure TEXT;
+    ALTER TABLE replies ADD COLUMN merged_into TEXT;
+    ALTER TABLE replies ADD COLUMN announced INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX replies_outbox ON replies (platform, account, state);
+    CREATE TABLE post_calls (
+        call_id TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        account TEXT NOT NULL,
+        reply_id TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        done_at TEXT,
+        weight INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX post_calls_account ON post_calls (platform, account);
+    ALTER TABLE create_attempts ADD COLUMN command_json TEXT;
+    ALTER TABLE create_attempts ADD COLUMN decided_by TEXT;
+    ALTER TABLE create_attempts ADD COLUMN decided_at TEXT;
+    ALTER TABLE create_attempts ADD COLUMN decision TEXT;
+    """,
 ]
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    return iso(datetime.now(UTC))
 
 
-class Database(Protocol):
-    """The few operations the store needs; ``?`` placeholders everywhere."""
+def iso(when: datetime) -> str:
+    """UTC, fixed width: stored times compare correctly as text (SQLite and PostgreSQL)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Executor(Protocol):
+    """Runs statements: the database itself, or one open transaction. ``?`` placeholders."""
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
+
+    async def lock(self, key: str) -> None:
+        """Inside a transaction: serialise with every other transaction taking ``key``."""
+        ...
+
+
+class Database(Executor, Protocol):
+    """A connection (pool) to one store database."""
 
     async def executescript(self, sql: str) -> None: ...
 
     async def close(self) -> None: ...
 
 
+class _SqliteTransaction:
+    """Statements inside one ``BEGIN IMMEDIATE`` … ``COMMIT`` on the shared connection."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = await self.conn.execute(sql, tuple(params))
+        return cur.rowcount
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = await self.conn.execute(sql, tuple(params))
+        return [dict(r) for r in await cur.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        yield self  # nested: part of the enclosing transaction
+
+    async def lock(self, key: str) -> None:
+        """SQLite has one writer at a time: ``BEGIN IMMEDIATE`` already serialises."""
+
+
 class SqliteDatabase:
-    """aiosqlite in WAL mode; one connection, writes serialised by a lock."""
+    """aiosqlite in WAL mode; one connection, statements serialised by a lock."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -183,7 +261,7 @@ class SqliteDatabase:
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # autocommit: each statement is its own transaction, one thread hop per call
+        # autocommit outside transactions: each statement commits, one thread hop per call
         self._conn = await aiosqlite.connect(self.path, isolation_level=None)
         self._conn.row_factory = aiosqlite.Row
         await self._conn.execute("PRAGMA journal_mode=WAL")
@@ -206,6 +284,23 @@ class SqliteDatabase:
             rows = await cur.fetchall()
             return [dict(r) for r in rows]
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        """All or nothing: the block's statements commit together or not at all (an
+        exception, a crash or a cancellation rolls back). Other statements on this
+        connection wait; other processes wait for the write lock (``busy_timeout``)."""
+        async with self._lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTransaction(self.conn)
+            except BaseException:
+                await asyncio.shield(self.conn.execute("ROLLBACK"))
+                raise
+            await asyncio.shield(self.conn.execute("COMMIT"))
+
+    async def lock(self, key: str) -> None:
+        """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
+
     async def executescript(self, sql: str) -> None:
         async with self._lock:
             await self.conn.executescript(sql)
@@ -214,6 +309,43 @@ class SqliteDatabase:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders rewritten to ``$n``."""
+    out, n = [], 0
+    for ch in sql:
+        if ch == "?":
+            n += 1
+            out.append(f"${n}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _pg_count(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PostgresTransaction:
+    """Statements on one pooled connection inside ``conn.transaction()``."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return _pg_count(await self.conn.execute(_pg_sql(sql), *params))
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.conn.fetch(_pg_sql(sql), *params)]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        yield self
+
+    async def lock(self, key: str) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
 
 
 class PostgresDatabase:
@@ -228,25 +360,20 @@ class PostgresDatabase:
 
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
 
-    @staticmethod
-    def _sql(sql: str) -> str:
-        out, n = [], 0
-        for ch in sql:
-            if ch == "?":
-                n += 1
-                out.append(f"${n}")
-            else:
-                out.append(ch)
-        return "".join(out)
-
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        status: str = await self._pool.execute(self._sql(sql), *params)
-        tail = status.rsplit(" ", 1)[-1]
-        return int(tail) if tail.isdigit() else 0
+        return _pg_count(await self._pool.execute(_pg_sql(sql), *params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(self._sql(sql), *params)
+        rows = await self._pool.fetch(_pg_sql(sql), *params)
         return [dict(r) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    async def lock(self, key: str) -> None:
+        """Only meaningful inside a transaction (see ``_PostgresTransaction.lock``)."""
 
     async def executescript(self, sql: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -282,15 +409,62 @@ class StoredReply:
     posted_at: str | None
     external_ids: list[str]
     cycle: int = 0
+    post_attempts: int = 0
+    uncertain: bool = False
+    failure: str | None = None
+    merged_into: str | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplyClaim:
+    """What the outbox may do next for an account.
+
+    ``reply`` is leased to the caller (post it, then ``finish_post`` or ``release_post``);
+    ``call_id`` is its slot in the account's posting quota. Without a reply, ``wait_until``
+    says when the quota frees a slot (``None``: nothing is waiting). ``superseded`` lists
+    replies of the same inquiry that the claimed one overtook (they will not be posted).
+    """
+
+    reply: StoredReply | None
+    call_id: str | None = None
+    wait_until: datetime | None = None
+    superseded: tuple[str, ...] = ()
+
+
+FaultHook = Callable[[str], None]
 
 
 class SqlStore:
-    """All durable state of the bridge. Methods are small and idempotent where it matters."""
+    """All durable state of the bridge. Methods are small and idempotent where it matters.
 
-    def __init__(self, db: Database) -> None:
+    ``transaction()`` gives a store whose statements commit together. ``fault_hook`` (tests)
+    is called at named points between statements so a crash can be injected there.
+    """
+
+    def __init__(
+        self, db: Executor, *, database: Database | None = None, fault_hook: FaultHook | None = None
+    ) -> None:
         self.db = db
+        self._database = database
+        self.fault_hook = fault_hook
+
+    def fault(self, point: str) -> None:
+        if self.fault_hook is not None:
+            self.fault_hook(point)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlStore]:
+        """A store whose statements commit together, or not at all."""
+        async with self.db.transaction() as tx:
+            yield SqlStore(tx, database=self._database, fault_hook=self.fault_hook)
 
     # ---------------------------------------------------------------- lifecycle
+    @property
+    def database(self) -> Database:
+        assert self._database is not None, "not a store opened on a database"
+        return self._database
+
     async def migrate(self) -> int:
         await self.db.execute(
             "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
@@ -298,7 +472,7 @@ class SqlStore:
         rows = await self.db.fetchall("SELECT version FROM schema_version")
         current = rows[0]["version"] if rows else 0
         for version in range(current + 1, len(MIGRATIONS) + 1):
-            await self.db.executescript(MIGRATIONS[version - 1])
+            await self.database.executescript(MIGRATIONS[version - 1])
             if current == 0 and version == 1:
                 await self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
             else:
@@ -309,7 +483,7 @@ class SqlStore:
         await self.db.fetchall("SELECT 1 AS ok")
 
     async def close(self) -> None:
-        await self.db.close()
+        await self.database.close()
 
     # ---------------------------------------------------------------- cursors
     async def get_cursor(self, name: str) -> str | None:
@@ -399,6 +573,13 @@ class SqlStore:
             return await self.claim_thread(thread_key, inquiry_id, reference)
         return str(owner["reference"])
 
+    async def thread_owner(self, thread_key: str) -> str | None:
+        """The inquiry that holds a claimed thread."""
+        rows = await self.db.fetchall(
+            "SELECT inquiry_id FROM threads WHERE thread_key = ?", (thread_key,)
+        )
+        return str(rows[0]["inquiry_id"]) if rows else None
+
     async def get_ticket(self, department: str, ticket_id: str) -> dict[str, Any] | None:
         rows = await self.db.fetchall(
             "SELECT * FROM tickets WHERE department = ? AND ticket_id = ?",
@@ -471,13 +652,33 @@ class SqlStore:
         ``reopened`` (重办) on a resolved/rejected/closed ticket opens the next handling cycle;
         from then on only events that happened at or after the reopening can move it, so a
         late event of the earlier cycle cannot.
+
+        One transaction (and part of the caller's, when it holds one): the reply stage
+        records the event, moves the ticket and decides the replies together, so a crash
+        between any two statements leaves either nothing or everything.
         """
+        async with self.transaction() as tx:
+            return await tx._apply_status(
+                department, ticket_id, event_id, status, status_rank, native_status, occurred_at
+            )
+
+    async def _apply_status(
+        self,
+        department: str,
+        ticket_id: str,
+        event_id: str,
+        status: str,
+        status_rank: int,
+        native_status: str,
+        occurred_at: str,
+    ) -> AppliedEvent:
         inserted = await self.db.execute(
             "INSERT INTO ticket_events (department, event_id, ticket_id, status, native_status,"
             " occurred_at, applied, recorded_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
             " ON CONFLICT (department, event_id) DO NOTHING",
             (department, event_id, ticket_id, status, native_status, occurred_at, now_iso()),
         )
+        self.fault("apply_status:event_recorded")
         if inserted == 0:  # seen before: report whether it was applied then, and in which cycle
             rows = await self.db.fetchall(
                 "SELECT applied, cycle FROM ticket_events WHERE department = ? AND event_id = ?",
@@ -519,6 +720,7 @@ class SqlStore:
                     occurred_at,
                 ),
             )
+        self.fault("apply_status:ticket_moved")
         rows = await self.db.fetchall(
             "SELECT cycle FROM tickets WHERE department = ? AND ticket_id = ?",
             (department, ticket_id),
@@ -530,6 +732,7 @@ class SqlStore:
                 " WHERE department = ? AND event_id = ?",
                 (cycle, department, event_id),
             )
+            self.fault("apply_status:event_marked_applied")
         return AppliedEvent(True, moved > 0, cycle)
 
     # ---------------------------------------------------------------- create attempts
@@ -546,20 +749,23 @@ class SqlStore:
         inquiry_id: str,
         *,
         expected_updated_at: str | None = None,
+        command_json: str | None = None,
     ) -> bool:
         """Durably note, before the call, that this delivery will create the ticket.
 
         Atomic across processes: True for exactly one claimant. A first attempt inserts the
-        record; a later one takes it over only from ``not_sent`` (nothing reached the backend)
-        or, with ``expected_updated_at``, from the ``attempted`` record it has just inspected
+        record; a later one takes it over only from ``not_sent`` (nothing reached the
+        backend), ``rejected`` (the backend refused it: a replay after a fix may create) or,
+        with ``expected_updated_at``, from the ``attempted`` record it has just inspected
         (compare-and-set: the earlier attempt's lease expired and the ticket was not found).
+        ``command_json`` keeps the command so an operator can have it run again.
         """
         now = now_iso()
         inserted = await self.db.execute(
             "INSERT INTO create_attempts (reference, department, inquiry_id, state, attempts,"
-            " updated_at) VALUES (?, ?, ?, 'attempted', 1, ?)"
+            " updated_at, command_json) VALUES (?, ?, ?, 'attempted', 1, ?, ?)"
             " ON CONFLICT (reference) DO NOTHING",
-            (reference, department, inquiry_id, now),
+            (reference, department, inquiry_id, now, command_json),
         )
         if inserted:
             return True
@@ -572,10 +778,42 @@ class SqlStore:
         else:
             taken = await self.db.execute(
                 "UPDATE create_attempts SET attempts = attempts + 1, state = 'attempted',"
-                " updated_at = ? WHERE reference = ? AND state = 'not_sent'",
-                (now, reference),
+                " updated_at = ?, command_json = COALESCE(?, command_json)"
+                " WHERE reference = ? AND state IN ('not_sent', 'rejected')",
+                (now, command_json, reference),
             )
         return taken > 0
+
+    async def decide_reconciliation(
+        self, reference: str, *, decision: str, actor: str, ticket_id: str | None = None
+    ) -> bool:
+        """An official settles an uncertain create: ``attached`` to an existing ticket (state
+        ``created``) or ``not_created`` (state ``not_sent``: the create may run again).
+        False unless the attempt awaits reconciliation (compare-and-set)."""
+        state = "created" if decision == "attached" else "not_sent"
+        n = await self.db.execute(
+            "UPDATE create_attempts SET state = ?, ticket_id = COALESCE(?, ticket_id),"
+            " decision = ?, decided_by = ?, decided_at = ?, updated_at = ?"
+            " WHERE reference = ? AND state = 'needs_reconciliation'",
+            (state, ticket_id, decision, actor, now_iso(), now_iso(), reference),
+        )
+        return n > 0
+
+    async def create_attempt_for_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
+        rows = await self.db.fetchall(
+            "SELECT * FROM create_attempts WHERE inquiry_id = ?", (inquiry_id,)
+        )
+        return rows[0] if rows else None
+
+    async def creates_in_flight(self, department: str) -> bool:
+        """A create whose ticket id is not known yet: an event for an unknown ticket may be
+        its (a callback racing the create's answer)."""
+        rows = await self.db.fetchall(
+            "SELECT 1 AS x FROM create_attempts WHERE department = ?"
+            " AND state IN ('attempted', 'needs_reconciliation') LIMIT 1",
+            (department,),
+        )
+        return bool(rows)
 
     async def set_create_state(
         self, reference: str, state: str, ticket_id: str | None = None, detail: str | None = None
@@ -649,6 +887,11 @@ class SqlStore:
             posted_at=row["posted_at"],
             external_ids=json.loads(row["external_ids"]) if row["external_ids"] else [],
             cycle=int(row.get("cycle") or 0),
+            post_attempts=int(row.get("post_attempts") or 0),
+            uncertain=bool(row.get("uncertain")),
+            failure=row.get("failure"),
+            merged_into=row.get("merged_into"),
+            outcome=row.get("outcome"),
         )
 
     async def get_reply(self, reply_id: str) -> StoredReply | None:
@@ -706,6 +949,294 @@ class SqlStore:
             params += list(only_from)
         return await self.db.execute(sql, params) > 0
 
+    # ---------------------------------------------------------------- conversations
+    async def inquiry_by_post(
+        self, platform: str, account: str, external_id: str
+    ) -> dict[str, Any] | None:
+        """The inquiry that this platform post is (on this account), if the bridge has it."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM inquiries WHERE platform = ? AND account = ? AND external_id = ?",
+            (platform, account, external_id),
+        )
+        return rows[0] if rows else None
+
+    async def inquiry_answered_by_post(
+        self, platform: str, account: str, external_id: str
+    ) -> dict[str, Any] | None:
+        """The inquiry that this platform post (one of the bridge's replies) answered."""
+        rows = await self.db.fetchall(
+            "SELECT i.* FROM reply_posts p JOIN inquiries i ON i.inquiry_id = p.inquiry_id"
+            " WHERE p.platform = ? AND p.account = ? AND p.external_id = ?",
+            (platform, account, external_id),
+        )
+        return rows[0] if rows else None
+
+    async def conversation_inquiries(self, owner: str) -> list[dict[str, Any]]:
+        """Every inquiry of one conversation: the first (``owner``) and its follow-ups."""
+        return await self.db.fetchall(
+            "SELECT * FROM inquiries WHERE inquiry_id = ? OR conversation = ?"
+            " ORDER BY created_at, inquiry_id",
+            (owner, owner),
+        )
+
+    # ---------------------------------------------------------------- outbox
+    async def claim_reply(
+        self,
+        platform: str,
+        account: str,
+        *,
+        owner: str,
+        lease: timedelta,
+        quota: tuple[int, timedelta] | None = None,
+    ) -> ReplyClaim:
+        """Lease the reply an account should post next, within its posting quota.
+
+        One transaction, serialised per account across processes, so two outboxes never
+        take the same reply, never two replies of one inquiry at once, and together never
+        exceed the quota. Order, when the quota is what limits: an inquiry's first answer
+        before any second reply, then final answers, then the rest, oldest first. Pending
+        status replies of one inquiry become one: the latest is posted, the ones it
+        overtook are marked superseded. A lease that ran out (a crash, or a call whose
+        outcome is unknown) can be taken again; the reply is then ``uncertain``.
+        """
+        async with self.transaction() as tx:
+            await tx.db.lock(f"outbox:{platform}:{account}")
+            return await tx._claim_reply(platform, account, owner, lease, quota)
+
+    async def _claim_reply(
+        self,
+        platform: str,
+        account: str,
+        owner: str,
+        lease: timedelta,
+        quota: tuple[int, timedelta] | None,
+    ) -> ReplyClaim:
+        now = datetime.now(UTC)
+        stamp = iso(now)
+        claimable = (
+            "(r.state = 'approved' OR (r.state = 'posting' AND r.lease_until < ?))"
+            " AND (r.not_before IS NULL OR r.not_before <= ?)"
+        )
+        rows = await self.db.fetchall(
+            "SELECT r.* FROM replies r WHERE r.platform = ? AND r.account = ? AND "
+            + claimable
+            + " AND NOT EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = r.inquiry_id"
+            " AND q.state = 'posting' AND q.lease_until >= ?)"
+            " ORDER BY CASE"
+            " WHEN NOT EXISTS (SELECT 1 FROM replies p WHERE p.inquiry_id = r.inquiry_id"
+            " AND p.state = 'posted') THEN 0"
+            " WHEN r.status IN ('resolved', 'rejected', 'closed') THEN 1 ELSE 2 END,"
+            " r.created_at, r.reply_id LIMIT 1",
+            (platform, account, stamp, stamp, stamp),
+        )
+        if not rows:
+            return ReplyClaim(None)
+        if quota is not None:
+            wait = await self._quota_wait(platform, account, now, lease, *quota)
+            if wait is not None:
+                return ReplyClaim(None, wait_until=wait)
+        first: StoredReply = self._reply(rows[0])
+        chosen: StoredReply | None = first
+        superseded: list[str] = []
+        if first.status is not None:
+            chosen, superseded = await self._latest_status_reply(first, stamp)
+        for reply_id in superseded:
+            await self.db.execute(
+                "UPDATE replies SET state = 'superseded', merged_into = ?"
+                " WHERE reply_id = ? AND state IN ('approved', 'posting')",
+                (None if chosen is None else chosen.reply_id, reply_id),
+            )
+        if chosen is None:  # everything pending was overtaken by what is already posted
+            return ReplyClaim(None, superseded=tuple(superseded))
+        taken = await self.db.execute(
+            "UPDATE replies SET state = 'posting', lease_owner = ?, lease_until = ?,"
+            " post_attempts = post_attempts + 1,"
+            " uncertain = CASE WHEN state = 'posting' THEN 1 ELSE uncertain END"
+            " WHERE reply_id = ?"
+            " AND (state = 'approved' OR (state = 'posting' AND lease_until < ?))",
+            (owner, iso(now + lease), chosen.reply_id, stamp),
+        )
+        if not taken:
+            return ReplyClaim(None, superseded=tuple(superseded))
+        call_id = uuid.uuid4().hex
+        await self.db.execute(
+            "INSERT INTO post_calls (call_id, platform, account, reply_id, started_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (call_id, platform, account, chosen.reply_id, stamp),
+        )
+        claimed = await self.get_reply(chosen.reply_id)
+        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded))
+
+    async def _quota_wait(
+        self,
+        platform: str,
+        account: str,
+        now: datetime,
+        lease: timedelta,
+        max_calls: int,
+        period: timedelta,
+    ) -> datetime | None:
+        """When the account may post again, or None if it may now. A call counts from its
+        start until ``period`` after it returned (so the platform, counting at any moment
+        of the call, never sees more than ``max_calls`` in a window); a call whose process
+        died counts until its lease ran out."""
+        rows = await self.db.fetchall(
+            "SELECT started_at, done_at, weight FROM post_calls WHERE platform = ?"
+            " AND account = ? AND ((done_at IS NULL AND started_at > ?) OR done_at > ?)",
+            (platform, account, iso(now - lease), iso(now - period)),
+        )
+        used = sum(int(r["weight"]) for r in rows)
+        if used < max_calls:
+            return None
+        frees = [
+            datetime.fromisoformat(r["done_at"]) + period
+            if r["done_at"]
+            else datetime.fromisoformat(r["started_at"]) + lease
+            for r in rows
+        ]
+        return min(frees)
+
+    async def _latest_status_reply(
+        self, chosen: StoredReply, stamp: str
+    ) -> tuple[StoredReply | None, list[str]]:
+        """Of an inquiry's pending status replies, the one to post (the latest in its
+        lifecycle) and the ones it overtook; None if a later status is already posted."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM replies WHERE inquiry_id = ? AND status IS NOT NULL"
+            " AND (state IN ('approved', 'posted') OR (state = 'posting' AND lease_until < ?))",
+            (chosen.inquiry_id, stamp),
+        )
+        replies = [self._reply(r) for r in rows]
+
+        def place(r: StoredReply) -> tuple[int, int]:
+            return (r.cycle, rank_in_cycle(TicketStatus(r.status or "received")))
+
+        posted = [place(r) for r in replies if r.state == "posted"]
+        pending = [r for r in replies if r.state != "posted"]
+        best = max(pending, key=place, default=chosen)
+        if posted and max(posted) >= place(best):
+            return None, [r.reply_id for r in pending]
+        return best, [r.reply_id for r in pending if r.reply_id != best.reply_id]
+
+    async def finish_post(
+        self,
+        claim: ReplyClaim,
+        *,
+        state: str,
+        external_ids: list[str],
+        outcome: str,
+    ) -> bool:
+        """The platform call is over: the reply is posted (or undeliverable), its posts are
+        recorded (a citizen answering one of them continues their conversation) and its
+        quota slot is weighed by the posts it made. False if the lease was lost meanwhile."""
+        reply = claim.reply
+        assert reply is not None
+        async with self.transaction() as tx:
+            done = await tx.db.execute(
+                "UPDATE replies SET state = ?, external_ids = ?, outcome = ?, posted_at = ?,"
+                " lease_until = NULL, failure = NULL WHERE reply_id = ? AND state = 'posting'",
+                (state, json.dumps(external_ids), outcome, now_iso(), reply.reply_id),
+            )
+            for external_id in external_ids:
+                await tx.db.execute(
+                    "INSERT INTO reply_posts (platform, account, external_id, reply_id,"
+                    " inquiry_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (reply.platform, reply.account, external_id, reply.reply_id, reply.inquiry_id),
+                )
+            await tx._end_call(claim.call_id, max(1, len(external_ids)))
+            return done > 0
+
+    async def release_post(
+        self,
+        claim: ReplyClaim,
+        *,
+        uncertain: bool,
+        not_before: datetime | None = None,
+        failure: str | None = None,
+        counts: bool = True,
+        calls_used: int = 1,
+    ) -> None:
+        """The call did not post the reply: it waits again (``not_before``). ``uncertain``
+        when the platform may have posted it anyway (a timeout after sending): the next
+        attempt first looks for it. ``counts`` False gives the attempt back (a rate limit or
+        a paused account is not the reply's fault)."""
+        reply = claim.reply
+        assert reply is not None
+        async with self.transaction() as tx:
+            await tx.db.execute(
+                "UPDATE replies SET state = 'approved', lease_until = NULL,"
+                " uncertain = CASE WHEN ? THEN 1 ELSE uncertain END, not_before = ?, failure = ?,"
+                " post_attempts = post_attempts - ? WHERE reply_id = ? AND state = 'posting'",
+                (
+                    int(uncertain),
+                    iso(not_before) if not_before else None,
+                    failure,
+                    0 if counts else 1,
+                    reply.reply_id,
+                ),
+            )
+            await tx._end_call(claim.call_id, calls_used)
+
+    async def fail_post(self, claim: ReplyClaim, failure: str) -> None:
+        """The platform refused the reply for good: kept as ``failed`` with the reason,
+        visible to operators; ``retry_reply`` puts it back in line."""
+        reply = claim.reply
+        assert reply is not None
+        async with self.transaction() as tx:
+            await tx.db.execute(
+                "UPDATE replies SET state = 'failed', lease_until = NULL, failure = ?"
+                " WHERE reply_id = ? AND state = 'posting'",
+                (failure[:500], reply.reply_id),
+            )
+            await tx._end_call(claim.call_id, 1)
+
+    async def retry_reply(self, reply_id: str) -> bool:
+        """An operator (or a replayed dead letter) puts a failed reply back in line."""
+        n = await self.db.execute(
+            "UPDATE replies SET state = 'approved', not_before = NULL, post_attempts = 0"
+            " WHERE reply_id = ? AND state = 'failed'",
+            (reply_id,),
+        )
+        return n > 0
+
+    async def _end_call(self, call_id: str | None, weight: int) -> None:
+        if call_id is None:
+            return
+        now = now_iso()
+        await self.db.execute(
+            "UPDATE post_calls SET done_at = ?, weight = ? WHERE call_id = ?",
+            (now, weight, call_id),
+        )
+
+    async def prune_post_calls(self, older_than: datetime) -> None:
+        await self.db.execute(
+            "DELETE FROM post_calls WHERE done_at IS NOT NULL AND done_at < ?",
+            (iso(older_than),),
+        )
+
+    async def outbox_backlog(self) -> list[dict[str, Any]]:
+        """Per account: replies waiting to be posted (approved or being posted), the oldest's
+        age, and failed ones."""
+        return await self.db.fetchall(
+            "SELECT platform, account,"
+            " SUM(CASE WHEN state IN ('approved', 'posting') THEN 1 ELSE 0 END) AS waiting,"
+            " MIN(CASE WHEN state IN ('approved', 'posting') THEN created_at END) AS oldest,"
+            " SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed"
+            " FROM replies WHERE state IN ('approved', 'posting', 'failed')"
+            " GROUP BY platform, account ORDER BY platform, account"
+        )
+
+    async def unannounced_posts(self, limit: int = 100) -> list[StoredReply]:
+        rows = await self.db.fetchall(
+            "SELECT * FROM replies WHERE announced = 0 AND state IN ('posted', 'undeliverable')"
+            " ORDER BY posted_at LIMIT ?",
+            (limit,),
+        )
+        return [self._reply(r) for r in rows]
+
+    async def mark_announced(self, reply_id: str) -> None:
+        await self.db.execute("UPDATE replies SET announced = 1 WHERE reply_id = ?", (reply_id,))
+
 
 async def open_store(url: str) -> SqlStore:
     """Open and migrate the store named by a URL (``sqlite:///path`` or ``postgresql://…``)."""
@@ -717,6 +1248,6 @@ async def open_store(url: str) -> SqlStore:
     else:
         db = PostgresDatabase(url)
     await db.open()
-    store = SqlStore(db)
+    store = SqlStore(db, database=db)
     await store.migrate()
     return store

@@ -22,6 +22,7 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "closed": "您好，工单{ticket_id}已关闭。感谢您的反映。",
     "note": "{department}答复（工单{ticket_id}）：{note}",
     "holding": "您好，工单{ticket_id}仍在办理中，{department}将在{deadline}前答复。",
+    "follow_up": "您好，您补充的内容已补充到工单{ticket_id}，{department}会一并办理。",
 }
 
 

@@ -19,9 +19,13 @@ from datetime import timedelta
 from typing import Any
 
 import aio_pika
+import aiormq
+import structlog
 from aio_pika.abc import AbstractChannel, ExchangeType
 
 from schemas.config import BrokerConfig
+
+log = structlog.get_logger("govbridge.topology")
 
 ROUTING_KEYS = {
     "inquiry.received": "inquiry.received.<platform>",
@@ -126,13 +130,38 @@ class Topology:
         """Where items a source could not read are kept (see ``bridge.rejected``)."""
         return self.queues("ingest").dead
 
+    def unroutable_queue_arguments(self) -> dict[str, Any]:
+        """What no queue is bound for (``reply.posted.*``, ``sla.*`` when no other system
+        listens) is kept for inspection, bounded: at most ``unroutable_max_length`` messages
+        (the oldest dropped) for at most ``unroutable_ttl``. Nothing piles up unseen."""
+        return {
+            **self.holding_queue_arguments(),
+            "x-max-length": self.cfg.unroutable_max_length,
+            "x-overflow": "drop-head",
+            "x-message-ttl": _ms(self.cfg.unroutable_ttl),
+        }
+
+    def unroutable_policy(self) -> str:
+        """The ``rabbitmqctl`` command that bounds an unroutable queue declared unbounded."""
+        definition = (
+            f'{{"max-length": {self.cfg.unroutable_max_length}, "overflow": "drop-head",'
+            f' "message-ttl": {_ms(self.cfg.unroutable_ttl)}}}'
+        )
+        pattern = "^" + self.unroutable_queue.replace(".", "\\.") + "$"
+        return (
+            f"rabbitmqctl set_policy {self.exchange}-unroutable '{pattern}' '{definition}'"
+            " --apply-to queues"
+        )
+
     def describe(self) -> list[str]:
         """Human-readable lines for ``govbridge topology``."""
         lines = [
             f"exchange {self.exchange} (topic, durable,"
             f" alternate-exchange={self.alternate_exchange})",
             f"exchange {self.alternate_exchange} (fanout)"
-            f" -> queue {self.unroutable_queue} (quorum)",
+            f" -> queue {self.unroutable_queue} (quorum, at most"
+            f" {self.cfg.unroutable_max_length} messages,"
+            f" for {tier_label(self.cfg.unroutable_ttl)})",
             f"exchange {self.dead_letter_exchange} (direct): dead letters by stage",
             "routing keys (public contract): " + ", ".join(ROUTING_KEYS.values()),
         ]
@@ -157,9 +186,22 @@ class Topology:
         ae = await channel.declare_exchange(
             self.alternate_exchange, ExchangeType.FANOUT, durable=True
         )
-        unroutable = await channel.declare_queue(
-            self.unroutable_queue, durable=True, arguments=self.holding_queue_arguments()
-        )
+        try:
+            unroutable = await channel.declare_queue(
+                self.unroutable_queue, durable=True, arguments=self.unroutable_queue_arguments()
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # Declared unbounded by an earlier version: keep working (the robust channel
+            # reopens) and say how to bound it.
+            log.warning(
+                "unroutable queue has other arguments (an earlier version's, unbounded);"
+                " bound it with a policy or delete it once so it is declared again",
+                queue=self.unroutable_queue,
+                policy=self.unroutable_policy(),
+            )
+            if channel.is_closed:
+                await channel.reopen()
+            unroutable = await channel.declare_queue(self.unroutable_queue, passive=True)
         await unroutable.bind(ae, routing_key="")
         main = await channel.declare_exchange(
             self.exchange,

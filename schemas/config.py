@@ -82,6 +82,16 @@ class BrokerConfig(Strict):
         default=5, ge=1, description="Crashes per message before the broker dead-letters it."
     )
     drain_timeout: Duration = timedelta(seconds=30)
+    unroutable_max_length: int = Field(
+        default=1000,
+        ge=1,
+        description="Messages no queue is bound for (e.g. reply.posted.*, sla.* when no other"
+        " system listens) are kept in <exchange>.unroutable for inspection: at most this many,"
+        " the oldest dropped first.",
+    )
+    unroutable_ttl: Duration = Field(
+        default=timedelta(days=1), description="How long an unroutable message is kept."
+    )
 
     @field_validator("retry_delays")
     @classmethod
@@ -164,7 +174,7 @@ class DepartmentConfig(Strict):
     @field_validator("replies")
     @classmethod
     def _reply_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        allowed = {s.value for s in TicketStatus} | {"holding", "note"}
+        allowed = {s.value for s in TicketStatus} | {"holding", "note", "follow_up"}
         for key, text in v.items():
             if key not in allowed:
                 raise ValueError(
@@ -273,6 +283,29 @@ class SlaConfig(Strict):
     )
 
 
+class OutboxConfig(Strict):
+    """``[outbox]``: how approved replies are posted (see ``bridge/outbox.py``)."""
+
+    lease: Duration = Field(
+        default=timedelta(minutes=2),
+        description="How long a reply being posted is held by one process; a platform call is"
+        " cut off at half of it. After a crash the reply is taken again (and looked for first).",
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=256, description="Posts in flight per account per process."
+    )
+    scan_every: Duration = Field(
+        default=timedelta(seconds=2),
+        description="How often the store is checked for waiting replies without a wake-up.",
+    )
+
+    @model_validator(mode="after")
+    def _positive(self) -> OutboxConfig:
+        if self.lease <= timedelta(0) or self.scan_every <= timedelta(0):
+            raise ValueError("lease and scan_every must be positive")
+        return self
+
+
 class GovbridgeConfig(Strict):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -282,6 +315,7 @@ class GovbridgeConfig(Strict):
     routes: list[RouteConfig] = Field(default_factory=list)
     triage: ClassifierConfig = Field(default_factory=ClassifierConfig)
     sla: SlaConfig = Field(default_factory=SlaConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
 
     @model_validator(mode="after")
     def _references(self) -> GovbridgeConfig:

@@ -161,7 +161,14 @@ class TicketEvent(Message):
     native_status: str = Field(description="The backend's own status code, kept verbatim.")
     occurred_at: datetime
     note: str | None = Field(default=None, description="An official's public note, if any.")
-    source: Literal["create", "poll", "callback"] = "poll"
+    source: Literal["create", "poll", "callback", "follow_up"] = Field(
+        default="poll",
+        description="``follow_up``: a citizen's follow-up was added to the ticket (``status``"
+        " is the ticket's current one; nothing moves); the bridge acknowledges it.",
+    )
+    inquiry_id: str | None = Field(
+        default=None, description="For ``follow_up``: the follow-up inquiry to acknowledge."
+    )
 
 
 class ReplyRequest(Message):

@@ -223,6 +223,7 @@ class Script:
 
     weibo_posts: list[int] = field(default_factory=list)  # official post of each new inquiry
     weibo_citizens: list[str] = field(default_factory=list)  # who wrote it
+    weibo_comments: list[int] = field(default_factory=list)  # their comment
     hotline_items: list[dict[str, Any]] = field(default_factory=list)
     noise: int = 0
     follow_ups: int = 0
@@ -241,7 +242,9 @@ def send_weibo(w: World, script: Script) -> None:
             text = inquiry_text(TRANSPORT_TEXTS, n)
             script.weibo_posts.append(post.id)
             script.weibo_citizens.append(f"微博市民{n:04d}")
-        w.weibo.add_citizen_comment(text, citizen=f"微博市民{n:04d}", status_id=post.id)
+        c = w.weibo.add_citizen_comment(text, citizen=f"微博市民{n:04d}", status_id=post.id)
+        if n not in noise_at:
+            script.weibo_comments.append(c.id)
 
 
 async def send_hotline(w: World, script: Script) -> None:
@@ -277,11 +280,16 @@ async def send_hotline(w: World, script: Script) -> None:
 
 
 async def send_follow_ups(w: World, script: Script) -> None:
-    """Citizens add to threads whose tickets are open: appended, never new tickets."""
+    """Citizens add to their own conversations whose tickets are open: appended, never new
+    tickets. On Weibo half answer their own comment, half the bridge's answer to it."""
     for k in range(WEIBO_FOLLOW_UPS):
-        post_id, citizen = script.weibo_posts[k * 7], script.weibo_citizens[k * 7]
+        own, citizen = script.weibo_comments[k * 7], script.weibo_citizens[k * 7]
         text = FOLLOW_UP_TEXTS[k % len(FOLLOW_UP_TEXTS)].format(place=PLACES[k % len(PLACES)])
-        w.weibo.add_citizen_comment(text, citizen=citizen, status_id=post_id)
+        if k % 2:
+            answer = next(c for c in weibo_replies(w) if c.reply_cid == own)
+            w.weibo.add_citizen_comment(text, citizen=citizen, reply_cid=answer.id)
+        else:
+            w.weibo.add_citizen_comment(text, citizen=citizen, reply_cid=own)
         script.follow_ups += 1
     items = []
     for k in range(HOTLINE_FOLLOW_UPS):
@@ -307,6 +315,7 @@ class Officials:
     w: World
     plans: dict[tuple[str, str], list[Step]] = field(default_factory=dict)
     done: dict[tuple[str, str], int] = field(default_factory=dict)
+    acks: Counter[str] = field(default_factory=Counter)  # follow-ups acknowledged, per dept
 
     def assign(self) -> None:
         """A plan for every ticket the backends hold (every 10th REST ticket is rejected)."""
@@ -331,8 +340,9 @@ class Officials:
         return moved
 
     def expected_replies(self, dept: str) -> int:
-        """Per ticket: "received" at creation, one per forward move, one per public note."""
-        total = 0
+        """Per ticket: "received" at creation, one per forward move, one per public note;
+        and one acknowledgement per follow-up."""
+        total = self.acks[dept]
         for key, plan in self.plans.items():
             if key[0] == dept:
                 steps = plan[: self.done[key]]
@@ -387,14 +397,16 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
         assert len(officials.plans) == n_tickets
         timings["received replies"] = await wait_for("received replies", replies_posted, 30)
 
-        # 2. Follow-ups in the threads of open tickets.
+        # 2. Follow-ups in the citizens' own conversations, whose tickets are open.
         await send_follow_ups(w, script)
+        officials.acks.update({"transport": WEIBO_FOLLOW_UPS, "urban": HOTLINE_FOLLOW_UPS})
 
         async def all_appended() -> bool:
             states = Counter(r["state"] for r in await store.list_inquiries())
             return states["appended"] == script.follow_ups
 
         timings["appended"] = await wait_for("follow-ups appended", all_appended, 30)
+        timings["acknowledged"] = await wait_for("follow-ups acknowledged", replies_posted, 30)
 
         # 3. Officials work every ticket, one step at a time across all tickets.
         for index in range(max(len(p) for p in officials.plans.values())):
@@ -452,8 +464,21 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
     assert len(hl) == officials.expected_replies("urban")
     per_post = Counter(c.status_id for c in wb)
     assert set(per_post) == set(script.weibo_posts)
-    assert set(per_post.values()) == {1 + len(TRANSPORT_PLAN) + 1}
+    statuses = 1 + len(TRANSPORT_PLAN) + 1  # + the acknowledgement where a follow-up came
+    assert Counter(per_post.values()) == {
+        statuses: len(script.weibo_posts) - WEIBO_FOLLOW_UPS,
+        statuses + 1: WEIBO_FOLLOW_UPS,
+    }
+    acks = [c for c in wb if "已补充到工单" in c.text]
+    assert len(acks) == WEIBO_FOLLOW_UPS  # each answers the follow-up comment itself
+    follow_up_ids = {
+        c.id for c in w.weibo.comments.values() if c.user_id != w.weibo.official_uid and c.reply_cid
+    }
+    assert {c.reply_cid for c in acks} == follow_up_ids
     assert len({(c.status_id, c.text) for c in wb}) == len(wb)
+    hl_acks = [r for r in hl if "已补充到工单" in r["text"]]
+    assert len(hl_acks) == HOTLINE_FOLLOW_UPS
+    hl = [r for r in hl if r not in hl_acks]
     per_thread = Counter(r["thread"]["root_id"] for r in hl)
     assert set(per_thread) == {i["thread"]["root_id"] for i in script.hotline_items}
     assert Counter(per_thread.values()) == Counter(
@@ -475,7 +500,7 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
     )
     assert any(r["visibility"] == "private" and "答复（工单" in r["text"] for r in hl)
     posted = [r for r in stored_replies if r.state == "posted"]
-    assert len(posted) == len(stored_replies) == len(wb) + len(hl)
+    assert len(posted) == len(stored_replies) == len(wb) + len(hl) + len(hl_acks)
 
     # -- no phone or ID number in any public reply
     public = [c.text for c in wb] + [r["text"] for r in hl if r["visibility"] == "public"]

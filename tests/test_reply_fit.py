@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 
 from adapters.simulators.webhook import WebhookPlatformState, create_app
+from bridge.stages.reply import queue_reply
 from schemas.messages import ReplyRequest, ThreadRef
 from schemas.vocab import Visibility
 from tests.conftest import bridge_config, eventually, running_bridge
@@ -45,7 +46,7 @@ async def test_long_reply_shortened_for_a_platform_that_cannot_split(tmp_path: P
                 visibility=Visibility.PUBLIC,
                 text=text,
             )
-            await daemon.ctx.broker.publish("reply.requested.webhook", request)
+            await queue_reply(daemon.ctx, request, "none")  # as the reply stage composes it
 
             async def posted() -> bool:
                 return bool(platform.reply_list())

@@ -19,6 +19,7 @@ from adapters.simulators.weibo import E_USER_RATE, Limits, WeiboState
 from adapters.simulators.weibo import create_app as weibo_app
 from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
+from bridge.stages.reply import queue_reply
 from schemas.messages import ReplyRequest, ThreadRef
 from schemas.vocab import TicketStatus, Visibility
 from tests.conftest import bridge_config, eventually, running_bridge
@@ -132,10 +133,9 @@ async def test_200_replies_under_60_per_window_are_spread_out_none_lost(
     threads = citizen_threads(weibo, N_REPLIES)
     async with running_bridge(cfg, roles=("reply",)) as daemon:
         assert daemon.ctx is not None
-        # Another system asks for 200 replies at once on the public routing key.
-        await daemon.ctx.broker.publish_many(
-            [("reply.requested.weibo", reply_for(i, t)) for i, t in enumerate(threads)]
-        )
+        # 200 replies composed at once (as the reply stage records and requests them).
+        for i, t in enumerate(threads):
+            await queue_reply(daemon.ctx, reply_for(i, t), "none")
         await eventually(lambda: _all_posted(daemon), timeout=60)
         stored = await daemon.ctx.store.list_replies()
 
@@ -172,9 +172,8 @@ async def test_platform_rate_limit_backs_off_and_posts_later(
     threads = citizen_threads(weibo, n)
     async with running_bridge(cfg, roles=("reply",)) as daemon:
         assert daemon.ctx is not None
-        await daemon.ctx.broker.publish_many(
-            [("reply.requested.weibo", reply_for(i, t)) for i, t in enumerate(threads)]
-        )
+        for i, t in enumerate(threads):
+            await queue_reply(daemon.ctx, reply_for(i, t), "none")
         await eventually(lambda: _n_posted(daemon, n), timeout=30)
         stored = await daemon.ctx.store.list_replies()
 

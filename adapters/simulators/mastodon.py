@@ -250,6 +250,16 @@ class MastodonSimState:
         """A private mention (visibility ``direct``): Mastodon's direct message."""
         return await self.mention(citizen, text, visibility="direct", in_reply_to_id=in_reply_to_id)
 
+    async def announce(self, text: str) -> dict[str, Any]:
+        """The official account posts a public status (an announcement citizens answer)."""
+        result: dict[str, Any] = await self._api(
+            "POST",
+            "/api/v1/statuses",
+            self.official_token,
+            data={"status": text, "visibility": "public"},
+        )
+        return result
+
     async def get_status(self, status_id: str) -> dict[str, Any]:
         """A status as the official account sees it."""
         result: dict[str, Any] = await self._api(

@@ -208,12 +208,21 @@ class WeiboState:
         return c
 
     def add_citizen_comment(
-        self, text: str, *, citizen: str = "热心市民", status_id: int | None = None
+        self,
+        text: str,
+        *,
+        citizen: str = "热心市民",
+        status_id: int | None = None,
+        reply_cid: int | None = None,
     ) -> SimComment:
-        """A citizen comments on one of the official account's posts (a new one if not given)."""
+        """A citizen comments on one of the official account's posts (a new one if not given),
+        or answers a comment under it (``reply_cid``: the citizen's own, another citizen's,
+        or the official account's reply)."""
+        if reply_cid is not None:
+            status_id = self.comments[reply_cid].status_id
         if status_id is None:
             status_id = self.add_official_post().id
-        return self.add_comment(self.citizen(citizen), status_id, text)
+        return self.add_comment(self.citizen(citizen), status_id, text, reply_cid)
 
     def add_mention_post(self, text: str, *, citizen: str = "热心市民") -> SimStatus:
         """A citizen's own post that @-mentions the official account."""

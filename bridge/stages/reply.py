@@ -1,46 +1,44 @@
 """reply: tell the citizen about every status change, approved, in order, once, within limits.
 
-Two workers: ``reply`` turns ticket events into reply requests (applying the event to the
-ticket first: an event that is replayed, late or older than the last applied one changes
-nothing and says nothing), passing them through the department's approval mode; ``outbox``
-posts approved replies through the account's source adapter under the account's rate limit.
+Two workers: ``reply`` turns ticket events into replies, and ``outbox`` hands approved replies
+to the posting dispatchers (``bridge/outbox.py``).
 
-Approval modes: ``none`` (everything goes out), ``templated-auto`` (templated status replies go
-out, officials' free-text notes wait), ``all-manual`` (everything waits). The queue is served at
-``/api/approvals`` (bearer admin token); each decision is recorded with actor and time.
+Composing: applying an event to its ticket and deciding its replies is one transaction, so a
+crash between any two statements loses nothing (the redelivery applies it all). An event that
+is replayed, late or older than the last applied one changes nothing and says nothing; one for
+a ticket not recorded yet (a callback racing the create) waits in a delay tier. A ``follow_up``
+event is acknowledged in the follow-up's own thread ("已补充到工单…"), once. Replies pass the
+department's approval mode: ``none`` (everything goes out), ``templated-auto`` (templated
+replies go out, officials' free-text notes wait), ``all-manual`` (everything waits). The queue
+is served at ``/api/approvals`` (bearer admin token); each decision is recorded with actor and
+time.
+
+The outbox worker posts nothing itself: a ``reply.requested`` message only says "look at the
+store". A request for a reply the store does not hold as approved (anyone who can publish to
+the broker could send one) is dead-lettered with its reason and never posted; the text posted
+is always the store's, never the message's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import time
-import weakref
-from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
-from adapters.base import (
-    AuthError,
-    DuplicateContent,
-    PermanentError,
-    PostedReply,
-    RateLimited,
-    TargetGone,
-    TransientError,
-)
 from bridge import pii
 from bridge.http import json_error, read_json, require_admin
+from bridge.outbox import Outbox
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
-from bridge.stages.common import account_key, longest_delay, source_for, sources
-from bridge.templates import deadline_for, fit, format_deadline, render
-from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent, stable_id
-from schemas.vocab import Category, TicketStatus, Visibility, rank_in_cycle
+from bridge.stages.common import source_for, sources
+from bridge.store import SqlStore, iso
+from bridge.templates import deadline_for, format_deadline, render
+from schemas.config import DepartmentConfig
+from schemas.messages import ReplyRequest, ThreadRef, TicketEvent, stable_id
+from schemas.vocab import Category, TicketStatus, Visibility
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -48,47 +46,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("govbridge.reply")
 
 FINISHED = ("posted", "rejected", "superseded", "undeliverable")
-
-
-class WindowLimiter:
-    """At most ``max_calls`` posts in any window of ``period`` seconds (a sliding window).
-
-    A slot is taken before the call and counts until ``period`` after the call returned, so
-    however long calls take, no window of that length sees more than ``max_calls`` of them
-    reach the platform. (A leaky bucket such as ``aiolimiter`` lets a full burst through and
-    then refills during the same window: up to twice the limit in one window.)
-    """
-
-    def __init__(self, max_calls: int, period: float) -> None:
-        self.max_calls = max_calls
-        self.period = period
-        self._in_flight = 0
-        self._done: deque[float] = deque()  # when recent calls returned, oldest first
-        self._turn = asyncio.Lock()  # waiters take slots one at a time, first come first served
-        self._released = asyncio.Event()
-
-    def _used(self, now: float) -> int:
-        while self._done and self._done[0] <= now - self.period:
-            self._done.popleft()
-        return self._in_flight + len(self._done)
-
-    async def acquire(self) -> None:
-        async with self._turn:
-            while True:
-                now = time.monotonic()
-                if self._used(now) < self.max_calls:
-                    self._in_flight += 1
-                    return
-                if self._done:  # a slot frees when the oldest finished call leaves the window
-                    await asyncio.sleep(self._done[0] + self.period - now)
-                else:  # every slot is in flight: wait for one to return
-                    self._released.clear()
-                    await self._released.wait()
-
-    def release(self) -> None:
-        self._in_flight -= 1
-        self._done.append(time.monotonic())
-        self._released.set()
 
 
 class ReplyRole:
@@ -99,75 +56,86 @@ class ReplyRole:
         self.composer: Worker[TicketEvent] = Worker(
             ctx.broker, Stage("reply", TicketEvent, self.compose)
         )
-        self.outbox: Worker[ReplyRequest] = Worker(
-            ctx.broker, Stage("outbox", ReplyRequest, self.post)
+        self.requests: Worker[ReplyRequest] = Worker(
+            ctx.broker, Stage("outbox", ReplyRequest, self.accept)
         )
-        self.workers: list[Worker[Any]] = [self.composer, self.outbox]
-        self.limiters: dict[str, WindowLimiter] = {}
-        # per-inquiry locks, dropped when no post holds them
-        self._inquiry_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self.workers: list[Worker[Any]] = [self.composer, self.requests]
+        self.outbox = Outbox(ctx)
+        ctx.details["outbox"] = self.outbox.backlog
         r = ctx.app.router
         r.add_get("/api/approvals", self.list_approvals)
         r.add_post("/api/approvals/{reply_id}", self.decide)
         r.add_get("/api/inquiries/{inquiry_id}", self.trace)
+        r.add_get("/api/outbox", self.backlog)
 
     async def start(self) -> None:
-        await self.composer.start()
         await self.outbox.start()
+        await self.composer.start()
+        await self.requests.start()
 
     async def stop(self) -> None:
         await self.composer.stop()
+        await self.requests.stop()
         await self.outbox.stop()
         if "ingest" not in self.ctx.roles:  # otherwise ingest closes the shared adapters
             for src in sources(self.ctx).values():
-                with contextlib.suppress(Exception):
+                try:
                     await src.close()
+                except Exception as exc:
+                    log.warning("closing a source adapter failed", error=repr(exc))
 
     # ------------------------------------------------------------------ compose
     async def compose(self, event: TicketEvent, _: AbstractIncomingMessage) -> None:
         store = self.ctx.store
         ticket = await store.get_ticket(event.department, event.ticket_id)
         if ticket is None:
+            known = event.reference is not None and (
+                await store.get_create_attempt(event.reference) is not None
+            )
+            if known or await store.creates_in_flight(event.department):
+                # A callback or poll raced the create: its ticket will be recorded shortly.
+                raise Retry(f"ticket {event.ticket_id} is not recorded yet (create in flight)")
             log.info("event for a ticket the bridge did not create; ignored")
             return
-        occurred = event.occurred_at.astimezone(UTC).isoformat()
-        new, applied, cycle = await store.apply_status(
+        try:
+            dept = self.ctx.cfg.department(event.department)
+        except KeyError:
+            raise DeadLetter(f"unknown department {event.department!r}") from None
+        if event.source == "follow_up":
+            await self._acknowledge_follow_up(event, ticket, dept)
+            return
+        async with store.transaction() as tx:
+            approved = await self._apply_and_decide(tx, event, ticket, dept)
+        for request in approved:  # wake the outbox; the store already holds them
+            await self.ctx.broker.publish(f"reply.requested.{request.platform}", request)
+
+    async def _apply_and_decide(
+        self, tx: SqlStore, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
+    ) -> list[ReplyRequest]:
+        """In one transaction: record the event, move the ticket, record its replies.
+        Returns the replies that may go out now."""
+        new, applied, cycle = await tx.apply_status(
             department=event.department,
             ticket_id=event.ticket_id,
             event_id=event.event_id,
             status=event.status.value,
             status_rank=event.status.rank,
             native_status=event.native_status,
-            occurred_at=occurred,
+            occurred_at=iso(event.occurred_at),
         )
         if event.source == "create":
             applied = True  # the ticket row was written with "received" when it was created
         if not applied and not event.note:
             log.info("event does not move the ticket; no reply", status=event.status.value, new=new)
-            return
-        # From here on everything is idempotent (reply ids are stable), so a redelivered event
-        # that was applied before a crash completes the replies instead of losing them.
-        inquiry = await store.get_inquiry(ticket["inquiry_id"])
+            return []
+        inquiry = await tx.get_inquiry(ticket["inquiry_id"])
         if inquiry is None:
             raise DeadLetter(f"ticket {event.ticket_id} has no recorded inquiry")
-        dept = self.ctx.cfg.department(event.department)
         category = Category(inquiry["category"] or "other")
         created = datetime.fromisoformat(ticket["created_at"])
         deadline = format_deadline(deadline_for(dept, category, created))
         requests: list[ReplyRequest] = []
-        base: dict[str, Any] = {
-            "inquiry_id": inquiry["inquiry_id"],
-            "platform": inquiry["platform"],
-            "account": inquiry["account"],
-            "department": dept.id,
-            "thread": ThreadRef.model_validate_json(inquiry["thread_json"]),
-            "citizen_handle": inquiry["citizen_handle"],
-            "visibility": Visibility(inquiry["visibility"]),
-            "ticket_id": event.ticket_id,
-            "cycle": cycle,
-        }
+        base = _reply_base(inquiry, dept, event.ticket_id, cycle)
         if applied:
             text = render(
                 dept,
@@ -209,138 +177,55 @@ class ReplyRole:
                     **{**base, "visibility": Visibility.PRIVATE if private else base["visibility"]},
                 )
             )
+        tx.fault("compose:replies_decided")
+        approved = []
         for request in requests:
-            await queue_reply(self.ctx, request, dept.approval)
+            if await record_reply(tx, request, dept.approval):
+                approved.append(request)
+            tx.fault("compose:reply_recorded")
+        return approved
 
-    # ------------------------------------------------------------------ post
-    def _limiter(self, key: str) -> WindowLimiter | None:
-        if key not in self.limiters:
-            acc = next(
-                (a for a in self.ctx.cfg.accounts if account_key(a.adapter, a.handle) == key), None
-            )
-            limit = None
-            if acc is not None and acc.reply_limit is not None:
-                limit = (acc.reply_limit.max_calls, acc.reply_limit.period.total_seconds())
-            else:
-                src = sources(self.ctx).get(key)
-                rl = src.capabilities.reply_rate_limit if src else None
-                if rl is not None:
-                    limit = (rl.max_calls, rl.period.total_seconds())
-            if limit is None:
-                return None
-            self.limiters[key] = WindowLimiter(limit[0], limit[1])
-        return self.limiters[key]
-
-    async def post(self, request: ReplyRequest, _: AbstractIncomingMessage) -> None:
-        """One inquiry's replies are posted one at a time (in this process), so a status
-        check against what is already posted cannot race with a concurrent post."""
-        lock = self._inquiry_locks.get(request.inquiry_id)
-        if lock is None:
-            lock = self._inquiry_locks[request.inquiry_id] = asyncio.Lock()
-        async with lock:
-            await self._post(request)
-
-    async def _post(self, request: ReplyRequest) -> None:
-        store = self.ctx.store
-        stored = await store.get_reply(request.reply_id)
-        if stored is None:  # requested by another system on the public routing key
-            await store.add_reply(
-                reply_id=request.reply_id,
-                inquiry_id=request.inquiry_id,
-                platform=request.platform,
-                account=request.account,
-                department=request.department,
-                status=request.status.value if request.status else None,
-                templated=request.templated,
-                state="approved",
-                request_json=request.model_dump_json(),
-                cycle=request.cycle,
-            )
-            stored = await store.get_reply(request.reply_id)
-            assert stored is not None
-        if stored.state in FINISHED or stored.state == "awaiting_approval":
-            log.info("reply not postable in its state", state=stored.state)
-            return
-        if request.status is not None and await self._superseded(request):
-            await store.mark_reply(request.reply_id, "superseded", only_from=("approved",))
-            log.info("a later status was already posted; skipping", status=request.status.value)
-            return
-        source = source_for(self.ctx, request.platform, request.account)
-        if source is None:
-            raise DeadLetter(f"account {request.platform}:{request.account} is not configured")
-        key = next(k for k, v in sources(self.ctx).items() if v is source)
-        text = stored.final_text or request.text
-        if request.visibility == Visibility.PUBLIC:
-            text = pii.redact_text(text)
-        caps = source.capabilities
-        if len(text) > caps.max_reply_chars and not caps.splits_long_replies:
-            text = fit(text, caps.max_reply_chars)  # never cut mid-character
-        limiter = self._limiter(key)
-        if limiter is not None:
-            period = limiter.period / limiter.max_calls
-            try:
-                await asyncio.wait_for(limiter.acquire(), timeout=max(30.0, period * 2))
-            except TimeoutError:
-                raise Retry(
-                    "account reply rate limit", counts=False, delay=timedelta(seconds=period)
-                ) from None
-        try:
-            posted = await source.post_reply(request.model_copy(update={"text": text}))
-            self.ctx.alerts.clear("account_auth", key)
-        except DuplicateContent:
-            posted = PostedReply(external_ids=[], outcome="already_posted")
-        except TargetGone as exc:
-            posted = PostedReply(external_ids=[], outcome="undeliverable")
-            log.warning("reply target gone", reason=exc.reason)
-        except RateLimited as exc:
-            self.ctx.metrics.replies.labels(request.platform, "rate_limited").inc()
-            raise Retry(
-                f"platform rate limit: {exc.reason}", exc.retry_after, counts=False
-            ) from exc
-        except AuthError as exc:
-            self.ctx.alerts.raise_("account_auth", key, f"re-authorise the account: {exc.reason}")
-            raise Retry(
-                f"account paused: {exc.reason}", longest_delay(self.ctx), counts=False
-            ) from exc
-        except TransientError as exc:
-            raise Retry(exc.reason, exc.retry_after) from exc
-        except PermanentError as exc:
-            raise DeadLetter(f"platform refused the reply: {exc.reason}") from exc
-        finally:
-            if limiter is not None:
-                limiter.release()
-        state = "undeliverable" if posted.outcome == "undeliverable" else "posted"
-        await store.mark_reply(
-            request.reply_id, state, external_ids=posted.external_ids, outcome=posted.outcome
+    async def _acknowledge_follow_up(
+        self, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
+    ) -> None:
+        """Tell the citizen, in the follow-up's own thread, that it was added to the ticket."""
+        if event.inquiry_id is None:
+            raise DeadLetter("follow_up event without inquiry_id")
+        inquiry = await self.ctx.store.get_inquiry(event.inquiry_id)
+        if inquiry is None:
+            raise DeadLetter(f"follow-up {event.inquiry_id} is not recorded")
+        text = render(dept, "follow_up", ticket_id=event.ticket_id, status=event.status)
+        request = ReplyRequest(
+            reply_id=stable_id("rep", event.inquiry_id, "follow_up"),
+            text=pii.redact_text(text),
+            status=None,
+            templated=True,
+            **_reply_base(inquiry, dept, event.ticket_id, int(ticket.get("cycle") or 0)),
         )
-        self.ctx.metrics.replies.labels(request.platform, posted.outcome).inc()
-        await self.ctx.broker.publish(
-            f"reply.posted.{request.platform}",
-            ReplyPosted(
-                reply_id=request.reply_id,
-                inquiry_id=request.inquiry_id,
-                platform=request.platform,
-                account=request.account,
-                external_ids=posted.external_ids,
-                outcome=posted.outcome,
-            ),
-        )
-        log.info("reply posted", reply_id=request.reply_id, outcome=posted.outcome)
+        await queue_reply(self.ctx, request, dept.approval)
 
-    async def _superseded(self, request: ReplyRequest) -> bool:
-        """A reply for a status is stale once a later status (or a later handling cycle) has
-        already been posted in the thread."""
-        assert request.status is not None
-        mine = (request.cycle, rank_in_cycle(request.status))
-        for other in await self.ctx.store.list_replies(inquiry_id=request.inquiry_id):
-            if (
-                other.state == "posted"
-                and other.status
-                and other.reply_id != request.reply_id
-                and (other.cycle, rank_in_cycle(TicketStatus(other.status))) > mine
-            ):
-                return True
-        return False
+    # ------------------------------------------------------------------ outbox requests
+    async def accept(self, request: ReplyRequest, _: AbstractIncomingMessage) -> None:
+        """A reply is ready: check the store holds it as approved, then wake its account."""
+        stored = await self.ctx.store.get_reply(request.reply_id)
+        if stored is None:
+            raise DeadLetter(
+                f"reply {request.reply_id} was not composed by the bridge (not in the store);"
+                " replies are only posted from the store"
+            )
+        if stored.state == "failed":  # an operator replayed its dead letter
+            await self.ctx.store.retry_reply(stored.reply_id)
+        elif stored.state in ("awaiting_approval", "rejected"):
+            raise DeadLetter(f"reply {request.reply_id} is not approved ({stored.state})")
+        elif stored.state in FINISHED:
+            log.info("reply already finished", state=stored.state)
+            return
+        if not self.outbox.wake(stored.platform, stored.account):
+            raise DeadLetter(f"account {stored.platform}:{stored.account} is not configured")
+
+    async def backlog(self, request: web.Request) -> web.Response:
+        require_admin(request)
+        return web.json_response({"accounts": await self.outbox.backlog()})
 
     # ------------------------------------------------------------------ approvals API
     async def list_approvals(self, request: web.Request) -> web.Response:
@@ -419,6 +304,23 @@ class ReplyRole:
         )
 
 
+def _reply_base(
+    inquiry: dict[str, Any], dept: DepartmentConfig, ticket_id: str, cycle: int
+) -> dict[str, Any]:
+    """What every reply to an inquiry shares: where it goes and to whom."""
+    return {
+        "inquiry_id": inquiry["inquiry_id"],
+        "platform": inquiry["platform"],
+        "account": inquiry["account"],
+        "department": dept.id,
+        "thread": ThreadRef.model_validate_json(inquiry["thread_json"]),
+        "citizen_handle": inquiry["citizen_handle"],
+        "visibility": Visibility(inquiry["visibility"]),
+        "ticket_id": ticket_id,
+        "cycle": cycle,
+    }
+
+
 def status_reply_id(inquiry_id: str, status: TicketStatus, cycle: int) -> str:
     """One reply per status per handling cycle: a replay posts nothing new."""
     if cycle == 0:
@@ -426,12 +328,11 @@ def status_reply_id(inquiry_id: str, status: TicketStatus, cycle: int) -> str:
     return stable_id("rep", inquiry_id, status.value, f"cycle-{cycle}")
 
 
-async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:
-    """Record a reply and, when the department's approval mode lets it go out unseen,
-    request its posting; otherwise it waits in ``/api/approvals``."""
+async def record_reply(store: SqlStore, request: ReplyRequest, approval: str) -> bool:
+    """Record a reply with its approval decision; True when it may go out now (otherwise it
+    waits in ``/api/approvals``)."""
     auto = approval == "none" or (approval == "templated-auto" and request.templated)
-    state = "approved" if auto else "awaiting_approval"
-    added = await ctx.store.add_reply(
+    added = await store.add_reply(
         reply_id=request.reply_id,
         inquiry_id=request.inquiry_id,
         platform=request.platform,
@@ -439,16 +340,22 @@ async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) 
         department=request.department,
         status=request.status.value if request.status else None,
         templated=request.templated,
-        state=state,
+        state="approved" if auto else "awaiting_approval",
         request_json=request.model_dump_json(),
         cycle=request.cycle,
     )
-    stored = await ctx.store.get_reply(request.reply_id)
+    stored = await store.get_reply(request.reply_id)
     if stored is None or stored.state != "approved":
         if added:
             log.info("reply awaits approval", reply_id=request.reply_id)
-        return
-    await ctx.broker.publish(f"reply.requested.{request.platform}", request)
+        return False
+    return True
+
+
+async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:
+    """Record a reply and, when it may go out unseen, wake the outbox."""
+    if await record_reply(ctx.store, request, approval):
+        await ctx.broker.publish(f"reply.requested.{request.platform}", request)
 
 
 def create(ctx: BridgeContext) -> ReplyRole:

@@ -4,7 +4,14 @@ Create: a durable "create attempted" record is written before the call. On redel
 attempted-but-unrecorded create the ticket is looked up by the bridge's reference where the
 backend can search (or the create simply repeated where it takes an idempotency key);
 otherwise the inquiry is flagged ``needs_reconciliation`` (log, metric, ``/api/reconciliation``)
-and no second ticket is made. Append: a follow-up goes onto the thread's existing ticket.
+and no second ticket is made; an official settles it (``POST /api/reconciliation/{inquiry}``:
+attach the existing ticket, or declare it not created so the create runs again). A definite
+refusal (validation, unknown service) releases the claim, so a replay after the fix creates.
+
+Append: a citizen's follow-up goes onto their conversation's ticket; where the ticket system
+takes no follow-ups (capability ``appends`` false) the bridge keeps it on the ticket's record
+(state ``kept_on_record``, shown to officials). Either way ``ticket.updated.<dept>`` carries a
+``follow_up`` event so the citizen is told, once, that it was added.
 
 Outages: transient errors go through the delay tiers (the adapter's circuit breaker keeps the
 request count bounded; while it is open an attempt is not counted, so no outage exhausts a
@@ -30,7 +37,7 @@ from adapters.base import (
     TransientError,
 )
 from adapters.circuit import CircuitBreaker
-from bridge.http import require_admin
+from bridge.http import json_error, read_json, require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
 from schemas.messages import TicketCommand, TicketEvent
@@ -52,6 +59,7 @@ class TicketingRole:
         )
         self.workers: list[Worker[Any]] = [self.worker]
         ctx.app.router.add_get("/api/reconciliation", self.list_reconciliation)
+        ctx.app.router.add_post("/api/reconciliation/{inquiry_id}", self.settle_reconciliation)
 
     async def start(self) -> None:
         for dept_id, system in ticket_systems(self.ctx).items():
@@ -133,7 +141,11 @@ class TicketingRole:
                 # No request would be made: do not record an attempt that never happens.
                 raise TransientError(f"{breaker.name}: circuit open; create not attempted")
             claimed = await store.claim_create(
-                ref, command.department, command.inquiry.inquiry_id, expected_updated_at=expected
+                ref,
+                command.department,
+                command.inquiry.inquiry_id,
+                expected_updated_at=expected,
+                command_json=command.model_dump_json(),
             )
             if not claimed:
                 raise Retry(f"create of {ref} claimed by another delivery", counts=False)
@@ -142,6 +154,14 @@ class TicketingRole:
             except TransientError as exc:
                 if exc.not_sent:  # certainly not created: a redelivery may simply create
                     await store.set_create_state(ref, "not_sent", detail=exc.reason[:200])
+                raise
+            except AuthError as exc:  # refused before anything was made
+                await store.set_create_state(ref, "not_sent", detail=exc.reason[:200])
+                raise
+            except PermanentError as exc:
+                # A definite refusal (validation, unknown service): nothing was created, so a
+                # replay after the configuration is fixed must be free to create.
+                await store.set_create_state(ref, "rejected", detail=exc.reason[:200])
                 raise
         await store.record_ticket(
             department=command.department,
@@ -178,25 +198,104 @@ class TicketingRole:
     async def _append(self, system: TicketSystem, command: TicketCommand) -> None:
         store = self.ctx.store
         ticket_id = command.ticket_id
-        if ticket_id is None:
-            recorded = await store.ticket_by_reference(command.reference)
-            if recorded is None:
-                raise Retry("the thread's ticket is not created yet")
-            ticket_id = recorded["ticket_id"]
+        recorded = await store.ticket_by_reference(command.reference)
+        if recorded is None:
+            raise Retry("the conversation's ticket is not created yet")
+        ticket_id = recorded["ticket_id"]
         existing = await store.get_inquiry(command.inquiry.inquiry_id)
-        if existing is not None and existing["state"] == "appended":
-            return
-        await system.append(ticket_id, command)
-        await store.update_inquiry(
-            command.inquiry.inquiry_id, state="appended", ticket_id=ticket_id
+        done = existing is not None and existing["state"] in ("appended", "kept_on_record")
+        if not done:
+            if system.capabilities.appends:
+                await system.append(ticket_id, command)
+                state = "appended"
+            else:
+                state = "kept_on_record"  # shown to officials with the ticket's journey
+            await store.update_inquiry(command.inquiry.inquiry_id, state=state, ticket_id=ticket_id)
+            self.ctx.metrics.tickets.labels(command.department, state).inc()
+            log.info("follow-up added", ticket_id=ticket_id, state=state)
+        await self.ctx.broker.publish(
+            f"ticket.updated.{command.department}",
+            TicketEvent(
+                event_id=f"{command.command_id}:follow_up",
+                department=command.department,
+                ticket_id=ticket_id,
+                reference=command.reference,
+                status=TicketStatus(recorded["status"]),
+                native_status=recorded["native_status"],
+                occurred_at=datetime.now(UTC),
+                source="follow_up",
+                inquiry_id=command.inquiry.inquiry_id,
+            ),
         )
-        self.ctx.metrics.tickets.labels(command.department, "appended").inc()
-        log.info("follow-up appended", ticket_id=ticket_id)
 
     async def list_reconciliation(self, request: web.Request) -> web.Response:
         require_admin(request)
         rows = await self.ctx.store.list_create_attempts("needs_reconciliation")
-        return web.json_response({"needs_reconciliation": rows})
+        items = [{k: v for k, v in r.items() if k != "command_json"} for r in rows]
+        return web.json_response({"needs_reconciliation": items})
+
+    async def settle_reconciliation(self, request: web.Request) -> web.Response:
+        """An official settles an uncertain create. Body ``{"action": "attach", "ticket_id":
+        "…", "actor": "…"}`` (the ticket exists in the backend: its replies then flow) or
+        ``{"action": "not_created", "actor": "…"}`` (it does not: the create runs again).
+        Recorded with actor and time."""
+        require_admin(request)
+        inquiry_id = request.match_info["inquiry_id"]
+        body = await read_json(request)
+        if not isinstance(body, dict) or "action" not in body or "actor" not in body:
+            return json_error(400, 'body must be {"action": ..., "actor": ..., "ticket_id"?: ...}')
+        action, actor = body["action"], body["actor"]
+        if action not in ("attach", "not_created") or not isinstance(actor, str) or not actor:
+            return json_error(400, "action must be attach|not_created and actor non-empty")
+        ticket_id = body.get("ticket_id")
+        if action == "attach" and (not isinstance(ticket_id, str) or not ticket_id.strip()):
+            return json_error(400, "attach needs the ticket_id found in the ticket system")
+        store = self.ctx.store
+        attempt = await store.create_attempt_for_inquiry(inquiry_id)
+        if attempt is None or attempt["state"] != "needs_reconciliation":
+            state = attempt["state"] if attempt else "no create attempt"
+            return json_error(409, f"inquiry {inquiry_id} does not await reconciliation ({state})")
+        if not attempt.get("command_json"):
+            return json_error(409, "the create's command was not kept; replay its dead letter")
+        command = TicketCommand.model_validate_json(attempt["command_json"])
+        ref = attempt["reference"]
+        if action == "attach":
+            ticket_id = ticket_id.strip()
+            if not await store.decide_reconciliation(
+                ref, decision="attached", actor=actor, ticket_id=ticket_id
+            ):
+                return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
+            await store.record_ticket(
+                department=command.department,
+                ticket_id=ticket_id,
+                reference=ref,
+                inquiry_id=inquiry_id,
+                thread_key=_thread_key(command),
+                status=TicketStatus.RECEIVED.value,
+                status_rank=TicketStatus.RECEIVED.rank,
+                native_status="attached",
+                status_at=datetime.now(UTC).isoformat(),
+            )
+            await store.update_inquiry(inquiry_id, state="ticketed", ticket_id=ticket_id)
+            await self._publish_created(command, ticket_id, "attached")
+        else:
+            if not await store.decide_reconciliation(ref, decision="not_created", actor=actor):
+                return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
+            await store.update_inquiry(inquiry_id, state="routed")
+            await self.ctx.broker.publish(f"inquiry.routed.{command.department}", command)
+        self.ctx.metrics.reconciliation.labels(command.department).dec()
+        log.info("reconciliation settled", inquiry_id=inquiry_id, action=action, actor=actor)
+        settled = await store.get_create_attempt(ref)
+        assert settled is not None
+        return web.json_response(
+            {
+                "inquiry_id": inquiry_id,
+                "state": settled["state"],
+                "ticket_id": settled["ticket_id"],
+                "decided_by": settled["decided_by"],
+                "decided_at": settled["decided_at"],
+            }
+        )
 
 
 def _circuit_open(system: TicketSystem) -> CircuitBreaker | None:

@@ -1,10 +1,13 @@
 """triage: from a received inquiry to a routed ticket command (or a recorded "ignored").
 
 Per inquiry, in order: dedupe by inquiry id; echo and noise (advertising, empty, emoji-only, a
-bare thanks) are recorded as ignored with the reason; the department comes from content routes,
-else the receiving account; the category from the classifier; personal data is found and
-redacted for everything public (the ticket gets the original text only where the department
-allows); a follow-up in a thread whose ticket is still open becomes an ``append`` to it.
+bare thanks) are recorded as ignored with the reason; personal data is found and redacted for
+everything public (the ticket gets the original text only where the department allows). Then
+the conversation (``bridge.conversations``): a citizen's follow-up in the chain of their own
+earlier inquiry becomes an ``append`` to that conversation's ticket, in the department and
+ticket system that hold it, whatever its text says; anything else is a new conversation, whose
+department comes from content routes, else the receiving account, and whose category comes
+from the classifier.
 
 Redelivery is safe: the inquiry row is written first (state ``triaged``), the command id is
 deterministic, and only after the confirmed publish does the row become ``routed``.
@@ -18,11 +21,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import classify, pii
-from bridge.runtime import DeadLetter, Stage, Worker
+from bridge import classify, conversations, pii
+from bridge.runtime import ATTEMPT_HEADER, DeadLetter, Retry, Stage, Worker
 from bridge.triage_review import TriageReview
 from schemas.config import DepartmentConfig
 from schemas.messages import Inquiry, PersonalDataFinding, TicketCommand, stable_id
+from schemas.vocab import Category
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -34,15 +38,13 @@ DONE_STATES = (
     "ignored",
     "ticketed",
     "appended",
+    "kept_on_record",
     "needs_reconciliation",
     "held_for_review",
 )
 
-
-def thread_key(inquiry: Inquiry) -> str:
-    """Inquiries that share this key belong to one conversation (and one ticket)."""
-    root = inquiry.thread.conversation_id or inquiry.thread.root_id
-    return f"{inquiry.platform}:{inquiry.account}:{root}"
+# kept importable from here: tests and tools use them
+thread_key = conversations.thread_key
 
 
 def reference_for(inquiry_id: str) -> str:
@@ -87,7 +89,7 @@ class TriageRole:
             )
         return cfg.department(dept_id)
 
-    async def handle(self, inquiry: Inquiry, _: AbstractIncomingMessage) -> None:
+    async def handle(self, inquiry: Inquiry, message: AbstractIncomingMessage) -> None:
         store = self.ctx.store
         existing = await store.get_inquiry(inquiry.inquiry_id)
         if existing is not None and existing["state"] in DONE_STATES:
@@ -96,16 +98,17 @@ class TriageRole:
             return
 
         redacted, findings = pii.redact(inquiry.text)
-        key = thread_key(inquiry)
         row: dict[str, Any] = {
             "platform": inquiry.platform,
             "account": inquiry.account,
             "kind": inquiry.kind.value,
-            "thread_key": key,
+            "thread_key": thread_key(inquiry),
             "public_text": redacted,
             "citizen_handle": inquiry.author.handle,
             "visibility": inquiry.visibility.value,
             "thread_json": inquiry.thread.model_dump_json(),
+            "external_id": inquiry.external_id,
+            "author_id": inquiry.author.id,
         }
 
         async def record(**fields: Any) -> None:
@@ -124,64 +127,100 @@ class TriageRole:
             log.info("inquiry ignored", reason=noise)
             return
 
-        dept = self._department(inquiry)
-        result = self.classifier.classify(inquiry.text)
+        owner = await self._conversation_owner(inquiry, message)
         kinds: dict[Literal["mobile", "id_number", "email"], int] = {}
         for f in findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
-
-        # A follow-up in a thread whose ticket is open (or still being created) is appended.
-        own_reference = reference_for(inquiry.inquiry_id)
-        reference = await store.claim_thread(key, inquiry.inquiry_id, own_reference)
-        action: Literal["create", "append"] = "create" if reference == own_reference else "append"
-        ticket_id: str | None = None
-        if action == "append":
-            owner = await store.ticket_by_reference(reference)
-            ticket_id = owner["ticket_id"] if owner is not None else None
+        action: Literal["create", "append"]
+        result: classify.Classification | None = None
+        if owner is not None:
+            # A follow-up goes to the ticket that holds the conversation, in the department
+            # and ticket system that hold it, whatever its own text would route to.
+            action, conversation = "append", owner["inquiry_id"]
+            try:
+                dept = self.ctx.cfg.department(owner["department"])
+            except KeyError:
+                raise DeadLetter(
+                    f"the conversation's department {owner['department']!r} is not configured"
+                ) from None
+            category = Category(owner["category"] or "other")
+            reference, ticket_id = reference_for(conversation), owner["ticket_id"]
+            classified: dict[str, Any] = {"department": dept.id, "category": category.value}
+        else:
+            action, conversation = "create", inquiry.inquiry_id
+            dept = self._department(inquiry)
+            result = self.classifier.classify(inquiry.text)
+            category = result.category
+            reference, ticket_id = reference_for(inquiry.inquiry_id), None
+            classified = {
+                "department": dept.id,
+                "category": category.value,
+                "confidence": round(result.confidence, 4),
+                "explanation": json.dumps(result.explanation(), ensure_ascii=False),
+            }
 
         command = TicketCommand(
             command_id=stable_id("cmd", inquiry.inquiry_id),
             action=action,
             inquiry=inquiry,
             department=dept.id,
-            category=result.category,
+            category=category,
             reference=reference,
             description=inquiry.text if dept.keep_personal_data else redacted,
             public_text=redacted,
             personal_data=[PersonalDataFinding(kind=k, count=n) for k, n in kinds.items()],
             ticket_id=ticket_id,
         )
-        classified = {
-            "department": dept.id,
-            "category": result.category.value,
-            "confidence": round(result.confidence, 4),
-            "explanation": json.dumps(result.explanation(), ensure_ascii=False),
-        }
-        if action == "create" and self.review.should_hold(result):
+        if result is not None and self.review.should_hold(result):
             # held for an official's check: the hold first, so a redelivery re-holds (no-op)
             await self.review.hold(command, result, redacted)
-            await record(state="held_for_review", ticket_id=None, **classified)
+            await record(
+                state="held_for_review", ticket_id=None, conversation=conversation, **classified
+            )
             self.ctx.metrics.inquiries.labels(inquiry.platform, "held_for_review").inc()
             log.info(
                 "inquiry held for an official's check",
                 department=dept.id,
-                category=result.category.value,
+                category=category.value,
                 confidence=classified["confidence"],
             )
             return
-        await record(state="triaged", ticket_id=ticket_id, **classified)
+        await record(state="triaged", ticket_id=ticket_id, conversation=conversation, **classified)
         await self.ctx.broker.publish(f"inquiry.routed.{dept.id}", command)
         await store.update_inquiry(inquiry.inquiry_id, state="routed")
         self.ctx.metrics.inquiries.labels(inquiry.platform, "routed").inc()
         log.info(
             "inquiry routed",
             department=dept.id,
-            category=result.category.value,
-            decided_by=result.rule or "model",
-            confidence=round(result.confidence, 3),
+            category=category.value,
+            decided_by="conversation" if result is None else (result.rule or "model"),
+            confidence=None if result is None else round(result.confidence, 3),
             action=action,
             personal_data=sorted(kinds),
         )
+
+    async def _conversation_owner(
+        self, inquiry: Inquiry, message: AbstractIncomingMessage
+    ) -> dict[str, Any] | None:
+        """The first inquiry of the conversation this one continues, or None for a new one."""
+        store = self.ctx.store
+        if conversations.is_direct(inquiry):
+            key = conversations.dm_claim_key(inquiry)
+            own = reference_for(inquiry.inquiry_id)
+            if await store.claim_thread(key, inquiry.inquiry_id, own) == own:
+                return None
+            holder = await store.thread_owner(key)
+            row = await store.get_inquiry(holder) if holder else None
+            if row is None:  # the holder is claimed but not recorded yet: wait for it
+                raise Retry("the citizen's earlier message in this DM thread is in flight")
+            return await conversations.owner_of(store, row)
+        placement = await conversations.place(store, inquiry)
+        attempt = (message.headers or {}).get(ATTEMPT_HEADER, 0)
+        if placement.wait_for is not None and attempt == 0:
+            # The citizen's own earlier post in this chain is not recorded yet: probably in
+            # flight right now. Wait once rather than open a second ticket for one matter.
+            raise Retry("the citizen's earlier post in this chain is not recorded yet")
+        return placement.owner
 
 
 def create(ctx: BridgeContext) -> TriageRole:

@@ -1,0 +1,120 @@
+"""Conversations: one citizen, one matter, one ticket, one answer.
+
+The rule (DESIGN.md, "Conversations") lives here and only here. A conversation is one
+citizen's exchange with one official account about one matter. Many citizens writing under
+one official post are many conversations. An inquiry is a *follow-up* only when the same
+citizen writes again in the reply chain of their own earlier inquiry, including under the
+bridge's answer to it. Everything else starts a new conversation: a mention, a first direct
+message, or a reply under an announcement or under another citizen's post. Another citizen's
+"me too" is their own conversation.
+
+Adapters say what the platform shows of the chain (``ThreadRef.ancestors``, nearest first,
+with authors). The store knows the rest: which posts are inquiries, and which are the bridge's
+replies to which inquiry. Weibo shows one level of the chain, so the walk continues through
+the recorded chain of every inquiry it passes.
+
+Direct messages have no reply chain: the DM thread is the chain. A citizen's next message in
+it belongs to their open conversation there (the thread is claimed atomically per citizen).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.store import SqlStore
+from schemas.messages import Inquiry, PostRef, ThreadRef
+from schemas.vocab import InquiryKind
+
+# States of an inquiry whose conversation has (or is getting) a ticket to append to.
+OPEN_STATES = frozenset(
+    {"triaged", "routed", "ticketed", "appended", "kept_on_record", "held_for_review"}
+)
+# States of an inquiry that will never get a ticket: a later message starts afresh.
+CLOSED_STATES = frozenset({"ignored"})
+FINAL_TICKET_STATES = frozenset({"resolved", "rejected", "closed"})
+MAX_CHAIN = 200  # posts walked at most (a chain is rarely a tenth of that)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where triage puts an inquiry.
+
+    ``owner`` is the first inquiry of the conversation the inquiry continues (``None``: it
+    starts its own). ``wait_for`` names a post of the same citizen in the chain that the
+    bridge has not recorded yet (probably still in flight): triage retries shortly rather than
+    opening a second ticket for the same matter.
+    """
+
+    owner: dict[str, Any] | None
+    wait_for: str | None = None
+
+
+def thread_key(inquiry: Inquiry) -> str:
+    """The thread an inquiry sits in (a Weibo post, a Mastodon reply tree, a DM thread)."""
+    root = inquiry.thread.conversation_id or inquiry.thread.root_id
+    return f"{inquiry.platform}:{inquiry.account}:{root}"
+
+
+def dm_claim_key(inquiry: Inquiry) -> str:
+    """One open conversation per citizen per DM thread."""
+    return f"{thread_key(inquiry)}:{inquiry.author.id}"
+
+
+def is_direct(inquiry: Inquiry) -> bool:
+    return inquiry.kind is InquiryKind.DIRECT_MESSAGE
+
+
+async def place(store: SqlStore, inquiry: Inquiry) -> Placement:
+    """Find the conversation a public inquiry continues, by walking its reply chain."""
+    citizen = inquiry.author.id
+    seen: set[str] = {inquiry.external_id}
+    chain: list[PostRef] = list(inquiry.thread.ancestors)
+    if not chain and inquiry.thread.parent_id not in (None, inquiry.external_id):
+        chain = [PostRef(id=str(inquiry.thread.parent_id))]
+    while chain and len(seen) < MAX_CHAIN:
+        post = chain.pop(0)
+        if post.id in seen:
+            continue
+        seen.add(post.id)
+        row = await store.inquiry_by_post(inquiry.platform, inquiry.account, post.id)
+        if row is None:
+            row = await store.inquiry_answered_by_post(inquiry.platform, inquiry.account, post.id)
+            if row is not None and row["author_id"] != citizen:
+                # the bridge's answer to another citizen: that citizen's post is above it
+                chain = [PostRef(id=row["external_id"], author_id=row["author_id"]), *chain]
+                continue
+        if row is not None:
+            if row["author_id"] == citizen:
+                return Placement(owner=await owner_of(store, row))
+            chain = _recorded_chain(row) + chain  # go on above another citizen's inquiry
+            continue
+        if post.author_id is not None and post.author_id == citizen:
+            return Placement(owner=None, wait_for=post.id)
+    return Placement(owner=None)
+
+
+def _recorded_chain(row: dict[str, Any]) -> list[PostRef]:
+    """The chain above a recorded inquiry, as its platform reported it."""
+    if not row.get("thread_json"):
+        return []
+    return list(ThreadRef.model_validate_json(row["thread_json"]).ancestors)
+
+
+async def owner_of(store: SqlStore, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The first inquiry of the conversation ``row`` belongs to, if it can take a follow-up:
+    not noise, and its ticket (if already made) not finished. Otherwise ``None``: the citizen's
+    new message starts a new conversation."""
+    owner = row
+    if row.get("conversation") and row["conversation"] != row["inquiry_id"]:
+        found = await store.get_inquiry(row["conversation"])
+        owner = found if found is not None else row
+    if owner["state"] in CLOSED_STATES or owner["state"] not in OPEN_STATES | {
+        "needs_reconciliation"
+    }:
+        return None
+    if owner.get("ticket_id") and owner.get("department"):
+        ticket = await store.get_ticket(owner["department"], owner["ticket_id"])
+        if ticket is not None and ticket["status"] in FINAL_TICKET_STATES:
+            return None
+    return owner
