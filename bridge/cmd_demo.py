@@ -106,7 +106,7 @@ class Scripted:
     kind: str  # comment | mention | dm | push
     citizen: str
     text: str
-    follow_up_of: int | None = None  # index of an earlier item in the same thread
+    follow_up_of: int | None = None  # the same citizen answers their earlier item
     duplicate_of: int | None = None  # the platform delivers the same item again
 
 
@@ -415,22 +415,23 @@ class Demo:
         self.servers += [o311, o311_xml, rest, hotline, mastodon]
 
     async def send_script(self) -> None:
-        weibo_posts: dict[str, int] = {}
         mastodon_citizens: dict[str, Any] = {}
         for i, item in enumerate(SCRIPT):
             if item.channel.startswith("weibo"):
                 state = self.sims[item.channel]
                 if item.kind == "comment":
-                    if item.follow_up_of is not None:
-                        post_id = weibo_posts[str(item.follow_up_of)]
+                    if item.follow_up_of is not None:  # the citizen answers their own comment
+                        comment = state.add_citizen_comment(
+                            item.text,
+                            citizen=item.citizen,
+                            reply_cid=int(self.external[item.follow_up_of]),
+                        )
                     else:
                         post_id = state.add_official_post().id
-                    weibo_posts[str(i)] = post_id
-                    self.external[i] = str(
-                        state.add_citizen_comment(
+                        comment = state.add_citizen_comment(
                             item.text, citizen=item.citizen, status_id=post_id
-                        ).id
-                    )
+                        )
+                    self.external[i] = str(comment.id)
                 else:
                     self.external[i] = str(
                         state.add_mention_post(item.text, citizen=item.citizen).id

@@ -529,6 +529,15 @@ class SqlStore:
             (*fields.values(), now_iso(), inquiry_id),
         )
 
+    async def advance_inquiry(self, inquiry_id: str, from_state: str, state: str) -> bool:
+        """Move an inquiry on only from ``from_state`` (a later stage may have moved it
+        further already: triage's "routed" must not overwrite ticketing's "ticketed")."""
+        n = await self.db.execute(
+            "UPDATE inquiries SET state = ?, updated_at = ? WHERE inquiry_id = ? AND state = ?",
+            (state, now_iso(), inquiry_id, from_state),
+        )
+        return n > 0
+
     async def get_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
         rows = await self.db.fetchall("SELECT * FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))
         return rows[0] if rows else None

@@ -9,11 +9,14 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
+import tomli_w
+from pydantic import SecretStr
 
 from bridge.config import parse_config
 from bridge.daemon import ALL_ROLES, Daemon
@@ -65,6 +68,27 @@ async def broker(broker_cfg: BrokerConfig) -> AsyncIterator[Broker]:
     finally:
         await b.close()
         await delete_topology(broker_cfg)
+
+
+def config_toml(cfg: GovbridgeConfig) -> str:
+    """A config as the TOML file an operator would write (secrets in clear, durations in
+    milliseconds), for tests that run ``govbridge`` commands or daemons as processes."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, SecretStr):
+            return value.get_secret_value()
+        if isinstance(value, timedelta):
+            return f"{round(value.total_seconds() * 1000)}ms"
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items() if v is not None}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        if isinstance(value, Enum):
+            return value.value
+        return value
+
+    dumped = cfg.model_dump(mode="python", exclude_none=True, serialize_as_any=True)
+    return tomli_w.dumps(plain(dumped))
 
 
 def bridge_config(tmp_path: Path, **sections: Any) -> GovbridgeConfig:

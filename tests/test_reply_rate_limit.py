@@ -5,6 +5,7 @@ simulator recorded — and none is lost or duplicated; a platform rate-limit err
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from adapters.simulators.rest import demo_ticketing_config
+from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from adapters.simulators.weibo import E_USER_RATE, Limits, WeiboState
 from adapters.simulators.weibo import create_app as weibo_app
 from bridge.cmd_demo import AppServer
@@ -194,3 +195,82 @@ async def test_platform_rate_limit_backs_off_and_posts_later(
 
 async def _n_posted(daemon: Daemon, n: int) -> bool:
     return await posted_count(daemon) >= n
+
+
+async def test_quota_spends_itself_on_first_acknowledgements_before_second_replies(
+    tmp_path: Path, weibo: WeiboSim
+) -> None:
+    """200 inquiries on one Weibo account limited to 60 comments per (shortened) window,
+    while officials already move every ticket on: every inquiry hears from the bridge before
+    any inquiry hears twice; pending statuses of one ticket become one reply; nothing lost."""
+    tickets = RestSimServer(RestTicketState())
+    await tickets.start()
+    cfg = bridge_config(
+        tmp_path,
+        departments=[
+            {
+                "id": "transport",
+                "name": "市交通委",
+                "approval": "none",
+                "ticketing": {**demo_ticketing_config(tickets.url), "poll": "200ms"},
+            }
+        ],
+        accounts=[
+            {
+                "adapter": "weibo",
+                "handle": HANDLE,
+                "department": "transport",
+                "token": weibo.state.token,
+                "base_url": weibo.server.url + "/2/",
+                "poll": "200ms",
+                "page_size": 200,
+                "reply_limit": {"max_calls": MAX_PER_WINDOW, "period": f"{WINDOW_S}s"},
+            }
+        ],
+    )
+    comments = [
+        weibo.state.add_citizen_comment(f"第{i}处路灯不亮，请尽快修理", citizen=f"市民{i:03d}")
+        for i in range(N_REPLIES)
+    ]
+    try:
+        async with running_bridge(cfg) as daemon:
+            assert daemon.ctx is not None
+            store = daemon.ctx.store
+
+            async def all_ticketed() -> bool:
+                return len(tickets.state.tickets) == N_REPLIES
+
+            await eventually(all_ticketed, timeout=60)
+            for ticket_id in list(tickets.state.tickets):  # officials start work at once
+                await tickets.state.move(ticket_id, "IN_PROGRESS", None)
+
+            async def everyone_told_in_progress() -> bool:
+                rows = await store.list_replies(state="posted")
+                return sum(1 for r in rows if r.status == "in_progress") == N_REPLIES
+
+            await eventually(everyone_told_in_progress, timeout=120)
+            await asyncio.sleep(0.5)
+            stored = await store.list_replies()
+    finally:
+        await tickets.close()
+
+    posts = weibo.official_comments()
+    by_target: dict[int, list[Any]] = {}
+    for c in posts:
+        by_target.setdefault(c.reply_cid, []).append(c)
+    assert set(by_target) == {c.id for c in comments}  # every inquiry answered in its thread
+    last_first = max(replies[0].created_at for replies in by_target.values())
+    seconds = [r.created_at for replies in by_target.values() for r in replies[1:]]
+    print(
+        f"\n{len(posts)} posts for {N_REPLIES} inquiries; {len(seconds)} second replies, the"
+        f" first of them {min(seconds) - last_first:.2f} s after the last first reply"
+    )
+    assert seconds and min(seconds) > last_first  # all first replies before any second
+    assert busiest_window([c.created_at for c in posts], WINDOW_S) <= MAX_PER_WINDOW
+    # nothing lost: every status is posted or was overtaken by the later one posted instead
+    states = Counter((r.status, r.state) for r in stored)
+    assert states[("in_progress", "posted")] == N_REPLIES
+    assert states[("received", "posted")] + states[("received", "superseded")] == N_REPLIES
+    assert states[("received", "superseded")] > 0  # merged where both were pending
+    assert all(r.merged_into for r in stored if r.state == "superseded")
+    assert len(posts) == len([r for r in stored if r.state == "posted"])

@@ -187,7 +187,7 @@ class TriageRole:
             return
         await record(state="triaged", ticket_id=ticket_id, conversation=conversation, **classified)
         await self.ctx.broker.publish(f"inquiry.routed.{dept.id}", command)
-        await store.update_inquiry(inquiry.inquiry_id, state="routed")
+        await store.advance_inquiry(inquiry.inquiry_id, "triaged", "routed")
         self.ctx.metrics.inquiries.labels(inquiry.platform, "routed").inc()
         log.info(
             "inquiry routed",
