@@ -592,16 +592,20 @@ class Demo:
                     hist = " > ".join(TicketStatus(s).label for s in steps)
                 else:
                     hist = (
-                        "appended to thread ticket" if row["state"] == "appended" else row["state"]
+                        "follow-up added to the citizen's ticket"
+                        if row["state"] in ("appended", "kept_on_record")
+                        else row["state"]
                     )
                 posted = [
                     r for r in replies if r.inquiry_id == row["inquiry_id"] and r.state == "posted"
                 ]
                 line = f"{len(posted)} posted"
                 status_replies = [r.status for r in posted if r.status]
-                notes = len(posted) - len(status_replies)
+                notes = sum(1 for r in posted if not r.templated)
                 if status_replies:
                     line += f", last status {TicketStatus(status_replies[-1]).label}"
+                if any(r.templated and not r.status for r in posted):
+                    line += ", acknowledged"
                 if notes:
                     line += f", {notes} official note{'s' if notes > 1 else ''}"
                 if own and not any(r.status == "resolved" for r in posted):

@@ -1040,15 +1040,22 @@ class SqlStore:
         )
         if not rows:
             return ReplyClaim(None)
+        pressed = False  # the quota, not the platform, decides when replies go out
         if quota is not None:
-            wait = await self._quota_wait(platform, account, now, lease, *quota)
+            wait, free = await self._quota_wait(platform, account, now, lease, *quota)
             if wait is not None:
                 return ReplyClaim(None, wait_until=wait)
+            waiting = await self.db.fetchall(
+                "SELECT COUNT(*) AS n FROM replies r WHERE r.platform = ? AND r.account = ? AND "
+                + claimable,
+                (platform, account, stamp, stamp),
+            )
+            pressed = int(waiting[0]["n"]) > free
         first: StoredReply = self._reply(rows[0])
         chosen: StoredReply | None = first
         superseded: list[str] = []
         if first.status is not None:
-            chosen, superseded = await self._latest_status_reply(first, stamp)
+            chosen, superseded = await self._latest_status_reply(first, stamp, merge=pressed)
         for reply_id in superseded:
             await self.db.execute(
                 "UPDATE replies SET state = 'superseded', merged_into = ?"
@@ -1084,11 +1091,11 @@ class SqlStore:
         lease: timedelta,
         max_calls: int,
         period: timedelta,
-    ) -> datetime | None:
-        """When the account may post again, or None if it may now. A call counts from its
-        start until ``period`` after it returned (so the platform, counting at any moment
-        of the call, never sees more than ``max_calls`` in a window); a call whose process
-        died counts until its lease ran out."""
+    ) -> tuple[datetime | None, int]:
+        """When the account may post again (None: now), and how many slots are free. A call
+        counts from its start until ``period`` after it returned (so the platform, counting
+        at any moment of the call, never sees more than ``max_calls`` in a window); a call
+        whose process died counts until its lease ran out."""
         rows = await self.db.fetchall(
             "SELECT started_at, done_at, weight FROM post_calls WHERE platform = ?"
             " AND account = ? AND ((done_at IS NULL AND started_at > ?) OR done_at > ?)",
@@ -1096,20 +1103,22 @@ class SqlStore:
         )
         used = sum(int(r["weight"]) for r in rows)
         if used < max_calls:
-            return None
+            return None, max_calls - used
         frees = [
             datetime.fromisoformat(r["done_at"]) + period
             if r["done_at"]
             else datetime.fromisoformat(r["started_at"]) + lease
             for r in rows
         ]
-        return min(frees)
+        return min(frees), 0
 
     async def _latest_status_reply(
-        self, chosen: StoredReply, stamp: str
+        self, chosen: StoredReply, stamp: str, *, merge: bool
     ) -> tuple[StoredReply | None, list[str]]:
-        """Of an inquiry's pending status replies, the one to post (the latest in its
-        lifecycle) and the ones it overtook; None if a later status is already posted."""
+        """The status reply to post and the ones it overtook. A status already overtaken by
+        a posted later one is never posted. With ``merge`` (the quota binds), pending
+        statuses of one inquiry become one reply: the latest in its lifecycle; without it,
+        each is posted in turn, the earliest first."""
         rows = await self.db.fetchall(
             "SELECT * FROM replies WHERE inquiry_id = ? AND status IS NOT NULL"
             " AND (state IN ('approved', 'posted') OR (state = 'posting' AND lease_until < ?))",
@@ -1120,12 +1129,15 @@ class SqlStore:
         def place(r: StoredReply) -> tuple[int, int]:
             return (r.cycle, rank_in_cycle(TicketStatus(r.status or "received")))
 
-        posted = [place(r) for r in replies if r.state == "posted"]
+        latest_posted = max((place(r) for r in replies if r.state == "posted"), default=None)
         pending = [r for r in replies if r.state != "posted"]
-        best = max(pending, key=place, default=chosen)
-        if posted and max(posted) >= place(best):
-            return None, [r.reply_id for r in pending]
-        return best, [r.reply_id for r in pending if r.reply_id != best.reply_id]
+        overtaken = [r for r in pending if latest_posted is not None and place(r) <= latest_posted]
+        pending = [r for r in pending if r not in overtaken]
+        if not pending:
+            return None, [r.reply_id for r in overtaken]
+        best = max(pending, key=place) if merge else min(pending, key=place)
+        merged = [r for r in pending if merge and r.reply_id != best.reply_id]
+        return best, [r.reply_id for r in overtaken + merged]
 
     async def finish_post(
         self,

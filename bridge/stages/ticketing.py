@@ -260,6 +260,7 @@ class TicketingRole:
         command = TicketCommand.model_validate_json(attempt["command_json"])
         ref = attempt["reference"]
         if action == "attach":
+            assert isinstance(ticket_id, str)  # checked above
             ticket_id = ticket_id.strip()
             if not await store.decide_reconciliation(
                 ref, decision="attached", actor=actor, ticket_id=ticket_id
