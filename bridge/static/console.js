@@ -135,6 +135,55 @@ async function checkCategory(button) {
   refresh();
 }
 
+// Creates whose outcome is unknown: an official looks in the ticket system, then attaches the
+// ticket found there or declares it not created (the create runs again).
+async function loadReconciliation() {
+  const { needs_reconciliation: items } = await api("/api/reconciliation");
+  if (!items.length) {
+    show("reconciliation", el("span", { className: "muted" }, "没有待核对的工单"));
+    return;
+  }
+  const rows = items.map((r) => el("tr", {},
+    el("td", {}, r.department),
+    el("td", {}, r.reference),
+    el("td", {}, r.detail || ""),
+    el("td", {},
+      el("label", {}, "工单号 ", el("input", { size: 10, dataset: { reconcileTicket: r.inquiry_id } })),
+      " ", el("button", { type: "button", className: "primary",
+        dataset: { reconcile: r.inquiry_id, action: "attach" } }, "关联已有工单"),
+      el("button", { type: "button", dataset: { reconcile: r.inquiry_id, action: "not_created" } },
+        "确认未建单，重新创建"))));
+  show("reconciliation", table(["部门", "本系统编号", "原因", "处理"], rows));
+}
+
+async function reconcile(button) {
+  const actor = $("actor").value.trim();
+  if (!actor) { alert("请先填写值班人员姓名"); return; }
+  const id = button.dataset.reconcile;
+  const body = { action: button.dataset.action, actor };
+  if (body.action === "attach") {
+    const box = [...document.querySelectorAll("input[data-reconcile-ticket]")]
+      .find((i) => i.dataset.reconcileTicket === id);
+    body.ticket_id = box ? box.value.trim() : "";
+  }
+  try {
+    await api(`/api/reconciliation/${encodeURIComponent(id)}`, { method: "POST", body: JSON.stringify(body) });
+  } catch (e) { alert(e.message); }
+  refresh();
+}
+
+// What waits for each account's posting quota (or a paused account): nothing is dropped.
+async function loadOutbox() {
+  const { accounts } = await api("/api/outbox");
+  const rows = Object.entries(accounts).map(([name, a]) => el("tr", {},
+    el("td", {}, name),
+    el("td", { className: a.waiting ? "bad" : "" }, a.waiting),
+    el("td", {}, a.oldest_waiting_s ? `${Math.round(a.oldest_waiting_s)} s` : "-"),
+    el("td", { className: a.failed ? "bad" : "" }, a.failed),
+    el("td", {}, a.paused || "")));
+  show("outbox", table(["账号", "待发送", "最久等待", "发送失败", "暂停原因"], rows));
+}
+
 async function loadReport() {
   const { departments, ignored } = await api("/api/report");
   const rows = departments.map((d) => el("tr", {},
@@ -155,6 +204,8 @@ function refresh() {
     loadApprovals().catch((e) => { $("approvals").textContent = e.message; });
     loadReview().catch((e) => { $("review").textContent = e.message; });
     loadReport().catch((e) => { $("report").textContent = e.message; });
+    loadReconciliation().catch((e) => { $("reconciliation").textContent = e.message; });
+    loadOutbox().catch((e) => { $("outbox").textContent = e.message; });
   }
 }
 
@@ -170,6 +221,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("approvals").addEventListener("click", (event) => {
     const button = event.target.closest("button[data-decision]");
     if (button) decide(button);
+  });
+  $("reconciliation").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-reconcile]");
+    if (button) reconcile(button);
   });
   $("review").addEventListener("click", (event) => {
     const button = event.target.closest("button[data-review-id]");
