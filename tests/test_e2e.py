@@ -392,10 +392,10 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
                 w.hotline.replies
             ) == officials.expected_replies("urban")
 
-        timings["ticketed"] = await wait_for("every inquiry ticketed", all_ticketed, 60)
+        timings["ticketed"] = await wait_for("every inquiry ticketed", all_ticketed, 120)
         officials.assign()
         assert len(officials.plans) == n_tickets
-        timings["received replies"] = await wait_for("received replies", replies_posted, 30)
+        timings["received replies"] = await wait_for("received replies", replies_posted, 90)
 
         # 2. Follow-ups in the citizens' own conversations, whose tickets are open.
         await send_follow_ups(w, script)
@@ -405,14 +405,14 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
             states = Counter(r["state"] for r in await store.list_inquiries())
             return states["appended"] == script.follow_ups
 
-        timings["appended"] = await wait_for("follow-ups appended", all_appended, 30)
-        timings["acknowledged"] = await wait_for("follow-ups acknowledged", replies_posted, 30)
+        timings["appended"] = await wait_for("follow-ups appended", all_appended, 90)
+        timings["acknowledged"] = await wait_for("follow-ups acknowledged", replies_posted, 90)
 
         # 3. Officials work every ticket, one step at a time across all tickets.
         for index in range(max(len(p) for p in officials.plans.values())):
             moved = await officials.step(index)
             timings[f"step {index + 1} ({moved} moves)"] = await wait_for(
-                f"replies after step {index + 1}", replies_posted, 30
+                f"replies after step {index + 1}", replies_posted, 90
             )
         # Let anything extra (a duplicate, a late event) show up before counting.
         await asyncio.sleep(1.5)

@@ -139,6 +139,7 @@ class TicketingRole:
             breaker = _circuit_open(system)
             if breaker is not None and breaker.state == "open":
                 # No request would be made: do not record an attempt that never happens.
+                self.ctx.metrics.tickets.labels(command.department, "circuit_open").inc()
                 raise TransientError(f"{breaker.name}: circuit open; create not attempted")
             claimed = await store.claim_create(
                 ref,
