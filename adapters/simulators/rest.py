@@ -15,6 +15,10 @@ Wire format (the adapter's default config matches it):
 Native statuses: ``NEW ASSIGNED IN_PROGRESS DONE REJECTED RETURNED REOPENED CLOSED`` and the
 internal ``DRAFT`` (a department maps it to IGNORE).
 
+``quirks``: what ticket systems written by others do beside this contract: an outage answered
+by a proxy's HTML page with ``Retry-After`` as an HTTP date, refused credentials as plain text,
+and a malformed change in the feed (no ticket id) among the good ones.
+
 Operator controls (Python methods on :class:`RestTicketState`, and HTTP under ``/_sim/``):
 ``move`` a ticket (status + note; optionally POST a signed callback ``{"items": [change]}`` to
 ``callback_url``), outages ``"503"`` / ``"refuse"`` (stop listening; recovering listens again on
@@ -68,6 +72,7 @@ class RestTicketState:
     callbacks: list[tuple[str, int | None]] = field(default_factory=list)  # (change id, status)
     outage: str | None = None
     server: RestSimServer | None = None
+    quirks: bool = False
 
     @property
     def request_count(self) -> int:
@@ -190,6 +195,8 @@ class RestTicketState:
             return _error(400, "since must be a cursor returned by this API")
         page = [c for c in self.changes if c["seq"] > start][:limit]
         next_cursor = str(page[-1]["seq"]) if page else str(start)
+        if self.quirks and page:  # a change some other system wrote wrong, among the good
+            page = [*page[:1], {"id": f"bad-{page[0]['seq']}", "status": "DONE"}, *page[1:]]
         return web.json_response({"items": page, "next_cursor": next_cursor})
 
 
@@ -215,8 +222,19 @@ def create_app(state: RestTicketState) -> web.Application:
         route = request.match_info.route.resource
         state.requests[f"{request.method} {route.canonical if route else request.path}"] += 1
         if state.outage == "503":
+            if state.quirks:  # a proxy's page, and a date instead of seconds
+                return web.Response(
+                    status=503,
+                    text="<html><head><title>503 Service Temporarily Unavailable</title></head>"
+                    "<body><center><h1>503 Service Temporarily Unavailable</h1></center></body>"
+                    "</html>",
+                    content_type="text/html",
+                    headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+                )
             return _error(503, "service unavailable")
         if not state._authorised(request):
+            if state.quirks:
+                return web.Response(status=401, text="Unauthorized", content_type="text/plain")
             return _error(401, "invalid or missing credentials")
         return await handler(request)
 

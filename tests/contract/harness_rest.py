@@ -75,6 +75,8 @@ class RestHarness:
     # What the contract's status test moves a ticket to, and what it must come back as.
     native_in_progress: ClassVar[str] = "IN_PROGRESS"
 
+    quirks: ClassVar[bool] = False
+
     def __init__(self) -> None:
         self._server: RestSimServer | None = None
         self._adapters: list[RestTicketSystem] = []
@@ -96,7 +98,7 @@ class RestHarness:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[RestHarness]:
-        self._server = RestSimServer(RestTicketState(token=TOKEN))
+        self._server = RestSimServer(RestTicketState(token=TOKEN, quirks=self.quirks))
         await self._server.start()
         try:
             yield self
