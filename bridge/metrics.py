@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from bridge.timing import TimeSpentCollector
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -102,3 +104,4 @@ class Metrics:
             ["department"],
             registry=r,
         )
+        r.register(TimeSpentCollector())

@@ -45,7 +45,7 @@ from adapters.base import (
     TargetGone,
     TransientError,
 )
-from bridge import pii
+from bridge import pii, timing
 from bridge.runtime import FAILED_AT_HEADER, REASON_HEADER, ROUTING_HEADER, STAGE_HEADER
 from bridge.stages.common import account_key, sources
 from bridge.store import ReplyClaim
@@ -127,7 +127,7 @@ class Outbox:
         return (limit.max_calls, limit.period) if limit is not None else None
 
     async def _run(self, line: AccountLine) -> None:
-        with structlog.contextvars.bound_contextvars(account=line.key):
+        with timing.stage("outbox"), structlog.contextvars.bound_contextvars(account=line.key):
             failures = 0
             while not self._stop.is_set():
                 try:
@@ -200,8 +200,11 @@ class Outbox:
         reply = claim.reply
         assert reply is not None
         request = ReplyRequest.model_validate_json(reply.request_json)
-        with structlog.contextvars.bound_contextvars(
-            reply_id=reply.reply_id, inquiry_id=reply.inquiry_id
+        with (
+            timing.stage("outbox"),
+            structlog.contextvars.bound_contextvars(
+                reply_id=reply.reply_id, inquiry_id=reply.inquiry_id
+            ),
         ):
             try:
                 await self._post_claimed(line, source, claim, request)
@@ -227,11 +230,13 @@ class Outbox:
         posted: PostedReply | None = None
         try:
             if reply.uncertain and isinstance(source, FindsOwnReplies):
-                posted = await asyncio.wait_for(source.find_reply(outgoing), call_timeout)
+                with timing.timed("http"):
+                    posted = await asyncio.wait_for(source.find_reply(outgoing), call_timeout)
                 if posted is not None:
                     log.info("earlier reply found in the thread; not posting again")
             if posted is None:
-                posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
+                with timing.timed("http"):
+                    posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
             self.ctx.alerts.clear("account_auth", line.key)
         except DuplicateContent:
             posted = PostedReply(external_ids=[], outcome="already_posted")

@@ -22,6 +22,7 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
+from bridge import timing
 from bridge.http import BodyError, json_error, read_limited_body
 from bridge.runtime import Broker, PublishError, UnencodableMessage
 from bridge.signing import SignatureError, verify
@@ -69,6 +70,12 @@ class PushPipeline:
         self, request: web.Request, secret: SecretStr | None, parse: Parser, what: str
     ) -> web.Response:
         """Run one push through the pipeline; ``secret`` None means "no such endpoint"."""
+        with timing.stage("ingest"):
+            return await self._handle(request, secret, parse, what)
+
+    async def _handle(
+        self, request: web.Request, secret: SecretStr | None, parse: Parser, what: str
+    ) -> web.Response:
         http = self.http
         try:
             body = await read_limited_body(

@@ -41,6 +41,7 @@ from aio_pika.abc import (
 from pamqp.commands import Basic
 from pydantic import ValidationError
 
+from bridge import timing
 from bridge.metrics import Metrics
 from bridge.topology import Topology
 from schemas.config import BrokerConfig
@@ -242,9 +243,10 @@ class Broker:
         )
         timeout = self.cfg.confirm_timeout.total_seconds()
         try:
-            confirm = await asyncio.wait_for(
-                exchange.publish(msg, routing_key=routing_key, mandatory=True), timeout
-            )
+            with timing.timed("broker"):
+                confirm = await asyncio.wait_for(
+                    exchange.publish(msg, routing_key=routing_key, mandatory=True), timeout
+                )
         except TimeoutError:
             self.metrics.publish_failures.labels("timeout").inc()
             raise PublishError(f"no confirm for {routing_key!r} within {timeout:g} s") from None
@@ -384,8 +386,11 @@ class Worker(Generic[M]):
         headers = message.headers or {}
         raw_attempt = headers.get(ATTEMPT_HEADER, 0)
         attempt = raw_attempt if isinstance(raw_attempt, int) else 0
-        with structlog.contextvars.bound_contextvars(
-            stage=self.name, message_id=message.message_id, attempt=attempt
+        with (
+            timing.stage(self.name),
+            structlog.contextvars.bound_contextvars(
+                stage=self.name, message_id=message.message_id, attempt=attempt
+            ),
         ):
             try:
                 payload = self.stage.model.model_validate_json(message.body)

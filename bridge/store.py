@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, Protocol
 
 import aiosqlite
 
+from bridge import timing
 from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus, rank_in_cycle
 
 FINAL_RANK = TicketStatus.RESOLVED.rank  # resolved, rejected and closed can be reopened
@@ -274,29 +275,32 @@ class SqliteDatabase:
         return self._conn
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        async with self._lock:
-            cur = await self.conn.execute(sql, tuple(params))
-            return cur.rowcount
+        with timing.timed("store"):
+            async with self._lock:
+                cur = await self.conn.execute(sql, tuple(params))
+                return cur.rowcount
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        async with self._lock:
-            cur = await self.conn.execute(sql, tuple(params))
-            rows = await cur.fetchall()
-            return [dict(r) for r in rows]
+        with timing.timed("store"):
+            async with self._lock:
+                cur = await self.conn.execute(sql, tuple(params))
+                rows = await cur.fetchall()
+                return [dict(r) for r in rows]
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         """All or nothing: the block's statements commit together or not at all (an
         exception, a crash or a cancellation rolls back). Other statements on this
         connection wait; other processes wait for the write lock (``busy_timeout``)."""
-        async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTransaction(self.conn)
-            except BaseException:
-                await asyncio.shield(self.conn.execute("ROLLBACK"))
-                raise
-            await asyncio.shield(self.conn.execute("COMMIT"))
+        with timing.timed("store"):
+            async with self._lock:
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield _SqliteTransaction(self.conn)
+                except BaseException:
+                    await asyncio.shield(self.conn.execute("ROLLBACK"))
+                    raise
+                await asyncio.shield(self.conn.execute("COMMIT"))
 
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
@@ -361,16 +365,19 @@ class PostgresDatabase:
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return _pg_count(await self._pool.execute(_pg_sql(sql), *params))
+        with timing.timed("store"):
+            return _pg_count(await self._pool.execute(_pg_sql(sql), *params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch(_pg_sql(sql), *params)
-        return [dict(r) for r in rows]
+        with timing.timed("store"):
+            rows = await self._pool.fetch(_pg_sql(sql), *params)
+            return [dict(r) for r in rows]
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _PostgresTransaction(conn)
+        with timing.timed("store"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PostgresTransaction(conn)
 
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_PostgresTransaction.lock``)."""

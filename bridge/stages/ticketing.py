@@ -37,6 +37,7 @@ from adapters.base import (
     TransientError,
 )
 from adapters.circuit import CircuitBreaker
+from bridge import timing
 from bridge.http import json_error, read_json, require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
@@ -151,7 +152,8 @@ class TicketingRole:
             if not claimed:
                 raise Retry(f"create of {ref} claimed by another delivery", counts=False)
             try:
-                ticket = await system.create(command, idempotency_key=ref)
+                with timing.timed("http"):
+                    ticket = await system.create(command, idempotency_key=ref)
             except TransientError as exc:
                 if exc.not_sent:  # certainly not created: a redelivery may simply create
                     await store.set_create_state(ref, "not_sent", detail=exc.reason[:200])
@@ -207,7 +209,8 @@ class TicketingRole:
         done = existing is not None and existing["state"] in ("appended", "kept_on_record")
         if not done:
             if system.capabilities.appends:
-                await system.append(ticket_id, command)
+                with timing.timed("http"):
+                    await system.append(ticket_id, command)
                 state = "appended"
             else:
                 state = "kept_on_record"  # shown to officials with the ticket's journey

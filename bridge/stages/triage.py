@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge import classify, conversations, pii
+from bridge import classify, conversations, pii, timing
 from bridge.runtime import ATTEMPT_HEADER, DeadLetter, Retry, Stage, Worker
 from bridge.triage_review import TriageReview
 from schemas.config import DepartmentConfig
@@ -97,7 +97,8 @@ class TriageRole:
             self.ctx.metrics.inquiries.labels(inquiry.platform, "duplicate").inc()
             return
 
-        redacted, findings = pii.redact(inquiry.text)
+        with timing.timed("classify"):  # personal-data search counts as text work
+            redacted, findings = pii.redact(inquiry.text)
         row: dict[str, Any] = {
             "platform": inquiry.platform,
             "account": inquiry.account,
@@ -149,7 +150,8 @@ class TriageRole:
         else:
             action, conversation = "create", inquiry.inquiry_id
             dept = self._department(inquiry)
-            result = self.classifier.classify(inquiry.text)
+            with timing.timed("classify"):
+                result = self.classifier.classify(inquiry.text)
             category = result.category
             reference, ticket_id = reference_for(inquiry.inquiry_id), None
             classified = {

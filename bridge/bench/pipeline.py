@@ -1,0 +1,427 @@
+"""The whole pipeline, measured from outside, beside the raw aio-pika relay hop in the same run.
+
+Bridge processes (``govbridge run``, every role) take signed webhook pushes; an Open311
+simulator and a reply sink run in a process of their own (``bridge.bench.backends``), so only
+the bridge's CPU is the bridge's. The bench notes when each push was sent, when its ticket was
+created (``ticket.created.*``, the public routing key) and when its first reply reached the
+sink, and reads each process's ``/metrics`` for where the stages spent their time.
+
+``rate`` > 0 offers that many inquiries per second (latency at a load); 0 sends as fast as the
+bridge accepts them (saturation throughput).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.signing import sign
+from bridge.stages.triage import reference_for
+from schemas.messages import TicketEvent, inquiry_id_for
+
+PUSH_SECRET = "bench-push-secret-0123456789abcdef"
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+PLATFORM, ACCOUNT = "bench", "bench"
+TEXTS = (
+    "第{n}号：小区门口的路灯坏了一个星期，晚上很黑，请尽快维修",
+    "{n}路公交车早高峰总是晚点，等了四十分钟，到底有没有人管",
+    "请问第{n}期老旧小区改造什么时候开始报名？需要什么材料？",
+    "建议在{n}号路口增设一个过街天桥，老人孩子过马路太危险",
+    "楼下饭店油烟直排{n}个月了，投诉多次没人处理",
+)
+
+
+@dataclass
+class Options:
+    messages: int = 1000
+    rate: float = 0.0
+    processes: int = 1
+    store: str = "sqlite"
+    prefetch: int = 64
+    timeout: float = 600.0
+    postgres_admin_url: str = field(
+        default_factory=lambda: os.environ.get(
+            "GOVBRIDGE_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
+        )
+    )
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000, 1)
+
+    return {"p50": round(statistics.median(ordered) * 1000, 1), "p95": at(0.95), "p99": at(0.99)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _toml(value: Any) -> str:
+    """Enough TOML for the bench's own config (JSON strings are TOML basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(type(value))
+
+
+def config_text(
+    opts: Options, run: str, url: str, store_url: str, port: int, backends: dict[str, str]
+) -> str:
+    department = {
+        "id": "bench",
+        "name": "测试局",
+        "approval": "none",
+        "sla": {"complaint": "15wd", "consultation": "2wd", "other": "10wd"},
+    }
+    ticketing = {
+        "adapter": "open311",
+        "base_url": backends["open311"],
+        "api_key": "sim-open311-key",
+        "service_codes": {"complaint": "TR-01", "consultation": "TR-02", "other": "TR-09"},
+        "attributes": {"urgency": "normal"},
+        "lat": 39.9,
+        "long": 116.4,
+        "searchable": True,
+        "poll": "0s",  # the bench measures ingest -> ticket -> first reply
+    }
+    account = {
+        "adapter": "webhook",
+        "handle": ACCOUNT,
+        "department": "bench",
+        "secret": PUSH_SECRET,
+        "reply_url": backends["sink"] + "/replies",
+        "platform": PLATFORM,
+    }
+    lines = [
+        "[broker]",
+        f"url = {_toml(url)}",
+        f"exchange = {_toml('gbbench-' + run)}",
+        f"prefetch = {opts.prefetch}",
+        "[store]",
+        f"url = {_toml(store_url)}",
+        "[http]",
+        f'listen = "127.0.0.1:{port}"',
+        f"admin_token = {_toml(ADMIN_TOKEN)}",
+        "[outbox]",
+        "concurrency = 32",
+        'scan_every = "1s"',
+        "[[departments]]",
+        *(f"{k} = {_toml(v)}" for k, v in department.items()),
+        "[departments.ticketing]",
+        *(f"{k} = {_toml(v)}" for k, v in ticketing.items()),
+        "[[accounts]]",
+        *(f"{k} = {_toml(v)}" for k, v in account.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def push_body(run: str, n: int) -> bytes:
+    item = {
+        "external_id": f"{run}-{n}",
+        "kind": "mention",
+        "author": {"id": str(7_000_000 + n), "handle": f"citizen{n}"},
+        "text": TEXTS[n % len(TEXTS)].format(n=n),
+        "created_at": datetime.now(UTC).isoformat(),
+        "thread": {"root_id": f"{run}-{n}"},
+    }
+    return json.dumps(item, ensure_ascii=False).encode()
+
+
+def rss_peak_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class BridgeProcess:
+    port: int
+    config: Path
+    proc: asyncio.subprocess.Process
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class PipelineBench:
+    def __init__(self, opts: Options, url: str) -> None:
+        self.opts, self.url = opts, url
+        self.run = uuid.uuid4().hex[:8]
+        self.workdir = Path(tempfile.mkdtemp(prefix="govbridge-bench-"))
+        self.backends_proc: asyncio.subprocess.Process | None = None
+        self.bridges: list[BridgeProcess] = []
+        self.ticket_seen: dict[str, float] = {}
+        self.sent: dict[int, float] = {}
+        self.database: str | None = None
+
+    # ------------------------------------------------------------------ set-up
+    async def start_backends(self) -> dict[str, str]:
+        self.backends_proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge.bench.backends",
+            stdout=subprocess.PIPE, stderr=(self.workdir / "backends.log").open("wb"),
+        )  # fmt: skip
+        assert self.backends_proc.stdout is not None
+        line = await asyncio.wait_for(self.backends_proc.stdout.readline(), 30)
+        backends: dict[str, str] = json.loads(line)
+        return backends
+
+    async def store_url(self) -> str:
+        if self.opts.store == "sqlite":
+            return f"sqlite:///{self.workdir}/bench.db"
+        import asyncpg
+
+        self.database = f"gbbench_{self.run}"
+        conn = await asyncpg.connect(self.opts.postgres_admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            await conn.close()
+        base = self.opts.postgres_admin_url.rsplit("/", 1)[0]
+        return f"{base}/{self.database}"
+
+    async def start_bridges(self, backends: dict[str, str], store_url: str) -> None:
+        env = {**os.environ, "GOVBRIDGE_AMQP_URL": self.url}
+        for k in range(self.opts.processes):
+            port = free_port()
+            config = self.workdir / f"bridge{k}.toml"
+            config.write_text(
+                config_text(self.opts, self.run, self.url, store_url, port, backends),
+                encoding="utf-8",
+            )
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bridge.cli", "run", "-c", str(config),
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=(self.workdir / f"bridge{k}.log").open("wb"),
+            )  # fmt: skip
+            self.bridges.append(BridgeProcess(port, config, proc))
+        async with aiohttp.ClientSession() as http:
+            for bridge in self.bridges:
+                await self._ready(http, bridge)
+
+    async def _ready(self, http: aiohttp.ClientSession, bridge: BridgeProcess) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if bridge.proc.returncode is not None:
+                log = (self.workdir / "bridge0.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"bridge process exited: {log}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(bridge.base + "/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+        raise RuntimeError("bridge process not ready within 60 s")
+
+    async def watch_tickets(self) -> aio_pika.abc.AbstractConnection:
+        """Note when each ticket was created, from the public routing key."""
+        conn = await aio_pika.connect(self.url)
+        ch = await conn.channel()
+        exchange = await ch.get_exchange(f"gbbench-{self.run}")
+        queue = await ch.declare_queue(exclusive=True)
+        await queue.bind(exchange, "ticket.created.#")
+
+        async def seen(msg: aio_pika.abc.AbstractIncomingMessage) -> None:
+            event = TicketEvent.model_validate_json(msg.body)
+            if event.reference is not None:
+                self.ticket_seen.setdefault(event.reference, time.time())
+            await msg.ack()
+
+        await queue.consume(seen)
+        return conn
+
+    # ------------------------------------------------------------------ load
+    async def offer(self) -> None:
+        n, rate = self.opts.messages, self.opts.rate
+        in_flight = asyncio.Semaphore(512 if rate > 0 else 64)
+        failures: list[int] = []
+        connector = aiohttp.TCPConnector(limit=512)
+        async with aiohttp.ClientSession(connector=connector) as http:
+
+            async def push(i: int) -> None:
+                body = push_body(self.run, i)
+                headers = {"Content-Type": "application/json", **sign(PUSH_SECRET, body)}
+                bridge = self.bridges[i % len(self.bridges)]
+                url = f"{bridge.base}/hooks/sources/{ACCOUNT}"
+                try:
+                    for _ in range(20):  # 503 (busy / broker) means "later"
+                        self.sent[i] = time.time()
+                        async with http.post(url, data=body, headers=headers) as resp:
+                            if resp.status == 202:
+                                return
+                            if resp.status != 503:
+                                failures.append(resp.status)
+                                return
+                        await asyncio.sleep(0.2)
+                finally:
+                    in_flight.release()
+
+            tasks = []
+            started = time.monotonic()
+            for i in range(n):
+                if rate > 0:
+                    delay = started + i / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await in_flight.acquire()
+                tasks.append(asyncio.create_task(push(i)))
+            await asyncio.gather(*tasks)
+        if failures:
+            raise RuntimeError(f"{len(failures)} pushes refused: {sorted(set(failures))}")
+
+    async def wait_answered(self, sink: str) -> dict[str, float]:
+        deadline = time.monotonic() + self.opts.timeout
+        async with aiohttp.ClientSession() as http:
+            while True:
+                async with http.get(sink + "/_bench/count") as resp:
+                    count = (await resp.json())["inquiries"]
+                if count >= self.opts.messages:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"only {count} of {self.opts.messages} inquiries answered in time"
+                    )
+                await asyncio.sleep(0.2)
+            async with http.get(sink + "/_bench/first_replies") as resp:
+                first: dict[str, float] = await resp.json()
+        return first
+
+    async def stage_metrics(self) -> dict[str, dict[str, float]]:
+        """Per stage over every process: messages handled, handler seconds and the parts."""
+        stages: dict[str, dict[str, float]] = {}
+        async with aiohttp.ClientSession() as http:
+            for bridge in self.bridges:
+                async with http.get(bridge.base + "/metrics") as resp:
+                    text = await resp.text()
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        stage = sample.labels.get("stage")
+                        if stage is None:
+                            continue
+                        row = stages.setdefault(stage, {})
+                        if sample.name == "govbridge_messages_acked_total":
+                            row["messages"] = row.get("messages", 0) + sample.value
+                        elif sample.name == "govbridge_handler_seconds_sum":
+                            row["handler_s"] = row.get("handler_s", 0) + sample.value
+                        elif sample.name == "govbridge_time_spent_seconds_total":
+                            key = f"{sample.labels['part']}_s"
+                            row[key] = row.get(key, 0) + sample.value
+        return {
+            name: {k: round(v, 3) for k, v in sorted(row.items())}
+            for name, row in sorted(stages.items())
+        }
+
+    # ------------------------------------------------------------------ tear-down
+    async def close(self) -> None:
+        for bridge in self.bridges:
+            if bridge.proc.returncode is None:
+                bridge.proc.send_signal(signal.SIGTERM)
+        for bridge in self.bridges:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(bridge.proc.wait(), 30)
+            if bridge.proc.returncode is None:
+                bridge.proc.kill()
+        if self.backends_proc is not None and self.backends_proc.returncode is None:
+            self.backends_proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.backends_proc.wait(), 10)
+        await delete_exchange_topology(self.url, f"gbbench-{self.run}")
+        if self.database is not None:
+            import asyncpg
+
+            conn = await asyncpg.connect(self.opts.postgres_admin_url)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+            finally:
+                await conn.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the run
+    async def measure(self) -> dict[str, Any]:
+        backends = await self.start_backends()
+        await self.start_bridges(backends, await self.store_url())
+        watcher = await self.watch_tickets()
+        try:
+            began = time.time()
+            await self.offer()
+            first = await self.wait_answered(backends["sink"])
+            await asyncio.sleep(0.5)  # the last ticket.created notes arrive
+            stages = await self.stage_metrics()
+            rss = [rss_peak_mb(b.proc.pid) for b in self.bridges]
+        finally:
+            await watcher.close()
+        to_ticket, to_reply = [], []
+        for i, sent in self.sent.items():
+            inquiry = inquiry_id_for(PLATFORM, ACCOUNT, "mention", f"{self.run}-{i}")
+            created = self.ticket_seen.get(reference_for(inquiry))
+            if created is not None:
+                to_ticket.append(created - sent)
+            if inquiry in first:
+                to_reply.append(first[inquiry] - sent)
+        elapsed = max(first.values()) - began
+        for row in stages.values():
+            row["msgs_per_s"] = round(row.get("messages", 0) / elapsed, 1)
+        return {
+            "e2e_inquiries_per_s": round(len(first) / elapsed, 1),
+            "elapsed_s": round(elapsed, 2),
+            "latency_ms": {
+                "offered_rate": self.opts.rate,
+                "ingest_to_ticket": percentiles(to_ticket),
+                "ingest_to_first_reply": percentiles(to_reply),
+            },
+            "rss_mb_peak": max(rss, default=0.0),
+            "rss_mb_peak_per_process": rss,
+            "stages": stages,
+        }
+
+
+async def delete_exchange_topology(url: str, exchange: str) -> None:
+    from bridge.topology import Topology
+    from schemas.config import BrokerConfig
+
+    conn = await aio_pika.connect(url)
+    async with conn:
+        with contextlib.suppress(Exception):
+            await Topology(BrokerConfig(url=url, exchange=exchange)).delete(await conn.channel())
+
+
+async def run_pipeline(opts: Options, url: str) -> dict[str, Any]:
+    bench = PipelineBench(opts, url)
+    try:
+        return await bench.measure()
+    finally:
+        await bench.close()
