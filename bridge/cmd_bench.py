@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -55,6 +56,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--processes", type=int, default=1, help="bridge processes (pipeline)")
     p.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write py-spy flame graphs of each bridge process to DIR (pipeline)",
+    )
+    p.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=lambda args: asyncio.run(run_bench(args)))
 
@@ -267,6 +276,8 @@ async def run_bench(args: argparse.Namespace) -> int:
             processes=args.processes,
             store=args.store,
             prefetch=prefetch,
+            profile=args.profile,
+            profile_format=args.profile_format,
         )
         result = await run_pipeline(opts, url)
         ratio = result["e2e_inquiries_per_s"] / base.rate if base.rate else 0.0

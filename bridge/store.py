@@ -195,6 +195,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE create_attempts ADD COLUMN decided_at TEXT;
     ALTER TABLE create_attempts ADD COLUMN decision TEXT;
     """,
+    # 7: the outbox's order kept on the row (the claim reads one index range, not every
+    # waiting reply), and unannounced posts found without a scan
+    """
+    ALTER TABLE replies ADD COLUMN priority INTEGER NOT NULL DEFAULT 2;
+    CREATE INDEX replies_claim ON replies (platform, account, state, priority, created_at);
+    CREATE INDEX replies_unannounced ON replies (posted_at) WHERE announced = 0;
+    CREATE INDEX create_attempts_inquiry ON create_attempts (inquiry_id);
+    CREATE INDEX create_attempts_state ON create_attempts (department, state);
+    """,
 ]
 
 
@@ -862,10 +871,16 @@ class SqlStore:
         request_json: str,
         cycle: int = 0,
     ) -> bool:
+        # The outbox's order when a quota binds: an inquiry's first reply (0), then final
+        # answers (1), then the rest (2).
+        first = not await self.db.fetchall(
+            "SELECT 1 AS x FROM replies WHERE inquiry_id = ? LIMIT 1", (inquiry_id,)
+        )
+        priority = 0 if first else 1 if status in ("resolved", "rejected", "closed") else 2
         n = await self.db.execute(
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
-            " templated, state, request_json, created_at, cycle)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " templated, state, request_json, created_at, cycle, priority)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (reply_id) DO NOTHING",
             (
                 reply_id,
@@ -879,6 +894,7 @@ class SqlStore:
                 request_json,
                 now_iso(),
                 cycle,
+                priority,
             ),
         )
         return n > 0
@@ -1033,18 +1049,26 @@ class SqlStore:
             "(r.state = 'approved' OR (r.state = 'posting' AND r.lease_until < ?))"
             " AND (r.not_before IS NULL OR r.not_before <= ?)"
         )
-        rows = await self.db.fetchall(
-            "SELECT r.* FROM replies r WHERE r.platform = ? AND r.account = ? AND "
-            + claimable
-            + " AND NOT EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = r.inquiry_id"
+        # In the order of the claim index: a lease that ran out first (its reply may be on
+        # the platform already), then approved replies by priority and age. Only the rows up
+        # to the first that may go are read.
+        ready = (
+            " AND (r.not_before IS NULL OR r.not_before <= ?)"
+            " AND NOT EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = r.inquiry_id"
             " AND q.state = 'posting' AND q.lease_until >= ?)"
-            " ORDER BY CASE"
-            " WHEN NOT EXISTS (SELECT 1 FROM replies p WHERE p.inquiry_id = r.inquiry_id"
-            " AND p.state = 'posted') THEN 0"
-            " WHEN r.status IN ('resolved', 'rejected', 'closed') THEN 1 ELSE 2 END,"
-            " r.created_at, r.reply_id LIMIT 1",
+            " ORDER BY r.priority, r.created_at LIMIT 1"
+        )
+        rows = await self.db.fetchall(
+            "SELECT r.* FROM replies r WHERE r.platform = ? AND r.account = ?"
+            " AND r.state = 'posting' AND r.lease_until < ?" + ready,
             (platform, account, stamp, stamp, stamp),
         )
+        if not rows:
+            rows = await self.db.fetchall(
+                "SELECT r.* FROM replies r WHERE r.platform = ? AND r.account = ?"
+                " AND r.state = 'approved'" + ready,
+                (platform, account, stamp, stamp),
+            )
         if not rows:
             return ReplyClaim(None)
         pressed = False  # the quota, not the platform, decides when replies go out
@@ -1052,10 +1076,10 @@ class SqlStore:
             wait, free = await self._quota_wait(platform, account, now, lease, *quota)
             if wait is not None:
                 return ReplyClaim(None, wait_until=wait)
-            waiting = await self.db.fetchall(
-                "SELECT COUNT(*) AS n FROM replies r WHERE r.platform = ? AND r.account = ? AND "
-                + claimable,
-                (platform, account, stamp, stamp),
+            waiting = await self.db.fetchall(  # counted only as far as it matters
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM replies r WHERE r.platform = ?"
+                " AND r.account = ? AND " + claimable + " LIMIT ?) AS w",
+                (platform, account, stamp, stamp, free + 1),
             )
             pressed = int(waiting[0]["n"]) > free
         first: StoredReply = self._reply(rows[0])

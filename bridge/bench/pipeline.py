@@ -58,6 +58,8 @@ class Options:
     store: str = "sqlite"
     prefetch: int = 64
     timeout: float = 600.0
+    profile: Path | None = None  # py-spy flame graphs of each bridge process, during the load
+    profile_format: str = "flamegraph"  # or "raw" (folded stacks, for counting)
     postgres_admin_url: str = field(
         default_factory=lambda: os.environ.get(
             "GOVBRIDGE_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
@@ -264,6 +266,36 @@ class PipelineBench:
         await queue.consume(seen)
         return conn
 
+    # ------------------------------------------------------------------ profiling
+    async def start_profilers(self) -> list[asyncio.subprocess.Process]:
+        """``py-spy record`` attached to each bridge process (pip install py-spy)."""
+        if self.opts.profile is None:
+            return []
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.opts.profile.mkdir(parents=True, exist_ok=True)
+        tag = f"{self.opts.store}-p{self.opts.processes}-r{int(self.opts.rate)}"
+        procs = []
+        for k, bridge in enumerate(self.bridges):
+            suffix = "svg" if self.opts.profile_format == "flamegraph" else "txt"
+            out = self.opts.profile / f"bridge-{tag}-{k}.{suffix}"
+            argv = [py_spy, "record", "--pid", str(bridge.proc.pid), "--rate", "100"]
+            argv += ["--format", self.opts.profile_format, "--output", str(out)]
+            procs.append(
+                await asyncio.create_subprocess_exec(
+                    *argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+        await asyncio.sleep(1.0)  # attached before the load starts
+        return procs
+
+    @staticmethod
+    async def stop_profilers(procs: list[asyncio.subprocess.Process]) -> None:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)  # py-spy writes the flame graph on SIGINT
+        for proc in procs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 60)
+
     # ------------------------------------------------------------------ load
     async def offer(self) -> None:
         n, rate = self.opts.messages, self.opts.rate
@@ -375,10 +407,12 @@ class PipelineBench:
         backends = await self.start_backends()
         await self.start_bridges(backends, await self.store_url())
         watcher = await self.watch_tickets()
+        profilers = await self.start_profilers()
         try:
             began = time.time()
             await self.offer()
             first = await self.wait_answered(backends["sink"])
+            await self.stop_profilers(profilers)
             await asyncio.sleep(0.5)  # the last ticket.created notes arrive
             stages = await self.stage_metrics()
             rss = [rss_peak_mb(b.proc.pid) for b in self.bridges]

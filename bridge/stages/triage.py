@@ -15,6 +15,7 @@ deterministic, and only after the confirmed publish does the row become ``routed
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -63,6 +64,9 @@ class TriageRole:
         self.review = TriageReview(ctx)
 
     async def start(self) -> None:
+        # The segmentation dictionary and the model load in about a second: now, off the
+        # event loop, not on the first inquiry (where the whole stage would wait for it).
+        await asyncio.to_thread(classify.warm_up)
         await self.worker.start()
         await self.review.start()
 
