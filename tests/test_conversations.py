@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from adapters.simulators.mastodon import MastodonSimState
+from adapters.simulators.open311 import Open311Server, Open311State
+from adapters.simulators.open311 import demo_ticketing_config as open311_config
 from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from adapters.simulators.webhook import WebhookPlatformState
 from adapters.simulators.webhook import create_app as webhook_app
@@ -419,3 +422,78 @@ async def test_follow_up_goes_to_the_owning_ticket_whatever_its_text_routes_to(
     finally:
         await server.stop()
         await other.close()
+
+
+# --------------------------------------------------------------------------- no update API
+
+
+async def test_follow_up_on_a_server_without_updates_is_kept_acknowledged_and_shown(
+    tmp_path: Path,
+) -> None:
+    """A plain GeoReport server (no servicerequestupdates): the citizen's follow-up cannot go
+    to the ticket system, so the bridge keeps it on the ticket's record, tells the citizen it
+    was added, and shows it to officials with the conversation."""
+    backend = await Open311Server(Open311State(agency="市交通委", quirks=True)).start()
+    weibo = WeiboState(official_name="北京交通", limits=Limits(calls=10**6, comments=10**6))
+    server = await AppServer(weibo_app(weibo)).start()
+    cfg = bridge_config(
+        tmp_path,
+        departments=[
+            {
+                "id": "transport",
+                "name": "市交通委",
+                "approval": "none",
+                "ticketing": {**open311_config(backend.base_url), "poll": "0s"},
+            }
+        ],
+        accounts=[
+            {
+                "adapter": "weibo",
+                "handle": "北京交通",
+                "department": "transport",
+                "token": weibo.token,
+                "base_url": server.url + "/2/",
+                "poll": "200ms",
+            }
+        ],
+    )
+    try:
+        async with running_bridge(cfg) as daemon:
+            assert daemon.ctx is not None
+            store = daemon.ctx.store
+            first = weibo.add_citizen_comment("公交站台顶棚漏雨", citizen="市民甲")
+
+            def answers() -> list[Any]:
+                return [c for c in weibo.comments.values() if c.user_id == weibo.official_uid]
+
+            async def received() -> bool:
+                return any(c.reply_cid == first.id for c in answers())
+
+            await eventually(received)
+            follow = weibo.add_citizen_comment(
+                "补充：是东口那个站台", citizen="市民甲", reply_cid=first.id
+            )
+
+            async def acknowledged() -> bool:
+                return any(c.reply_cid == follow.id and ACK in c.text for c in answers())
+
+            await eventually(acknowledged)
+            rows = {r["external_id"]: r for r in await store.list_inquiries()}
+            owner = rows[str(first.id)]
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            async with (
+                aiohttp.ClientSession(headers={"Authorization": "Bearer test-admin-token"}) as http,
+                http.get(f"{base}/api/inquiries/{owner['inquiry_id']}") as resp,
+            ):
+                trace = await resp.json()
+    finally:
+        await server.stop()
+        await backend.close()
+    assert rows[str(follow.id)]["state"] == "kept_on_record"
+    assert rows[str(follow.id)]["ticket_id"] == owner["ticket_id"]
+    assert len(backend.state.tickets) == 1  # one ticket; the follow-up went nowhere else
+    assert [(c["state"], c["first"]) for c in trace["conversation"]] == [
+        ("ticketed", True),
+        ("kept_on_record", False),
+    ]
+    assert "东口" in trace["conversation"][1]["public_text"]

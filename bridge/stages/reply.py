@@ -296,9 +296,23 @@ class ReplyRole:
         inquiry = {k: v for k, v in row.items() if k != "thread_json"}
         if inquiry.get("explanation"):  # why triage chose the category (bridge/classify.py)
             inquiry["explanation"] = json.loads(inquiry["explanation"])
+        # The whole conversation: the first inquiry and the citizen's follow-ups, with their
+        # states (``kept_on_record`` where the ticket system takes no follow-ups).
+        owner = row.get("conversation") or inquiry_id
+        conversation = [
+            {
+                "inquiry_id": r["inquiry_id"],
+                "state": r["state"],
+                "public_text": r["public_text"],
+                "created_at": r["created_at"],
+                "first": r["inquiry_id"] == owner,
+            }
+            for r in await self.ctx.store.conversation_inquiries(owner)
+        ]
         return web.json_response(
             {
                 "inquiry": inquiry,
+                "conversation": conversation,
                 "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
             }
         )
