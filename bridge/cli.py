@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"govbridge run: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(daemon.run())
+    # A long-running daemon configures logging once: loggers may cache their processors.
+    configure_logging(args.log_level, json=args.log_json, cache=True)
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        return runner.run(daemon.run())
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``GOVBRIDGE_EVENT_LOOP=uvloop`` runs the daemon on uvloop (``pip install
+    govbridge[fast]``); the default is asyncio's own loop."""
+    choice = os.environ.get("GOVBRIDGE_EVENT_LOOP", "asyncio").strip().lower()
+    if choice in ("", "asyncio"):
+        return None
+    if choice != "uvloop":
+        raise SystemExit(f"GOVBRIDGE_EVENT_LOOP: unknown event loop {choice!r} (asyncio|uvloop)")
+    try:
+        import uvloop
+    except ImportError:
+        raise SystemExit(
+            "GOVBRIDGE_EVENT_LOOP=uvloop: install it with pip install govbridge[fast]"
+        ) from None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _check(args: argparse.Namespace) -> int:

@@ -84,6 +84,7 @@ def inquiry(n: int, run: str) -> Inquiry:
 class Result:
     def __init__(self, name: str, n: int, seconds: float, latencies: list[float]) -> None:
         self.name, self.n, self.seconds = name, n, seconds
+        self.cpu_ms = 0.0  # client CPU per message, where measured
         lat = sorted(latencies)
         self.rate = n / seconds if seconds else 0.0
         self.p50 = statistics.median(lat) * 1000 if lat else 0.0
@@ -146,13 +147,16 @@ async def baseline(url: str, n: int, prefetch: int, bodies: list[bytes]) -> Resu
             if count >= n:
                 done.set()
 
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await queue.consume(on_message)
         await done.wait()
         seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         for name in (src, dst):
             await ch.queue_delete(name, if_unused=False, if_empty=False)
-    return Result("raw aio-pika relay hop", n, seconds, latencies)
+    result = Result("raw aio-pika relay hop", n, seconds, latencies)
+    result.cpu_ms = cpu * 1000 / n
+    return result
 
 
 async def bridge_relay(url: str, n: int, prefetch: int, bodies: list[bytes]) -> Result:
@@ -289,6 +293,12 @@ async def run_bench(args: argparse.Namespace) -> int:
             "raw_relay_msgs_per_s": round(base.rate, 1),
             "e2e_inquiries_per_s": result["e2e_inquiries_per_s"],
             "ratio": round(ratio, 4),
+            # CPU per unit of work, immune to what else the machine runs: the relay hop's
+            # client CPU per message over the bridge's CPU per inquiry
+            "raw_relay_cpu_ms_per_msg": round(base.cpu_ms, 3),
+            "cpu_ratio": round(base.cpu_ms / result["cpu_ms_per_inquiry"], 4)
+            if result["cpu_ms_per_inquiry"]
+            else 0.0,
             **{k: v for k, v in result.items() if k != "e2e_inquiries_per_s"},
         }
         print(json.dumps(report, ensure_ascii=False, indent=None if args.json else 2))

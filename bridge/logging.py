@@ -15,7 +15,9 @@ import structlog
 from bridge.pii import redact_processor
 
 
-def configure_logging(level: str = "info", json: bool | None = None) -> None:
+def configure_logging(level: str = "info", json: bool | None = None, cache: bool = False) -> None:
+    """``cache``: loggers keep their processors after first use (much cheaper per line; for
+    processes that configure logging once, such as the daemon)."""
     if json is None:
         json = not sys.stderr.isatty()
     processors: list[Any] = [
@@ -37,7 +39,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
             logging.getLevelNamesMapping()[level.upper()]
         ),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 

@@ -160,6 +160,17 @@ def push_body(run: str, n: int) -> bytes:
     return json.dumps(item, ensure_ascii=False).encode()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux ``/proc``): how much work it did,
+    whatever else the machine was doing meanwhile."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
 def rss_peak_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -409,11 +420,13 @@ class PipelineBench:
         watcher = await self.watch_tickets()
         profilers = await self.start_profilers()
         try:
+            cpu_before = [cpu_seconds(b.proc.pid) for b in self.bridges]
             began = time.time()
             await self.offer()
             first = await self.wait_answered(backends["sink"])
             await self.stop_profilers(profilers)
             await asyncio.sleep(0.5)  # the last ticket.created notes arrive
+            cpu = sum(cpu_seconds(b.proc.pid) for b in self.bridges) - sum(cpu_before)
             stages = await self.stage_metrics()
             rss = [rss_peak_mb(b.proc.pid) for b in self.bridges]
         finally:
@@ -437,6 +450,7 @@ class PipelineBench:
                 "ingest_to_ticket": percentiles(to_ticket),
                 "ingest_to_first_reply": percentiles(to_reply),
             },
+            "cpu_ms_per_inquiry": round(cpu * 1000 / max(1, len(first)), 2),
             "rss_mb_peak": max(rss, default=0.0),
             "rss_mb_peak_per_process": rss,
             "stages": stages,
