@@ -209,11 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands() -> list[Any]:
-    """Commands that live in their own modules (demo, simulate, dlq, report, bench, triage)."""
+    """Commands that live in their own modules (demo, simulate, dlq, report, bench, triage,
+    audit and trace)."""
     import importlib
 
     found = []
-    for name in ("demo", "simulate", "dlq", "report", "bench", "triage"):
+    for name in ("demo", "simulate", "dlq", "report", "bench", "triage", "audit"):
         try:
             module = importlib.import_module(f"bridge.cmd_{name}")
         except ModuleNotFoundError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,12 +22,13 @@ from typing import Any, NamedTuple, Protocol
 
 import aiosqlite
 
-from bridge import timing
+from bridge import audit, timing
 from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus, rank_in_cycle
 
 FINAL_RANK = TicketStatus.RESOLVED.rank  # resolved, rejected and closed can be reopened
 
-MIGRATIONS: list[str] = [
+# A migration is portable SQL, or per dialect ({"sqlite": ..., "postgresql": ...}).
+MIGRATIONS: list[str | dict[str, str]] = [
     # 1: initial schema
     """
     CREATE TABLE cursors (
@@ -204,6 +206,8 @@ MIGRATIONS: list[str] = [
     CREATE INDEX create_attempts_inquiry ON create_attempts (inquiry_id);
     CREATE INDEX create_attempts_state ON create_attempts (department, state);
     """,
+    # 8: the audit trail, append-only and hash-chained (bridge/audit.py)
+    audit.MIGRATION,
 ]
 
 
@@ -487,8 +491,12 @@ class SqlStore:
         )
         rows = await self.db.fetchall("SELECT version FROM schema_version")
         current = rows[0]["version"] if rows else 0
+        dialect = "sqlite" if isinstance(self.database, SqliteDatabase) else "postgresql"
         for version in range(current + 1, len(MIGRATIONS) + 1):
-            await self.database.executescript(MIGRATIONS[version - 1])
+            script = MIGRATIONS[version - 1]
+            await self.database.executescript(
+                script if isinstance(script, str) else script[dialect]
+            )
             if current == 0 and version == 1:
                 await self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
             else:
@@ -500,6 +508,49 @@ class SqlStore:
 
     async def close(self) -> None:
         await self.database.close()
+
+    # ---------------------------------------------------------------- audit trail
+    async def record_audit(self, action: str, **fields: Any) -> int:
+        """Append to the audit trail, in this store's transaction when it holds one
+        (``bridge.audit.append``: actor, inquiry_id, subject and detail fields)."""
+        return await audit.append(self.db, action, **fields)
+
+    async def _audit_inquiry(self, inquiry_id: str, fields: dict[str, Any], new: bool) -> None:
+        """What an inquiry write means for the trail: received, ignored, routed, or moved."""
+        if new:
+            await self.record_audit(
+                "inquiry.received",
+                inquiry_id=inquiry_id,
+                platform=fields.get("platform"),
+                account=fields.get("account"),
+                kind=fields.get("kind"),
+            )
+        state = fields.get("state")
+        if state == "ignored":
+            await self.record_audit(
+                "inquiry.ignored", inquiry_id=inquiry_id, reason=fields.get("reason")
+            )
+        elif fields.get("department"):
+            how = json.loads(fields["explanation"]) if fields.get("explanation") else {}
+            await self.record_audit(
+                "inquiry.routed",
+                inquiry_id=inquiry_id,
+                subject=fields["department"],
+                department=fields["department"],
+                category=fields.get("category"),
+                decided_by=how.get("decided_by") or ("conversation" if not new else None),
+                confidence=fields.get("confidence"),
+                conversation=fields.get("conversation"),
+                state=state,
+            )
+        elif state is not None or fields.get("category"):
+            await self.record_audit(
+                "inquiry.state",
+                inquiry_id=inquiry_id,
+                state=state,
+                ticket_id=fields.get("ticket_id"),
+                category=fields.get("category"),
+            )
 
     # ---------------------------------------------------------------- cursors
     async def get_cursor(self, name: str) -> str | None:
@@ -532,26 +583,36 @@ class SqlStore:
         row = {**row, "created_at": now_iso(), "updated_at": now_iso()}
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        n = await self.db.execute(
-            f"INSERT INTO inquiries ({cols}) VALUES ({marks}) ON CONFLICT (inquiry_id) DO NOTHING",
-            tuple(row.values()),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                f"INSERT INTO inquiries ({cols}) VALUES ({marks})"
+                " ON CONFLICT (inquiry_id) DO NOTHING",
+                tuple(row.values()),
+            )
+            if n > 0:
+                await tx._audit_inquiry(row["inquiry_id"], row, new=True)
         return n > 0
 
     async def update_inquiry(self, inquiry_id: str, **fields: Any) -> None:
         sets = ", ".join(f"{k} = ?" for k in fields)
-        await self.db.execute(
-            f"UPDATE inquiries SET {sets}, updated_at = ? WHERE inquiry_id = ?",
-            (*fields.values(), now_iso(), inquiry_id),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                f"UPDATE inquiries SET {sets}, updated_at = ? WHERE inquiry_id = ?",
+                (*fields.values(), now_iso(), inquiry_id),
+            )
+            if n > 0:
+                await tx._audit_inquiry(inquiry_id, fields, new=False)
 
     async def advance_inquiry(self, inquiry_id: str, from_state: str, state: str) -> bool:
         """Move an inquiry on only from ``from_state`` (a later stage may have moved it
         further already: triage's "routed" must not overwrite ticketing's "ticketed")."""
-        n = await self.db.execute(
-            "UPDATE inquiries SET state = ?, updated_at = ? WHERE inquiry_id = ? AND state = ?",
-            (state, now_iso(), inquiry_id, from_state),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                "UPDATE inquiries SET state = ?, updated_at = ? WHERE inquiry_id = ? AND state = ?",
+                (state, now_iso(), inquiry_id, from_state),
+            )
+            if n > 0:
+                await tx._audit_inquiry(inquiry_id, {"state": state}, new=False)
         return n > 0
 
     async def get_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
@@ -629,24 +690,35 @@ class SqlStore:
         native_status: str,
         status_at: str,
     ) -> bool:
-        n = await self.db.execute(
-            "INSERT INTO tickets (department, ticket_id, reference, inquiry_id, thread_key, status,"
-            " status_rank, native_status, status_at, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (department, ticket_id) DO NOTHING",
-            (
-                department,
-                ticket_id,
-                reference,
-                inquiry_id,
-                thread_key,
-                status,
-                status_rank,
-                native_status,
-                status_at,
-                now_iso(),
-            ),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                "INSERT INTO tickets (department, ticket_id, reference, inquiry_id, thread_key,"
+                " status, status_rank, native_status, status_at, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (department, ticket_id) DO NOTHING",
+                (
+                    department,
+                    ticket_id,
+                    reference,
+                    inquiry_id,
+                    thread_key,
+                    status,
+                    status_rank,
+                    native_status,
+                    status_at,
+                    now_iso(),
+                ),
+            )
+            if n > 0:
+                await tx.record_audit(
+                    "ticket.created",
+                    inquiry_id=inquiry_id,
+                    subject=f"{department}/{ticket_id}",
+                    department=department,
+                    ticket_id=ticket_id,
+                    reference=reference,
+                    status=status,
+                )
         return n > 0
 
     async def list_tickets(self, department: str | None = None) -> list[dict[str, Any]]:
@@ -747,7 +819,7 @@ class SqlStore:
             )
         self.fault("apply_status:ticket_moved")
         rows = await self.db.fetchall(
-            "SELECT cycle FROM tickets WHERE department = ? AND ticket_id = ?",
+            "SELECT cycle, inquiry_id FROM tickets WHERE department = ? AND ticket_id = ?",
             (department, ticket_id),
         )
         cycle = int(rows[0]["cycle"]) if rows else 0
@@ -758,6 +830,16 @@ class SqlStore:
                 (cycle, department, event_id),
             )
             self.fault("apply_status:event_marked_applied")
+            await self.record_audit(
+                "ticket.status",
+                inquiry_id=rows[0]["inquiry_id"] if rows else None,
+                subject=f"{department}/{ticket_id}",
+                status=status,
+                native_status=native_status,
+                event_id=event_id,
+                occurred_at=occurred_at,
+                cycle=cycle,
+            )
         return AppliedEvent(True, moved > 0, cycle)
 
     # ---------------------------------------------------------------- create attempts
@@ -816,12 +898,27 @@ class SqlStore:
         ``created``) or ``not_created`` (state ``not_sent``: the create may run again).
         False unless the attempt awaits reconciliation (compare-and-set)."""
         state = "created" if decision == "attached" else "not_sent"
-        n = await self.db.execute(
-            "UPDATE create_attempts SET state = ?, ticket_id = COALESCE(?, ticket_id),"
-            " decision = ?, decided_by = ?, decided_at = ?, updated_at = ?"
-            " WHERE reference = ? AND state = 'needs_reconciliation'",
-            (state, ticket_id, decision, actor, now_iso(), now_iso(), reference),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                "UPDATE create_attempts SET state = ?, ticket_id = COALESCE(?, ticket_id),"
+                " decision = ?, decided_by = ?, decided_at = ?, updated_at = ?"
+                " WHERE reference = ? AND state = 'needs_reconciliation'",
+                (state, ticket_id, decision, actor, now_iso(), now_iso(), reference),
+            )
+            if n > 0:
+                rows = await tx.db.fetchall(
+                    "SELECT inquiry_id, department FROM create_attempts WHERE reference = ?",
+                    (reference,),
+                )
+                await tx.record_audit(
+                    "reconciliation.settled",
+                    actor=actor,
+                    inquiry_id=rows[0]["inquiry_id"],
+                    subject=reference,
+                    department=rows[0]["department"],
+                    decision=decision,
+                    ticket_id=ticket_id,
+                )
         return n > 0
 
     async def create_attempt_for_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
@@ -877,7 +974,48 @@ class SqlStore:
             "SELECT 1 AS x FROM replies WHERE inquiry_id = ? LIMIT 1", (inquiry_id,)
         )
         priority = 0 if first else 1 if status in ("resolved", "rejected", "closed") else 2
-        n = await self.db.execute(
+        async with self.transaction() as tx:
+            n = await tx._insert_reply(
+                reply_id,
+                inquiry_id,
+                platform,
+                account,
+                department,
+                status,
+                templated,
+                state,
+                request_json,
+                cycle,
+                priority,
+            )
+            if n > 0:
+                await tx.record_audit(
+                    "reply.drafted",
+                    inquiry_id=inquiry_id,
+                    subject=reply_id,
+                    department=department,
+                    status=status,
+                    templated=templated,
+                    state=state,
+                    cycle=cycle,
+                )
+        return n > 0
+
+    async def _insert_reply(
+        self,
+        reply_id: str,
+        inquiry_id: str,
+        platform: str,
+        account: str,
+        department: str,
+        status: str | None,
+        templated: bool,
+        state: str,
+        request_json: str,
+        cycle: int,
+        priority: int,
+    ) -> int:
+        return await self.db.execute(
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
             " templated, state, request_json, created_at, cycle, priority)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -897,7 +1035,6 @@ class SqlStore:
                 priority,
             ),
         )
-        return n > 0
 
     @staticmethod
     def _reply(row: dict[str, Any]) -> StoredReply:
@@ -944,16 +1081,38 @@ class SqlStore:
         return [self._reply(r) for r in rows]
 
     async def decide_reply(
-        self, reply_id: str, *, decision: str, actor: str, text: str | None = None
+        self,
+        reply_id: str,
+        *,
+        decision: str,
+        actor: str,
+        text: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Approve / edit / reject a reply awaiting approval; False if not awaiting."""
         state = "rejected" if decision == "reject" else "approved"
-        n = await self.db.execute(
-            "UPDATE replies SET state = ?, decision = ?, decided_by = ?, decided_at = ?,"
-            " final_text = COALESCE(?, final_text)"
-            " WHERE reply_id = ? AND state = 'awaiting_approval'",
-            (state, decision, actor, now_iso(), text, reply_id),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                "UPDATE replies SET state = ?, decision = ?, decided_by = ?, decided_at = ?,"
+                " final_text = COALESCE(?, final_text)"
+                " WHERE reply_id = ? AND state = 'awaiting_approval'",
+                (state, decision, actor, now_iso(), text, reply_id),
+            )
+            if n > 0:
+                rows = await tx.db.fetchall(
+                    "SELECT inquiry_id, department FROM replies WHERE reply_id = ?", (reply_id,)
+                )
+                action = {"approve": "reply.approved", "edit": "reply.edited"}
+                await tx.record_audit(
+                    action.get(decision, "reply.rejected"),
+                    actor=actor,
+                    inquiry_id=rows[0]["inquiry_id"],
+                    subject=reply_id,
+                    department=rows[0]["department"],
+                    reason=reason,
+                    # the edited text itself is on the reply; the trail proves which it was
+                    text_sha256=hashlib.sha256(text.encode()).hexdigest() if text else None,
+                )
         return n > 0
 
     async def mark_reply(
@@ -1196,6 +1355,15 @@ class SqlStore:
                     (reply.platform, reply.account, external_id, reply.reply_id, reply.inquiry_id),
                 )
             await tx._end_call(claim.call_id, max(1, len(external_ids)))
+            if done > 0:
+                await tx.record_audit(
+                    "reply.posted" if state == "posted" else "reply.undeliverable",
+                    inquiry_id=reply.inquiry_id,
+                    subject=reply.reply_id,
+                    account=f"{reply.platform}:{reply.account}",
+                    posts=len(external_ids),
+                    outcome=outcome,
+                )
             return done > 0
 
     async def release_post(
@@ -1235,20 +1403,35 @@ class SqlStore:
         reply = claim.reply
         assert reply is not None
         async with self.transaction() as tx:
-            await tx.db.execute(
+            failed = await tx.db.execute(
                 "UPDATE replies SET state = 'failed', lease_until = NULL, failure = ?"
                 " WHERE reply_id = ? AND state = 'posting'",
                 (failure[:500], reply.reply_id),
             )
             await tx._end_call(claim.call_id, 1)
+            if failed > 0:
+                await tx.record_audit(
+                    "reply.failed",
+                    inquiry_id=reply.inquiry_id,
+                    subject=reply.reply_id,
+                    failure=failure[:200],
+                )
 
-    async def retry_reply(self, reply_id: str) -> bool:
+    async def retry_reply(self, reply_id: str, actor: str = "bridge") -> bool:
         """An operator (or a replayed dead letter) puts a failed reply back in line."""
-        n = await self.db.execute(
-            "UPDATE replies SET state = 'approved', not_before = NULL, post_attempts = 0"
-            " WHERE reply_id = ? AND state = 'failed'",
-            (reply_id,),
-        )
+        async with self.transaction() as tx:
+            n = await tx.db.execute(
+                "UPDATE replies SET state = 'approved', not_before = NULL, post_attempts = 0"
+                " WHERE reply_id = ? AND state = 'failed'",
+                (reply_id,),
+            )
+            if n > 0:
+                rows = await tx.db.fetchall(
+                    "SELECT inquiry_id FROM replies WHERE reply_id = ?", (reply_id,)
+                )
+                await tx.record_audit(
+                    "reply.retried", actor=actor, inquiry_id=rows[0]["inquiry_id"], subject=reply_id
+                )
         return n > 0
 
     async def _end_call(self, call_id: str | None, weight: int) -> None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
+from bridge import audit
 from bridge.http import json_error, read_json, require_admin
 from bridge.store import SqlStore, now_iso
 from schemas.messages import TicketCommand
@@ -106,11 +107,21 @@ class ReviewQueue:
                 else "?"
             )
             state_arg = category.value if to_state is None else to_state
-            n = await self.db.execute(
-                f"UPDATE triage_reviews SET state = {state_sql}, category = ?, decided_by = ?,"
-                " decided_at = ? WHERE inquiry_id = ? AND state = ?",
-                (state_arg, category.value, actor, now, inquiry_id, from_state),
-            )
+            async with self.db.transaction() as tx:
+                n = await tx.execute(
+                    f"UPDATE triage_reviews SET state = {state_sql}, category = ?,"
+                    " decided_by = ?, decided_at = ? WHERE inquiry_id = ? AND state = ?",
+                    (state_arg, category.value, actor, now, inquiry_id, from_state),
+                )
+                if n:
+                    await audit.append(
+                        tx,
+                        "triage.checked",
+                        actor=actor,
+                        inquiry_id=inquiry_id,
+                        category=category.value,
+                        late=to_state is not None,
+                    )
             if n:
                 row = await self.get(inquiry_id)
                 return str(row["state"]) if row else None

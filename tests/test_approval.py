@@ -21,9 +21,10 @@ import pytest
 from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from adapters.simulators.webhook import WebhookPlatformState
 from adapters.simulators.webhook import create_app as webhook_app
-from bridge import pii
+from bridge import audit, pii
 from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
+from bridge.journey import journey
 from schemas.messages import inquiry_id_for
 from tests.conftest import bridge_config, eventually, running_bridge
 
@@ -232,6 +233,14 @@ async def test_all_manual_approve_edit_reject_recorded(tmp_path: Path, sims: Sim
             assert status == 409
             remaining = [i["reply_id"] for i in await api.approvals()]
             stored = {r.reply_id: r for r in await store_replies(daemon)}
+            # The journey page's data is the trace's (bridge/journey.py), audit trail included.
+            assert daemon.ctx is not None
+            async with api.http.get(
+                f"{api.base}/api/inquiries/{inquiry['edit']}", headers=AUTH
+            ) as resp:
+                page = await resp.json()
+            assert page == await journey(daemon.ctx.store, inquiry["edit"])
+            verdict = await audit.verify(daemon.ctx.store.db)
 
     on_platform = {r["idempotency_key"]: r for r in sims.replies("env12345")}
     print(f"\nposted after approval: {sorted(r['status'] for r in on_platform.values())}")
@@ -255,6 +264,19 @@ async def test_all_manual_approve_edit_reject_recorded(tmp_path: Path, sims: Sim
         assert started <= datetime.fromisoformat(row.decided_at) <= datetime.now(UTC)
     assert stored[received["reject"]].state == "rejected"
     assert stored[referred].state == "awaiting_approval" and stored[referred].decided_by is None
+    # The audit trail holds the edited reply's whole way, each step with its actor.
+    steps = [(a["action"], a["actor"]) for a in page["audit"]]
+    wanted_steps = [
+        ("inquiry.received", "bridge"),
+        ("inquiry.routed", "bridge"),
+        ("ticket.created", "bridge"),
+        ("reply.drafted", "bridge"),
+        ("reply.edited", ACTOR),
+        ("reply.posted", "bridge"),
+    ]
+    assert [s for s in steps if s in wanted_steps] == wanted_steps, steps
+    assert page["ticket"]["ticket_id"] and page["replies"][0]["decided_by"] == ACTOR
+    assert verdict.ok, verdict.problem
 
 
 async def test_templated_auto_posts_status_replies_and_holds_notes(

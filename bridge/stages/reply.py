@@ -21,7 +21,6 @@ is always the store's, never the message's.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,7 @@ from aiohttp import web
 
 from bridge import pii
 from bridge.http import json_error, read_json, require_admin
+from bridge.journey import journey
 from bridge.outbox import Outbox
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import source_for, sources
@@ -248,7 +248,8 @@ class ReplyRole:
         return web.json_response({"approvals": items})
 
     async def decide(self, request: web.Request) -> web.Response:
-        """Body: ``{"decision": "approve"|"edit"|"reject", "actor": "...", "text": "..."}``."""
+        """Body: ``{"decision": "approve"|"edit"|"reject", "actor": "...", "text": "...",
+        "reason": "..."}`` (the reason of a rejection goes to the audit trail)."""
         require_admin(request)
         reply_id = request.match_info["reply_id"]
         body = await read_json(request)
@@ -257,9 +258,11 @@ class ReplyRole:
         decision, actor = body["decision"], body["actor"]
         if decision not in ("approve", "edit", "reject") or not isinstance(actor, str) or not actor:
             return json_error(400, "decision must be approve|edit|reject and actor non-empty")
-        text = body.get("text")
+        text, reason = body.get("text"), body.get("reason")
         if decision == "edit" and (not isinstance(text, str) or not text.strip()):
             return json_error(400, "edit needs the new text")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            return json_error(400, "reason must be a string of at most 500 characters")
         stored = await self.ctx.store.get_reply(reply_id)
         if stored is None:
             return json_error(404, f"no reply {reply_id}")
@@ -268,7 +271,11 @@ class ReplyRole:
         if decision == "edit" and isinstance(text, str):
             final = text if original.visibility == Visibility.PRIVATE else pii.redact_text(text)
         if not await self.ctx.store.decide_reply(
-            reply_id, decision=decision, actor=actor, text=final
+            reply_id,
+            decision=decision,
+            actor=actor,
+            text=final,
+            reason=pii.redact_text(reason) if reason else None,
         ):
             return json_error(409, f"reply {reply_id} is not awaiting approval ({stored.state})")
         log.info("reply decision", reply_id=reply_id, decision=decision, actor=actor)
@@ -287,35 +294,13 @@ class ReplyRole:
         )
 
     async def trace(self, request: web.Request) -> web.Response:
+        """One inquiry's journey (``bridge.journey``; ``govbridge trace`` prints the same)."""
         require_admin(request)
         inquiry_id = request.match_info["inquiry_id"]
-        row = await self.ctx.store.get_inquiry(inquiry_id)
-        if row is None:
+        data = await journey(self.ctx.store, inquiry_id)
+        if data is None:
             return json_error(404, f"no inquiry {inquiry_id}")
-        replies = await self.ctx.store.list_replies(inquiry_id=inquiry_id)
-        inquiry = {k: v for k, v in row.items() if k != "thread_json"}
-        if inquiry.get("explanation"):  # why triage chose the category (bridge/classify.py)
-            inquiry["explanation"] = json.loads(inquiry["explanation"])
-        # The whole conversation: the first inquiry and the citizen's follow-ups, with their
-        # states (``kept_on_record`` where the ticket system takes no follow-ups).
-        owner = row.get("conversation") or inquiry_id
-        conversation = [
-            {
-                "inquiry_id": r["inquiry_id"],
-                "state": r["state"],
-                "public_text": r["public_text"],
-                "created_at": r["created_at"],
-                "first": r["inquiry_id"] == owner,
-            }
-            for r in await self.ctx.store.conversation_inquiries(owner)
-        ]
-        return web.json_response(
-            {
-                "inquiry": inquiry,
-                "conversation": conversation,
-                "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
-            }
-        )
+        return web.json_response(data)
 
 
 def _reply_base(
