@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge import __version__
-from bridge.config import ConfigError, load_config, redacted_url
+from bridge.config import ConfigError, load_config, redacted_url, weak_credentials
 from bridge.logging import configure_logging
 from schemas.config import GovbridgeConfig
 
@@ -35,6 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load(args.config)
     roles = [r.strip() for r in args.roles.split(",") if r.strip()] if args.roles else ALL_ROLES
+    if "http" in roles and _refuse_weak_credentials(args.config, cfg, "govbridge run"):
+        return 2
     try:
         daemon = Daemon(cfg, roles)
     except ValueError as exc:
@@ -44,6 +46,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(args.log_level, json=args.log_json, cache=True)
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         return runner.run(daemon.run())
+
+
+def _refuse_weak_credentials(path: str, cfg: GovbridgeConfig, who: str) -> bool:
+    """Print why the credentials are unfit for a reachable server; True when they are."""
+    problems = weak_credentials(cfg)
+    if problems:
+        print(f"{who}: refusing default, empty or short credentials:", file=sys.stderr)
+        for p in problems:
+            print(f"  {path}: {p}", file=sys.stderr)
+    return bool(problems)
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -75,6 +87,8 @@ async def _check(args: argparse.Namespace) -> int:
         f"{len(cfg.accounts)} accounts, {len(cfg.routes)} routes)"
     )
     failures = 0
+    if _refuse_weak_credentials(args.config, cfg, "secrets  FAILED"):
+        failures += 1
     broker_cfg = cfg.broker.model_copy(
         update={"connect_timeout": min(cfg.broker.connect_timeout, timedelta(seconds=5))}
     )

@@ -19,6 +19,11 @@ The REST system posts signed status callbacks and the webhook platform pushes ci
 to the bridge at ``--bridge-url`` (default ``http://127.0.0.1:8080``). Each simulator has
 operator controls under ``/_sim/...`` (new posts, outages, token expiry, moving tickets).
 Runs until SIGTERM or Ctrl-C, then exits 0.
+
+The two secrets the bridge checks on what is pushed to it are read from the environment when
+set, under the names the example configs use (``URBAN_CALLBACK_SECRET``, ``HOTLINE_SECRET``):
+docker compose makes the operator choose them, since a bridge listening beyond loopback
+refuses the published defaults.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -46,6 +52,14 @@ REST_CALLBACK_SECRET = "sim-callback-secret"
 REST_CALLBACK_DEPARTMENT = "urban"
 WEBHOOK_SECRET = "sim-webhook-secret"
 WEBHOOK_HANDLE = "hotline12345"
+
+CALLBACK_SECRET_ENV = "URBAN_CALLBACK_SECRET"
+WEBHOOK_SECRET_ENV = "HOTLINE_SECRET"
+
+
+def _secret(env_name: str, default: str) -> str:
+    return os.environ.get(env_name) or default
+
 
 CHOICES = ("weibo", "mastodon", "open311", "rest", "webhook", "all")
 
@@ -98,7 +112,7 @@ async def _rest(host: str, port: int, bridge_url: str) -> None:
         host,
         port,
         token=REST_TOKEN,
-        callback_secret=REST_CALLBACK_SECRET,
+        callback_secret=_secret(CALLBACK_SECRET_ENV, REST_CALLBACK_SECRET),
         callback_url=f"{bridge_url.rstrip('/')}/hooks/tickets/{REST_CALLBACK_DEPARTMENT}",
     )
 
@@ -109,7 +123,7 @@ async def _webhook(host: str, port: int, bridge_url: str) -> None:
     await serve(
         host,
         port,
-        secret=WEBHOOK_SECRET,
+        secret=_secret(WEBHOOK_SECRET_ENV, WEBHOOK_SECRET),
         account_handle=WEBHOOK_HANDLE,
         push_url=f"{bridge_url.rstrip('/')}/hooks/sources/{WEBHOOK_HANDLE}",
     )

@@ -4,6 +4,7 @@ the key path and what is wrong (with the nearest valid key for a misspelling).""
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 import tomllib
@@ -163,3 +164,73 @@ def redacted_url(url: SecretStr | str) -> str:
     """A broker/store URL safe to print: the password replaced by ***."""
     raw = url.get_secret_value() if isinstance(url, SecretStr) else url
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", raw)
+
+
+# Credentials anyone can read in this repository (examples, simulators, demo, tests): fine on a
+# developer's loopback, never on an address the world can reach.
+KNOWN_DEFAULT_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "secret",
+        "password",
+        "admin",
+        "sim-callback-secret",
+        "sim-webhook-secret",
+        "demo-admin-token",
+        "demo-callback-secret",
+        "demo-webhook-secret",
+        "test-admin-token",
+    }
+)
+MIN_SECRET_LENGTH = 16
+# Fields of accounts / ticketing that authenticate what others push to the bridge (or what it
+# pushes to them): the ones a guessable value would open to anyone.
+_HOOK_SECRET_FIELDS = ("secret", "callback_secret", "reply_secret")
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``host:port`` only accepts connections from this machine."""
+    host = listen.rpartition(":")[0].strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # "" or 0.0.0.0 or a name: reachable from elsewhere
+
+
+def _weakness(secret: SecretStr | None) -> str | None:
+    value = "" if secret is None else secret.get_secret_value()
+    if not value.strip():
+        return "is empty or not set"
+    if value.strip().lower() in KNOWN_DEFAULT_SECRETS:
+        return "is a published default (from the examples, simulators or demo)"
+    if len(value) < MIN_SECRET_LENGTH:
+        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    return None
+
+
+def weak_credentials(cfg: GovbridgeConfig) -> list[str]:
+    """Problems (``key.path: what is wrong``, never the value) with the admin token and the
+    webhook secrets when ``http.listen`` is reachable from other machines; none on loopback,
+    where the examples' defaults are what a developer runs."""
+    if is_loopback(cfg.http.listen):
+        return []
+    where = f"http.listen {cfg.http.listen} is not loopback"
+    fix = f"set a random value of at least {MIN_SECRET_LENGTH} characters"
+    problems = []
+    weak = _weakness(cfg.http.admin_token)
+    if weak:
+        problems.append(f"http.admin_token: {weak}; {fix} ({where})")
+    blocks: list[tuple[str, BaseModel]] = [
+        (f"accounts[{i}]", acc) for i, acc in enumerate(cfg.accounts)
+    ] + [(f"departments[{i}].ticketing", d.ticketing) for i, d in enumerate(cfg.departments)]
+    for prefix, block in blocks:
+        for name in _HOOK_SECRET_FIELDS:
+            value = getattr(block, name, None)
+            if isinstance(value, SecretStr):
+                weak = _weakness(value)
+                if weak:
+                    problems.append(f"{prefix}.{name}: {weak}; {fix} ({where})")
+    return problems
