@@ -64,6 +64,13 @@ def register(sub: Any) -> None:
         help="write py-spy flame graphs of each bridge process to DIR (pipeline)",
     )
     p.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph")
+    p.add_argument(
+        "--bridge-src",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run the bridge processes from another checkout (before/after comparisons)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=lambda args: asyncio.run(run_bench(args)))
 
@@ -282,6 +289,7 @@ async def run_bench(args: argparse.Namespace) -> int:
             prefetch=prefetch,
             profile=args.profile,
             profile_format=args.profile_format,
+            bridge_src=args.bridge_src,
         )
         result = await run_pipeline(opts, url)
         ratio = result["e2e_inquiries_per_s"] / base.rate if base.rate else 0.0

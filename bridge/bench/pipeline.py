@@ -60,6 +60,9 @@ class Options:
     timeout: float = 600.0
     profile: Path | None = None  # py-spy flame graphs of each bridge process, during the load
     profile_format: str = "flamegraph"  # or "raw" (folded stacks, for counting)
+    # Run the bridge processes from another checkout (same config format) while this harness
+    # measures: before/after comparisons of an optimisation in one run, on one machine.
+    bridge_src: Path | None = None
     postgres_admin_url: str = field(
         default_factory=lambda: os.environ.get(
             "GOVBRIDGE_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/postgres"
@@ -172,13 +175,33 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_peak_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, key: str) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key):
                 return round(int(line.split()[1]) / 1024, 1)
     except OSError:
         pass
     return 0.0
+
+
+def rss_over_run(samples: list[tuple[float, float]]) -> dict[str, float]:
+    """The largest process's RSS at each quarter of the run: flat over the second half, or not."""
+    if not samples:
+        return {}
+    start, end = samples[0][0], samples[-1][0]
+    out = {}
+    for q in (25, 50, 75, 100):
+        at = start + (end - start) * q / 100
+        out[f"{q}%"] = next((mb for t, mb in samples if t >= at), samples[-1][1])
+    return out
 
 
 @dataclass
@@ -230,6 +253,8 @@ class PipelineBench:
 
     async def start_bridges(self, backends: dict[str, str], store_url: str) -> None:
         env = {**os.environ, "GOVBRIDGE_AMQP_URL": self.url}
+        if self.opts.bridge_src is not None:
+            env["PYTHONPATH"] = str(self.opts.bridge_src.resolve())
         for k in range(self.opts.processes):
             port = free_port()
             config = self.workdir / f"bridge{k}.toml"
@@ -239,7 +264,8 @@ class PipelineBench:
             )
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "bridge.cli", "run", "-c", str(config),
-                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                env=env, cwd=self.opts.bridge_src,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=(self.workdir / f"bridge{k}.log").open("wb"),
             )  # fmt: skip
             self.bridges.append(BridgeProcess(port, config, proc))
@@ -414,11 +440,18 @@ class PipelineBench:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     # ------------------------------------------------------------------ the run
+    async def sample_rss(self, samples: list[tuple[float, float]]) -> None:
+        while True:
+            samples.append((time.time(), max(rss_mb(b.proc.pid) for b in self.bridges)))
+            await asyncio.sleep(1.0)
+
     async def measure(self) -> dict[str, Any]:
         backends = await self.start_backends()
         await self.start_bridges(backends, await self.store_url())
         watcher = await self.watch_tickets()
         profilers = await self.start_profilers()
+        samples: list[tuple[float, float]] = []
+        sampler = asyncio.create_task(self.sample_rss(samples))
         try:
             cpu_before = [cpu_seconds(b.proc.pid) for b in self.bridges]
             began = time.time()
@@ -430,6 +463,7 @@ class PipelineBench:
             stages = await self.stage_metrics()
             rss = [rss_peak_mb(b.proc.pid) for b in self.bridges]
         finally:
+            sampler.cancel()
             await watcher.close()
         to_ticket, to_reply = [], []
         for i, sent in self.sent.items():
@@ -453,6 +487,7 @@ class PipelineBench:
             "cpu_ms_per_inquiry": round(cpu * 1000 / max(1, len(first)), 2),
             "rss_mb_peak": max(rss, default=0.0),
             "rss_mb_peak_per_process": rss,
+            "rss_mb_over_run": rss_over_run(samples),
             "stages": stages,
         }
 
