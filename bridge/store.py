@@ -2,8 +2,9 @@
 approval decisions.
 
 ``Store`` is the protocol stages use; ``SqlStore`` implements it over a tiny ``Database``
-interface so the same portable SQL runs on SQLite (aiosqlite, WAL — the embedded default) and
-PostgreSQL (asyncpg). The schema is created/migrated at start (``migrate``).
+interface so the same portable SQL runs on SQLite (Python's sqlite3 on the event loop, WAL —
+the embedded default) and PostgreSQL (asyncpg). The schema is created/migrated at start
+(``migrate``).
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
-
-import aiosqlite
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from bridge import audit, timing
 from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus, rank_in_cycle
+
+_T = TypeVar("_T")
 
 FINAL_RANK = TicketStatus.RESOLVED.rank  # resolved, rejected and closed can be reopened
 
@@ -245,16 +247,14 @@ class Database(Executor, Protocol):
 class _SqliteTransaction:
     """Statements inside one ``BEGIN IMMEDIATE`` … ``COMMIT`` on the shared connection."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self.conn = conn
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cur = await self.conn.execute(sql, tuple(params))
-        return cur.rowcount
+        return await self.db.run(lambda c: c.execute(sql, tuple(params)).rowcount)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        cur = await self.conn.execute(sql, tuple(params))
-        return [dict(r) for r in await cur.fetchall()]
+        return await self.db.run(lambda c: _rows(c.execute(sql, tuple(params))))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
@@ -264,67 +264,99 @@ class _SqliteTransaction:
         """SQLite has one writer at a time: ``BEGIN IMMEDIATE`` already serialises."""
 
 
+def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    return [dict(r) for r in cur.fetchall()]
+
+
 class SqliteDatabase:
-    """aiosqlite in WAL mode; one connection, statements serialised by a lock."""
+    """Python's sqlite3 in WAL mode, called on the event loop; one connection, statements
+    serialised by a lock.
+
+    Why not a thread (aiosqlite): an indexed statement takes tens of microseconds, the hop to
+    a thread and back costs more than that, and an inquiry runs about sixty of them (the
+    benchmark's profile, docs/performance.md). Nothing here waits on the disk for long (WAL,
+    ``synchronous=NORMAL``: a commit does not fsync). Waiting for another process's write lock
+    never blocks the loop: SQLite's own busy wait is off and ``run`` retries with a sleep.
+    """
+
+    BUSY_WAIT_S = 5.0
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._conn: aiosqlite.Connection | None = None
+        self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # autocommit outside transactions: each statement commits, one thread hop per call
-        self._conn = await aiosqlite.connect(self.path, isolation_level=None)
-        self._conn.row_factory = aiosqlite.Row
-        await self._conn.execute("PRAGMA journal_mode=WAL")
-        await self._conn.execute("PRAGMA synchronous=NORMAL")
-        await self._conn.execute("PRAGMA busy_timeout=5000")
+        # autocommit outside transactions (isolation_level=None): each statement commits
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        await self.run(lambda c: c.execute("PRAGMA journal_mode=WAL"))
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=0")
 
     @property
-    def conn(self) -> aiosqlite.Connection:
+    def conn(self) -> sqlite3.Connection:
         assert self._conn is not None, "open() first"
         return self._conn
+
+    async def run(self, call: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``call(connection)``; while another process holds the write lock, try again after
+        a growing sleep (the loop keeps serving), for up to ``BUSY_WAIT_S``."""
+        delay, waited = 0.001, 0.0
+        while True:
+            try:
+                return call(self.conn)
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or waited >= self.BUSY_WAIT_S:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with timing.timed("store"):
             async with self._lock:
-                cur = await self.conn.execute(sql, tuple(params))
-                return cur.rowcount
+                return await self.run(lambda c: c.execute(sql, tuple(params)).rowcount)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with timing.timed("store"):
             async with self._lock:
-                cur = await self.conn.execute(sql, tuple(params))
-                rows = await cur.fetchall()
-                return [dict(r) for r in rows]
+                return await self.run(lambda c: _rows(c.execute(sql, tuple(params))))
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         """All or nothing: the block's statements commit together or not at all (an
         exception, a crash or a cancellation rolls back). Other statements on this
-        connection wait; other processes wait for the write lock (``busy_timeout``)."""
+        connection wait; other processes wait for the write lock."""
         with timing.timed("store"):
             async with self._lock:
-                await self.conn.execute("BEGIN IMMEDIATE")
+                await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
                 try:
-                    yield _SqliteTransaction(self.conn)
+                    yield _SqliteTransaction(self)
                 except BaseException:
-                    await asyncio.shield(self.conn.execute("ROLLBACK"))
+                    self.conn.execute("ROLLBACK")
                     raise
-                await asyncio.shield(self.conn.execute("COMMIT"))
+                try:
+                    await self.run(lambda c: c.execute("COMMIT"))
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
 
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
 
     async def executescript(self, sql: str) -> None:
         async with self._lock:
-            await self.conn.executescript(sql)
+            await self.run(lambda c: c.executescript(sql))
 
     async def close(self) -> None:
         if self._conn is not None:
-            await self._conn.close()
+            self._conn.close()
             self._conn = None
 
 

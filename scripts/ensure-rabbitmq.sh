@@ -21,8 +21,30 @@ except OSError:
 PY
 }
 
+# A local RabbitMQ started through `su rabbitmq` gets the default 1024 open files; quorum queues
+# keep files open, and a few test runs' worth of them exhaust that: the broker then still accepts
+# TCP but never answers the AMQP handshake. Raise its soft limit (up to the hard one) where we can.
+raise_fd_limit() {
+  local env=/etc/rabbitmq/rabbitmq-env.conf
+  if [ -w "$env" ] && ! grep -q "ulimit" "$env"; then
+    echo 'ulimit -S -n 20000 2>/dev/null || true  # added by govbridge: quorum queues need files' >> "$env"
+  fi
+}
+warn_fd_limit() {
+  local pid
+  pid=$(pgrep -f "beam.smp.*rabbit" 2>/dev/null | head -1) || return 0
+  [ -n "$pid" ] && [ -r "/proc/$pid/limits" ] || return 0
+  local soft
+  soft=$(awk '/Max open files/ {print $4}' "/proc/$pid/limits")
+  if [ "${soft:-0}" -lt 4096 ] 2>/dev/null; then
+    echo "warning: the local RabbitMQ may open only $soft files; many quorum queues need more" \
+      "(add 'ulimit -S -n 20000' to /etc/rabbitmq/rabbitmq-env.conf and restart it)" >&2
+  fi
+}
+
 if reachable; then
   echo "RabbitMQ reachable at $host:$port"
+  warn_fd_limit
   exit 0
 fi
 if [ "$host" != "127.0.0.1" ] && [ "$host" != "localhost" ]; then
@@ -31,6 +53,7 @@ if [ "$host" != "127.0.0.1" ] && [ "$host" != "localhost" ]; then
 fi
 if command -v rabbitmq-server >/dev/null 2>&1; then
   echo "starting the local rabbitmq-server ..."
+  raise_fd_limit
   rabbitmq-server -detached || true
   timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
 elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
