@@ -43,6 +43,9 @@ async def test_pipeline_bench_reports_every_key_and_answers_every_inquiry() -> N
         assert 0 < latency[key]["p50"] <= latency[key]["p95"] <= latency[key]["p99"]
     assert latency["ingest_to_ticket"]["p50"] <= latency["ingest_to_first_reply"]["p50"]
     assert report["rss_mb_peak"] > 0
+    # every inquiry costs at least: received, routed, ticket created, reply requested
+    assert report["publishes_per_inquiry"] >= 4
+    assert report["broker_cpu_ms_per_inquiry"] is None or report["broker_cpu_ms_per_inquiry"] > 0
     over_run = report["rss_mb_over_run"]
     assert set(over_run) == {"25%", "50%", "75%", "100%"}
     assert all(0 < mb <= report["rss_mb_peak"] for mb in over_run.values())

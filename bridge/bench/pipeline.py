@@ -174,6 +174,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def broker_pid(url: str) -> int | None:
+    """The local process listening on the broker's port (``ss``), or None (a remote broker,
+    or no permission): its CPU per inquiry says how much of the machine the broker takes."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        out = subprocess.run(
+            ["ss", "-Hltnp", f"sport = :{parts.port or 5672}"],
+            capture_output=True, text=True, timeout=5, check=False,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    marker = "pid="
+    at = out.find(marker)
+    if at < 0:
+        return None
+    digits = out[at + len(marker) :].split(",", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
 def rss_peak_mb(pid: int) -> float:
     return _status_mb(pid, "VmHWM:")
 
@@ -220,6 +243,7 @@ class PipelineBench:
         self.opts, self.url = opts, url
         self.run = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix="govbridge-bench-"))
+        self.published = 0.0  # confirmed publishes over every bridge process
         self.backends_proc: asyncio.subprocess.Process | None = None
         self.bridges: list[BridgeProcess] = []
         self.ticket_seen: dict[str, float] = {}
@@ -398,6 +422,8 @@ class PipelineBench:
                     text = await resp.text()
                 for family in text_string_to_metric_families(text):
                     for sample in family.samples:
+                        if sample.name == "govbridge_messages_published_total":
+                            self.published += sample.value
                         stage = sample.labels.get("stage")
                         if stage is None:
                             continue
@@ -454,13 +480,17 @@ class PipelineBench:
         sampler = asyncio.create_task(self.sample_rss(samples))
         try:
             cpu_before = [cpu_seconds(b.proc.pid) for b in self.bridges]
+            broker = broker_pid(self.url)
+            broker_before = cpu_seconds(broker) if broker else 0.0
             began = time.time()
             await self.offer()
             first = await self.wait_answered(backends["sink"])
             await self.stop_profilers(profilers)
             await asyncio.sleep(0.5)  # the last ticket.created notes arrive
             cpu = sum(cpu_seconds(b.proc.pid) for b in self.bridges) - sum(cpu_before)
+            broker_cpu = cpu_seconds(broker) - broker_before if broker else None
             stages = await self.stage_metrics()
+            published = self.published
             rss = [rss_peak_mb(b.proc.pid) for b in self.bridges]
         finally:
             sampler.cancel()
@@ -485,6 +515,11 @@ class PipelineBench:
                 "ingest_to_first_reply": percentiles(to_reply),
             },
             "cpu_ms_per_inquiry": round(cpu * 1000 / max(1, len(first)), 2),
+            # the local RabbitMQ's CPU over the same span (other users of the broker count too)
+            "broker_cpu_ms_per_inquiry": round(broker_cpu * 1000 / max(1, len(first)), 2)
+            if broker_cpu is not None
+            else None,
+            "publishes_per_inquiry": round(published / max(1, len(first)), 2),
             "rss_mb_peak": max(rss, default=0.0),
             "rss_mb_peak_per_process": rss,
             "rss_mb_over_run": rss_over_run(samples),
