@@ -28,7 +28,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from bridge.bench.pipeline import Options, run_pipeline
+from bridge.bench.pipeline import Options, broker_pid, cpu_seconds, run_pipeline
 from bridge.cmd_demo import amqp_url, broker_reachable
 from bridge.config import parse_config
 from bridge.daemon import BridgeContext, Daemon
@@ -92,6 +92,7 @@ class Result:
     def __init__(self, name: str, n: int, seconds: float, latencies: list[float]) -> None:
         self.name, self.n, self.seconds = name, n, seconds
         self.cpu_ms = 0.0  # client CPU per message, where measured
+        self.broker_cpu_ms: float | None = None  # the local broker's CPU per message
         lat = sorted(latencies)
         self.rate = n / seconds if seconds else 0.0
         self.p50 = statistics.median(lat) * 1000 if lat else 0.0
@@ -154,15 +155,20 @@ async def baseline(url: str, n: int, prefetch: int, bodies: list[bytes]) -> Resu
             if count >= n:
                 done.set()
 
+        broker = broker_pid(url)
+        broker0 = cpu_seconds(broker) if broker else 0.0
         t0, cpu0 = time.perf_counter(), time.process_time()
         await queue.consume(on_message)
         await done.wait()
         seconds = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
+        broker_cpu = cpu_seconds(broker) - broker0 if broker else None
         for name in (src, dst):
             await ch.queue_delete(name, if_unused=False, if_empty=False)
     result = Result("raw aio-pika relay hop", n, seconds, latencies)
     result.cpu_ms = cpu * 1000 / n
+    if broker_cpu is not None:
+        result.broker_cpu_ms = broker_cpu * 1000 / n
     return result
 
 
@@ -304,6 +310,9 @@ async def run_bench(args: argparse.Namespace) -> int:
             # CPU per unit of work, immune to what else the machine runs: the relay hop's
             # client CPU per message over the bridge's CPU per inquiry
             "raw_relay_cpu_ms_per_msg": round(base.cpu_ms, 3),
+            "raw_relay_broker_cpu_ms_per_msg": None
+            if base.broker_cpu_ms is None
+            else round(base.broker_cpu_ms, 3),
             "cpu_ratio": round(base.cpu_ms / result["cpu_ms_per_inquiry"], 4)
             if result["cpu_ms_per_inquiry"]
             else 0.0,
