@@ -65,6 +65,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--profile-format", choices=["flamegraph", "raw"], default="flamegraph")
     p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the last answers after the last push (pipeline)",
+    )
+    p.add_argument(
         "--bridge-src",
         type=Path,
         default=None,
@@ -296,6 +302,7 @@ async def run_bench(args: argparse.Namespace) -> int:
             profile=args.profile,
             profile_format=args.profile_format,
             bridge_src=args.bridge_src,
+            timeout=args.timeout,
         )
         result = await run_pipeline(opts, url)
         ratio = result["e2e_inquiries_per_s"] / base.rate if base.rate else 0.0
