@@ -44,6 +44,7 @@ from bridge.runtime import (
     PublishError,
 )
 from bridge.topology import STAGE_BINDINGS
+from schemas import routing
 from schemas.config import GovbridgeConfig
 
 # Headers describing the failure: not carried into the replayed message.
@@ -386,7 +387,7 @@ async def _replay_ingest(
                 continue
             if inquiry is not None:
                 try:
-                    await broker.publish(f"inquiry.received.{inquiry.platform}", inquiry)
+                    await broker.publish(routing.inquiry_received(inquiry.platform), inquiry)
                 except PublishError as exc:
                     print(f"replay of {info.message_id} failed: {exc}; kept", file=sys.stderr)
                     failures += 1

@@ -24,15 +24,22 @@ from typing import Any
 
 from bridge.store import SqlStore
 from schemas.messages import Inquiry, PostRef, ThreadRef
-from schemas.vocab import InquiryKind
+from schemas.vocab import FINAL_STATUSES, InquiryKind, InquiryState
 
 # States of an inquiry whose conversation has (or is getting) a ticket to append to.
 OPEN_STATES = frozenset(
-    {"triaged", "routed", "ticketed", "appended", "kept_on_record", "held_for_review"}
+    {
+        InquiryState.TRIAGED,
+        InquiryState.ROUTED,
+        InquiryState.TICKETED,
+        InquiryState.APPENDED,
+        InquiryState.KEPT_ON_RECORD,
+        InquiryState.HELD_FOR_REVIEW,
+    }
 )
 # States of an inquiry that will never get a ticket: a later message starts afresh.
-CLOSED_STATES = frozenset({"ignored"})
-FINAL_TICKET_STATES = frozenset({"resolved", "rejected", "closed"})
+CLOSED_STATES = frozenset({InquiryState.IGNORED})
+FINAL_TICKET_STATES = FINAL_STATUSES
 MAX_CHAIN = 200  # posts walked at most (a chain is rarely a tenth of that)
 
 
@@ -110,7 +117,7 @@ async def owner_of(store: SqlStore, row: dict[str, Any]) -> dict[str, Any] | Non
         found = await store.get_inquiry(row["conversation"])
         owner = found if found is not None else row
     if owner["state"] in CLOSED_STATES or owner["state"] not in OPEN_STATES | {
-        "needs_reconciliation"
+        InquiryState.NEEDS_RECONCILIATION
     }:
         return None
     if owner.get("ticket_id") and owner.get("department"):

@@ -50,9 +50,10 @@ from bridge.runtime import FAILED_AT_HEADER, REASON_HEADER, ROUTING_HEADER, STAG
 from bridge.stages.common import account_key, sources
 from bridge.store import ReplyClaim
 from bridge.templates import fit
+from schemas import routing
 from schemas.config import AccountConfig
 from schemas.messages import ReplyPosted, ReplyRequest
-from schemas.vocab import Visibility
+from schemas.vocab import ReplyState, Visibility
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -268,7 +269,7 @@ class Outbox:
         except PermanentError as exc:
             await self._fail(claim, request, f"platform refused the reply: {exc.reason}")
             return
-        state = "undeliverable" if posted.outcome == "undeliverable" else "posted"
+        state = ReplyState.UNDELIVERABLE if posted.outcome == "undeliverable" else ReplyState.POSTED
         if not await store.finish_post(
             claim, state=state, external_ids=posted.external_ids, outcome=posted.outcome
         ):
@@ -310,7 +311,7 @@ class Outbox:
                 headers={
                     REASON_HEADER: reason[:1000],
                     STAGE_HEADER: "outbox",
-                    ROUTING_HEADER: f"reply.requested.{request.platform}",
+                    ROUTING_HEADER: routing.reply_requested(request.platform),
                     FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
                 },
             )
@@ -323,7 +324,7 @@ class Outbox:
             return
         try:
             await self.ctx.broker.publish(
-                f"reply.posted.{reply.platform}",
+                routing.reply_posted(reply.platform),
                 ReplyPosted(
                     reply_id=reply.reply_id,
                     inquiry_id=reply.inquiry_id,

@@ -37,6 +37,7 @@ from bridge.runtime import (
     UnencodableMessage,
     encode_message,
 )
+from schemas import routing
 from schemas.config import AccountConfig
 from schemas.messages import Inquiry
 
@@ -87,7 +88,7 @@ async def keep(ctx: BridgeContext, account: AccountConfig, items: list[RejectedI
         headers = {
             REASON_HEADER: item.reason[:500],
             STAGE_HEADER: STAGE,
-            ROUTING_HEADER: f"inquiry.received.{platform}",
+            ROUTING_HEADER: routing.inquiry_received(platform),
             FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
             ACCOUNT_HEADER: key,
         }

@@ -20,9 +20,9 @@ from typing import Any
 from bridge.store import SqlStore
 from bridge.templates import deadline_for
 from schemas.config import DepartmentConfig, GovbridgeConfig
-from schemas.vocab import Category
+from schemas.vocab import FINAL_STATUSES, Category, CreateState, InquiryState, ReplyState
 
-FINAL = ("resolved", "rejected", "closed")
+FINAL = tuple(sorted(FINAL_STATUSES))
 # Days are counted in China Standard Time: a department's day, not UTC's.
 CST = timezone(timedelta(hours=8), "CST")
 
@@ -120,11 +120,11 @@ async def department_reports(
         at = _ts(row["at"])
         if at is not None:
             resolved_at[(row["department"], row["ticket_id"])] = at
-    flagged = await store.list_create_attempts("needs_reconciliation")
+    flagged = await store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
     first_reply: dict[str, datetime] = {}
     for r in replies:
         posted = _ts(r.posted_at)
-        if r.state == "posted" and posted is not None:
+        if r.state == ReplyState.POSTED and posted is not None:
             first_reply[r.inquiry_id] = min(first_reply.get(r.inquiry_id, posted), posted)
     by_id = {i["inquiry_id"]: i for i in inquiries}
     ignored: dict[str, int] = {}
@@ -138,7 +138,7 @@ async def department_reports(
     durations: dict[str, list[float]] = {d: [] for d in reports}
     for i in inquiries:
         received = _ts(i["created_at"])
-        if i["state"] == "ignored":
+        if i["state"] == InquiryState.IGNORED:
             if in_period(i["created_at"]) and department is None:
                 ignored[i["reason"] or "?"] = ignored.get(i["reason"] or "?", 0) + 1
             continue
@@ -146,7 +146,7 @@ async def department_reports(
         if rep is None or received is None:
             continue
         answered = first_reply.get(i["inquiry_id"])
-        if answered is None and i["state"] != "appended":
+        if answered is None and i["state"] != InquiryState.APPENDED:
             dept = cfg.department(rep.department)
             limit = _first_response_deadline(dept, i, received)
             if limit is not None and now > limit:
@@ -154,7 +154,7 @@ async def department_reports(
         if not in_period(i["created_at"]):
             continue
         rep.inquiries += 1
-        rep.appended += i["state"] == "appended"
+        rep.appended += i["state"] == InquiryState.APPENDED
         daily[rep.department][_day(received)]["received"] += 1
         if answered:
             waits[rep.department].append((answered - received).total_seconds())
@@ -188,8 +188,8 @@ async def department_reports(
         rep = reports.get(r.department)
         if rep is None:
             continue
-        rep.replies_posted += r.state == "posted" and in_period(r.posted_at)
-        rep.awaiting_approval += r.state == "awaiting_approval"
+        rep.replies_posted += r.state == ReplyState.POSTED and in_period(r.posted_at)
+        rep.awaiting_approval += r.state == ReplyState.AWAITING_APPROVAL
     for f in flagged:
         if f["department"] in reports:
             reports[f["department"]].needs_reconciliation += 1

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from bridge import audit, timing
-from schemas.vocab import REOPENED_RANK_IN_CYCLE, TicketStatus, rank_in_cycle
+from schemas.vocab import (
+    FINAL_STATUSES,
+    REOPENED_RANK_IN_CYCLE,
+    CreateState,
+    ReplyState,
+    TicketStatus,
+    rank_in_cycle,
+)
 
 _T = TypeVar("_T")
 
@@ -659,7 +666,7 @@ class SqlStore:
         rows = await self.db.fetchall(
             "SELECT * FROM tickets WHERE thread_key = ? AND status NOT IN (?, ?, ?) "
             "ORDER BY created_at DESC",
-            (thread_key, "resolved", "rejected", "closed"),
+            (thread_key, *FINAL_STATUSES),
         )
         return rows[0] if rows else None
 
@@ -682,7 +689,7 @@ class SqlStore:
         if owner["inquiry_id"] == inquiry_id:
             return str(owner["reference"])
         ticket = await self.ticket_by_reference(owner["reference"])
-        if ticket is not None and ticket["status"] in ("resolved", "rejected", "closed"):
+        if ticket is not None and ticket["status"] in FINAL_STATUSES:
             await self.db.execute(
                 "UPDATE threads SET reference = ?, inquiry_id = ?, claimed_at = ?"
                 " WHERE thread_key = ? AND reference = ?",
@@ -929,7 +936,7 @@ class SqlStore:
         """An official settles an uncertain create: ``attached`` to an existing ticket (state
         ``created``) or ``not_created`` (state ``not_sent``: the create may run again).
         False unless the attempt awaits reconciliation (compare-and-set)."""
-        state = "created" if decision == "attached" else "not_sent"
+        state = CreateState.CREATED if decision == "attached" else CreateState.NOT_SENT
         async with self.transaction() as tx:
             n = await tx.db.execute(
                 "UPDATE create_attempts SET state = ?, ticket_id = COALESCE(?, ticket_id),"
@@ -1005,7 +1012,7 @@ class SqlStore:
         first = not await self.db.fetchall(
             "SELECT 1 AS x FROM replies WHERE inquiry_id = ? LIMIT 1", (inquiry_id,)
         )
-        priority = 0 if first else 1 if status in ("resolved", "rejected", "closed") else 2
+        priority = 0 if first else 1 if status in FINAL_STATUSES else 2
         async with self.transaction() as tx:
             n = await tx._insert_reply(
                 reply_id,
@@ -1122,7 +1129,7 @@ class SqlStore:
         reason: str | None = None,
     ) -> bool:
         """Approve / edit / reject a reply awaiting approval; False if not awaiting."""
-        state = "rejected" if decision == "reject" else "approved"
+        state = ReplyState.REJECTED if decision == "reject" else ReplyState.APPROVED
         async with self.transaction() as tx:
             n = await tx.db.execute(
                 "UPDATE replies SET state = ?, decision = ?, decided_by = ?, decided_at = ?,"
@@ -1351,8 +1358,10 @@ class SqlStore:
         def place(r: StoredReply) -> tuple[int, int]:
             return (r.cycle, rank_in_cycle(TicketStatus(r.status or "received")))
 
-        latest_posted = max((place(r) for r in replies if r.state == "posted"), default=None)
-        pending = [r for r in replies if r.state != "posted"]
+        latest_posted = max(
+            (place(r) for r in replies if r.state == ReplyState.POSTED), default=None
+        )
+        pending = [r for r in replies if r.state != ReplyState.POSTED]
         overtaken = [r for r in pending if latest_posted is not None and place(r) <= latest_posted]
         pending = [r for r in pending if r not in overtaken]
         if not pending:
@@ -1389,7 +1398,7 @@ class SqlStore:
             await tx._end_call(claim.call_id, max(1, len(external_ids)))
             if done > 0:
                 await tx.record_audit(
-                    "reply.posted" if state == "posted" else "reply.undeliverable",
+                    "reply.posted" if state == ReplyState.POSTED else "reply.undeliverable",
                     inquiry_id=reply.inquiry_id,
                     subject=reply.reply_id,
                     account=f"{reply.platform}:{reply.account}",

@@ -24,25 +24,21 @@ import structlog
 from aio_pika.abc import AbstractChannel, ExchangeType
 
 from schemas.config import BrokerConfig
+from schemas.routing import Route
 
 log = structlog.get_logger("govbridge.topology")
 
 ROUTING_KEYS = {
-    "inquiry.received": "inquiry.received.<platform>",
-    "inquiry.routed": "inquiry.routed.<department>",
-    "ticket.created": "ticket.created.<department>",
-    "ticket.updated": "ticket.updated.<department>",
-    "reply.requested": "reply.requested.<platform>",
-    "reply.posted": "reply.posted.<platform>",
+    **{str(route): f"{route}.<{route.part}>" for route in Route},
     "sla": "sla.<event>.<department>",
 }
 
 # Which routing keys each consuming stage binds. ``ingest`` and ``sync`` only publish.
 STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "triage": ("inquiry.received.*",),
-    "ticketing": ("inquiry.routed.*",),
-    "reply": ("ticket.created.*", "ticket.updated.*"),
-    "outbox": ("reply.requested.*",),
+    "triage": (Route.INQUIRY_RECEIVED.pattern,),
+    "ticketing": (Route.INQUIRY_ROUTED.pattern,),
+    "reply": (Route.TICKET_CREATED.pattern, Route.TICKET_UPDATED.pattern),
+    "outbox": (Route.REPLY_REQUESTED.pattern,),
 }
 
 

@@ -33,8 +33,9 @@ from aiohttp import web
 from bridge import audit
 from bridge.http import json_error, read_json, require_admin
 from bridge.store import SqlStore, now_iso
+from schemas import routing
 from schemas.messages import TicketCommand
-from schemas.vocab import Category
+from schemas.vocab import Category, InquiryState
 
 if TYPE_CHECKING:
     from bridge.classify import Classification
@@ -204,12 +205,12 @@ class TriageReview:
         """Publish the held command under the decided category."""
         command = TicketCommand.model_validate_json(row["command_json"])
         command = command.model_copy(update={"category": Category(row["category"])})
-        await self.ctx.broker.publish(f"inquiry.routed.{command.department}", command)
+        await self.ctx.broker.publish(routing.inquiry_routed(command.department), command)
         await self.queue.mark_released(row["inquiry_id"])
         inquiry = await self.ctx.store.get_inquiry(row["inquiry_id"])
         fields: dict[str, Any] = {"category": row["category"]}
-        if inquiry is not None and inquiry["state"] == "held_for_review":
-            fields["state"] = "routed"
+        if inquiry is not None and inquiry["state"] == InquiryState.HELD_FOR_REVIEW:
+            fields["state"] = InquiryState.ROUTED
         await self.ctx.store.update_inquiry(row["inquiry_id"], **fields)
         log.info(
             "held inquiry filed",

@@ -122,3 +122,62 @@ REOPENED_RANK_IN_CYCLE = 15
 def rank_in_cycle(status: TicketStatus) -> int:
     """Where a status sits within one handling cycle (reopened opens the next cycle)."""
     return REOPENED_RANK_IN_CYCLE if status is TicketStatus.REOPENED else status.rank
+
+
+class InquiryState(StrEnum):
+    """Where an inquiry stands in the bridge (the ``inquiries.state`` column)."""
+
+    TRIAGED = "triaged"  # classified, its ticket command not yet published
+    ROUTED = "routed"  # a ticket command is on its way to the department
+    IGNORED = "ignored"  # noise: recorded, never routed
+    HELD_FOR_REVIEW = "held_for_review"  # waits for an official's category check
+    TICKETED = "ticketed"  # a ticket was created for it
+    APPENDED = "appended"  # a follow-up added to its conversation's ticket
+    KEPT_ON_RECORD = "kept_on_record"  # a follow-up kept on the ticket's record (no update API)
+    NEEDS_RECONCILIATION = "needs_reconciliation"  # a create whose outcome is unknown
+
+
+# Triage has nothing more to do for an inquiry in one of these states (a redelivery is a no-op).
+INQUIRY_DONE_STATES = frozenset(
+    {
+        InquiryState.ROUTED,
+        InquiryState.IGNORED,
+        InquiryState.TICKETED,
+        InquiryState.APPENDED,
+        InquiryState.KEPT_ON_RECORD,
+        InquiryState.NEEDS_RECONCILIATION,
+        InquiryState.HELD_FOR_REVIEW,
+    }
+)
+
+# A follow-up went into its conversation's ticket (appended or kept on its record).
+FOLLOW_UP_STATES = frozenset({InquiryState.APPENDED, InquiryState.KEPT_ON_RECORD})
+
+
+class ReplyState(StrEnum):
+    """A reply's way through approval and the outbox (the ``replies.state`` column)."""
+
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"  # waits in the outbox for a posting slot
+    POSTING = "posting"  # leased by an outbox process
+    POSTED = "posted"
+    UNDELIVERABLE = "undeliverable"  # the platform can never deliver it (e.g. deleted post)
+    FAILED = "failed"  # dead-lettered after its attempts; an operator may replay it
+    REJECTED = "rejected"  # an official declined it
+    SUPERSEDED = "superseded"  # a later status of the same inquiry was posted instead
+
+
+# A reply in one of these states is never posted again.
+REPLY_FINISHED_STATES = frozenset(
+    {ReplyState.POSTED, ReplyState.REJECTED, ReplyState.SUPERSEDED, ReplyState.UNDELIVERABLE}
+)
+
+
+class CreateState(StrEnum):
+    """A ticket create attempt (the ``create_attempts.state`` column)."""
+
+    ATTEMPTED = "attempted"  # sent, outcome not yet known
+    CREATED = "created"
+    NOT_SENT = "not_sent"  # provably not created: the create may run again
+    REJECTED = "rejected"  # the ticket system refused it for good
+    NEEDS_RECONCILIATION = "needs_reconciliation"  # maybe created: an official must settle it

@@ -37,6 +37,7 @@ from bridge.http import json_error, read_json, require_admin
 from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import PublishError, Worker
 from bridge.stages.common import account_key, replace_source, sleep_or_stop, sources
+from schemas import routing
 from schemas.config import AccountConfig
 from schemas.messages import Inquiry
 
@@ -57,7 +58,7 @@ def is_echo(ctx: BridgeContext, inquiry: Inquiry) -> bool:
 async def publish_inquiries(ctx: BridgeContext, items: list[Inquiry]) -> int:
     """Publish with confirms; returns how many were published (echoes dropped)."""
     fresh = [i for i in items if not is_echo(ctx, i)]
-    await ctx.broker.publish_many([(f"inquiry.received.{i.platform}", i) for i in fresh])
+    await ctx.broker.publish_many([(routing.inquiry_received(i.platform), i) for i in fresh])
     for i in fresh:
         ctx.metrics.inquiries.labels(i.platform, "received").inc()
     return len(fresh)
@@ -225,7 +226,7 @@ class IngestRole:
                     self.ctx.metrics.inquiries.labels(i.platform, "received").inc()
 
             return Parsed(
-                messages=[(f"inquiry.received.{i.platform}", i) for i in fresh],
+                messages=[(routing.inquiry_received(i.platform), i) for i in fresh],
                 answer={"accepted": len(fresh), "inquiry_ids": [i.inquiry_id for i in items]},
                 on_published=count,
             )

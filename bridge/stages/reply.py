@@ -36,16 +36,17 @@ from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import source_for, sources
 from bridge.store import SqlStore, iso
 from bridge.templates import deadline_for, format_deadline, render
+from schemas import routing
 from schemas.config import DepartmentConfig
 from schemas.messages import ReplyRequest, ThreadRef, TicketEvent, stable_id
-from schemas.vocab import Category, TicketStatus, Visibility
+from schemas.vocab import REPLY_FINISHED_STATES, Category, ReplyState, TicketStatus, Visibility
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
 
 log = structlog.get_logger("govbridge.reply")
 
-FINISHED = ("posted", "rejected", "superseded", "undeliverable")
+FINISHED = REPLY_FINISHED_STATES  # kept importable from here
 
 
 class ReplyRole:
@@ -107,7 +108,7 @@ class ReplyRole:
         async with store.transaction() as tx:
             approved = await self._apply_and_decide(tx, event, ticket, dept)
         for request in approved:  # wake the outbox; the store already holds them
-            await self.ctx.broker.publish(f"reply.requested.{request.platform}", request)
+            await self.ctx.broker.publish(routing.reply_requested(request.platform), request)
 
     async def _apply_and_decide(
         self, tx: SqlStore, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
@@ -213,9 +214,9 @@ class ReplyRole:
                 f"reply {request.reply_id} was not composed by the bridge (not in the store);"
                 " replies are only posted from the store"
             )
-        if stored.state == "failed":  # an operator replayed its dead letter
+        if stored.state == ReplyState.FAILED:  # an operator replayed its dead letter
             await self.ctx.store.retry_reply(stored.reply_id)
-        elif stored.state in ("awaiting_approval", "rejected"):
+        elif stored.state in (ReplyState.AWAITING_APPROVAL, ReplyState.REJECTED):
             raise DeadLetter(f"reply {request.reply_id} is not approved ({stored.state})")
         elif stored.state in FINISHED:
             log.info("reply already finished", state=stored.state)
@@ -231,7 +232,7 @@ class ReplyRole:
     async def list_approvals(self, request: web.Request) -> web.Response:
         require_admin(request)
         items = []
-        for r in await self.ctx.store.list_replies(state="awaiting_approval"):
+        for r in await self.ctx.store.list_replies(state=ReplyState.AWAITING_APPROVAL):
             req = ReplyRequest.model_validate_json(r.request_json)
             items.append(
                 {
@@ -281,7 +282,7 @@ class ReplyRole:
         log.info("reply decision", reply_id=reply_id, decision=decision, actor=actor)
         if decision != "reject":
             req = original.model_copy(update={"text": final or original.text})
-            await self.ctx.broker.publish(f"reply.requested.{req.platform}", req)
+            await self.ctx.broker.publish(routing.reply_requested(req.platform), req)
         decided = await self.ctx.store.get_reply(reply_id)
         assert decided is not None
         return web.json_response(
@@ -339,12 +340,12 @@ async def record_reply(store: SqlStore, request: ReplyRequest, approval: str) ->
         department=request.department,
         status=request.status.value if request.status else None,
         templated=request.templated,
-        state="approved" if auto else "awaiting_approval",
+        state=ReplyState.APPROVED if auto else ReplyState.AWAITING_APPROVAL,
         request_json=request.model_dump_json(),
         cycle=request.cycle,
     )
     stored = await store.get_reply(request.reply_id)
-    if stored is None or stored.state != "approved":
+    if stored is None or stored.state != ReplyState.APPROVED:
         if added:
             log.info("reply awaits approval", reply_id=request.reply_id)
         return False
@@ -354,7 +355,7 @@ async def record_reply(store: SqlStore, request: ReplyRequest, approval: str) ->
 async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:
     """Record a reply and, when it may go out unseen, wake the outbox."""
     if await record_reply(ctx.store, request, approval):
-        await ctx.broker.publish(f"reply.requested.{request.platform}", request)
+        await ctx.broker.publish(routing.reply_requested(request.platform), request)
 
 
 def create(ctx: BridgeContext) -> ReplyRole:

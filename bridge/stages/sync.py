@@ -26,6 +26,7 @@ from adapters.base import (
 from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import PublishError, Worker
 from bridge.stages.common import sleep_or_stop, ticket_systems
+from schemas import routing
 from schemas.config import DepartmentConfig
 from schemas.messages import TicketEvent
 from schemas.vocab import TicketStatus
@@ -37,7 +38,7 @@ log = structlog.get_logger("govbridge.sync")
 
 
 async def publish_events(ctx: BridgeContext, events: list[TicketEvent]) -> None:
-    await ctx.broker.publish_many([(f"ticket.updated.{e.department}", e) for e in events])
+    await ctx.broker.publish_many([(routing.ticket_updated(e.department), e) for e in events])
 
 
 class SyncRole:
@@ -128,7 +129,7 @@ class SyncRole:
             if any(e.department != dept_id for e in events):
                 raise PushRejected(400, "event for another department")
             return Parsed(
-                messages=[(f"ticket.updated.{e.department}", e) for e in events],
+                messages=[(routing.ticket_updated(e.department), e) for e in events],
                 answer={"accepted": len(events)},
             )
 

@@ -41,8 +41,9 @@ from bridge import timing
 from bridge.http import json_error, read_json, require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
+from schemas import routing
 from schemas.messages import TicketCommand, TicketEvent
-from schemas.vocab import TicketStatus
+from schemas.vocab import FOLLOW_UP_STATES, CreateState, InquiryState, TicketStatus
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -108,12 +109,12 @@ class TicketingRole:
             await self._publish_created(command, recorded["ticket_id"], recorded["native_status"])
             return
         attempt = await store.get_create_attempt(ref)
-        if attempt is not None and attempt["state"] == "needs_reconciliation":
+        if attempt is not None and attempt["state"] == CreateState.NEEDS_RECONCILIATION:
             log.warning("create awaits reconciliation; not creating again", reference=ref)
             return
         ticket: CreatedTicket | None = None
         expected: str | None = None
-        if attempt is not None and attempt["state"] == "attempted":
+        if attempt is not None and attempt["state"] == CreateState.ATTEMPTED:
             # Another delivery (here or in another process) may be creating it right now:
             # wait for its lease before presuming it crashed.
             lease = self.ctx.cfg.department(command.department).ticketing.create_lease
@@ -129,10 +130,12 @@ class TicketingRole:
             elif not caps.idempotent_create:
                 await store.set_create_state(
                     ref,
-                    "needs_reconciliation",
+                    CreateState.NEEDS_RECONCILIATION,
                     detail="a create may have reached the backend; it cannot be searched",
                 )
-                await store.update_inquiry(command.inquiry.inquiry_id, state="needs_reconciliation")
+                await store.update_inquiry(
+                    command.inquiry.inquiry_id, state=InquiryState.NEEDS_RECONCILIATION
+                )
                 self.ctx.metrics.reconciliation.labels(command.department).inc()
                 log.error("create outcome unknown: flagged for reconciliation", reference=ref)
                 return
@@ -156,15 +159,15 @@ class TicketingRole:
                     ticket = await system.create(command, idempotency_key=ref)
             except TransientError as exc:
                 if exc.not_sent:  # certainly not created: a redelivery may simply create
-                    await store.set_create_state(ref, "not_sent", detail=exc.reason[:200])
+                    await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])
                 raise
             except AuthError as exc:  # refused before anything was made
-                await store.set_create_state(ref, "not_sent", detail=exc.reason[:200])
+                await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])
                 raise
             except PermanentError as exc:
                 # A definite refusal (validation, unknown service): nothing was created, so a
                 # replay after the configuration is fixed must be free to create.
-                await store.set_create_state(ref, "rejected", detail=exc.reason[:200])
+                await store.set_create_state(ref, CreateState.REJECTED, detail=exc.reason[:200])
                 raise
         await store.record_ticket(
             department=command.department,
@@ -177,9 +180,9 @@ class TicketingRole:
             native_status=ticket.native_status,
             status_at=(ticket.created_at or datetime.now(UTC)).astimezone(UTC).isoformat(),
         )
-        await store.set_create_state(ref, "created", ticket_id=ticket.ticket_id)
+        await store.set_create_state(ref, CreateState.CREATED, ticket_id=ticket.ticket_id)
         await store.update_inquiry(
-            command.inquiry.inquiry_id, state="ticketed", ticket_id=ticket.ticket_id
+            command.inquiry.inquiry_id, state=InquiryState.TICKETED, ticket_id=ticket.ticket_id
         )
         self.ctx.metrics.tickets.labels(command.department, "created").inc()
         log.info("ticket created", ticket_id=ticket.ticket_id, reference=ref)
@@ -196,7 +199,7 @@ class TicketingRole:
             occurred_at=datetime.now(UTC),
             source="create",
         )
-        await self.ctx.broker.publish(f"ticket.created.{command.department}", event)
+        await self.ctx.broker.publish(routing.ticket_created(command.department), event)
 
     async def _append(self, system: TicketSystem, command: TicketCommand) -> None:
         store = self.ctx.store
@@ -206,19 +209,19 @@ class TicketingRole:
             raise Retry("the conversation's ticket is not created yet")
         ticket_id = recorded["ticket_id"]
         existing = await store.get_inquiry(command.inquiry.inquiry_id)
-        done = existing is not None and existing["state"] in ("appended", "kept_on_record")
+        done = existing is not None and existing["state"] in FOLLOW_UP_STATES
         if not done:
             if system.capabilities.appends:
                 with timing.timed("http"):
                     await system.append(ticket_id, command)
-                state = "appended"
+                state = InquiryState.APPENDED
             else:
-                state = "kept_on_record"  # shown to officials with the ticket's journey
+                state = InquiryState.KEPT_ON_RECORD  # shown to officials with the ticket's journey
             await store.update_inquiry(command.inquiry.inquiry_id, state=state, ticket_id=ticket_id)
             self.ctx.metrics.tickets.labels(command.department, state).inc()
             log.info("follow-up added", ticket_id=ticket_id, state=state)
         await self.ctx.broker.publish(
-            f"ticket.updated.{command.department}",
+            routing.ticket_updated(command.department),
             TicketEvent(
                 event_id=f"{command.command_id}:follow_up",
                 department=command.department,
@@ -234,7 +237,7 @@ class TicketingRole:
 
     async def list_reconciliation(self, request: web.Request) -> web.Response:
         require_admin(request)
-        rows = await self.ctx.store.list_create_attempts("needs_reconciliation")
+        rows = await self.ctx.store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
         items = [{k: v for k, v in r.items() if k != "command_json"} for r in rows]
         return web.json_response({"needs_reconciliation": items})
 
@@ -256,7 +259,7 @@ class TicketingRole:
             return json_error(400, "attach needs the ticket_id found in the ticket system")
         store = self.ctx.store
         attempt = await store.create_attempt_for_inquiry(inquiry_id)
-        if attempt is None or attempt["state"] != "needs_reconciliation":
+        if attempt is None or attempt["state"] != CreateState.NEEDS_RECONCILIATION:
             state = attempt["state"] if attempt else "no create attempt"
             return json_error(409, f"inquiry {inquiry_id} does not await reconciliation ({state})")
         if not attempt.get("command_json"):
@@ -281,13 +284,13 @@ class TicketingRole:
                 native_status="attached",
                 status_at=datetime.now(UTC).isoformat(),
             )
-            await store.update_inquiry(inquiry_id, state="ticketed", ticket_id=ticket_id)
+            await store.update_inquiry(inquiry_id, state=InquiryState.TICKETED, ticket_id=ticket_id)
             await self._publish_created(command, ticket_id, "attached")
         else:
             if not await store.decide_reconciliation(ref, decision="not_created", actor=actor):
                 return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
-            await store.update_inquiry(inquiry_id, state="routed")
-            await self.ctx.broker.publish(f"inquiry.routed.{command.department}", command)
+            await store.update_inquiry(inquiry_id, state=InquiryState.ROUTED)
+            await self.ctx.broker.publish(routing.inquiry_routed(command.department), command)
         self.ctx.metrics.reconciliation.labels(command.department).dec()
         log.info("reconciliation settled", inquiry_id=inquiry_id, action=action, actor=actor)
         settled = await store.get_create_attempt(ref)

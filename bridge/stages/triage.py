@@ -25,24 +25,17 @@ from aio_pika.abc import AbstractIncomingMessage
 from bridge import classify, conversations, pii, timing
 from bridge.runtime import ATTEMPT_HEADER, DeadLetter, Retry, Stage, Worker
 from bridge.triage_review import TriageReview
+from schemas import routing
 from schemas.config import DepartmentConfig
 from schemas.messages import Inquiry, PersonalDataFinding, TicketCommand, stable_id
-from schemas.vocab import Category
+from schemas.vocab import INQUIRY_DONE_STATES, Category, InquiryState
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
 
 log = structlog.get_logger("govbridge.triage")
 
-DONE_STATES = (
-    "routed",
-    "ignored",
-    "ticketed",
-    "appended",
-    "kept_on_record",
-    "needs_reconciliation",
-    "held_for_review",
-)
+DONE_STATES = INQUIRY_DONE_STATES  # kept importable from here
 
 # kept importable from here: tests and tools use them
 thread_key = conversations.thread_key
@@ -127,8 +120,8 @@ class TriageRole:
             "own post (echo)" if inquiry.author.is_official else classify.detect_noise(inquiry.text)
         )
         if noise:
-            await record(state="ignored", reason=noise)
-            self.ctx.metrics.inquiries.labels(inquiry.platform, "ignored").inc()
+            await record(state=InquiryState.IGNORED, reason=noise)
+            self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.IGNORED).inc()
             log.info("inquiry ignored", reason=noise)
             return
 
@@ -181,9 +174,12 @@ class TriageRole:
             # held for an official's check: the hold first, so a redelivery re-holds (no-op)
             await self.review.hold(command, result, redacted)
             await record(
-                state="held_for_review", ticket_id=None, conversation=conversation, **classified
+                state=InquiryState.HELD_FOR_REVIEW,
+                ticket_id=None,
+                conversation=conversation,
+                **classified,
             )
-            self.ctx.metrics.inquiries.labels(inquiry.platform, "held_for_review").inc()
+            self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.HELD_FOR_REVIEW).inc()
             log.info(
                 "inquiry held for an official's check",
                 department=dept.id,
@@ -191,10 +187,12 @@ class TriageRole:
                 confidence=classified["confidence"],
             )
             return
-        await record(state="triaged", ticket_id=ticket_id, conversation=conversation, **classified)
-        await self.ctx.broker.publish(f"inquiry.routed.{dept.id}", command)
-        await store.advance_inquiry(inquiry.inquiry_id, "triaged", "routed")
-        self.ctx.metrics.inquiries.labels(inquiry.platform, "routed").inc()
+        await record(
+            state=InquiryState.TRIAGED, ticket_id=ticket_id, conversation=conversation, **classified
+        )
+        await self.ctx.broker.publish(routing.inquiry_routed(dept.id), command)
+        await store.advance_inquiry(inquiry.inquiry_id, InquiryState.TRIAGED, InquiryState.ROUTED)
+        self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.ROUTED).inc()
         log.info(
             "inquiry routed",
             department=dept.id,

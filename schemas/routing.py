@@ -1,0 +1,59 @@
+"""Routing keys on the bridge's topic exchange: a public contract, built only here.
+
+Every key is ``<kind>.<part>`` where the part is a platform or a department; consumers bind
+``<kind>.*``. Other systems bind their own queues to these keys, so they never change silently.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Route(StrEnum):
+    """The kinds of message on the exchange, and what the last part of their key names."""
+
+    INQUIRY_RECEIVED = "inquiry.received"
+    INQUIRY_ROUTED = "inquiry.routed"
+    TICKET_CREATED = "ticket.created"
+    TICKET_UPDATED = "ticket.updated"
+    REPLY_REQUESTED = "reply.requested"
+    REPLY_POSTED = "reply.posted"
+
+    def key(self, part: str) -> str:
+        """The routing key for one platform or department."""
+        return f"{self.value}.{part}"
+
+    @property
+    def pattern(self) -> str:
+        """The binding pattern matching every platform or department."""
+        return f"{self.value}.*"
+
+    @property
+    def part(self) -> str:
+        """What the key's last part names."""
+        by_platform = (Route.INQUIRY_RECEIVED, Route.REPLY_REQUESTED, Route.REPLY_POSTED)
+        return "platform" if self in by_platform else "department"
+
+
+def inquiry_received(platform: str) -> str:
+    return Route.INQUIRY_RECEIVED.key(platform)
+
+
+def inquiry_routed(department: str) -> str:
+    return Route.INQUIRY_ROUTED.key(department)
+
+
+def ticket_created(department: str) -> str:
+    return Route.TICKET_CREATED.key(department)
+
+
+def ticket_updated(department: str) -> str:
+    return Route.TICKET_UPDATED.key(department)
+
+
+def reply_requested(platform: str) -> str:
+    return Route.REPLY_REQUESTED.key(platform)
+
+
+def reply_posted(platform: str) -> str:
+    return Route.REPLY_POSTED.key(platform)
