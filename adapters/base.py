@@ -14,13 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from schemas.config import AccountConfig, DepartmentConfig, TicketingConfig
 from schemas.messages import Inquiry, ReplyRequest, TicketCommand, TicketEvent
 from schemas.vocab import TicketStatus
+
+if TYPE_CHECKING:
+    from adapters.circuit import CircuitBreaker
 
 SOURCE_GROUP = "govbridge.sources"
 TICKET_SYSTEM_GROUP = "govbridge.ticket_systems"
@@ -160,6 +163,18 @@ class ParsesItems(Protocol):
 
 
 @runtime_checkable
+class PushSource(Protocol):
+    """Optional for sources whose items arrive by signed webhook push
+    (``capabilities.pushes``): the key its pushes are signed with, and how a verified body
+    becomes inquiries (``PermanentError`` names what is wrong with it)."""
+
+    @property
+    def push_secret(self) -> SecretStr: ...
+
+    def parse_push(self, body: bytes) -> list[Inquiry]: ...
+
+
+@runtime_checkable
 class FindsOwnReplies(Protocol):
     """Optional for sources: look for the bridge's own earlier reply in the thread.
 
@@ -246,6 +261,21 @@ class DetectsCapabilities(Protocol):
     call it themselves on first need."""
 
     async def detect(self) -> TicketCapabilities: ...
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """Optional for ticket systems behind a circuit breaker: while the circuit is not closed the
+    backend is judged down, and work waiting for it does not count its attempts."""
+
+    breaker: CircuitBreaker
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """Optional: a line saying what the adapter detected (``govbridge check --adapters``)."""
+
+    def describe(self) -> str: ...
 
 
 # --------------------------------------------------------------------------- discovery

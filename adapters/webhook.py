@@ -242,6 +242,10 @@ class WebhookSource:
         """Nothing to poll: items arrive through :meth:`parse_push`."""
         return FetchResult(items=[], cursor=cursor)
 
+    @property
+    def push_secret(self) -> SecretStr:
+        return self.cfg.secret
+
     def parse_push(self, body: bytes) -> list[Inquiry]:
         """Validate a pushed body and normalise it; ``PermanentError`` names the bad field.
 

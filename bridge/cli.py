@@ -77,7 +77,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    from adapters.base import AdapterError, make_source, make_ticket_system
+    from adapters.base import AdapterError, Describes, make_source, make_ticket_system
     from bridge.runtime import Broker, BrokerUnavailable
     from bridge.store import open_store
 
@@ -122,7 +122,10 @@ async def _check(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(source.check(), 10)
                 print(f"{label} ok")
             except (AdapterError, TimeoutError, OSError) as exc:
-                print(f"{label} FAILED: {getattr(exc, 'reason', None) or exc!r}", file=sys.stderr)
+                print(
+                    f"{label} FAILED: {exc.reason if isinstance(exc, AdapterError) else repr(exc)}",
+                    file=sys.stderr,
+                )
                 failures += 1
             finally:
                 await source.close()
@@ -131,10 +134,13 @@ async def _check(args: argparse.Namespace) -> int:
             system = make_ticket_system(dept)
             try:
                 await asyncio.wait_for(system.check(), 10)
-                describe = getattr(system, "describe", None)  # what was detected, if it says
-                print(f"{label} ok" + (f" ({describe()})" if callable(describe) else ""))
+                detected = f" ({system.describe()})" if isinstance(system, Describes) else ""
+                print(f"{label} ok{detected}")
             except (AdapterError, TimeoutError, OSError) as exc:
-                print(f"{label} FAILED: {getattr(exc, 'reason', None) or exc!r}", file=sys.stderr)
+                print(
+                    f"{label} FAILED: {exc.reason if isinstance(exc, AdapterError) else repr(exc)}",
+                    file=sys.stderr,
+                )
                 failures += 1
             finally:
                 await system.close()
@@ -143,6 +149,13 @@ async def _check(args: argparse.Namespace) -> int:
         return 1
     print("check passed")
     return 0
+
+
+def _reason(exc: BaseException) -> str:
+    """An adapter's own reason (safe to print), else the exception itself."""
+    from adapters.base import AdapterError
+
+    return exc.reason if isinstance(exc, AdapterError) else repr(exc)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -18,8 +18,10 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from bridge.adapter_pool import AdapterPool
 from bridge.http import HttpServer, create_app, require_admin, start_server
 from bridge.metrics import Metrics
+from bridge.push import PushPipeline
 from bridge.report import department_reports
 from bridge.runtime import Broker, Worker
 from bridge.store import SqlStore, open_store
@@ -78,6 +80,8 @@ class BridgeContext:
     metrics: Metrics
     alerts: Alerts
     app: web.Application
+    adapters: AdapterPool
+    push: PushPipeline
     roles: dict[str, Role] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     # named readiness details a role adds to /readyz (they never make it "not ready")
@@ -154,7 +158,16 @@ class Daemon:
             token.get_secret_value() if token else None,
             self.cfg.http.max_body_bytes,
         )
-        self.ctx = BridgeContext(self.cfg, self.broker, store, self.metrics, self.alerts, app)
+        self.ctx = BridgeContext(
+            self.cfg,
+            self.broker,
+            store,
+            self.metrics,
+            self.alerts,
+            app,
+            AdapterPool(self.cfg),
+            PushPipeline(self.cfg.http, self.broker),
+        )
         app.router.add_get("/", self._console)
         app.router.add_get("/console.js", self._console)
         app.router.add_get("/console.css", self._console)
@@ -236,6 +249,8 @@ class Daemon:
                     await role.stop()
                 except Exception as exc:
                     log.error("role stop failed", role=role.name, error=repr(exc))
+        if self.ctx is not None:  # after the roles: none of them uses an adapter any more
+            await self.ctx.adapters.close()
         if self._server is not None:
             await self._server.stop()
         await self.broker.close()

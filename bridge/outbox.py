@@ -80,7 +80,7 @@ class AccountLine:
 
     @property
     def platform(self) -> str:
-        return str(getattr(self.account, "platform", self.account.adapter))
+        return self.account.platform_name
 
 
 class Outbox:

@@ -117,8 +117,4 @@ class PushPipeline:
 
 def push_pipeline(ctx: BridgeContext) -> PushPipeline:
     """The daemon's one pipeline (one in-flight count for both endpoints)."""
-    found: PushPipeline | None = ctx.extras.get("push_pipeline")
-    if found is None:
-        found = PushPipeline(ctx.cfg.http, ctx.broker)
-        ctx.extras["push_pipeline"] = found
-    return found
+    return ctx.push

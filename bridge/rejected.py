@@ -70,7 +70,7 @@ def body_of(account: AccountConfig, item: RejectedItem) -> bytes:
         "account": f"{account.adapter}:{account.handle}",
         "adapter": account.adapter,
         "handle": account.handle,
-        "platform": getattr(account, "platform", None) or account.adapter,
+        "platform": account.platform_name,
         "external_id": item.external_id,
         "raw": item.raw.decode("utf-8", "replace"),
     }
@@ -83,7 +83,7 @@ async def keep(ctx: BridgeContext, account: AccountConfig, items: list[RejectedI
         return
     key = f"{account.adapter}:{account.handle}"
     topology = ctx.broker.topology
-    platform = getattr(account, "platform", None) or account.adapter
+    platform = account.platform_name
     for item in items:
         headers = {
             REASON_HEADER: item.reason[:500],

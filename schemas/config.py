@@ -212,6 +212,13 @@ class AccountConfig(BaseModel):
         default=None, description="Override the adapter's reply rate limit (posts per period)."
     )
 
+    @property
+    def platform_name(self) -> str:
+        """The platform its inquiries name: the adapter's ``platform`` setting (a generic
+        webhook serves many platforms), else the adapter's name."""
+        declared = self.__dict__.get("platform")  # an adapter's Config may declare it
+        return str(declared or (self.model_extra or {}).get("platform") or self.adapter)
+
 
 class ClassifierConfig(Strict):
     """``[triage]``: how inquiries are classified.

@@ -1,5 +1,5 @@
-"""What several roles share: the adapter instances (one per account / department) and the
-small helpers that turn adapter errors into runtime outcomes."""
+"""What several roles share: access to the daemon's adapters (one per account / department,
+owned and closed by the daemon's ``AdapterPool``) and small helpers."""
 
 from __future__ import annotations
 
@@ -8,52 +8,34 @@ import contextlib
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from adapters.base import Source, TicketSystem, make_source, make_ticket_system
+from adapters.base import Source, TicketSystem
+from bridge.adapter_pool import account_key
 from schemas.config import AccountConfig
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
 
 
-def account_key(adapter: str, handle: str) -> str:
-    return f"{adapter}:{handle}"
+__all__ = ["account_key", "replace_source", "source_for", "sources", "ticket_systems"]
 
 
 def sources(ctx: BridgeContext) -> dict[str, Source]:
     """One source adapter per configured account, shared by ingest and the reply outbox."""
-    found: dict[str, Source] | None = ctx.extras.get("sources")
-    if found is None:
-        found = {account_key(a.adapter, a.handle): make_source(a) for a in ctx.cfg.accounts}
-        ctx.extras["sources"] = found
-    return found
+    return ctx.adapters.sources()
 
 
-def replace_source(ctx: BridgeContext, account: AccountConfig) -> Source:
-    """Swap an account's adapter (e.g. after the operator replaced an expired token)."""
-    found = sources(ctx)
-    key = account_key(account.adapter, account.handle)
-    fresh = make_source(account)
-    found[key] = fresh
-    return fresh
+def replace_source(ctx: BridgeContext, account: AccountConfig) -> tuple[Source, Source | None]:
+    """Swap an account's adapter: the new one and the old one (the caller closes it)."""
+    return ctx.adapters.replace_source(account)
 
 
 def ticket_systems(ctx: BridgeContext) -> dict[str, TicketSystem]:
-    found: dict[str, TicketSystem] | None = ctx.extras.get("ticket_systems")
-    if found is None:
-        found = {d.id: make_ticket_system(d) for d in ctx.cfg.departments}
-        ctx.extras["ticket_systems"] = found
-    return found
+    return ctx.adapters.ticket_systems()
 
 
 def source_for(ctx: BridgeContext, platform: str, handle: str) -> Source | None:
     """The adapter of a configured account on that platform (by adapter name or platform)."""
-    found = sources(ctx)
-    for acc in ctx.cfg.accounts:
-        if acc.handle != handle:
-            continue
-        if platform in (acc.adapter, getattr(acc, "platform", acc.adapter)):
-            return found[account_key(acc.adapter, acc.handle)]
-    return None
+    return ctx.adapters.source_for(platform, handle)
 
 
 async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:

@@ -28,6 +28,7 @@ from adapters.base import (
     AdapterError,
     AuthError,
     PermanentError,
+    PushSource,
     RateLimited,
     Source,
     TransientError,
@@ -188,10 +189,7 @@ class IngestRole:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10)
         for t in self._tasks:
-            t.cancel()
-        for src in sources(self.ctx).values():
-            with contextlib.suppress(Exception):
-                await src.close()
+            t.cancel()  # the daemon closes the adapters
 
     def _push_account(self, handle: str) -> tuple[SecretStr, Callable[[bytes], Any]] | None:
         """The webhook secret and ``parse_push`` of a configured account that accepts pushes."""
@@ -199,10 +197,8 @@ class IngestRole:
             if acc.handle != handle:
                 continue
             src = sources(self.ctx)[account_key(acc.adapter, acc.handle)]
-            parse_push = getattr(src, "parse_push", None)
-            secret = getattr(acc, "secret", None) or getattr(src, "secret", None)
-            if src.capabilities.pushes and parse_push and isinstance(secret, SecretStr):
-                return secret, parse_push
+            if src.capabilities.pushes and isinstance(src, PushSource):
+                return src.push_secret, src.parse_push
         return None
 
     async def hook(self, request: web.Request) -> web.Response:
@@ -251,8 +247,7 @@ class IngestRole:
         idx = self.ctx.cfg.accounts.index(account)
         self.ctx.cfg.accounts[idx] = updated
         key = account_key(adapter, handle)
-        old = sources(self.ctx).get(key)
-        replace_source(self.ctx, updated)
+        _, old = replace_source(self.ctx, updated)
         if old is not None:
             # Its token is dead, so nothing it still does can succeed; free its HTTP session.
             with contextlib.suppress(Exception):

@@ -33,7 +33,7 @@ from bridge.http import json_error, read_json, require_admin
 from bridge.journey import journey
 from bridge.outbox import Outbox
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
-from bridge.stages.common import source_for, sources
+from bridge.stages.common import source_for
 from bridge.store import SqlStore, iso
 from bridge.templates import deadline_for, format_deadline, render
 from schemas import routing
@@ -77,13 +77,7 @@ class ReplyRole:
     async def stop(self) -> None:
         await self.composer.stop()
         await self.requests.stop()
-        await self.outbox.stop()
-        if "ingest" not in self.ctx.roles:  # otherwise ingest closes the shared adapters
-            for src in sources(self.ctx).values():
-                try:
-                    await src.close()
-                except Exception as exc:
-                    log.warning("closing a source adapter failed", error=repr(exc))
+        await self.outbox.stop()  # the daemon closes the adapters
 
     # ------------------------------------------------------------------ compose
     async def compose(self, event: TicketEvent, _: AbstractIncomingMessage) -> None:

@@ -33,6 +33,7 @@ from adapters.base import (
     CreatedTicket,
     DetectsCapabilities,
     PermanentError,
+    ReportsHealth,
     TicketSystem,
     TransientError,
 )
@@ -73,9 +74,7 @@ class TicketingRole:
         await self.worker.start()
 
     async def stop(self) -> None:
-        await self.worker.stop()
-        for system in ticket_systems(self.ctx).values():
-            await system.close()
+        await self.worker.stop()  # the daemon closes the adapters
 
     async def handle(self, command: TicketCommand, _: AbstractIncomingMessage) -> None:
         try:
@@ -308,9 +307,8 @@ class TicketingRole:
 
 def _circuit_open(system: TicketSystem) -> CircuitBreaker | None:
     """The system's breaker when it is open or half-open (the backend is judged down)."""
-    breaker = getattr(system, "breaker", None)
-    if isinstance(breaker, CircuitBreaker) and breaker.state != "closed":
-        return breaker
+    if isinstance(system, ReportsHealth) and system.breaker.state != "closed":
+        return system.breaker
     return None
 
 

@@ -75,7 +75,7 @@ class TriageRole:
             for acc in cfg.accounts:
                 if acc.handle == inquiry.account and inquiry.platform in (
                     acc.adapter,
-                    getattr(acc, "platform", acc.adapter),
+                    acc.platform_name,
                 ):
                     dept_id = acc.department
                     break
