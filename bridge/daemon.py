@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from bridge.adapter_pool import AdapterPool
+from bridge.api import OperatorApi
 from bridge.http import HttpServer, create_app, require_admin, start_server
 from bridge.metrics import Metrics
 from bridge.push import PushPipeline
@@ -172,6 +173,7 @@ class Daemon:
         app.router.add_get("/console.js", self._console)
         app.router.add_get("/console.css", self._console)
         app.router.add_get("/api/report", self._report)
+        OperatorApi(self.ctx).register(app)
         for name in self.role_names:
             if name == "http":
                 continue

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -86,8 +87,10 @@ class AccountLine:
 class Outbox:
     """Every configured account's dispatcher, in this process."""
 
-    def __init__(self, ctx: BridgeContext) -> None:
+    def __init__(self, ctx: BridgeContext, clock: Callable[[], datetime] | None = None) -> None:
         self.ctx = ctx
+        # The posting quota, leases and back-offs are measured on this clock (tests move it).
+        self.clock = clock or (lambda: datetime.now(UTC))
         self.cfg = ctx.cfg.outbox
         self.owner = f"outbox-{uuid.uuid4().hex[:12]}"
         self.lines = {line.key: line for line in (AccountLine(a) for a in ctx.cfg.accounts)}
@@ -169,6 +172,7 @@ class Outbox:
             owner=self.owner,
             lease=self.cfg.lease,
             quota=self._quota(line, source),
+            now=self.clock(),
         )
         for reply_id in claim.superseded:
             log.info("reply overtaken by a later status; not posted", reply_id=reply_id)
@@ -182,7 +186,7 @@ class Outbox:
         if claim.superseded:
             return None
         if claim.wait_until is not None:  # the quota binds: wait for the next free slot
-            wait = (claim.wait_until - datetime.now(UTC)).total_seconds()
+            wait = (claim.wait_until - self.clock()).total_seconds()
             return max(0.01, min(wait, self.cfg.scan_every.total_seconds()))
         return self.cfg.scan_every.total_seconds()
 
@@ -226,7 +230,7 @@ class Outbox:
             text = fit(text, caps.max_reply_chars)  # never cut mid-character
         outgoing = request.model_copy(update={"text": text})
         tiers = self.ctx.cfg.broker.retry_delays
-        backoff = datetime.now(UTC) + tiers[min(reply.post_attempts - 1, len(tiers) - 1)]
+        backoff = self.clock() + tiers[min(reply.post_attempts - 1, len(tiers) - 1)]
         call_timeout = self.cfg.lease.total_seconds() / 2
         posted: PostedReply | None = None
         try:
@@ -248,7 +252,7 @@ class Outbox:
             metrics.replies.labels(line.platform, "rate_limited").inc()
             pause = (exc.retry_after or DEFAULT_RATE_LIMIT_PAUSE).total_seconds()
             self._pause(line, pause, f"platform rate limit: {exc.reason}", None)
-            await store.release_post(claim, uncertain=False, counts=False)
+            await store.release_post(claim, uncertain=False, counts=False, now=self.clock())
             return
         except AuthError as exc:
             self.ctx.alerts.raise_(
@@ -256,14 +260,14 @@ class Outbox:
             )
             longest = tiers[-1].total_seconds()
             self._pause(line, longest, f"account paused: {exc.reason}", source)
-            await store.release_post(claim, uncertain=False, counts=False)
+            await store.release_post(claim, uncertain=False, counts=False, now=self.clock())
             return
         except TimeoutError:
             await self._retry_or_fail(claim, f"no answer within {call_timeout:g} s", True, backoff)
             return
         except TransientError as exc:
             if exc.retry_after is not None:
-                backoff = max(backoff, datetime.now(UTC) + exc.retry_after)
+                backoff = max(backoff, self.clock() + exc.retry_after)
             await self._retry_or_fail(claim, exc.reason, not exc.not_sent, backoff)
             return
         except PermanentError as exc:
@@ -271,7 +275,11 @@ class Outbox:
             return
         state = ReplyState.UNDELIVERABLE if posted.outcome == "undeliverable" else ReplyState.POSTED
         if not await store.finish_post(
-            claim, state=state, external_ids=posted.external_ids, outcome=posted.outcome
+            claim,
+            state=state,
+            external_ids=posted.external_ids,
+            outcome=posted.outcome,
+            now=self.clock(),
         ):
             log.warning("lease lost during the call; the reply may be looked for again")
         metrics.replies.labels(line.platform, posted.outcome).inc()
@@ -289,7 +297,11 @@ class Outbox:
             return
         log.warning("reply not posted; will retry", reason=reason, uncertain=uncertain)
         await self.ctx.store.release_post(
-            claim, uncertain=uncertain, not_before=not_before, failure=reason[:500]
+            claim,
+            uncertain=uncertain,
+            not_before=not_before,
+            failure=reason[:500],
+            now=self.clock(),
         )
 
     async def _fail(
@@ -298,7 +310,7 @@ class Outbox:
         """Kept as failed (visible, counted) and dead-lettered as a copy for replay."""
         reply = claim.reply
         assert reply is not None
-        await self.ctx.store.fail_post(claim, reason)
+        await self.ctx.store.fail_post(claim, reason, now=self.clock())
         self.ctx.metrics.replies.labels(request.platform, "failed").inc()
         log.error("reply failed; kept for an operator", reason=reason, uncertain=uncertain)
         broker = self.ctx.broker
@@ -312,7 +324,7 @@ class Outbox:
                     REASON_HEADER: reason[:1000],
                     STAGE_HEADER: "outbox",
                     ROUTING_HEADER: routing.reply_requested(request.platform),
-                    FAILED_AT_HEADER: datetime.now(UTC).isoformat(),
+                    FAILED_AT_HEADER: self.clock().isoformat(),
                 },
             )
 
@@ -352,14 +364,14 @@ class Outbox:
             try:
                 for reply in await self.ctx.store.unannounced_posts():
                     await self._announce(reply.reply_id)
-                await self.ctx.store.prune_post_calls(datetime.now(UTC) - timedelta(days=1))
+                await self.ctx.store.prune_post_calls(self.clock() - timedelta(days=1))
                 await self.backlog()
             except Exception as exc:
                 log.warning("outbox housekeeping failed", error=repr(exc))
 
     async def backlog(self) -> dict[str, Any]:
         """What waits, per account (also the ``/readyz`` detail and the metrics)."""
-        now = datetime.now(UTC)
+        now = self.clock()
         out: dict[str, Any] = {}
         rows = {(r["platform"], r["account"]): r for r in await self.ctx.store.outbox_backlog()}
         for line in self.lines.values():

@@ -1218,6 +1218,7 @@ class SqlStore:
         owner: str,
         lease: timedelta,
         quota: tuple[int, timedelta] | None = None,
+        now: datetime | None = None,
     ) -> ReplyClaim:
         """Lease the reply an account should post next, within its posting quota.
 
@@ -1227,11 +1228,14 @@ class SqlStore:
         before any second reply, then final answers, then the rest, oldest first. Pending
         status replies of one inquiry become one: the latest is posted, the ones it
         overtook are marked superseded. A lease that ran out (a crash, or a call whose
-        outcome is unknown) can be taken again; the reply is then ``uncertain``.
+        outcome is unknown) can be taken again; the reply is then ``uncertain``. ``now`` is
+        the outbox's clock (the quota's window and the leases are measured on it).
         """
         async with self.transaction() as tx:
             await tx.db.lock(f"outbox:{platform}:{account}")
-            return await tx._claim_reply(platform, account, owner, lease, quota)
+            return await tx._claim_reply(
+                platform, account, owner, lease, quota, now or datetime.now(UTC)
+            )
 
     async def _claim_reply(
         self,
@@ -1240,8 +1244,8 @@ class SqlStore:
         owner: str,
         lease: timedelta,
         quota: tuple[int, timedelta] | None,
+        now: datetime,
     ) -> ReplyClaim:
-        now = datetime.now(UTC)
         stamp = iso(now)
         claimable = (
             "(r.state = 'approved' OR (r.state = 'posting' AND r.lease_until < ?))"
@@ -1377,6 +1381,7 @@ class SqlStore:
         state: str,
         external_ids: list[str],
         outcome: str,
+        now: datetime | None = None,
     ) -> bool:
         """The platform call is over: the reply is posted (or undeliverable), its posts are
         recorded (a citizen answering one of them continues their conversation) and its
@@ -1395,7 +1400,7 @@ class SqlStore:
                     " inquiry_id) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (reply.platform, reply.account, external_id, reply.reply_id, reply.inquiry_id),
                 )
-            await tx._end_call(claim.call_id, max(1, len(external_ids)))
+            await tx._end_call(claim.call_id, max(1, len(external_ids)), now)
             if done > 0:
                 await tx.record_audit(
                     "reply.posted" if state == ReplyState.POSTED else "reply.undeliverable",
@@ -1416,6 +1421,7 @@ class SqlStore:
         failure: str | None = None,
         counts: bool = True,
         calls_used: int = 1,
+        now: datetime | None = None,
     ) -> None:
         """The call did not post the reply: it waits again (``not_before``). ``uncertain``
         when the platform may have posted it anyway (a timeout after sending): the next
@@ -1436,9 +1442,9 @@ class SqlStore:
                     reply.reply_id,
                 ),
             )
-            await tx._end_call(claim.call_id, calls_used)
+            await tx._end_call(claim.call_id, calls_used, now)
 
-    async def fail_post(self, claim: ReplyClaim, failure: str) -> None:
+    async def fail_post(self, claim: ReplyClaim, failure: str, now: datetime | None = None) -> None:
         """The platform refused the reply for good: kept as ``failed`` with the reason,
         visible to operators; ``retry_reply`` puts it back in line."""
         reply = claim.reply
@@ -1449,7 +1455,7 @@ class SqlStore:
                 " WHERE reply_id = ? AND state = 'posting'",
                 (failure[:500], reply.reply_id),
             )
-            await tx._end_call(claim.call_id, 1)
+            await tx._end_call(claim.call_id, 1, now)
             if failed > 0:
                 await tx.record_audit(
                     "reply.failed",
@@ -1475,13 +1481,13 @@ class SqlStore:
                 )
         return n > 0
 
-    async def _end_call(self, call_id: str | None, weight: int) -> None:
+    async def _end_call(self, call_id: str | None, weight: int, now: datetime | None) -> None:
+        """The call is over at ``now`` (the outbox's clock; the quota's window counts from it)."""
         if call_id is None:
             return
-        now = now_iso()
         await self.db.execute(
             "UPDATE post_calls SET done_at = ?, weight = ? WHERE call_id = ?",
-            (now, weight, call_id),
+            (iso(now) if now is not None else now_iso(), weight, call_id),
         )
 
     async def prune_post_calls(self, older_than: datetime) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import AppliedEvent, SqlStore, open_store
+from bridge.store import AppliedEvent, ReplyClaim, SqlStore, open_store
 from schemas.vocab import TicketStatus
 
 PG_ADMIN = os.environ.get("GOVBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -217,3 +217,36 @@ async def test_reopened_ticket_is_handled_again_in_a_new_cycle(store: SqlStore) 
     assert await apply("c", "reopened", "3T00:00:00") == (False, True, 1)  # replay
     ticket = await store.get_ticket("d", "T1")
     assert ticket is not None and (ticket["status"], ticket["cycle"]) == ("resolved", 1)
+
+
+async def test_posting_quota_is_measured_on_the_outbox_clock(store: SqlStore) -> None:
+    """The limiter takes its time from the caller (the outbox's injectable clock): a quota of
+    one post a minute binds at 10:00:01 and frees at 10:01:00, without waiting a minute."""
+    from datetime import UTC, datetime, timedelta
+
+    for n in (1, 2):
+        await store.add_reply(
+            reply_id=f"q{n}",
+            inquiry_id=f"inq_q{n}",
+            platform="weibo",
+            account="acc",
+            department="d",
+            status="received",
+            templated=True,
+            state="approved",
+            request_json="{}",
+        )
+    t0 = datetime(2031, 5, 1, 10, 0, tzinfo=UTC)
+    quota = (1, timedelta(minutes=1))
+    lease = timedelta(seconds=30)
+
+    async def claim(at: datetime) -> ReplyClaim:
+        return await store.claim_reply("weibo", "acc", owner="o", lease=lease, quota=quota, now=at)
+
+    first = await claim(t0)
+    assert first.reply is not None
+    await store.finish_post(first, state="posted", external_ids=["1"], outcome="posted", now=t0)
+    bound = await claim(t0 + timedelta(seconds=1))
+    assert bound.reply is None and bound.wait_until == t0 + timedelta(minutes=1)
+    freed = await claim(t0 + timedelta(minutes=1))
+    assert freed.reply is not None and freed.reply.reply_id != first.reply.reply_id

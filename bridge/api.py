@@ -1,0 +1,127 @@
+"""The operators' HTTP API, served by every daemon process whatever roles it runs (routes are
+registered by the daemon, not inside a role): the approval queue and its decisions, the trace of
+one inquiry, and the outbox backlog. All of it needs the bearer admin token.
+
+A decision is recorded with actor and time; an approved or edited reply is handed to the outbox
+with a ``reply.requested`` message (the outbox posts the store's text, never the message's).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+from aiohttp import web
+
+from bridge import pii
+from bridge.http import json_error, read_json, require_admin
+from bridge.journey import journey
+from schemas import routing
+from schemas.messages import ReplyRequest
+from schemas.vocab import ReplyState, Visibility
+
+if TYPE_CHECKING:
+    from bridge.daemon import BridgeContext
+
+log = structlog.get_logger("govbridge.api")
+
+
+class OperatorApi:
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+
+    def register(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/api/approvals", self.list_approvals)
+        r.add_post("/api/approvals/{reply_id}", self.decide)
+        r.add_get("/api/inquiries/{inquiry_id}", self.trace)
+        r.add_get("/api/outbox", self.backlog)
+
+    async def backlog(self, request: web.Request) -> web.Response:
+        """What waits in the outbox per account; with pauses where this process runs it."""
+        require_admin(request)
+        local = self.ctx.details.get("outbox")
+        if local is not None:
+            return web.json_response({"accounts": await local()})
+        accounts = {
+            f"{r['platform']}:{r['account']}": {
+                "waiting": int(r.get("waiting") or 0),
+                "failed": int(r.get("failed") or 0),
+            }
+            for r in await self.ctx.store.outbox_backlog()
+        }
+        return web.json_response({"accounts": accounts})
+
+    async def list_approvals(self, request: web.Request) -> web.Response:
+        require_admin(request)
+        items = []
+        for r in await self.ctx.store.list_replies(state=ReplyState.AWAITING_APPROVAL):
+            req = ReplyRequest.model_validate_json(r.request_json)
+            items.append(
+                {
+                    "reply_id": r.reply_id,
+                    "department": r.department,
+                    "platform": r.platform,
+                    "account": r.account,
+                    "status": r.status,
+                    "templated": r.templated,
+                    "text": req.text,
+                    "created_at": r.created_at,
+                }
+            )
+        return web.json_response({"approvals": items})
+
+    async def decide(self, request: web.Request) -> web.Response:
+        """Body: ``{"decision": "approve"|"edit"|"reject", "actor": "...", "text": "...",
+        "reason": "..."}`` (the reason of a rejection goes to the audit trail)."""
+        require_admin(request)
+        reply_id = request.match_info["reply_id"]
+        body = await read_json(request)
+        if not isinstance(body, dict) or "decision" not in body or "actor" not in body:
+            return json_error(400, 'body must be {"decision": ..., "actor": ..., "text"?: ...}')
+        decision, actor = body["decision"], body["actor"]
+        if decision not in ("approve", "edit", "reject") or not isinstance(actor, str) or not actor:
+            return json_error(400, "decision must be approve|edit|reject and actor non-empty")
+        text, reason = body.get("text"), body.get("reason")
+        if decision == "edit" and (not isinstance(text, str) or not text.strip()):
+            return json_error(400, "edit needs the new text")
+        if reason is not None and (not isinstance(reason, str) or len(reason) > 500):
+            return json_error(400, "reason must be a string of at most 500 characters")
+        stored = await self.ctx.store.get_reply(reply_id)
+        if stored is None:
+            return json_error(404, f"no reply {reply_id}")
+        original = ReplyRequest.model_validate_json(stored.request_json)
+        final = None
+        if decision == "edit" and isinstance(text, str):
+            final = text if original.visibility == Visibility.PRIVATE else pii.redact_text(text)
+        if not await self.ctx.store.decide_reply(
+            reply_id,
+            decision=decision,
+            actor=actor,
+            text=final,
+            reason=pii.redact_text(reason) if reason else None,
+        ):
+            return json_error(409, f"reply {reply_id} is not awaiting approval ({stored.state})")
+        log.info("reply decision", reply_id=reply_id, decision=decision, actor=actor)
+        if decision != "reject":
+            req = original.model_copy(update={"text": final or original.text})
+            await self.ctx.broker.publish(routing.reply_requested(req.platform), req)
+        decided = await self.ctx.store.get_reply(reply_id)
+        assert decided is not None
+        return web.json_response(
+            {
+                "reply_id": reply_id,
+                "state": decided.state,
+                "decided_by": decided.decided_by,
+                "decided_at": decided.decided_at,
+            }
+        )
+
+    async def trace(self, request: web.Request) -> web.Response:
+        """One inquiry's journey (``bridge.journey``; ``govbridge trace`` prints the same)."""
+        require_admin(request)
+        inquiry_id = request.match_info["inquiry_id"]
+        data = await journey(self.ctx.store, inquiry_id)
+        if data is None:
+            return json_error(404, f"no inquiry {inquiry_id}")
+        return web.json_response(data)

@@ -1,0 +1,34 @@
+"""The operators' API is the daemon's, not a role's: a process without the reply role still
+serves the approval queue, the trace and the outbox backlog (from the store)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import bridge_config, running_bridge
+
+TOKEN = {"Authorization": "Bearer test-admin-token"}
+
+
+async def test_approvals_are_served_by_a_process_without_the_reply_role(tmp_path: Path) -> None:
+    cfg = bridge_config(tmp_path)
+    async with running_bridge(cfg, ["triage", "http"]) as daemon:
+        assert "reply" not in daemon.role_names
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/api/approvals", headers=TOKEN) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"approvals": []}
+            async with http.get(f"{base}/api/approvals") as resp:
+                assert resp.status == 401  # still the admin's
+            async with http.get(f"{base}/api/outbox", headers=TOKEN) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"accounts": {}}
+            async with http.get(f"{base}/api/inquiries/nope", headers=TOKEN) as resp:
+                assert resp.status == 404
+            async with http.post(
+                f"{base}/api/approvals/nope", headers=TOKEN, json={"decision": "approve"}
+            ) as resp:
+                assert resp.status == 400  # the decision needs an actor
