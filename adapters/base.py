@@ -1,4 +1,7 @@
-"""The two small protocols every adapter implements, the errors they raise, and plugin discovery.
+"""What adapters are to the bridge: the two protocols every adapter implements (``Source``,
+``TicketSystem``), the optional ones a stage looks for with ``isinstance`` (``PushSource``,
+``ParsesItems``, ``FindsOwnReplies``, ``WatchesTickets``, ``DetectsCapabilities``,
+``ReportsHealth``, ``Describes``), the errors they raise, and plugin discovery.
 
 An adapter knows its platform and nothing of RabbitMQ or the store. The runtime drives it:
 it persists cursors, publishes results with confirms, and maps the errors below onto

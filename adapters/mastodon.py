@@ -5,7 +5,12 @@ Reads ``GET /api/v1/notifications?types[]=mention`` forward with ``min_id`` (one
 carrying an ``Idempotency-Key``. Ids are opaque strings throughout: they are only ever
 passed back to the server, never compared or converted here.
 
-See /work/shared/reference/mastodon.md for the platform facts this module honours.
+Platform facts it honours (Mastodon client API): ids are opaque strings; notification pages
+follow ``Link`` headers; ``Idempotency-Key`` is kept by Mastodon for an hour, but other servers
+may ignore it, so an uncertain post is first looked for in the thread (``find_reply``);
+``X-RateLimit-Reset`` is an ISO 8601 time; a reply starts with the citizen's ``@acct``; servers
+that implement the API partly may answer a bad token with a plain-text 400 and lack the
+notification-policy endpoint.
 """
 
 from __future__ import annotations

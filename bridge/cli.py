@@ -237,19 +237,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Any]:
     """Commands that live in their own modules (demo, simulate, dlq, report, bench, triage,
-    audit and trace)."""
-    import importlib
+    audit and trace), registered by name: a module that fails to import fails the CLI loudly
+    instead of its command quietly disappearing."""
+    from bridge import (
+        cmd_audit,
+        cmd_bench,
+        cmd_demo,
+        cmd_dlq,
+        cmd_report,
+        cmd_simulate,
+        cmd_triage,
+    )
 
-    found = []
-    for name in ("demo", "simulate", "dlq", "report", "bench", "triage", "audit"):
-        try:
-            module = importlib.import_module(f"bridge.cmd_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"bridge.cmd_{name}":
-                raise
-            continue
-        found.append(module.register)
-    return found
+    return [
+        cmd_demo.register,
+        cmd_simulate.register,
+        cmd_dlq.register,
+        cmd_report.register,
+        cmd_bench.register,
+        cmd_triage.register,
+        cmd_audit.register,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
