@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.store import SqlStore
+from bridge.store import Store
 from schemas.messages import Inquiry, PostRef, ThreadRef
 from schemas.vocab import FINAL_STATUSES, InquiryKind, InquiryState
 
@@ -72,7 +72,7 @@ def is_direct(inquiry: Inquiry) -> bool:
     return inquiry.kind is InquiryKind.DIRECT_MESSAGE
 
 
-async def place(store: SqlStore, inquiry: Inquiry) -> Placement:
+async def place(store: Store, inquiry: Inquiry) -> Placement:
     """Find the conversation a public inquiry continues, by walking its reply chain."""
     citizen = inquiry.author.id
     seen: set[str] = {inquiry.external_id}
@@ -108,7 +108,7 @@ def _recorded_chain(row: dict[str, Any]) -> list[PostRef]:
     return list(ThreadRef.model_validate_json(row["thread_json"]).ancestors)
 
 
-async def owner_of(store: SqlStore, row: dict[str, Any]) -> dict[str, Any] | None:
+async def owner_of(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
     """The first inquiry of the conversation ``row`` belongs to, if it can take a follow-up:
     not noise, and its ticket (if already made) not finished. Otherwise ``None``: the citizen's
     new message starts a new conversation."""

@@ -25,7 +25,7 @@ from bridge.metrics import Metrics
 from bridge.push import PushPipeline
 from bridge.report import department_reports
 from bridge.runtime import Broker, Worker
-from bridge.store import SqlStore, open_store
+from bridge.store import Store, open_store
 from schemas.config import GovbridgeConfig
 
 log = structlog.get_logger("govbridge.daemon")
@@ -77,7 +77,7 @@ class BridgeContext:
 
     cfg: GovbridgeConfig
     broker: Broker
-    store: SqlStore
+    store: Store
     metrics: Metrics
     alerts: Alerts
     app: web.Application

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 from bridge import audit
-from bridge.store import SqlStore
+from bridge.store import Store
 
 
-async def journey(store: SqlStore, inquiry_id: str) -> dict[str, Any] | None:
+async def journey(store: Store, inquiry_id: str) -> dict[str, Any] | None:
     """The journey of ``inquiry_id`` as JSON-able data, or None if the bridge has no such
     inquiry."""
     row = await store.get_inquiry(inquiry_id)

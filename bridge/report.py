@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any
 
-from bridge.store import SqlStore
+from bridge.store import Store
 from bridge.templates import deadline_for
 from schemas.config import DepartmentConfig, GovbridgeConfig
 from schemas.vocab import FINAL_STATUSES, Category, CreateState, InquiryState, ReplyState
@@ -92,7 +92,7 @@ def _days(since: datetime, now: datetime) -> list[str]:
 
 
 async def department_reports(
-    store: SqlStore,
+    store: Store,
     cfg: GovbridgeConfig,
     now: datetime | None = None,
     *,

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from bridge import audit
 from bridge.http import json_error, read_json, require_admin
-from bridge.store import SqlStore, now_iso
+from bridge.store import Store, now_iso
 from schemas import routing
 from schemas.messages import TicketCommand
 from schemas.vocab import Category, InquiryState
@@ -55,7 +55,7 @@ REPUBLISH_AFTER = timedelta(minutes=1)
 class ReviewQueue:
     """The ``triage_reviews`` table."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: Store) -> None:
         self.db = store.db
 
     async def hold(

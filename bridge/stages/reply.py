@@ -30,7 +30,7 @@ from bridge import pii
 from bridge.outbox import Outbox
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import source_for
-from bridge.store import SqlStore, iso
+from bridge.store import Store, iso
 from bridge.templates import deadline_for, format_deadline, render
 from schemas import routing
 from schemas.config import DepartmentConfig
@@ -96,7 +96,7 @@ class ReplyRole:
             await self.ctx.broker.publish(routing.reply_requested(request.platform), request)
 
     async def _apply_and_decide(
-        self, tx: SqlStore, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
+        self, tx: Store, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
     ) -> list[ReplyRequest]:
         """In one transaction: record the event, move the ticket, record its replies.
         Returns the replies that may go out now."""
@@ -234,7 +234,7 @@ def status_reply_id(inquiry_id: str, status: TicketStatus, cycle: int) -> str:
     return stable_id("rep", inquiry_id, status.value, f"cycle-{cycle}")
 
 
-async def record_reply(store: SqlStore, request: ReplyRequest, approval: str) -> bool:
+async def record_reply(store: Store, request: ReplyRequest, approval: str) -> bool:
     """Record a reply with its approval decision; True when it may go out now (otherwise it
     waits in ``/api/approvals``)."""
     auto = approval == "none" or (approval == "templated-auto" and request.templated)

@@ -1,28 +1,33 @@
-"""The state store: cursors, inquiries, tickets, create attempts, ticket events, replies and
-approval decisions.
+"""The repository: every query of the bridge's durable state (cursors, inquiries, tickets,
+create attempts, ticket events, replies, approval decisions and the audit trail), over a
+``Database`` driver (``bridge.store.drivers``) so the same portable SQL runs on SQLite and
+PostgreSQL.
 
-``Store`` is the protocol stages use; ``SqlStore`` implements it over a tiny ``Database``
-interface so the same portable SQL runs on SQLite (Python's sqlite3 on the event loop, WAL —
-the embedded default) and PostgreSQL (asyncpg). The schema is created/migrated at start
-(``migrate``).
+``SqlStore`` implements the ``Store`` protocol (``bridge.store.protocol``) that stages use.
+The schema is created and migrated at start (``bridge.store.migrations``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any
 
-from bridge import audit, timing
+from bridge import audit
+from bridge.store.drivers import (
+    Database,
+    Executor,
+    PostgresDatabase,
+    SqliteDatabase,
+    iso,
+    now_iso,
+)
+from bridge.store.migrations import migrate
+from bridge.store.rows import AppliedEvent, ReplyClaim, StoredReply
 from schemas.vocab import (
     FINAL_STATUSES,
     REOPENED_RANK_IN_CYCLE,
@@ -32,464 +37,7 @@ from schemas.vocab import (
     rank_in_cycle,
 )
 
-_T = TypeVar("_T")
-
 FINAL_RANK = TicketStatus.RESOLVED.rank  # resolved, rejected and closed can be reopened
-
-# A migration is portable SQL, or per dialect ({"sqlite": ..., "postgresql": ...}).
-MIGRATIONS: list[str | dict[str, str]] = [
-    # 1: initial schema
-    """
-    CREATE TABLE cursors (
-        name TEXT PRIMARY KEY,
-        cursor TEXT,
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE inquiries (
-        inquiry_id TEXT PRIMARY KEY,
-        platform TEXT NOT NULL,
-        account TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        thread_key TEXT NOT NULL,
-        state TEXT NOT NULL,
-        reason TEXT,
-        department TEXT,
-        category TEXT,
-        ticket_id TEXT,
-        public_text TEXT,
-        citizen_handle TEXT,
-        visibility TEXT,
-        thread_json TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX inquiries_thread ON inquiries (thread_key);
-    CREATE TABLE tickets (
-        department TEXT NOT NULL,
-        ticket_id TEXT NOT NULL,
-        reference TEXT NOT NULL,
-        inquiry_id TEXT NOT NULL,
-        thread_key TEXT NOT NULL,
-        status TEXT NOT NULL,
-        status_rank INTEGER NOT NULL,
-        native_status TEXT NOT NULL,
-        status_at TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (department, ticket_id)
-    );
-    CREATE INDEX tickets_thread ON tickets (thread_key);
-    CREATE INDEX tickets_reference ON tickets (reference);
-    CREATE TABLE create_attempts (
-        reference TEXT PRIMARY KEY,
-        department TEXT NOT NULL,
-        inquiry_id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        ticket_id TEXT,
-        attempts INTEGER NOT NULL,
-        detail TEXT,
-        updated_at TEXT NOT NULL
-    );
-    CREATE TABLE ticket_events (
-        department TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        ticket_id TEXT NOT NULL,
-        status TEXT NOT NULL,
-        native_status TEXT NOT NULL,
-        occurred_at TEXT NOT NULL,
-        applied INTEGER NOT NULL,
-        recorded_at TEXT NOT NULL,
-        PRIMARY KEY (department, event_id)
-    );
-    CREATE TABLE replies (
-        reply_id TEXT PRIMARY KEY,
-        inquiry_id TEXT NOT NULL,
-        platform TEXT NOT NULL,
-        account TEXT NOT NULL,
-        department TEXT NOT NULL,
-        status TEXT,
-        templated INTEGER NOT NULL,
-        state TEXT NOT NULL,
-        request_json TEXT NOT NULL,
-        final_text TEXT,
-        external_ids TEXT,
-        outcome TEXT,
-        decided_by TEXT,
-        decided_at TEXT,
-        decision TEXT,
-        created_at TEXT NOT NULL,
-        posted_at TEXT
-    );
-    CREATE INDEX replies_state ON replies (state);
-    CREATE INDEX replies_inquiry ON replies (inquiry_id);
-    """,
-    # 2: which inquiry's ticket a thread's follow-ups belong to (claimed atomically)
-    """
-    CREATE TABLE threads (
-        thread_key TEXT PRIMARY KEY,
-        reference TEXT NOT NULL,
-        inquiry_id TEXT NOT NULL,
-        claimed_at TEXT NOT NULL
-    );
-    """,
-    # 3: things that must happen once (SLA events, …), keyed by kind and key
-    """
-    CREATE TABLE once_marks (
-        kind TEXT NOT NULL,
-        key TEXT NOT NULL,
-        marked_at TEXT NOT NULL,
-        PRIMARY KEY (kind, key)
-    );
-    """,
-    # 4: handling cycles (a reopened ticket is handled again)
-    """
-    ALTER TABLE tickets ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE tickets ADD COLUMN reopened_at TEXT;
-    ALTER TABLE ticket_events ADD COLUMN cycle INTEGER;
-    ALTER TABLE replies ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 5: triage explanations, and inquiries held for an official's check (bridge/triage_review.py)
-    """
-    ALTER TABLE inquiries ADD COLUMN confidence REAL;
-    ALTER TABLE inquiries ADD COLUMN explanation TEXT;
-    CREATE TABLE triage_reviews (
-        inquiry_id TEXT PRIMARY KEY,
-        department TEXT NOT NULL,
-        model_category TEXT NOT NULL,
-        confidence REAL NOT NULL,
-        public_text TEXT NOT NULL,
-        command_json TEXT NOT NULL,
-        state TEXT NOT NULL,
-        held_at TEXT NOT NULL,
-        release_after TEXT NOT NULL,
-        category TEXT,
-        decided_by TEXT,
-        decided_at TEXT,
-        released_at TEXT
-    );
-    CREATE INDEX triage_reviews_state ON triage_reviews (state);
-    """,
-    # 6: conversations per citizen, leased posting under a shared quota, exact create outcomes
-    """
-    ALTER TABLE inquiries ADD COLUMN external_id TEXT;
-    ALTER TABLE inquiries ADD COLUMN author_id TEXT;
-    ALTER TABLE inquiries ADD COLUMN conversation TEXT;
-    CREATE INDEX inquiries_post ON inquiries (platform, account, external_id);
-    CREATE TABLE reply_posts (
-        platform TEXT NOT NULL,
-        account TEXT NOT NULL,
-        external_id TEXT NOT NULL,
-        reply_id TEXT NOT NULL,
-        inquiry_id TEXT NOT NULL,
-        PRIMARY KEY (platform, account, external_id)
-    );
-    ALTER TABLE replies ADD COLUMN lease_until TEXT;
-    ALTER TABLE replies ADD COLUMN lease_owner TEXT;
-    ALTER TABLE replies ADD COLUMN post_attempts INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE replies ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE replies ADD COLUMN not_before TEXT;
-    ALTER TABLE replies ADD COLUMN failure TEXT;
-    ALTER TABLE replies ADD COLUMN merged_into TEXT;
-    ALTER TABLE replies ADD COLUMN announced INTEGER NOT NULL DEFAULT 0;
-    CREATE INDEX replies_outbox ON replies (platform, account, state);
-    CREATE TABLE post_calls (
-        call_id TEXT PRIMARY KEY,
-        platform TEXT NOT NULL,
-        account TEXT NOT NULL,
-        reply_id TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        done_at TEXT,
-        weight INTEGER NOT NULL DEFAULT 1
-    );
-    CREATE INDEX post_calls_account ON post_calls (platform, account);
-    ALTER TABLE create_attempts ADD COLUMN command_json TEXT;
-    ALTER TABLE create_attempts ADD COLUMN decided_by TEXT;
-    ALTER TABLE create_attempts ADD COLUMN decided_at TEXT;
-    ALTER TABLE create_attempts ADD COLUMN decision TEXT;
-    """,
-    # 7: the outbox's order kept on the row (the claim reads one index range, not every
-    # waiting reply), and unannounced posts found without a scan
-    """
-    ALTER TABLE replies ADD COLUMN priority INTEGER NOT NULL DEFAULT 2;
-    CREATE INDEX replies_claim ON replies (platform, account, state, priority, created_at);
-    CREATE INDEX replies_unannounced ON replies (posted_at) WHERE announced = 0;
-    CREATE INDEX create_attempts_inquiry ON create_attempts (inquiry_id);
-    CREATE INDEX create_attempts_state ON create_attempts (department, state);
-    """,
-    # 8: the audit trail, append-only and hash-chained (bridge/audit.py)
-    audit.MIGRATION,
-]
-
-
-def now_iso() -> str:
-    return iso(datetime.now(UTC))
-
-
-def iso(when: datetime) -> str:
-    """UTC, fixed width: stored times compare correctly as text (SQLite and PostgreSQL)."""
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-class Executor(Protocol):
-    """Runs statements: the database itself, or one open transaction. ``?`` placeholders."""
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
-
-    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
-
-    async def lock(self, key: str) -> None:
-        """Inside a transaction: serialise with every other transaction taking ``key``."""
-        ...
-
-
-class Database(Executor, Protocol):
-    """A connection (pool) to one store database."""
-
-    async def executescript(self, sql: str) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class _SqliteTransaction:
-    """Statements inside one ``BEGIN IMMEDIATE`` … ``COMMIT`` on the shared connection."""
-
-    def __init__(self, db: SqliteDatabase) -> None:
-        self.db = db
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return await self.db.run(lambda c: c.execute(sql, tuple(params)).rowcount)
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return await self.db.run(lambda c: _rows(c.execute(sql, tuple(params))))
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
-        yield self  # nested: part of the enclosing transaction
-
-    async def lock(self, key: str) -> None:
-        """SQLite has one writer at a time: ``BEGIN IMMEDIATE`` already serialises."""
-
-
-def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
-    return [dict(r) for r in cur.fetchall()]
-
-
-class SqliteDatabase:
-    """Python's sqlite3 in WAL mode, called on the event loop; one connection, statements
-    serialised by a lock.
-
-    Why not a thread (aiosqlite): an indexed statement takes tens of microseconds, the hop to
-    a thread and back costs more than that, and an inquiry runs about sixty of them (the
-    benchmark's profile, docs/performance.md). Nothing here waits on the disk for long (WAL,
-    ``synchronous=NORMAL``: a commit does not fsync). Waiting for another process's write lock
-    never blocks the loop: SQLite's own busy wait is off and ``run`` retries with a sleep.
-    """
-
-    BUSY_WAIT_S = 5.0
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # autocommit outside transactions (isolation_level=None): each statement commits
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        self._conn = conn
-        await self.run(lambda c: c.execute("PRAGMA journal_mode=WAL"))
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=0")
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        assert self._conn is not None, "open() first"
-        return self._conn
-
-    async def run(self, call: Callable[[sqlite3.Connection], _T]) -> _T:
-        """``call(connection)``; while another process holds the write lock, try again after
-        a growing sleep (the loop keeps serving), for up to ``BUSY_WAIT_S``."""
-        delay, waited = 0.001, 0.0
-        while True:
-            try:
-                return call(self.conn)
-            except sqlite3.OperationalError as exc:
-                busy = "locked" in str(exc) or "busy" in str(exc)
-                if not busy or waited >= self.BUSY_WAIT_S:
-                    raise
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 0.05)
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with timing.timed("store"):
-            async with self._lock:
-                return await self.run(lambda c: c.execute(sql, tuple(params)).rowcount)
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with timing.timed("store"):
-            async with self._lock:
-                return await self.run(lambda c: _rows(c.execute(sql, tuple(params))))
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
-        """All or nothing: the block's statements commit together or not at all (an
-        exception, a crash or a cancellation rolls back). Other statements on this
-        connection wait; other processes wait for the write lock."""
-        with timing.timed("store"):
-            async with self._lock:
-                await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
-                try:
-                    yield _SqliteTransaction(self)
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
-                try:
-                    await self.run(lambda c: c.execute("COMMIT"))
-                except BaseException:
-                    if self.conn.in_transaction:
-                        self.conn.execute("ROLLBACK")
-                    raise
-
-    async def lock(self, key: str) -> None:
-        """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
-
-    async def executescript(self, sql: str) -> None:
-        async with self._lock:
-            await self.run(lambda c: c.executescript(sql))
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-def _pg_sql(sql: str) -> str:
-    """``?`` placeholders rewritten to ``$n``."""
-    out, n = [], 0
-    for ch in sql:
-        if ch == "?":
-            n += 1
-            out.append(f"${n}")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _pg_count(status: str) -> int:
-    tail = status.rsplit(" ", 1)[-1]
-    return int(tail) if tail.isdigit() else 0
-
-
-class _PostgresTransaction:
-    """Statements on one pooled connection inside ``conn.transaction()``."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return _pg_count(await self.conn.execute(_pg_sql(sql), *params))
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in await self.conn.fetch(_pg_sql(sql), *params)]
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
-        yield self
-
-    async def lock(self, key: str) -> None:
-        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
-
-
-class PostgresDatabase:
-    """asyncpg pool; ``?`` placeholders are rewritten to ``$n``."""
-
-    def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._pool: Any = None
-
-    async def open(self) -> None:
-        import asyncpg  # optional dependency: pip install govbridge[postgres]
-
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
-
-    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with timing.timed("store"):
-            return _pg_count(await self._pool.execute(_pg_sql(sql), *params))
-
-    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with timing.timed("store"):
-            rows = await self._pool.fetch(_pg_sql(sql), *params)
-            return [dict(r) for r in rows]
-
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Executor]:
-        with timing.timed("store"):
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield _PostgresTransaction(conn)
-
-    async def lock(self, key: str) -> None:
-        """Only meaningful inside a transaction (see ``_PostgresTransaction.lock``)."""
-
-    async def executescript(self, sql: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(sql)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-
-
-class AppliedEvent(NamedTuple):
-    new: bool  # first time this event id was seen
-    applied: bool  # it moved the ticket (now or when first seen)
-    cycle: int  # the handling cycle it belongs to (0, then +1 per reopening)
-
-
-@dataclass(frozen=True)
-class StoredReply:
-    reply_id: str
-    inquiry_id: str
-    platform: str
-    account: str
-    department: str
-    status: str | None
-    templated: bool
-    state: str
-    request_json: str
-    final_text: str | None
-    decided_by: str | None
-    decided_at: str | None
-    decision: str | None
-    created_at: str
-    posted_at: str | None
-    external_ids: list[str]
-    cycle: int = 0
-    post_attempts: int = 0
-    uncertain: bool = False
-    failure: str | None = None
-    merged_into: str | None = None
-    outcome: str | None = None
-
-
-@dataclass(frozen=True)
-class ReplyClaim:
-    """What the outbox may do next for an account.
-
-    ``reply`` is leased to the caller (post it, then ``finish_post`` or ``release_post``);
-    ``call_id`` is its slot in the account's posting quota. Without a reply, ``wait_until``
-    says when the quota frees a slot (``None``: nothing is waiting). ``superseded`` lists
-    replies of the same inquiry that the claimed one overtook (they will not be posted).
-    """
-
-    reply: StoredReply | None
-    call_id: str | None = None
-    wait_until: datetime | None = None
-    superseded: tuple[str, ...] = ()
-
 
 FaultHook = Callable[[str], None]
 
@@ -525,22 +73,7 @@ class SqlStore:
         return self._database
 
     async def migrate(self) -> int:
-        await self.db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-        )
-        rows = await self.db.fetchall("SELECT version FROM schema_version")
-        current = rows[0]["version"] if rows else 0
-        dialect = "sqlite" if isinstance(self.database, SqliteDatabase) else "postgresql"
-        for version in range(current + 1, len(MIGRATIONS) + 1):
-            script = MIGRATIONS[version - 1]
-            await self.database.executescript(
-                script if isinstance(script, str) else script[dialect]
-            )
-            if current == 0 and version == 1:
-                await self.db.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
-            else:
-                await self.db.execute("UPDATE schema_version SET version = ?", (version,))
-        return len(MIGRATIONS)
+        return await migrate(self.db, self.database)
 
     async def ping(self) -> None:
         await self.db.fetchall("SELECT 1 AS ok")
@@ -662,14 +195,6 @@ class SqlStore:
         return await self.db.fetchall("SELECT * FROM inquiries ORDER BY created_at, inquiry_id")
 
     # ---------------------------------------------------------------- tickets
-    async def open_ticket_for_thread(self, thread_key: str) -> dict[str, Any] | None:
-        rows = await self.db.fetchall(
-            "SELECT * FROM tickets WHERE thread_key = ? AND status NOT IN (?, ?, ?) "
-            "ORDER BY created_at DESC",
-            (thread_key, *FINAL_STATUSES),
-        )
-        return rows[0] if rows else None
-
     async def claim_thread(self, thread_key: str, inquiry_id: str, reference: str) -> str:
         """The reference of the ticket this thread's inquiries belong to.
 

@@ -1,0 +1,243 @@
+"""Store drivers: the small ``Database`` interface the repository (``bridge.store.sql``) runs
+its portable SQL on, over SQLite (Python's sqlite3 on the event loop, WAL: the embedded
+default) or PostgreSQL (asyncpg). Times are stored as fixed-width UTC text (``iso``), which
+compares correctly on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from bridge import timing
+
+_T = TypeVar("_T")
+
+
+def now_iso() -> str:
+    return iso(datetime.now(UTC))
+
+
+def iso(when: datetime) -> str:
+    """UTC, fixed width: stored times compare correctly as text (SQLite and PostgreSQL)."""
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class Executor(Protocol):
+    """Runs statements: the database itself, or one open transaction. ``?`` placeholders."""
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
+
+    def transaction(self) -> AbstractAsyncContextManager[Executor]: ...
+
+    async def lock(self, key: str) -> None:
+        """Inside a transaction: serialise with every other transaction taking ``key``."""
+        ...
+
+
+class Database(Executor, Protocol):
+    """A connection (pool) to one store database."""
+
+    async def executescript(self, sql: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class _SqliteTransaction:
+    """Statements inside one ``BEGIN IMMEDIATE`` … ``COMMIT`` on the shared connection."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return await self.db.run(lambda c: c.execute(sql, tuple(params)).rowcount)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return await self.db.run(lambda c: _rows(c.execute(sql, tuple(params))))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        yield self  # nested: part of the enclosing transaction
+
+    async def lock(self, key: str) -> None:
+        """SQLite has one writer at a time: ``BEGIN IMMEDIATE`` already serialises."""
+
+
+def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    return [dict(r) for r in cur.fetchall()]
+
+
+class SqliteDatabase:
+    """Python's sqlite3 in WAL mode, called on the event loop; one connection, statements
+    serialised by a lock.
+
+    Why not a thread (aiosqlite): an indexed statement takes tens of microseconds, the hop to
+    a thread and back costs more than that, and an inquiry runs about sixty of them (the
+    benchmark's profile, docs/performance.md). Nothing here waits on the disk for long (WAL,
+    ``synchronous=NORMAL``: a commit does not fsync). Waiting for another process's write lock
+    never blocks the loop: SQLite's own busy wait is off and ``run`` retries with a sleep.
+    """
+
+    BUSY_WAIT_S = 5.0
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # autocommit outside transactions (isolation_level=None): each statement commits
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        self._conn = conn
+        await self.run(lambda c: c.execute("PRAGMA journal_mode=WAL"))
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=0")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "open() first"
+        return self._conn
+
+    async def run(self, call: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``call(connection)``; while another process holds the write lock, try again after
+        a growing sleep (the loop keeps serving), for up to ``BUSY_WAIT_S``."""
+        delay, waited = 0.001, 0.0
+        while True:
+            try:
+                return call(self.conn)
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or waited >= self.BUSY_WAIT_S:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 0.05)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with timing.timed("store"):
+            async with self._lock:
+                return await self.run(lambda c: c.execute(sql, tuple(params)).rowcount)
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with timing.timed("store"):
+            async with self._lock:
+                return await self.run(lambda c: _rows(c.execute(sql, tuple(params))))
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        """All or nothing: the block's statements commit together or not at all (an
+        exception, a crash or a cancellation rolls back). Other statements on this
+        connection wait; other processes wait for the write lock."""
+        with timing.timed("store"):
+            async with self._lock:
+                await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
+                try:
+                    yield _SqliteTransaction(self)
+                except BaseException:
+                    self.conn.execute("ROLLBACK")
+                    raise
+                try:
+                    await self.run(lambda c: c.execute("COMMIT"))
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
+                    raise
+
+    async def lock(self, key: str) -> None:
+        """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
+
+    async def executescript(self, sql: str) -> None:
+        async with self._lock:
+            await self.run(lambda c: c.executescript(sql))
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _pg_sql(sql: str) -> str:
+    """``?`` placeholders rewritten to ``$n``."""
+    out, n = [], 0
+    for ch in sql:
+        if ch == "?":
+            n += 1
+            out.append(f"${n}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _pg_count(status: str) -> int:
+    tail = status.rsplit(" ", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+class _PostgresTransaction:
+    """Statements on one pooled connection inside ``conn.transaction()``."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return _pg_count(await self.conn.execute(_pg_sql(sql), *params))
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in await self.conn.fetch(_pg_sql(sql), *params)]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        yield self
+
+    async def lock(self, key: str) -> None:
+        await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+
+
+class PostgresDatabase:
+    """asyncpg pool; ``?`` placeholders are rewritten to ``$n``."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        import asyncpg  # optional dependency: pip install govbridge[postgres]
+
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with timing.timed("store"):
+            return _pg_count(await self._pool.execute(_pg_sql(sql), *params))
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with timing.timed("store"):
+            rows = await self._pool.fetch(_pg_sql(sql), *params)
+            return [dict(r) for r in rows]
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        with timing.timed("store"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield _PostgresTransaction(conn)
+
+    async def lock(self, key: str) -> None:
+        """Only meaningful inside a transaction (see ``_PostgresTransaction.lock``)."""
+
+    async def executescript(self, sql: str) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(sql)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
