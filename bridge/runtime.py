@@ -46,6 +46,7 @@ from bridge.metrics import Metrics
 from bridge.topology import Topology
 from schemas.config import BrokerConfig
 from schemas.messages import Message
+from schemas.stages import StageDecl
 
 log = structlog.get_logger("govbridge.runtime")
 
@@ -279,6 +280,12 @@ class Stage(Generic[M]):
     model: type[M]
     handler: Handler[M]
     prefetch: int | None = None
+
+    @classmethod
+    def declared(cls, decl: StageDecl[M], handler: Handler[M]) -> Stage[M]:
+        """The stage as ``schemas/stages.py`` declares it (its queue is named after it and
+        bound by the topology to what it declares)."""
+        return cls(decl.name, decl.model, handler)
 
 
 @dataclass

@@ -24,21 +24,23 @@ import structlog
 from aio_pika.abc import AbstractChannel, ExchangeType
 
 from schemas.config import BrokerConfig
-from schemas.routing import Route
+from schemas.routing import SLA, Route
+from schemas.stages import CONSUMING, STAGES
 
 log = structlog.get_logger("govbridge.topology")
 
 ROUTING_KEYS = {
     **{str(route): f"{route}.<{route.part}>" for route in Route},
-    "sla": "sla.<event>.<department>",
+    SLA: f"{SLA}.<event>.<department>",
 }
 
-# Which routing keys each consuming stage binds. ``ingest`` and ``sync`` only publish.
-STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "triage": (Route.INQUIRY_RECEIVED.pattern,),
-    "ticketing": (Route.INQUIRY_ROUTED.pattern,),
-    "reply": (Route.TICKET_CREATED.pattern, Route.TICKET_UPDATED.pattern),
-    "outbox": (Route.REPLY_REQUESTED.pattern,),
+# Which routing keys each consuming stage binds (from the declarations in schemas/stages.py).
+# ``ingest``, ``sync`` and ``sla`` only publish.
+STAGE_BINDINGS: dict[str, tuple[str, ...]] = {s.name: s.bindings for s in CONSUMING}
+
+# Which stages publish each kind of routing key (also from the declarations).
+ROUTE_PUBLISHERS: dict[str, tuple[str, ...]] = {
+    kind: tuple(s.name for s in STAGES if kind in s.publishes) for kind in ROUTING_KEYS
 }
 
 

@@ -35,6 +35,14 @@ class Route(StrEnum):
         return "platform" if self in by_platform else "department"
 
 
+# SLA events have a key of three parts: ``sla.<event>.<department>`` (warning, breached).
+SLA = "sla"
+
+
+def sla_event(event: str, department: str) -> str:
+    return f"{SLA}.{event}.{department}"
+
+
 def inquiry_received(platform: str) -> str:
     return Route.INQUIRY_RECEIVED.key(platform)
 

@@ -3,6 +3,8 @@ strings stored in the database (old rows keep meaning the same)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bridge.topology import ROUTING_KEYS, STAGE_BINDINGS
 from schemas import routing
 from schemas.routing import Route
@@ -36,3 +38,30 @@ def test_state_values_are_the_stored_strings() -> None:
     assert InquiryState.TRIAGED not in INQUIRY_DONE_STATES  # its command may not be out yet
     assert "posted" in REPLY_FINISHED_STATES
     assert ReplyState.APPROVED not in REPLY_FINISHED_STATES
+
+
+def test_stages_are_declared_once_for_topology_and_runtime(tmp_path: Path) -> None:
+    from unittest.mock import MagicMock
+
+    from bridge.stages import reply, ticketing, triage
+    from bridge.topology import ROUTE_PUBLISHERS
+    from schemas import stages
+    from tests.conftest import bridge_config
+
+    assert STAGE_BINDINGS == {
+        "triage": ("inquiry.received.*",),
+        "ticketing": ("inquiry.routed.*",),
+        "reply": ("ticket.created.*", "ticket.updated.*"),
+        "outbox": ("reply.requested.*",),
+    }
+    assert ROUTE_PUBLISHERS["inquiry.received"] == ("ingest",)
+    assert ROUTE_PUBLISHERS["ticket.updated"] == ("ticketing", "sync")
+    assert ROUTE_PUBLISHERS["sla"] == ("sla",)
+    # each consuming role's workers decode what its declaration names
+    ctx = MagicMock()
+    ctx.cfg = bridge_config(tmp_path)
+    workers = {}
+    for module in (triage, ticketing, reply):
+        role = module.create(ctx)
+        workers.update({w.name: w.stage.model for w in role.workers})
+    assert workers == {s.name: s.consumes for s in stages.CONSUMING}

@@ -32,7 +32,7 @@ from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import source_for
 from bridge.store import Store, iso
 from bridge.templates import deadline_for, format_deadline, render
-from schemas import routing
+from schemas import routing, stages
 from schemas.config import DepartmentConfig
 from schemas.messages import ReplyRequest, ThreadRef, TicketEvent, stable_id
 from schemas.vocab import REPLY_FINISHED_STATES, Category, ReplyState, TicketStatus, Visibility
@@ -51,10 +51,10 @@ class ReplyRole:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
         self.composer: Worker[TicketEvent] = Worker(
-            ctx.broker, Stage("reply", TicketEvent, self.compose)
+            ctx.broker, Stage.declared(stages.REPLY, self.compose)
         )
         self.requests: Worker[ReplyRequest] = Worker(
-            ctx.broker, Stage("outbox", ReplyRequest, self.accept)
+            ctx.broker, Stage.declared(stages.OUTBOX, self.accept)
         )
         self.workers: list[Worker[Any]] = [self.composer, self.requests]
         self.outbox = Outbox(ctx)

@@ -23,6 +23,7 @@ from bridge.runtime import Worker
 from bridge.stages.common import sleep_or_stop
 from bridge.stages.reply import queue_reply
 from bridge.templates import deadline_for, format_deadline, render
+from schemas import routing
 from schemas.messages import ReplyRequest, SlaEvent, ThreadRef, stable_id
 from schemas.vocab import Category, TicketStatus, Visibility
 
@@ -110,7 +111,7 @@ class SlaRole:
                         deadline=deadline.isoformat(),
                     )
                 self.ctx.metrics.sla_events.labels(dept.id, kind).inc()
-                await self.ctx.broker.publish(f"sla.{kind}.{dept.id}", event)
+                await self.ctx.broker.publish(routing.sla_event(kind, dept.id), event)
                 emitted.append(event)
         return emitted
 

@@ -42,7 +42,7 @@ from bridge import timing
 from bridge.http import json_error, read_json, require_admin
 from bridge.runtime import DeadLetter, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
-from schemas import routing
+from schemas import routing, stages
 from schemas.messages import TicketCommand, TicketEvent
 from schemas.vocab import FOLLOW_UP_STATES, CreateState, InquiryState, TicketStatus
 
@@ -58,7 +58,7 @@ class TicketingRole:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
         self.worker: Worker[TicketCommand] = Worker(
-            ctx.broker, Stage("ticketing", TicketCommand, self.handle)
+            ctx.broker, Stage.declared(stages.TICKETING, self.handle)
         )
         self.workers: list[Worker[Any]] = [self.worker]
         ctx.app.router.add_get("/api/reconciliation", self.list_reconciliation)

@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from bridge import classify, conversations, pii, timing
 from bridge.runtime import ATTEMPT_HEADER, DeadLetter, Retry, Stage, Worker
 from bridge.triage_review import TriageReview
-from schemas import routing
+from schemas import routing, stages
 from schemas.config import DepartmentConfig
 from schemas.messages import Inquiry, PersonalDataFinding, TicketCommand, stable_id
 from schemas.vocab import INQUIRY_DONE_STATES, Category, InquiryState
@@ -51,7 +51,9 @@ class TriageRole:
 
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
-        self.worker: Worker[Inquiry] = Worker(ctx.broker, Stage("triage", Inquiry, self.handle))
+        self.worker: Worker[Inquiry] = Worker(
+            ctx.broker, Stage.declared(stages.TRIAGE, self.handle)
+        )
         self.workers: list[Worker[Any]] = [self.worker]
         self.classifier = classify.Classifier.from_config(ctx.cfg.triage)
         self.review = TriageReview(ctx)
