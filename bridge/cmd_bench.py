@@ -29,9 +29,9 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bridge.bench.pipeline import Options, broker_pid, cpu_seconds, run_pipeline
-from bridge.cmd_demo import amqp_url, broker_reachable
 from bridge.config import parse_config
 from bridge.daemon import BridgeContext, Daemon
+from bridge.kit import amqp_url, broker_reachable
 from bridge.runtime import Broker, Stage, Worker
 from bridge.stages.triage import TriageRole
 from bridge.topology import Topology

@@ -22,9 +22,9 @@ from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticket
 from adapters.simulators.webhook import WebhookPlatformState
 from adapters.simulators.webhook import create_app as webhook_app
 from bridge import audit, pii
-from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
 from bridge.journey import journey
+from bridge.kit import AppServer
 from schemas.messages import inquiry_id_for
 from tests.conftest import bridge_config, eventually, running_bridge
 

@@ -32,8 +32,8 @@ from adapters.simulators.webhook import WebhookPlatformState
 from adapters.simulators.webhook import create_app as webhook_app
 from adapters.simulators.weibo import Limits, WeiboState
 from adapters.simulators.weibo import create_app as weibo_app
-from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
+from bridge.kit import AppServer
 from tests.conftest import bridge_config, eventually, running_bridge
 
 ANNOUNCEMENT = "【公告】欢迎市民留言反映身边的交通问题，我们将逐一答复。"

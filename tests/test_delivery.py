@@ -33,8 +33,8 @@ from adapters.simulators import open311 as open311_sim
 from adapters.simulators.mastodon import MastodonSimState
 from adapters.simulators.webhook import WebhookPlatformState
 from adapters.simulators.webhook import create_app as webhook_app
-from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
+from bridge.kit import AppServer
 from bridge.stages.reply import record_reply, status_reply_id
 from bridge.store import open_store
 from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent

@@ -31,7 +31,7 @@ from adapters.simulators.webhook import create_app as webhook_app
 from adapters.simulators.weibo import Limits, WeiboState
 from adapters.simulators.weibo import create_app as weibo_app
 from bridge import pii
-from bridge.cmd_demo import AppServer
+from bridge.kit import AppServer
 from tests.conftest import bridge_config, eventually, running_bridge
 
 WEIBO = "北京交通"

@@ -176,7 +176,7 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
 
 
 def weibo_account(url: str, state: WeiboState, **extra: Any) -> dict[str, Any]:
-    """The account block as ``bridge/cmd_demo.py`` writes it, on a short poll."""
+    """The account block as ``bridge/demo/data.py`` writes it, on a short poll."""
     return {
         "adapter": "weibo",
         "handle": HANDLE,

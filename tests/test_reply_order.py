@@ -17,8 +17,8 @@ import pytest
 from adapters.simulators.rest import demo_ticketing_config
 from adapters.simulators.webhook import WebhookPlatformState
 from adapters.simulators.webhook import create_app as webhook_app
-from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
+from bridge.kit import AppServer
 from bridge.stages.triage import reference_for
 from schemas.messages import ThreadRef, TicketEvent
 from schemas.vocab import TicketStatus

@@ -18,8 +18,8 @@ import pytest
 from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from adapters.simulators.weibo import E_USER_RATE, Limits, WeiboState
 from adapters.simulators.weibo import create_app as weibo_app
-from bridge.cmd_demo import AppServer
 from bridge.daemon import Daemon
+from bridge.kit import AppServer
 from bridge.stages.reply import queue_reply
 from schemas.messages import ReplyRequest, ThreadRef
 from schemas.vocab import TicketStatus, Visibility
