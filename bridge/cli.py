@@ -10,12 +10,15 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge import __version__
 from bridge.config import ConfigError, load_config, redacted_url, weak_credentials
 from bridge.logging import configure_logging
 from schemas.config import GovbridgeConfig
+
+if TYPE_CHECKING:
+    from adapters.base import Source, TicketSystem
 
 DEFAULT_CONFIG = "govbridge.toml"
 
@@ -77,7 +80,7 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 async def _check(args: argparse.Namespace) -> int:
-    from adapters.base import AdapterError, Describes, make_source, make_ticket_system
+    from adapters.base import make_source, make_ticket_system
     from bridge.runtime import Broker, BrokerUnavailable
     from bridge.store import open_store
 
@@ -116,39 +119,33 @@ async def _check(args: argparse.Namespace) -> int:
         print("adapters not contacted (add --adapters to check tokens and reachability)")
     else:
         for acc in cfg.accounts:
-            label = f"account  {acc.adapter}:{acc.handle}"
-            source = make_source(acc)
-            try:
-                await asyncio.wait_for(source.check(), 10)
-                print(f"{label} ok")
-            except (AdapterError, TimeoutError, OSError) as exc:
-                print(
-                    f"{label} FAILED: {exc.reason if isinstance(exc, AdapterError) else repr(exc)}",
-                    file=sys.stderr,
-                )
-                failures += 1
-            finally:
-                await source.close()
+            ok = await _probe(f"account  {acc.adapter}:{acc.handle}", make_source(acc))
+            failures += not ok
         for dept in cfg.departments:
             label = f"tickets  {dept.id} ({dept.ticketing.adapter})"
-            system = make_ticket_system(dept)
-            try:
-                await asyncio.wait_for(system.check(), 10)
-                detected = f" ({system.describe()})" if isinstance(system, Describes) else ""
-                print(f"{label} ok{detected}")
-            except (AdapterError, TimeoutError, OSError) as exc:
-                print(
-                    f"{label} FAILED: {exc.reason if isinstance(exc, AdapterError) else repr(exc)}",
-                    file=sys.stderr,
-                )
-                failures += 1
-            finally:
-                await system.close()
+            failures += not await _probe(label, make_ticket_system(dept))
     if failures:
         print(f"check failed: {failures} problem(s)", file=sys.stderr)
         return 1
     print("check passed")
     return 0
+
+
+async def _probe(label: str, adapter: Source | TicketSystem) -> bool:
+    """Contact one adapter (a source or a ticket system), print the outcome and close it;
+    True when it answered. What it detected is printed where it says (``Describes``)."""
+    from adapters.base import AdapterError, Describes
+
+    try:
+        await asyncio.wait_for(adapter.check(), 10)
+        detected = f" ({adapter.describe()})" if isinstance(adapter, Describes) else ""
+        print(f"{label} ok{detected}")
+        return True
+    except (AdapterError, TimeoutError, OSError) as exc:
+        print(f"{label} FAILED: {_reason(exc)}", file=sys.stderr)
+        return False
+    finally:
+        await adapter.close()
 
 
 def _reason(exc: BaseException) -> str:
