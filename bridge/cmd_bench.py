@@ -32,7 +32,7 @@ from bridge.bench.pipeline import Options, broker_pid, cpu_seconds, run_pipeline
 from bridge.config import parse_config
 from bridge.daemon import BridgeContext, Daemon
 from bridge.kit import amqp_url, broker_reachable
-from bridge.runtime import Broker, Stage, Worker
+from bridge.runtime import Broker, Delivery, Stage, Worker
 from bridge.stages.triage import TriageRole
 from bridge.topology import Topology
 from schemas.config import BrokerConfig
@@ -188,7 +188,7 @@ async def bridge_relay(url: str, n: int, prefetch: int, bodies: list[bytes]) -> 
     done = asyncio.Event()
     count = 0
 
-    async def handler(item: Inquiry, msg: AbstractIncomingMessage) -> None:
+    async def handler(item: Inquiry, _: Delivery) -> None:
         nonlocal count
         started = time.perf_counter()
         await broker.publish("bench.relayed", item)  # caught by the alternate exchange
@@ -252,9 +252,9 @@ async def bridge_triage(url: str, n: int, prefetch: int, bodies: list[bytes]) ->
         role = TriageRole(ctx)
         handle = role.worker.stage.handler
 
-        async def timed(item: Inquiry, msg: AbstractIncomingMessage) -> None:
+        async def timed(item: Inquiry, delivery: Delivery) -> None:
             started = time.perf_counter()
-            await handle(item, msg)
+            await handle(item, delivery)
             latencies.append(time.perf_counter() - started)
 
         role.worker.stage.handler = timed

@@ -269,7 +269,16 @@ class Broker:
                 await self.connection.close()
 
 
-Handler = Callable[[M, AbstractIncomingMessage], Awaitable[None]]
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler may know of a delivery besides its typed message: how many attempts
+    came before (the runtime's own counter) and whether the broker redelivered it."""
+
+    attempt: int
+    redelivered: bool = False
+
+
+Handler = Callable[[M, Delivery], Awaitable[None]]
 
 
 @dataclass
@@ -419,7 +428,7 @@ class Worker(Generic[M]):
             structlog.contextvars.bind_contextvars(**ctx)
             started = time.perf_counter()
             try:
-                await self.stage.handler(payload, message)
+                await self.stage.handler(payload, Delivery(attempt, bool(message.redelivered)))
             except Retry as exc:
                 await self._retry(message, attempt, exc)
             except DeadLetter as exc:

@@ -15,12 +15,10 @@ import os
 import sys
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
-
 from bridge.config import load_config
 from bridge.daemon import BridgeContext, Daemon
 from bridge.logging import configure_logging
-from bridge.runtime import Handler, Stage, Worker
+from bridge.runtime import Delivery, Handler, Stage, Worker
 from schemas.messages import TicketEvent
 
 STAGE = "reply"  # binds ticket.created.* / ticket.updated.*; consumes TicketEvent
@@ -50,7 +48,7 @@ def journal_handler(path: str, delay: float) -> Handler[TicketEvent]:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     pid = os.getpid()
 
-    async def handle(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handle(ev: TicketEvent, msg: Delivery) -> None:
         os.write(fd, f"start {ev.event_id} {pid}\n".encode())
         await asyncio.sleep(delay)
         os.write(fd, f"done {ev.event_id} {pid}\n".encode())

@@ -25,12 +25,11 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 
 from bridge.cli import build_parser, cmd_run
 from bridge.cmd_simulate import SIMS, cmd_simulate
 from bridge.config import parse_config
-from bridge.runtime import ATTEMPT_HEADER, Broker, DeadLetter, Stage, Worker
+from bridge.runtime import Broker, DeadLetter, Delivery, Stage, Worker
 from schemas.config import BrokerConfig
 from schemas.messages import TicketEvent
 from tests.conftest import AMQP_URL, delete_topology, eventually
@@ -516,12 +515,12 @@ async def dead_letters(broker: Broker) -> AsyncIterator[tuple[Worker[TicketEvent
     processed: list[tuple[str, Any]] = []
     broken = {"ev-1"}
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         if ev.event_id == "ev-2":
             raise ZeroDivisionError("handler bug")
         if ev.event_id in broken:
             raise DeadLetter(f"ticket system refused the update (caller {PHONE})")
-        processed.append((ev.event_id, (msg.headers or {}).get(ATTEMPT_HEADER)))
+        processed.append((ev.event_id, msg.attempt))
 
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
     await worker.start()

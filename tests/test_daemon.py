@@ -19,13 +19,12 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
 from bridge.daemon import BridgeContext, Daemon
-from bridge.runtime import ATTEMPT_HEADER, Broker, DeadLetter, Handler, Retry, Worker
+from bridge.runtime import Broker, DeadLetter, Delivery, Handler, Retry, Worker
 from bridge.topology import Topology
 from schemas.config import BrokerConfig, GovbridgeConfig
 from schemas.messages import TicketEvent
@@ -264,7 +263,7 @@ async def test_connection_cut_mid_run_reconnects_and_processes_every_message(
     held: set[str] = set()
     cancelled: list[str] = []
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         try:
             await asyncio.sleep(0.003)
             if hold.is_set() and not reconnected.is_set():
@@ -329,9 +328,9 @@ async def test_readyz_follows_broker_reachability_and_metrics_count_per_stage(
 ) -> None:
     done: list[str] = []
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         n = int(ev.event_id.split("-")[1])
-        attempt = (msg.headers or {}).get(ATTEMPT_HEADER, 0)
+        attempt = msg.attempt
         if n in (6, 7) and attempt == 0:
             raise Retry("backend busy")
         if n in (8, 9):
@@ -420,7 +419,7 @@ async def test_watchdog_restores_a_consumer_the_server_cancelled(
 ) -> None:
     done: list[str] = []
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         done.append(ev.event_id)
 
     daemon = daemon_for(cfg, tmp_path, handler, watchdog_interval=0.2)
@@ -449,7 +448,7 @@ async def test_watchdog_restores_a_consumer_the_server_cancelled(
 async def test_consumer_lost_beyond_grace_makes_run_exit_non_zero(
     cfg: BrokerConfig, tmp_path: Path
 ) -> None:
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         return None
 
     daemon = daemon_for(cfg, tmp_path, handler, watchdog_interval=0.2, watchdog_grace=1.0)

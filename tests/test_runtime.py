@@ -11,10 +11,10 @@ import pytest
 from aio_pika.abc import AbstractIncomingMessage
 
 from bridge.runtime import (
-    ATTEMPT_HEADER,
     REASON_HEADER,
     Broker,
     DeadLetter,
+    Delivery,
     PublishError,
     Retry,
     Stage,
@@ -66,8 +66,8 @@ async def test_transient_failure_retried_with_growing_delays_then_succeeds(broke
     seen: list[tuple[int, float]] = []
     done: list[str] = []
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
-        attempt = int((msg.headers or {}).get(ATTEMPT_HEADER, 0))  # type: ignore[arg-type]
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
+        attempt = msg.attempt
         seen.append((attempt, asyncio.get_running_loop().time()))
         if attempt < 2:
             raise Retry("backend timeout")
@@ -90,7 +90,7 @@ async def test_transient_failure_retried_with_growing_delays_then_succeeds(broke
 
 
 async def test_permanent_failure_dead_lettered_with_reason(broker: Broker) -> None:
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         raise DeadLetter("unknown department: transport")
 
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
@@ -106,7 +106,7 @@ async def test_permanent_failure_dead_lettered_with_reason(broker: Broker) -> No
 async def test_attempts_exhausted_dead_letters(broker: Broker) -> None:
     calls = Counter[str]()
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         calls[ev.event_id] += 1
         raise Retry("still down")
 
@@ -122,7 +122,7 @@ async def test_attempts_exhausted_dead_letters(broker: Broker) -> None:
 async def test_malformed_message_dead_lettered_with_reason(broker: Broker) -> None:
     handled: list[str] = []
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         handled.append(ev.event_id)
 
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
@@ -139,7 +139,7 @@ async def test_crashing_handler_reaches_dead_letters_through_delivery_limit(
 ) -> None:
     crashes = Counter[str]()
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
         crashes[ev.event_id] += 1
         raise ZeroDivisionError("bug")
 

@@ -24,11 +24,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import pii
 from bridge.outbox import Outbox
-from bridge.runtime import DeadLetter, Retry, Stage, Worker
+from bridge.runtime import DeadLetter, Delivery, Retry, Stage, Worker
 from bridge.stages.common import source_for
 from bridge.store import Store, iso
 from bridge.templates import deadline_for, format_deadline, render
@@ -71,7 +70,7 @@ class ReplyRole:
         await self.outbox.stop()  # the daemon closes the adapters
 
     # ------------------------------------------------------------------ compose
-    async def compose(self, event: TicketEvent, _: AbstractIncomingMessage) -> None:
+    async def compose(self, event: TicketEvent, _: Delivery) -> None:
         store = self.ctx.store
         ticket = await store.get_ticket(event.department, event.ticket_id)
         if ticket is None:
@@ -191,7 +190,7 @@ class ReplyRole:
         await queue_reply(self.ctx, request, dept.approval)
 
     # ------------------------------------------------------------------ outbox requests
-    async def accept(self, request: ReplyRequest, _: AbstractIncomingMessage) -> None:
+    async def accept(self, request: ReplyRequest, _: Delivery) -> None:
         """A reply is ready: check the store holds it as approved, then wake its account."""
         stored = await self.ctx.store.get_reply(request.reply_id)
         if stored is None:

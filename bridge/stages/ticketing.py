@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
 
 from adapters.base import (
@@ -40,7 +39,7 @@ from adapters.base import (
 from adapters.circuit import CircuitBreaker
 from bridge import timing
 from bridge.http import json_error, read_json, require_admin
-from bridge.runtime import DeadLetter, Retry, Stage, Worker
+from bridge.runtime import DeadLetter, Delivery, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
 from schemas import routing, stages
 from schemas.messages import TicketCommand, TicketEvent
@@ -76,7 +75,7 @@ class TicketingRole:
     async def stop(self) -> None:
         await self.worker.stop()  # the daemon closes the adapters
 
-    async def handle(self, command: TicketCommand, _: AbstractIncomingMessage) -> None:
+    async def handle(self, command: TicketCommand, _: Delivery) -> None:
         try:
             system = ticket_systems(self.ctx)[command.department]
         except KeyError:

@@ -20,10 +20,9 @@ import json
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
-from aio_pika.abc import AbstractIncomingMessage
 
 from bridge import classify, conversations, pii, timing
-from bridge.runtime import ATTEMPT_HEADER, DeadLetter, Retry, Stage, Worker
+from bridge.runtime import DeadLetter, Delivery, Retry, Stage, Worker
 from bridge.triage_review import TriageReview
 from schemas import routing, stages
 from schemas.config import DepartmentConfig
@@ -88,7 +87,7 @@ class TriageRole:
             )
         return cfg.department(dept_id)
 
-    async def handle(self, inquiry: Inquiry, message: AbstractIncomingMessage) -> None:
+    async def handle(self, inquiry: Inquiry, delivery: Delivery) -> None:
         store = self.ctx.store
         existing = await store.get_inquiry(inquiry.inquiry_id)
         if existing is not None and existing["state"] in DONE_STATES:
@@ -127,7 +126,7 @@ class TriageRole:
             log.info("inquiry ignored", reason=noise)
             return
 
-        owner = await self._conversation_owner(inquiry, message)
+        owner = await self._conversation_owner(inquiry, delivery.attempt)
         kinds: dict[Literal["mobile", "id_number", "email"], int] = {}
         for f in findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
@@ -205,9 +204,7 @@ class TriageRole:
             personal_data=sorted(kinds),
         )
 
-    async def _conversation_owner(
-        self, inquiry: Inquiry, message: AbstractIncomingMessage
-    ) -> dict[str, Any] | None:
+    async def _conversation_owner(self, inquiry: Inquiry, attempt: int) -> dict[str, Any] | None:
         """The first inquiry of the conversation this one continues, or None for a new one."""
         store = self.ctx.store
         if conversations.is_direct(inquiry):
@@ -221,7 +218,6 @@ class TriageRole:
                 raise Retry("the citizen's earlier message in this DM thread is in flight")
             return await conversations.owner_of(store, row)
         placement = await conversations.place(store, inquiry)
-        attempt = (message.headers or {}).get(ATTEMPT_HEADER, 0)
         if placement.wait_for is not None and attempt == 0:
             # The citizen's own earlier post in this chain is not recorded yet: probably in
             # flight right now. Wait once rather than open a second ticket for one matter.
