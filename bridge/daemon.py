@@ -84,7 +84,8 @@ class BridgeContext:
     adapters: AdapterPool
     push: PushPipeline
     roles: dict[str, Role] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # unreadable items skipped per account since start (the ingest_rejected alert says it)
+    rejected_counts: dict[str, int] = field(default_factory=dict)
     # named readiness details a role adds to /readyz (they never make it "not ready")
     details: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
 

@@ -107,7 +107,7 @@ async def keep(ctx: BridgeContext, account: AccountConfig, items: list[RejectedI
             external_id=item.external_id,
             reason=item.reason,
         )
-    counts: dict[str, int] = ctx.extras.setdefault("rejected_counts", {})
+    counts = ctx.rejected_counts
     counts[key] = counts.get(key, 0) + len(items)
     ctx.alerts.raise_(
         "ingest_rejected",
