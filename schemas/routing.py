@@ -43,25 +43,10 @@ def sla_event(event: str, department: str) -> str:
     return f"{SLA}.{event}.{department}"
 
 
-def inquiry_received(platform: str) -> str:
-    return Route.INQUIRY_RECEIVED.key(platform)
-
-
-def inquiry_routed(department: str) -> str:
-    return Route.INQUIRY_ROUTED.key(department)
-
-
-def ticket_created(department: str) -> str:
-    return Route.TICKET_CREATED.key(department)
-
-
-def ticket_updated(department: str) -> str:
-    return Route.TICKET_UPDATED.key(department)
-
-
-def reply_requested(platform: str) -> str:
-    return Route.REPLY_REQUESTED.key(platform)
-
-
-def reply_posted(platform: str) -> str:
-    return Route.REPLY_POSTED.key(platform)
+# One builder per kind: ``inquiry_received("weibo") == "inquiry.received.weibo"``.
+inquiry_received = Route.INQUIRY_RECEIVED.key  # <platform>
+inquiry_routed = Route.INQUIRY_ROUTED.key  # <department>
+ticket_created = Route.TICKET_CREATED.key  # <department>
+ticket_updated = Route.TICKET_UPDATED.key  # <department>
+reply_requested = Route.REPLY_REQUESTED.key  # <platform>
+reply_posted = Route.REPLY_POSTED.key  # <platform>
