@@ -1,6 +1,7 @@
 """The operators' HTTP API, served by every daemon process whatever roles it runs (routes are
 registered by the daemon, not inside a role): the approval queue and its decisions, the trace of
-one inquiry, and the outbox backlog. All of it needs the bearer admin token.
+one inquiry, the outbox backlog, and creates awaiting reconciliation with their settlement. All
+of it needs the bearer admin token.
 
 A decision is recorded with actor and time; an approved or edited reply is handed to the outbox
 with a ``reply.requested`` message (the outbox posts the store's text, never the message's).
@@ -8,6 +9,7 @@ with a ``reply.requested`` message (the outbox posts the store's text, never the
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import structlog
@@ -16,9 +18,10 @@ from aiohttp import web
 from bridge import pii
 from bridge.http import json_error, read_json, require_admin
 from bridge.journey import journey
+from bridge.stages.ticketing import publish_created, thread_key_of
 from schemas import routing
-from schemas.messages import ReplyRequest
-from schemas.vocab import ReplyState, Visibility
+from schemas.messages import ReplyRequest, TicketCommand
+from schemas.vocab import CreateState, InquiryState, ReplyState, TicketStatus, Visibility
 
 if TYPE_CHECKING:
     from bridge.daemon import BridgeContext
@@ -36,6 +39,8 @@ class OperatorApi:
         r.add_post("/api/approvals/{reply_id}", self.decide)
         r.add_get("/api/inquiries/{inquiry_id}", self.trace)
         r.add_get("/api/outbox", self.backlog)
+        r.add_get("/api/reconciliation", self.list_reconciliation)
+        r.add_post("/api/reconciliation/{inquiry_id}", self.settle_reconciliation)
 
     async def backlog(self, request: web.Request) -> web.Response:
         """What waits in the outbox per account; with pauses where this process runs it."""
@@ -125,3 +130,74 @@ class OperatorApi:
         if data is None:
             return json_error(404, f"no inquiry {inquiry_id}")
         return web.json_response(data)
+
+    # ------------------------------------------------------------------ reconciliation
+    async def list_reconciliation(self, request: web.Request) -> web.Response:
+        require_admin(request)
+        rows = await self.ctx.store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
+        items = [{k: v for k, v in r.items() if k != "command_json"} for r in rows]
+        return web.json_response({"needs_reconciliation": items})
+
+    async def settle_reconciliation(self, request: web.Request) -> web.Response:
+        """An official settles an uncertain create. Body ``{"action": "attach", "ticket_id":
+        "…", "actor": "…"}`` (the ticket exists in the backend: its replies then flow) or
+        ``{"action": "not_created", "actor": "…"}`` (it does not: the create runs again).
+        Recorded with actor and time."""
+        require_admin(request)
+        inquiry_id = request.match_info["inquiry_id"]
+        body = await read_json(request)
+        if not isinstance(body, dict) or "action" not in body or "actor" not in body:
+            return json_error(400, 'body must be {"action": ..., "actor": ..., "ticket_id"?: ...}')
+        action, actor = body["action"], body["actor"]
+        if action not in ("attach", "not_created") or not isinstance(actor, str) or not actor:
+            return json_error(400, "action must be attach|not_created and actor non-empty")
+        ticket_id = body.get("ticket_id")
+        if action == "attach" and (not isinstance(ticket_id, str) or not ticket_id.strip()):
+            return json_error(400, "attach needs the ticket_id found in the ticket system")
+        store = self.ctx.store
+        attempt = await store.create_attempt_for_inquiry(inquiry_id)
+        if attempt is None or attempt["state"] != CreateState.NEEDS_RECONCILIATION:
+            state = attempt["state"] if attempt else "no create attempt"
+            return json_error(409, f"inquiry {inquiry_id} does not await reconciliation ({state})")
+        if not attempt.get("command_json"):
+            return json_error(409, "the create's command was not kept; replay its dead letter")
+        command = TicketCommand.model_validate_json(attempt["command_json"])
+        ref = attempt["reference"]
+        if action == "attach":
+            assert isinstance(ticket_id, str)  # checked above
+            ticket_id = ticket_id.strip()
+            if not await store.decide_reconciliation(
+                ref, decision="attached", actor=actor, ticket_id=ticket_id
+            ):
+                return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
+            await store.record_ticket(
+                department=command.department,
+                ticket_id=ticket_id,
+                reference=ref,
+                inquiry_id=inquiry_id,
+                thread_key=thread_key_of(command),
+                status=TicketStatus.RECEIVED.value,
+                status_rank=TicketStatus.RECEIVED.rank,
+                native_status="attached",
+                status_at=datetime.now(UTC).isoformat(),
+            )
+            await store.update_inquiry(inquiry_id, state=InquiryState.TICKETED, ticket_id=ticket_id)
+            await publish_created(self.ctx, command, ticket_id, "attached")
+        else:
+            if not await store.decide_reconciliation(ref, decision="not_created", actor=actor):
+                return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
+            await store.update_inquiry(inquiry_id, state=InquiryState.ROUTED)
+            await self.ctx.broker.publish(routing.inquiry_routed(command.department), command)
+        self.ctx.metrics.reconciliation.labels(command.department).dec()
+        log.info("reconciliation settled", inquiry_id=inquiry_id, action=action, actor=actor)
+        settled = await store.get_create_attempt(ref)
+        assert settled is not None
+        return web.json_response(
+            {
+                "inquiry_id": inquiry_id,
+                "state": settled["state"],
+                "ticket_id": settled["ticket_id"],
+                "decided_by": settled["decided_by"],
+                "decided_at": settled["decided_at"],
+            }
+        )

@@ -1,5 +1,6 @@
-"""The operators' API is the daemon's, not a role's: a process without the reply role still
-serves the approval queue, the trace and the outbox backlog (from the store)."""
+"""The operators' API is the daemon's, not a role's: a process without the reply or ticketing
+role still serves the approval queue, the trace, the outbox backlog (from the store) and the
+creates awaiting reconciliation."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ TOKEN = {"Authorization": "Bearer test-admin-token"}
 async def test_approvals_are_served_by_a_process_without_the_reply_role(tmp_path: Path) -> None:
     cfg = bridge_config(tmp_path)
     async with running_bridge(cfg, ["triage", "http"]) as daemon:
-        assert "reply" not in daemon.role_names
+        assert "reply" not in daemon.role_names and "ticketing" not in daemon.role_names
         base = f"http://127.0.0.1:{daemon.http_port}"
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{base}/api/approvals", headers=TOKEN) as resp:
@@ -28,6 +29,15 @@ async def test_approvals_are_served_by_a_process_without_the_reply_role(tmp_path
                 assert await resp.json() == {"accounts": {}}
             async with http.get(f"{base}/api/inquiries/nope", headers=TOKEN) as resp:
                 assert resp.status == 404
+            async with http.get(f"{base}/api/reconciliation", headers=TOKEN) as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"needs_reconciliation": []}
+            async with http.post(
+                f"{base}/api/reconciliation/nope",
+                headers=TOKEN,
+                json={"action": "not_created", "actor": "王科长"},
+            ) as resp:
+                assert resp.status == 409  # nothing awaits reconciliation
             async with http.post(
                 f"{base}/api/approvals/nope", headers=TOKEN, json={"decision": "approve"}
             ) as resp:

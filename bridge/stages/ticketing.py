@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from aiohttp import web
 
 from adapters.base import (
     AdapterError,
@@ -38,7 +37,6 @@ from adapters.base import (
 )
 from adapters.circuit import CircuitBreaker
 from bridge import timing
-from bridge.http import json_error, read_json, require_admin
 from bridge.runtime import DeadLetter, Delivery, Retry, Stage, Worker
 from bridge.stages.common import longest_delay, ticket_systems
 from schemas import routing, stages
@@ -60,8 +58,6 @@ class TicketingRole:
             ctx.broker, Stage.declared(stages.TICKETING, self.handle)
         )
         self.workers: list[Worker[Any]] = [self.worker]
-        ctx.app.router.add_get("/api/reconciliation", self.list_reconciliation)
-        ctx.app.router.add_post("/api/reconciliation/{inquiry_id}", self.settle_reconciliation)
 
     async def start(self) -> None:
         for dept_id, system in ticket_systems(self.ctx).items():
@@ -104,7 +100,9 @@ class TicketingRole:
         store, ref = self.ctx.store, command.reference
         recorded = await store.ticket_by_reference(ref)
         if recorded is not None:  # already done: make sure the event went out
-            await self._publish_created(command, recorded["ticket_id"], recorded["native_status"])
+            await publish_created(
+                self.ctx, command, recorded["ticket_id"], recorded["native_status"]
+            )
             return
         attempt = await store.get_create_attempt(ref)
         if attempt is not None and attempt["state"] == CreateState.NEEDS_RECONCILIATION:
@@ -172,7 +170,7 @@ class TicketingRole:
             ticket_id=ticket.ticket_id,
             reference=ref,
             inquiry_id=command.inquiry.inquiry_id,
-            thread_key=_thread_key(command),
+            thread_key=thread_key_of(command),
             status=ticket.status.value,
             status_rank=ticket.status.rank,
             native_status=ticket.native_status,
@@ -184,20 +182,7 @@ class TicketingRole:
         )
         self.ctx.metrics.tickets.labels(command.department, "created").inc()
         log.info("ticket created", ticket_id=ticket.ticket_id, reference=ref)
-        await self._publish_created(command, ticket.ticket_id, ticket.native_status)
-
-    async def _publish_created(self, command: TicketCommand, ticket_id: str, native: str) -> None:
-        event = TicketEvent(
-            event_id=f"{command.reference}:created",
-            department=command.department,
-            ticket_id=ticket_id,
-            reference=command.reference,
-            status=TicketStatus.RECEIVED,
-            native_status=native,
-            occurred_at=datetime.now(UTC),
-            source="create",
-        )
-        await self.ctx.broker.publish(routing.ticket_created(command.department), event)
+        await publish_created(self.ctx, command, ticket.ticket_id, ticket.native_status)
 
     async def _append(self, system: TicketSystem, command: TicketCommand) -> None:
         store = self.ctx.store
@@ -233,75 +218,23 @@ class TicketingRole:
             ),
         )
 
-    async def list_reconciliation(self, request: web.Request) -> web.Response:
-        require_admin(request)
-        rows = await self.ctx.store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
-        items = [{k: v for k, v in r.items() if k != "command_json"} for r in rows]
-        return web.json_response({"needs_reconciliation": items})
 
-    async def settle_reconciliation(self, request: web.Request) -> web.Response:
-        """An official settles an uncertain create. Body ``{"action": "attach", "ticket_id":
-        "…", "actor": "…"}`` (the ticket exists in the backend: its replies then flow) or
-        ``{"action": "not_created", "actor": "…"}`` (it does not: the create runs again).
-        Recorded with actor and time."""
-        require_admin(request)
-        inquiry_id = request.match_info["inquiry_id"]
-        body = await read_json(request)
-        if not isinstance(body, dict) or "action" not in body or "actor" not in body:
-            return json_error(400, 'body must be {"action": ..., "actor": ..., "ticket_id"?: ...}')
-        action, actor = body["action"], body["actor"]
-        if action not in ("attach", "not_created") or not isinstance(actor, str) or not actor:
-            return json_error(400, "action must be attach|not_created and actor non-empty")
-        ticket_id = body.get("ticket_id")
-        if action == "attach" and (not isinstance(ticket_id, str) or not ticket_id.strip()):
-            return json_error(400, "attach needs the ticket_id found in the ticket system")
-        store = self.ctx.store
-        attempt = await store.create_attempt_for_inquiry(inquiry_id)
-        if attempt is None or attempt["state"] != CreateState.NEEDS_RECONCILIATION:
-            state = attempt["state"] if attempt else "no create attempt"
-            return json_error(409, f"inquiry {inquiry_id} does not await reconciliation ({state})")
-        if not attempt.get("command_json"):
-            return json_error(409, "the create's command was not kept; replay its dead letter")
-        command = TicketCommand.model_validate_json(attempt["command_json"])
-        ref = attempt["reference"]
-        if action == "attach":
-            assert isinstance(ticket_id, str)  # checked above
-            ticket_id = ticket_id.strip()
-            if not await store.decide_reconciliation(
-                ref, decision="attached", actor=actor, ticket_id=ticket_id
-            ):
-                return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
-            await store.record_ticket(
-                department=command.department,
-                ticket_id=ticket_id,
-                reference=ref,
-                inquiry_id=inquiry_id,
-                thread_key=_thread_key(command),
-                status=TicketStatus.RECEIVED.value,
-                status_rank=TicketStatus.RECEIVED.rank,
-                native_status="attached",
-                status_at=datetime.now(UTC).isoformat(),
-            )
-            await store.update_inquiry(inquiry_id, state=InquiryState.TICKETED, ticket_id=ticket_id)
-            await self._publish_created(command, ticket_id, "attached")
-        else:
-            if not await store.decide_reconciliation(ref, decision="not_created", actor=actor):
-                return json_error(409, f"inquiry {inquiry_id} was settled meanwhile")
-            await store.update_inquiry(inquiry_id, state=InquiryState.ROUTED)
-            await self.ctx.broker.publish(routing.inquiry_routed(command.department), command)
-        self.ctx.metrics.reconciliation.labels(command.department).dec()
-        log.info("reconciliation settled", inquiry_id=inquiry_id, action=action, actor=actor)
-        settled = await store.get_create_attempt(ref)
-        assert settled is not None
-        return web.json_response(
-            {
-                "inquiry_id": inquiry_id,
-                "state": settled["state"],
-                "ticket_id": settled["ticket_id"],
-                "decided_by": settled["decided_by"],
-                "decided_at": settled["decided_at"],
-            }
-        )
+async def publish_created(
+    ctx: BridgeContext, command: TicketCommand, ticket_id: str, native: str
+) -> None:
+    """``ticket.created.<department>``: the ticket exists (created, found, or attached by an
+    official settling a reconciliation)."""
+    event = TicketEvent(
+        event_id=f"{command.reference}:created",
+        department=command.department,
+        ticket_id=ticket_id,
+        reference=command.reference,
+        status=TicketStatus.RECEIVED,
+        native_status=native,
+        occurred_at=datetime.now(UTC),
+        source="create",
+    )
+    await ctx.broker.publish(routing.ticket_created(command.department), event)
 
 
 def _circuit_open(system: TicketSystem) -> CircuitBreaker | None:
@@ -323,7 +256,7 @@ def _transient_retry(system: TicketSystem, exc: TransientError) -> Retry:
     return Retry(exc.reason, delay, counts=False)
 
 
-def _thread_key(command: TicketCommand) -> str:
+def thread_key_of(command: TicketCommand) -> str:
     from bridge.stages.triage import thread_key
 
     return thread_key(command.inquiry)
