@@ -42,11 +42,13 @@ class Executor(Protocol):
         """Inside a transaction: serialise with every other transaction taking ``key``."""
         ...
 
+    async def executescript(self, sql: str) -> None:
+        """Several statements (a migration); inside a transaction they commit with it."""
+        ...
+
 
 class Database(Executor, Protocol):
     """A connection (pool) to one store database."""
-
-    async def executescript(self, sql: str) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -69,6 +71,25 @@ class _SqliteTransaction:
 
     async def lock(self, key: str) -> None:
         """SQLite has one writer at a time: ``BEGIN IMMEDIATE`` already serialises."""
+
+    async def executescript(self, sql: str) -> None:
+        """Statement by statement: sqlite3's own ``executescript`` would commit first."""
+        for statement in sqlite_statements(sql):
+            await self.execute(statement)
+
+
+def sqlite_statements(sql: str) -> list[str]:
+    """A script cut into complete statements (SQLite's own test, so a ``;`` inside a string
+    or a trigger body does not cut)."""
+    statements, current = [], ""
+    for piece in sql.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip(" \n\t;"):
+        statements.append(current.strip().removesuffix(";"))  # incomplete: SQLite says so
+    return [st for st in statements if st.strip(" \n\t;")]
 
 
 def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
@@ -202,6 +223,9 @@ class _PostgresTransaction:
 
     async def lock(self, key: str) -> None:
         await self.conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+
+    async def executescript(self, sql: str) -> None:
+        await self.conn.execute(sql)  # no arguments: asyncpg runs every statement
 
 
 class PostgresDatabase:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from bridge import audit
 from bridge.store.drivers import Database, Executor, SqliteDatabase
 
+MIGRATION_LOCK = "govbridge:schema-migration"
+
 # A migration is portable SQL, or per dialect ({"sqlite": ..., "postgresql": ...}).
 MIGRATIONS: list[str | dict[str, str]] = [
     # 1: initial schema
@@ -195,16 +197,26 @@ MIGRATIONS: list[str | dict[str, str]] = [
 
 
 async def migrate(db: Executor, database: Database) -> int:
-    """Bring the schema to the latest migration; the number of migrations."""
-    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    rows = await db.fetchall("SELECT version FROM schema_version")
-    current = rows[0]["version"] if rows else 0
+    """Bring the schema to the latest migration, as one transaction under a lock; the number
+    of migrations. Processes starting together on a fresh database wait for the first, then
+    find it done: no half-made schema, no version bumped without its tables, none migrating
+    twice."""
     dialect = "sqlite" if isinstance(database, SqliteDatabase) else "postgresql"
-    for version in range(current + 1, len(MIGRATIONS) + 1):
-        script = MIGRATIONS[version - 1]
-        await database.executescript(script if isinstance(script, str) else script[dialect])
-        if current == 0 and version == 1:
-            await db.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
-        else:
-            await db.execute("UPDATE schema_version SET version = ?", (version,))
+    async with db.transaction() as tx:
+        await tx.lock(MIGRATION_LOCK)
+        await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        rows = await tx.fetchall("SELECT version FROM schema_version")
+        current = rows[0]["version"] if rows else 0
+        if current > len(MIGRATIONS):
+            raise RuntimeError(
+                f"store schema version {current} is newer than this govbridge knows"
+                f" ({len(MIGRATIONS)}): upgrade govbridge"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            script = MIGRATIONS[version - 1]
+            await tx.executescript(script if isinstance(script, str) else script[dialect])
+        if current == 0:
+            await tx.execute("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS),))
+        elif current < len(MIGRATIONS):
+            await tx.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
     return len(MIGRATIONS)

@@ -1056,5 +1056,9 @@ async def open_store(url: str) -> SqlStore:
         db = PostgresDatabase(url)
     await db.open()
     store = SqlStore(db, database=db)
-    await store.migrate()
+    try:
+        await store.migrate()
+    except BaseException:
+        await db.close()  # a store that cannot be used leaves no connection open
+        raise
     return store
