@@ -154,7 +154,8 @@ def command_fields(command: TicketCommand) -> dict[str, str]:
         "reference": command.reference,
         "description": command.description,
         "public_text": command.public_text,
-        "text": inq.text,
+        # the inquiry's text as the department may see it: unmasked only with keep_personal_data
+        "text": command.description,
         "category": command.category.value,
         "category_label": command.category.label,
         "department": command.department,

@@ -14,6 +14,7 @@ Everything here works on RabbitMQ 3.10.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, ExchangeType
+from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 
 from schemas.config import BrokerConfig
 from schemas.routing import SLA, Route
@@ -123,6 +124,19 @@ class Topology:
         default delivery limit of 20. An explicit, unreachable limit works on 3.10 and 4.x."""
         return {"x-queue-type": "quorum", "x-delivery-limit": 1_000_000_000}
 
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        """Dead letters are kept for ``dead_letter_ttl`` (they hold citizens' raw text)."""
+        return {**self.holding_queue_arguments(), "x-message-ttl": _ms(self.cfg.dead_letter_ttl)}
+
+    def dead_letter_policy(self) -> str:
+        """The ``rabbitmqctl`` command that bounds dead-letter queues declared without a TTL."""
+        pattern = "^" + re.escape(self.exchange) + r"\..*\.dead$"
+        definition = f'{{"message-ttl": {_ms(self.cfg.dead_letter_ttl)}}}'
+        return (
+            f"rabbitmqctl set_policy {self.exchange}-dead '{pattern}' '{definition}'"
+            " --apply-to queues"
+        )
+
     @property
     def ingest_dead(self) -> str:
         """Where items a source could not read are kept (see ``bridge.rejected``)."""
@@ -160,7 +174,8 @@ class Topology:
             f" -> queue {self.unroutable_queue} (quorum, at most"
             f" {self.cfg.unroutable_max_length} messages,"
             f" for {tier_label(self.cfg.unroutable_ttl)})",
-            f"exchange {self.dead_letter_exchange} (direct): dead letters by stage",
+            f"exchange {self.dead_letter_exchange} (direct): dead letters by stage, each kept"
+            f" {tier_label(self.cfg.dead_letter_ttl)}",
             "routing keys (public contract): " + ", ".join(ROUTING_KEYS.values()),
         ]
         for stage in self.stages:
@@ -221,14 +236,27 @@ class Topology:
                 await channel.declare_queue(
                     name, durable=True, arguments=self.retry_queue_arguments(stage, delay)
                 )
-            dead = await channel.declare_queue(
-                q.dead, durable=True, arguments=self.holding_queue_arguments()
-            )
+            dead = await self._declare_dead(channel, q.dead)
             await dead.bind(dlx, routing_key=stage)
-        ingest_dead = await channel.declare_queue(
-            self.ingest_dead, durable=True, arguments=self.holding_queue_arguments()
-        )
+        ingest_dead = await self._declare_dead(channel, self.ingest_dead)
         await ingest_dead.bind(dlx, routing_key="ingest")
+
+    async def _declare_dead(self, channel: AbstractChannel, name: str) -> AbstractQueue:
+        try:
+            return await channel.declare_queue(
+                name, durable=True, arguments=self.dead_letter_queue_arguments()
+            )
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # Declared without a TTL by an earlier version: keep working, say how to bound it.
+            log.warning(
+                "dead-letter queue has other arguments (an earlier version's, no TTL);"
+                " bound it with a policy or delete it once it is empty",
+                queue=name,
+                policy=self.dead_letter_policy(),
+            )
+            if channel.is_closed:
+                await channel.reopen()
+            return await channel.declare_queue(name, passive=True)
 
     async def delete(self, channel: AbstractChannel) -> None:
         """Remove everything (tests). Quorum queues need if_unused/if_empty False."""

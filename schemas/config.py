@@ -92,6 +92,12 @@ class BrokerConfig(Strict):
     unroutable_ttl: Duration = Field(
         default=timedelta(days=1), description="How long an unroutable message is kept."
     )
+    dead_letter_ttl: Duration = Field(
+        default=timedelta(days=14),
+        description="How long a dead letter is kept for inspection and replay (`govbridge dlq`)."
+        " Dead letters carry the citizen's text as it arrived, personal data included, so they"
+        " do not stay forever.",
+    )
 
     @field_validator("retry_delays")
     @classmethod
@@ -159,7 +165,10 @@ class DepartmentConfig(Strict):
         default_factory=dict, description="Reply templates by ticket status (overrides defaults)."
     )
     keep_personal_data: bool = Field(
-        default=True, description="Pass phone/ID numbers to the ticket system (never published)."
+        default=False,
+        description="Pass phone/ID numbers and e-mail addresses to the ticket system unmasked"
+        " (never published). Off by default: a department turns it on when its case workers"
+        " must call citizens back.",
     )
 
     @field_validator("sla")

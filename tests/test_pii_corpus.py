@@ -1,0 +1,235 @@
+"""The personal-data corpus (issue 10, must-show 5): phone numbers, ID numbers and e-mail
+addresses written the ways citizens write them (grouped, spaced with every kind of space and
+dash, with zero-width characters, full-width, prefixed, old 15-digit IDs, ``(at)`` and ``。``),
+each inside a sentence, and text that must stay as it is (the bridge's own references, dates,
+amounts, order numbers, bus lines, ticket-system ids).
+
+Recall = variants masked exactly (the sentence around them untouched) / variants. A false
+positive = a negative text in which anything was masked. The figures are printed (``pytest -s``)
+and recorded in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from bridge.pii import MASKS, id_check_char, redact
+from bridge.stages.triage import reference_for
+from schemas.messages import inquiry_id_for
+
+SEED = 20261130
+CONTEXTS = [
+    ("我的电话是", "，请尽快联系我"),
+    ("", ""),
+    ("联系方式：", "\n谢谢！"),
+    ("麻烦回电 ", " 找王先生"),
+    ("【求助】", "（白天都在）"),
+]
+# separators citizens (and their keyboards) put between digit groups
+SEPARATORS = {
+    "space": " ",
+    "dash": "-",
+    "dot": ".",
+    "en dash": "\u2013",
+    "em dash": "\u2014",
+    "hyphen": "\u2010",
+    "nb hyphen": "\u2011",
+    "minus": "\u2212",
+    "fullwidth dash": "\uff0d",
+    "tab": "\t",
+    "line break": "\n",
+    "nbsp": "\u00a0",
+    "narrow nbsp": "\u202f",
+    "ideographic space": "\u3000",
+    "spaced dash": " - ",
+}
+ZERO_WIDTH = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]
+FULLWIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
+PROVINCE_REGIONS = ["110105", "310104", "440305", "510107", "320102", "130102", "420106"]
+
+
+@dataclass(frozen=True)
+class Variant:
+    kind: str  # key of MASKS
+    how: str
+    written: str
+
+
+def mobiles(rng: random.Random) -> Iterator[Variant]:
+    for _ in range(4):
+        n = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+        a, b, c = n[:3], n[3:7], n[7:]
+        yield Variant("mobile", "plain", n)
+        for name, sep in SEPARATORS.items():
+            yield Variant("mobile", f"3-4-4 {name}", f"{a}{sep}{b}{sep}{c}")
+        yield Variant("mobile", "4-3-4", f"{n[:4]} {n[4:7]} {n[7:]}")
+        yield Variant("mobile", "every digit spaced", " ".join(n))
+        for zw in ZERO_WIDTH:
+            yield Variant("mobile", f"zero-width {zw!r} between digits", zw.join(n))
+        yield Variant("mobile", "zero-width inside groups", f"{a}\u200b {b}\u200b{c}")
+        yield Variant("mobile", "full-width", n.translate(FULLWIDTH))
+        yield Variant("mobile", "full-width grouped", f"{a}　{b}　{c}".translate(FULLWIDTH))
+        yield Variant("mobile", "+86", f"+86{n}")
+        yield Variant("mobile", "+86 grouped", f"+86 {a} {b} {c}")
+        yield Variant("mobile", "0086 dashed", f"0086-{a}-{b}-{c}")
+        yield Variant("mobile", "(+86) nbsp", f"(+86)\u00a0{a}\u00a0{b}\u00a0{c}")
+        yield Variant("mobile", "+86 en dash", f"+86\u2013{a}\u2013{b}\u2013{c}")
+
+
+def ids(rng: random.Random) -> Iterator[Variant]:
+    for _ in range(4):
+        region = rng.choice(PROVINCE_REGIONS)
+        born = date(1950, 1, 1) + timedelta(days=rng.randrange(365 * 50))
+        seq = f"{rng.randrange(1000):03d}"
+        first17 = f"{region}{born:%Y%m%d}{seq}"
+        n = first17 + id_check_char(first17)
+        yield Variant("id_number", "18 plain", n)
+        yield Variant("id_number", "18 lower-case x", n.lower())
+        for name in ("space", "dash", "nbsp", "en dash", "tab", "line break", "ideographic space"):
+            sep = SEPARATORS[name]
+            yield Variant("id_number", f"6-8-4 {name}", f"{n[:6]}{sep}{n[6:14]}{sep}{n[14:]}")
+        yield Variant("id_number", "4-4-4-4-2", " ".join(n[i : i + 4] for i in range(0, 18, 4)))
+        yield Variant("id_number", "6-4-4-4", f"{n[:6]} {n[6:10]} {n[10:14]} {n[14:]}")
+        yield Variant("id_number", "zero-width", "\u200b".join(n))
+        yield Variant("id_number", "full-width", n.translate(FULLWIDTH))
+        wrong = n[:17] + ("0" if n[17] != "0" else "1")
+        yield Variant("id_number", "18 wrong check digit", wrong)
+        old = f"{region}{born:%y%m%d}{seq}"
+        yield Variant("id_number", "15 old", old)
+        yield Variant("id_number", "15 old 6-6-3", f"{old[:6]} {old[6:12]} {old[12:]}")
+        yield Variant("id_number", "15 old dashed", f"{old[:6]}-{old[6:12]}-{old[12:]}")
+
+
+def emails(rng: random.Random) -> Iterator[Variant]:
+    for _ in range(4):
+        user = rng.choice(["zhangsan", "li.si", "wang_wu88", "chen-liu", "zhao7"])
+        host, tld = rng.choice([("163", "com"), ("qq", "com"), ("example", "org"), ("sina", "cn")])
+        yield Variant("email", "plain", f"{user}@{host}.{tld}")
+        yield Variant("email", "(at)", f"{user}(at){host}.{tld}")
+        yield Variant("email", "[at]", f"{user}[at]{host}.{tld}")
+        yield Variant("email", "full-width (at)", f"{user}（at）{host}.{tld}")
+        yield Variant("email", "【at】", f"{user}【at】{host}.{tld}")
+        yield Variant("email", " at ", f"{user} at {host}.{tld}")
+        yield Variant("email", "full-width @", f"{user}＠{host}.{tld}")
+        yield Variant("email", "。 for .", f"{user}@{host}。{tld}")
+        yield Variant("email", "(at) and 。", f"{user}(at){host}。{tld}")
+        yield Variant("email", "(dot)", f"{user}@{host}(dot){tld}")
+        yield Variant("email", " at  dot ", f"{user} at {host} dot {tld}")
+        yield Variant("email", "spaces around @", f"{user} @ {host}.{tld}")
+
+
+def corpus() -> list[Variant]:
+    rng = random.Random(SEED)
+    return [*mobiles(rng), *ids(rng), *emails(rng)]
+
+
+def references(rng: random.Random) -> list[str]:
+    """The bridge's own references: real ones, and ones made to hold phone- and ID-like runs."""
+    refs = [reference_for(inquiry_id_for("weibo", "acc", "mention", str(i))) for i in range(150)]
+    for _ in range(50):
+        n = f"1{rng.choice('3456789')}{rng.randrange(10**9):09d}"
+        refs.append("GB-" + (n + f"{rng.randrange(10**5):05d}")[:16])
+        refs.append("GB-" + f"{rng.randrange(16**5):05X}" + n)
+    refs.append("GB-11010519491231002")  # 16 digits, an ID's first 16
+    return refs
+
+
+NEGATIVES = [
+    "2024-05-01 13:45 在地铁站",
+    "2024.05.01下午3点",
+    "罚款1,380,012.50元",
+    "乘坐138路公交到1234站",
+    "订单号2023102512345678",
+    "订单号：138123456789012",
+    "快递单号 SF1234567890123",
+    "邮编100000",
+    "车牌京A12345",
+    "工单号T-000123",
+    "12345热线打了3次",
+    "@北京12345 你好",
+    "门牌号 13 栋 8 单元 1203",
+    "电费 138.25 元，水费 12.34 元",
+    "第1380期，共5678人",
+    "温度 13.8 度，湿度 45 %",
+    "时间：2023年10月25日",
+    "发票号码 44031234 56789012",
+    "银行卡尾号 5678",
+    "meet at 3pm at the station",
+    "price 13.81 dot com boom",
+    "service_request_id 638344253",
+    "座机 010-6512 3456",
+    "2019.12.31 至 2020.01.15",
+    "1/3 的居民，2/3 的商户",
+]
+
+
+def masked_exactly(v: Variant, before: str, after: str) -> bool:
+    masked, _ = redact(before + v.written + after)
+    return masked == before + MASKS[v.kind] + after
+
+
+def test_corpus_recall_and_false_positives() -> None:
+    rng = random.Random(SEED)
+    variants = corpus()
+    assert len(variants) >= 200
+    missed = []
+    for i, v in enumerate(variants):
+        before, after = CONTEXTS[i % len(CONTEXTS)]
+        if not masked_exactly(v, before, after):
+            missed.append(v)
+    recall = 1 - len(missed) / len(variants)
+
+    refs = references(rng)
+    refs_masked = [r for r in refs if redact(f"您的工单{r}已受理，联系电话请勿外传")[1]]
+    # beside a citizen's phone number the reference stays and the phone goes
+    phone = "13812345678"
+    beside = [
+        r
+        for r in refs[:50]
+        if redact(f"工单{r} {phone}")[0] != f"工单{r} {MASKS['mobile']}"
+        or redact(f"{phone}{r}")[0] != f"{MASKS['mobile']}{r}"
+    ]
+    false_positives = [t for t in NEGATIVES if redact(t)[1]]
+
+    by_kind = {k: sum(v.kind == k for v in variants) for k in MASKS}
+    print(
+        f"\nPII corpus: {len(variants)} variants {by_kind}; recall {recall:.2%}"
+        f" ({len(missed)} missed); references masked {len(refs_masked)}/{len(refs)};"
+        f" references beside a phone kept {50 - len(beside)}/50;"
+        f" false positives {len(false_positives)}/{len(NEGATIVES)}"
+    )
+    for v in missed:
+        print(f"  missed {v.kind} {v.how}: {v.written!r}")
+    for t in false_positives:
+        print(f"  false positive: {t!r} -> {redact(t)[0]!r}")
+    assert recall >= 0.99, [(v.how, v.written) for v in missed]
+    assert refs_masked == []
+    assert beside == []
+    assert false_positives == []
+
+
+def test_every_variant_kind_appears_in_the_corpus() -> None:
+    """The issue's list, each present (so the recall figure covers all of them)."""
+    hows = {v.how for v in corpus()}
+    for needed in (
+        "3-4-4 space",
+        "3-4-4 dot",
+        "3-4-4 en dash",
+        "3-4-4 em dash",
+        "3-4-4 tab",
+        "3-4-4 line break",
+        "3-4-4 nbsp",
+        "zero-width '\\u200b' between digits",
+        "full-width",
+        "+86 grouped",
+        "0086 dashed",
+        "15 old",
+        "6-8-4 space",
+        "4-4-4-4-2",
+        "。 for .",
+        "(at)",
+    ):
+        assert needed in hows, needed
