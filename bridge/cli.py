@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from bridge import __version__
 from bridge.config import ConfigError, load_config, redacted_url, weak_credentials
 from bridge.logging import configure_logging
+from bridge.redaction import register_config, scrub
 from schemas.config import GovbridgeConfig
 
 if TYPE_CHECKING:
@@ -25,7 +26,9 @@ DEFAULT_CONFIG = "govbridge.toml"
 
 def _load(path: str) -> GovbridgeConfig:
     try:
-        return load_config(path)
+        cfg = load_config(path)
+        register_config(cfg)  # scrubbed from every later log line and message
+        return cfg
     except ConfigError as exc:
         print(f"config error in {exc.path}:", file=sys.stderr)
         for p in exc.problems:
@@ -96,14 +99,15 @@ async def _check(args: argparse.Namespace) -> int:
         update={"connect_timeout": min(cfg.broker.connect_timeout, timedelta(seconds=5))}
     )
     broker = Broker(broker_cfg)
+    shown_broker, shown_store = redacted_url(cfg.broker.url), redacted_url(cfg.store.url)
     try:
         await broker.connect(declare=not args.no_declare)
-        print(f"broker   ok: {redacted_url(cfg.broker.url)} (topology declared)")
+        print(f"broker   ok: {shown_broker} (topology declared)")
     except BrokerUnavailable as exc:
-        print(f"broker   FAILED: {redacted_url(cfg.broker.url)}: {exc}", file=sys.stderr)
+        print(f"broker   FAILED: {shown_broker}: {scrub(str(exc))}", file=sys.stderr)
         failures += 1
     except Exception as exc:
-        print(f"broker   FAILED: {redacted_url(cfg.broker.url)}: {exc!r}", file=sys.stderr)
+        print(f"broker   FAILED: {shown_broker}: {scrub(repr(exc))}", file=sys.stderr)
         failures += 1
     finally:
         await broker.close()
@@ -111,9 +115,9 @@ async def _check(args: argparse.Namespace) -> int:
         store = await asyncio.wait_for(open_store(cfg.store.url), 10)
         await store.ping()
         await store.close()
-        print(f"store    ok: {redacted_url(cfg.store.url)}")
+        print(f"store    ok: {shown_store}")
     except Exception as exc:
-        print(f"store    FAILED: {redacted_url(cfg.store.url)}: {exc!r}", file=sys.stderr)
+        print(f"store    FAILED: {shown_store}: {scrub(repr(exc))}", file=sys.stderr)
         failures += 1
     if not args.adapters:
         print("adapters not contacted (add --adapters to check tokens and reachability)")
@@ -149,10 +153,12 @@ async def _probe(label: str, adapter: Source | TicketSystem) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    """An adapter's own reason (safe to print), else the exception itself."""
+    """An adapter's own reason, else the exception itself: the backend's words, short, one
+    line, without secrets or personal data."""
     from adapters.base import AdapterError
+    from bridge.redaction import sanitise_reason
 
-    return exc.reason if isinstance(exc, AdapterError) else repr(exc)
+    return sanitise_reason(exc.reason if isinstance(exc, AdapterError) else repr(exc))
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -15,10 +15,14 @@ from typing import Any
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from adapters.base import sources, ticket_systems
+from bridge.redaction import redacted_url
 from schemas.config import GovbridgeConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 AMQP_URL_ENV = "GOVBRIDGE_AMQP_URL"
+__all__ = ["ConfigError", "load_config", "parse_config", "redacted_url", "weak_credentials"]
+# Keys whose values are never echoed in an error (secrets, and URLs that may carry them).
+_NEVER_ECHO = re.compile(r"url|secret|token|key|pass|pwd|auth|bearer|credential|dsn", re.IGNORECASE)
 
 
 class ConfigError(Exception):
@@ -94,13 +98,21 @@ def _describe(err: Mapping[str, Any], root: type[BaseModel], prefix: tuple[int |
     if err["type"] == "missing":
         return f"{where}: required key is missing"
     value = err.get("input")
-    shown = (
-        ""
-        if isinstance(value, dict | list) or "token" in where or "key" in where
-        else (f" (got {value!r})")
-    )
     msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{where}: {msg}{shown}"
+    return f"{where}: {msg}{_shown(value, loc)}"
+
+
+def _shown(value: Any, loc: tuple[int | str, ...]) -> str:
+    """`` (got …)`` for a harmless value; nothing for secrets, URLs, anything that looks like
+    one, and containers (which may hold either)."""
+    if isinstance(value, dict | list | SecretStr) or value is None:
+        return ""
+    if any(isinstance(p, str) and _NEVER_ECHO.search(p) for p in loc):
+        return ""
+    text = str(value)
+    if "://" in text or "@" in text or len(text) > 60:
+        return ""
+    return f" (got {value!r})"
 
 
 def parse_config(
@@ -158,12 +170,6 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Govbr
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(str(p), [f"not valid TOML: {exc}"]) from None
     return parse_config(data, str(p), env)
-
-
-def redacted_url(url: SecretStr | str) -> str:
-    """A broker/store URL safe to print: the password replaced by ***."""
-    raw = url.get_secret_value() if isinstance(url, SecretStr) else url
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", raw)
 
 
 # Credentials anyone can read in this repository (examples, simulators, demo, tests): fine on a

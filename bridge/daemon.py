@@ -23,6 +23,7 @@ from bridge.api import OperatorApi
 from bridge.http import HttpServer, create_app, require_admin, start_server
 from bridge.metrics import Metrics
 from bridge.push import PushPipeline
+from bridge.redaction import register_config, sanitise_reason
 from bridge.report import department_reports
 from bridge.runtime import Broker, Worker
 from bridge.store import Store, open_store
@@ -56,6 +57,7 @@ class Alerts:
     active: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def raise_(self, kind: str, name: str, reason: str) -> None:
+        reason = sanitise_reason(reason)  # shown in /readyz and a metric label
         if self.active.get((kind, name)) != reason:
             log.error("ALERT: operator action needed", alert=kind, name=name, reason=reason)
         self.active[(kind, name)] = reason
@@ -105,6 +107,7 @@ class Daemon:
         if unknown:
             raise ValueError(f"unknown roles {unknown}; choose from {', '.join(ALL_ROLES)}")
         self.cfg = cfg
+        register_config(cfg)  # its secrets are scrubbed from every log line
         self.role_names = list(roles)
         self.metrics = metrics or Metrics()
         self.broker = Broker(cfg.broker, self.metrics)

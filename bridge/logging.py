@@ -1,7 +1,9 @@
 """structlog set-up: readable console lines on a terminal, JSON lines otherwise.
 
 Every log line passes through the personal-data redactor, so a phone or ID number that slips
-into an event field never reaches the log.
+into an event field never reaches the log, and through the secrets scrubber (``bridge.redaction``):
+no configured secret and no URL password, in our lines or in the libraries' (standard
+``logging``) lines.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import structlog
 
 from bridge.pii import redact_processor
+from bridge.redaction import ScrubFilter, secrets_processor
 
 
 def configure_logging(level: str = "info", json: bool | None = None, cache: bool = False) -> None:
@@ -25,6 +28,7 @@ def configure_logging(level: str = "info", json: bool | None = None, cache: bool
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    processors.append(secrets_processor)  # renders an exception first, so both see its text
     processors.append(redact_processor)
     processors.append(structlog.processors.format_exc_info if json else structlog.dev.set_exc_info)
     renderer: Any = (
@@ -42,6 +46,9 @@ def configure_logging(level: str = "info", json: bool | None = None, cache: bool
         cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())
 
 
 def get_logger(**context: Any) -> Any:
