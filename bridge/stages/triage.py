@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
@@ -97,22 +98,11 @@ class TriageRole:
 
         with timing.timed("classify"):  # personal-data search counts as text work
             redacted, findings = pii.redact(inquiry.text)
-        row: dict[str, Any] = {
-            "platform": inquiry.platform,
-            "account": inquiry.account,
-            "kind": inquiry.kind.value,
-            "thread_key": thread_key(inquiry),
-            "public_text": redacted,
-            "citizen_handle": inquiry.author.handle,
-            "visibility": inquiry.visibility.value,
-            "thread_json": inquiry.thread.model_dump_json(),
-            "external_id": inquiry.external_id,
-            "author_id": inquiry.author.id,
-        }
 
         async def record(**fields: Any) -> None:
             """One write: the row with its outcome (a redelivery updates the earlier row)."""
             if existing is None:
+                row = _inquiry_row(inquiry, redacted)
                 await store.record_inquiry(inquiry_id=inquiry.inquiry_id, **row, **fields)
             else:
                 await store.update_inquiry(inquiry.inquiry_id, **fields)
@@ -130,12 +120,71 @@ class TriageRole:
         kinds: dict[Literal["mobile", "id_number", "email"], int] = {}
         for f in findings:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
-        action: Literal["create", "append"]
-        result: classify.Classification | None = None
+        d = self._decide(inquiry, owner)
+        command = TicketCommand(
+            command_id=stable_id("cmd", inquiry.inquiry_id),
+            action=d.action,
+            inquiry=inquiry,
+            department=d.dept.id,
+            category=d.category,
+            reference=d.reference,
+            description=inquiry.text if d.dept.keep_personal_data else redacted,
+            public_text=redacted,
+            personal_data=[PersonalDataFinding(kind=k, count=n) for k, n in kinds.items()],
+            ticket_id=d.ticket_id,
+        )
+        if d.result is not None and self.review.should_hold(d.result):
+            # held for an official's check: the hold first, so a redelivery re-holds (no-op)
+            await self.review.hold(command, d.result, redacted)
+            await record(
+                state=InquiryState.HELD_FOR_REVIEW,
+                ticket_id=None,
+                conversation=d.conversation,
+                **d.classified,
+            )
+            self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.HELD_FOR_REVIEW).inc()
+            log.info(
+                "inquiry held for an official's check",
+                department=d.dept.id,
+                category=d.category.value,
+                confidence=d.classified["confidence"],
+            )
+            return
+        await record(
+            state=InquiryState.TRIAGED,
+            ticket_id=d.ticket_id,
+            conversation=d.conversation,
+            **d.classified,
+        )
+        await self._route(inquiry, command, d, sorted(kinds))
+
+    async def _route(
+        self, inquiry: Inquiry, command: TicketCommand, d: _Decision, personal_data: list[str]
+    ) -> None:
+        """Publish the ticket command, then mark the inquiry routed (unless ticketing has
+        moved it on already)."""
+        await self.ctx.broker.publish(routing.inquiry_routed(d.dept.id), command)
+        await self.ctx.store.advance_inquiry(
+            inquiry.inquiry_id, InquiryState.TRIAGED, InquiryState.ROUTED
+        )
+        self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.ROUTED).inc()
+        result = d.result
+        log.info(
+            "inquiry routed",
+            department=d.dept.id,
+            category=d.category.value,
+            decided_by="conversation" if result is None else (result.rule or "model"),
+            confidence=None if result is None else round(result.confidence, 3),
+            action=d.action,
+            personal_data=personal_data,
+        )
+
+    def _decide(self, inquiry: Inquiry, owner: dict[str, Any] | None) -> _Decision:
+        """Where the inquiry goes. A follow-up goes to the ticket that holds the conversation,
+        in the department and ticket system that hold it, whatever its own text would route
+        to; a new matter is classified."""
         if owner is not None:
-            # A follow-up goes to the ticket that holds the conversation, in the department
-            # and ticket system that hold it, whatever its own text would route to.
-            action, conversation = "append", owner["inquiry_id"]
+            conversation = owner["inquiry_id"]
             try:
                 dept = self.ctx.cfg.department(owner["department"])
             except KeyError:
@@ -143,65 +192,32 @@ class TriageRole:
                     f"the conversation's department {owner['department']!r} is not configured"
                 ) from None
             category = Category(owner["category"] or "other")
-            reference, ticket_id = reference_for(conversation), owner["ticket_id"]
-            classified: dict[str, Any] = {"department": dept.id, "category": category.value}
-        else:
-            action, conversation = "create", inquiry.inquiry_id
-            dept = self._department(inquiry)
-            with timing.timed("classify"):
-                result = self.classifier.classify(inquiry.text)
-            category = result.category
-            reference, ticket_id = reference_for(inquiry.inquiry_id), None
-            classified = {
+            return _Decision(
+                action="append",
+                conversation=conversation,
+                dept=dept,
+                category=category,
+                reference=reference_for(conversation),
+                ticket_id=owner["ticket_id"],
+                classified={"department": dept.id, "category": category.value},
+            )
+        dept = self._department(inquiry)
+        with timing.timed("classify"):
+            result = self.classifier.classify(inquiry.text)
+        return _Decision(
+            action="create",
+            conversation=inquiry.inquiry_id,
+            dept=dept,
+            category=result.category,
+            reference=reference_for(inquiry.inquiry_id),
+            ticket_id=None,
+            classified={
                 "department": dept.id,
-                "category": category.value,
+                "category": result.category.value,
                 "confidence": round(result.confidence, 4),
                 "explanation": json.dumps(result.explanation(), ensure_ascii=False),
-            }
-
-        command = TicketCommand(
-            command_id=stable_id("cmd", inquiry.inquiry_id),
-            action=action,
-            inquiry=inquiry,
-            department=dept.id,
-            category=category,
-            reference=reference,
-            description=inquiry.text if dept.keep_personal_data else redacted,
-            public_text=redacted,
-            personal_data=[PersonalDataFinding(kind=k, count=n) for k, n in kinds.items()],
-            ticket_id=ticket_id,
-        )
-        if result is not None and self.review.should_hold(result):
-            # held for an official's check: the hold first, so a redelivery re-holds (no-op)
-            await self.review.hold(command, result, redacted)
-            await record(
-                state=InquiryState.HELD_FOR_REVIEW,
-                ticket_id=None,
-                conversation=conversation,
-                **classified,
-            )
-            self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.HELD_FOR_REVIEW).inc()
-            log.info(
-                "inquiry held for an official's check",
-                department=dept.id,
-                category=category.value,
-                confidence=classified["confidence"],
-            )
-            return
-        await record(
-            state=InquiryState.TRIAGED, ticket_id=ticket_id, conversation=conversation, **classified
-        )
-        await self.ctx.broker.publish(routing.inquiry_routed(dept.id), command)
-        await store.advance_inquiry(inquiry.inquiry_id, InquiryState.TRIAGED, InquiryState.ROUTED)
-        self.ctx.metrics.inquiries.labels(inquiry.platform, InquiryState.ROUTED).inc()
-        log.info(
-            "inquiry routed",
-            department=dept.id,
-            category=category.value,
-            decided_by="conversation" if result is None else (result.rule or "model"),
-            confidence=None if result is None else round(result.confidence, 3),
-            action=action,
-            personal_data=sorted(kinds),
+            },
+            result=result,
         )
 
     async def _conversation_owner(self, inquiry: Inquiry, attempt: int) -> dict[str, Any] | None:
@@ -223,6 +239,36 @@ class TriageRole:
             # flight right now. Wait once rather than open a second ticket for one matter.
             raise Retry("the citizen's earlier post in this chain is not recorded yet")
         return placement.owner
+
+
+@dataclass(frozen=True)
+class _Decision:
+    """What triage decided for one inquiry (``result`` only when it was classified)."""
+
+    action: Literal["create", "append"]
+    conversation: str
+    dept: DepartmentConfig
+    category: Category
+    reference: str
+    ticket_id: str | None
+    classified: dict[str, Any]
+    result: classify.Classification | None = None
+
+
+def _inquiry_row(inquiry: Inquiry, redacted: str) -> dict[str, Any]:
+    """The inquiry's row as first recorded (its outcome fields are added by the caller)."""
+    return {
+        "platform": inquiry.platform,
+        "account": inquiry.account,
+        "kind": inquiry.kind.value,
+        "thread_key": thread_key(inquiry),
+        "public_text": redacted,
+        "citizen_handle": inquiry.author.handle,
+        "visibility": inquiry.visibility.value,
+        "thread_json": inquiry.thread.model_dump_json(),
+        "external_id": inquiry.external_id,
+        "author_id": inquiry.author.id,
+    }
 
 
 def create(ctx: BridgeContext) -> TriageRole:
