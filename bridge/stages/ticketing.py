@@ -136,35 +136,48 @@ class TicketingRole:
                 log.error("create outcome unknown: flagged for reconciliation", reference=ref)
                 return
         if ticket is None:
-            breaker = _circuit_open(system)
-            if breaker is not None and breaker.state == "open":
-                # No request would be made: do not record an attempt that never happens.
-                self.ctx.metrics.tickets.labels(command.department, "circuit_open").inc()
-                raise TransientError(f"{breaker.name}: circuit open; create not attempted")
-            claimed = await store.claim_create(
-                ref,
-                command.department,
-                command.inquiry.inquiry_id,
-                expected_updated_at=expected,
-                command_json=command.model_dump_json(),
-            )
-            if not claimed:
-                raise Retry(f"create of {ref} claimed by another delivery", counts=False)
-            try:
-                with timing.timed("http"):
-                    ticket = await system.create(command, idempotency_key=ref)
-            except TransientError as exc:
-                if exc.not_sent:  # certainly not created: a redelivery may simply create
-                    await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])
-                raise
-            except AuthError as exc:  # refused before anything was made
+            ticket = await self._send_create(system, command, expected)
+        await self._record_created(command, ticket)
+
+    async def _send_create(
+        self, system: TicketSystem, command: TicketCommand, expected: str | None
+    ) -> CreatedTicket:
+        """Claim the create (compare-and-set on the attempt seen, ``expected``), then call the
+        ticket system; what the outcome proves is kept on the attempt."""
+        store, ref = self.ctx.store, command.reference
+        breaker = _circuit_open(system)
+        if breaker is not None and breaker.state == "open":
+            # No request would be made: do not record an attempt that never happens.
+            self.ctx.metrics.tickets.labels(command.department, "circuit_open").inc()
+            raise TransientError(f"{breaker.name}: circuit open; create not attempted")
+        claimed = await store.claim_create(
+            ref,
+            command.department,
+            command.inquiry.inquiry_id,
+            expected_updated_at=expected,
+            command_json=command.model_dump_json(),
+        )
+        if not claimed:
+            raise Retry(f"create of {ref} claimed by another delivery", counts=False)
+        try:
+            with timing.timed("http"):
+                return await system.create(command, idempotency_key=ref)
+        except TransientError as exc:
+            if exc.not_sent:  # certainly not created: a redelivery may simply create
                 await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])
-                raise
-            except PermanentError as exc:
-                # A definite refusal (validation, unknown service): nothing was created, so a
-                # replay after the configuration is fixed must be free to create.
-                await store.set_create_state(ref, CreateState.REJECTED, detail=exc.reason[:200])
-                raise
+            raise
+        except AuthError as exc:  # refused before anything was made
+            await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])
+            raise
+        except PermanentError as exc:
+            # A definite refusal (validation, unknown service): nothing was created, so a
+            # replay after the configuration is fixed must be free to create.
+            await store.set_create_state(ref, CreateState.REJECTED, detail=exc.reason[:200])
+            raise
+
+    async def _record_created(self, command: TicketCommand, ticket: CreatedTicket) -> None:
+        """The ticket exists: record it, mark the attempt and the inquiry, announce it."""
+        store, ref = self.ctx.store, command.reference
         await store.record_ticket(
             department=command.department,
             ticket_id=ticket.ticket_id,
