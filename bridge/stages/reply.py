@@ -116,6 +116,26 @@ class ReplyRole:
         inquiry = await tx.get_inquiry(ticket["inquiry_id"])
         if inquiry is None:
             raise DeadLetter(f"ticket {event.ticket_id} has no recorded inquiry")
+        requests = self._compose(event, inquiry, ticket, dept, cycle, applied)
+        tx.fault("compose:replies_decided")
+        approved = []
+        for request in requests:
+            if await record_reply(tx, request, dept.approval):
+                approved.append(request)
+            tx.fault("compose:reply_recorded")
+        return approved
+
+    def _compose(
+        self,
+        event: TicketEvent,
+        inquiry: dict[str, Any],
+        ticket: dict[str, Any],
+        dept: DepartmentConfig,
+        cycle: int,
+        applied: bool,
+    ) -> list[ReplyRequest]:
+        """The replies an event calls for: its status (when it moved the ticket) and an
+        official's note (when it carries one), in the department's templates, redacted."""
         category = Category(inquiry["category"] or "other")
         created = datetime.fromisoformat(ticket["created_at"])
         deadline = format_deadline(deadline_for(dept, category, created))
@@ -162,13 +182,7 @@ class ReplyRole:
                     **{**base, "visibility": Visibility.PRIVATE if private else base["visibility"]},
                 )
             )
-        tx.fault("compose:replies_decided")
-        approved = []
-        for request in requests:
-            if await record_reply(tx, request, dept.approval):
-                approved.append(request)
-            tx.fault("compose:reply_recorded")
-        return approved
+        return requests
 
     async def _acknowledge_follow_up(
         self, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
