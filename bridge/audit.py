@@ -10,8 +10,8 @@ could make it consistent again; ``verify --expect`` checks that a head noted ear
 by every ``verify``) is still there, unchanged.
 
 Records hold identifiers, states and actors, never citizens' text or personal data.
-Appends are serialised (a lock in the caller's transaction), so the record of a change commits
-with the change itself or not at all.
+Appends are serialised (a lock in the caller's transaction, taken as it commits), so the record
+of a change commits with the change itself or not at all.
 """
 
 from __future__ import annotations
@@ -121,14 +121,17 @@ async def append(
     inquiry_id: str | None = None,
     subject: str | None = None,
     **detail: Any,
-) -> int:
-    """Append one record (in ``db``'s transaction when it is one); returns its number."""
+) -> None:
+    """Append one record. In a transaction it is written as the transaction commits, so the
+    chain's lock (which every appending transaction shares, across processes) is held for
+    the commit only, not for the whole transaction; outside one, at once."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     text = json.dumps(
         {k: v for k, v in detail.items() if v is not None}, ensure_ascii=False, sort_keys=True
     )
-    async with db.transaction() as tx:
+
+    async def write(tx: Executor) -> None:
         await tx.lock(LOCK_KEY)
         rows = await tx.fetchall("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         seq, prev = (int(rows[0]["seq"]) + 1, str(rows[0]["hash"])) if rows else (1, GENESIS)
@@ -139,7 +142,10 @@ async def append(
             " prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (seq, at, actor, action, inquiry_id, subject, text, prev, digest),
         )
-    return seq
+
+    if not db.defer(write):
+        async with db.transaction() as tx:
+            await write(tx)
 
 
 @dataclass(frozen=True)

@@ -281,3 +281,33 @@ async def test_audit_verify_command_on_a_sqlite_file(
     text = capsys.readouterr().out
     assert "ticket     environment/T-1  now in_progress (ASSIGNED)" in text
     assert "by 李强 (reject)" in text
+
+
+async def test_records_of_a_transaction_are_written_as_it_commits_or_not_at_all(
+    store: SqlStore,
+) -> None:
+    """In a transaction the records wait for its commit (so the chain's shared lock is held
+    only then), keep their order, and vanish with a rollback."""
+    before = (await audit.verify(store.db)).records
+
+    class Crash(Exception):
+        pass
+
+    with pytest.raises(Crash):
+        async with store.transaction() as tx:
+            await tx.record_audit("reply.retried", inquiry_id="inq_gone", subject="r1")
+            raise Crash
+    assert (await audit.verify(store.db)).records == before
+
+    async with store.transaction() as tx:
+        await tx.record_audit("reply.retried", inquiry_id="inq_kept", subject="first")
+        await tx.record_audit("reply.retried", inquiry_id="inq_kept", subject="second")
+        # not yet written: the lock is not taken until the commit
+        rows = await tx.db.fetchall("SELECT seq FROM audit_log WHERE inquiry_id = 'inq_kept'")
+        assert rows == []
+    rows = await store.db.fetchall(
+        "SELECT subject FROM audit_log WHERE inquiry_id = 'inq_kept' ORDER BY seq"
+    )
+    assert [r["subject"] for r in rows] == ["first", "second"]
+    verdict = await audit.verify(store.db)
+    assert verdict.ok and verdict.records == before + 2

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from bridge import timing
 
 _T = TypeVar("_T")
+DeferredStep = Callable[["Executor"], Awaitable[None]]
 
 
 def now_iso() -> str:
@@ -42,6 +44,12 @@ class Executor(Protocol):
         """Inside a transaction: serialise with every other transaction taking ``key``."""
         ...
 
+    def defer(self, step: DeferredStep) -> bool:
+        """Inside a transaction: run ``step`` just before it commits (and not at all if it
+        rolls back), returning True; outside one, False (the caller runs it itself). Steps that
+        take a lock many transactions share (the audit trail's) hold it only for the commit."""
+        ...
+
     async def executescript(self, sql: str) -> None:
         """Several statements (a migration); inside a transaction they commit with it."""
         ...
@@ -58,6 +66,11 @@ class _SqliteTransaction:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+        self.deferred: list[DeferredStep] = []
+
+    def defer(self, step: DeferredStep) -> bool:
+        self.deferred.append(step)
+        return True
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self.db.run(lambda c: c.execute(sql, tuple(params)).rowcount)
@@ -163,8 +176,11 @@ class SqliteDatabase:
         with timing.timed("store"):
             async with self._lock:
                 await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
+                tx = _SqliteTransaction(self)
                 try:
-                    yield _SqliteTransaction(self)
+                    yield tx
+                    for step in tx.deferred:
+                        await step(tx)
                 except BaseException:
                     self.conn.execute("ROLLBACK")
                     raise
@@ -178,6 +194,9 @@ class SqliteDatabase:
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
 
+    def defer(self, step: DeferredStep) -> bool:
+        return False  # not in a transaction
+
     async def executescript(self, sql: str) -> None:
         async with self._lock:
             await self.run(lambda c: c.executescript(sql))
@@ -188,8 +207,10 @@ class SqliteDatabase:
             self._conn = None
 
 
+@functools.lru_cache(maxsize=512)
 def _pg_sql(sql: str) -> str:
-    """``?`` placeholders rewritten to ``$n``."""
+    """``?`` placeholders rewritten to ``$n`` (once per statement text: the same few dozen
+    statements run for every inquiry)."""
     out, n = [], 0
     for ch in sql:
         if ch == "?":
@@ -210,6 +231,11 @@ class _PostgresTransaction:
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
+        self.deferred: list[DeferredStep] = []
+
+    def defer(self, step: DeferredStep) -> bool:
+        self.deferred.append(step)
+        return True
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return _pg_count(await self.conn.execute(_pg_sql(sql), *params))
@@ -253,10 +279,16 @@ class PostgresDatabase:
     async def transaction(self) -> AsyncIterator[Executor]:
         with timing.timed("store"):
             async with self._pool.acquire() as conn, conn.transaction():
-                yield _PostgresTransaction(conn)
+                tx = _PostgresTransaction(conn)
+                yield tx
+                for step in tx.deferred:
+                    await step(tx)
 
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_PostgresTransaction.lock``)."""
+
+    def defer(self, step: DeferredStep) -> bool:
+        return False  # not in a transaction
 
     async def executescript(self, sql: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

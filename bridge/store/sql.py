@@ -82,10 +82,10 @@ class SqlStore:
         await self.database.close()
 
     # ---------------------------------------------------------------- audit trail
-    async def record_audit(self, action: str, **fields: Any) -> int:
-        """Append to the audit trail, in this store's transaction when it holds one
-        (``bridge.audit.append``: actor, inquiry_id, subject and detail fields)."""
-        return await audit.append(self.db, action, **fields)
+    async def record_audit(self, action: str, **fields: Any) -> None:
+        """Append to the audit trail, in this store's transaction when it holds one (written
+        as it commits; ``bridge.audit.append``: actor, inquiry_id, subject and detail fields)."""
+        await audit.append(self.db, action, **fields)
 
     async def _audit_inquiry(self, inquiry_id: str, fields: dict[str, Any], new: bool) -> None:
         """What an inquiry write means for the trail: received, ignored, routed, or moved."""
