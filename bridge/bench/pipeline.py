@@ -244,6 +244,7 @@ class PipelineBench:
         self.run = uuid.uuid4().hex[:8]
         self.workdir = Path(tempfile.mkdtemp(prefix="govbridge-bench-"))
         self.published = 0.0  # confirmed publishes over every bridge process
+        self.reconnects = 0  # pushes sent again after the connection closed under them
         self.backends_proc: asyncio.subprocess.Process | None = None
         self.bridges: list[BridgeProcess] = []
         self.ticket_seen: dict[str, float] = {}
@@ -377,13 +378,19 @@ class PipelineBench:
                 try:
                     for _ in range(20):  # 503 (busy / broker) means "later"
                         self.sent[i] = time.time()
-                        async with http.post(url, data=body, headers=headers) as resp:
-                            if resp.status == 202:
-                                return
-                            if resp.status != 503:
-                                failures.append(resp.status)
-                                return
+                        try:
+                            async with http.post(url, data=body, headers=headers) as resp:
+                                if resp.status == 202:
+                                    return
+                                if resp.status != 503:
+                                    failures.append(resp.status)
+                                    return
+                        except aiohttp.ClientConnectionError:
+                            # a kept-alive connection the server closed as it was reused: send
+                            # again, as a webhook sender does (the bridge drops the duplicate)
+                            self.reconnects += 1
                         await asyncio.sleep(0.2)
+                    failures.append(503)
                 finally:
                     in_flight.release()
 
@@ -524,6 +531,7 @@ class PipelineBench:
             if broker_cpu is not None
             else None,
             "publishes_per_inquiry": round(published / max(1, len(first)), 2),
+            "push_reconnects": self.reconnects,
             "rss_mb_peak": max(rss, default=0.0),
             "rss_mb_peak_per_process": rss,
             "rss_mb_over_run": rss_over_run(samples),
