@@ -98,7 +98,11 @@ class OperatorApi:
         original = ReplyRequest.model_validate_json(stored.request_json)
         final = None
         if decision == "edit" and isinstance(text, str):
-            final = text if original.visibility == Visibility.PRIVATE else pii.redact_text(text)
+            final = (
+                text
+                if original.visibility == Visibility.PRIVATE
+                else pii.redact_text(text, keep=[original.ticket_id])
+            )
         if not await self.ctx.store.decide_reply(
             reply_id,
             decision=decision,

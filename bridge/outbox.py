@@ -224,7 +224,7 @@ class Outbox:
         store, metrics = self.ctx.store, self.ctx.metrics
         text = reply.final_text or request.text
         if request.visibility == Visibility.PUBLIC:
-            text = pii.redact_text(text)
+            text = pii.redact_text(text, keep=[request.ticket_id])
         caps = source.capabilities
         if len(text) > caps.max_reply_chars and not caps.splits_long_replies:
             text = fit(text, caps.max_reply_chars)  # never cut mid-character

@@ -38,7 +38,7 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Final, Literal
@@ -282,14 +282,23 @@ def _find(
     return found
 
 
-def find_personal_data(text: str, *, require_checksum: bool = False) -> list[Finding]:
+def find_personal_data(
+    text: str, *, require_checksum: bool = False, keep: Iterable[str | None] = ()
+) -> list[Finding]:
     """All mobile numbers, ID numbers and e-mail addresses in ``text``, in order, without
-    overlaps (the longer match wins, e.g. an e-mail whose local part is a phone number)."""
+    overlaps (the longer match wins, e.g. an e-mail whose local part is a phone number).
+
+    ``keep``: strings that are not personal data wherever they appear (the ticket id a reply
+    names: a ticket system may number its tickets like an ID or a phone number)."""
     if not text or not _may_contain(text):
         return []
     folded = text.translate(_FOLD)
-    # The bridge's references are blanked (same length) so nothing matches in or across them.
+    # The bridge's references and the kept strings are blanked (same length) so nothing
+    # matches in or across them.
     folded = BRIDGE_REFERENCE.sub(lambda m: "#" * len(m.group()), folded)
+    for kept in keep:
+        if kept and len(kept) >= 4 and kept in text:
+            folded = _blank(folded, text, kept)
     found = _find(text, folded, None, require_checksum)
     if _NORMALISE_DIGITS.search(folded):  # the normalised reading differs: match it too
         found += _find(text, folded, _Reading(folded, _NORMALISE_DIGITS, _gap), require_checksum)
@@ -301,6 +310,22 @@ def find_personal_data(text: str, *, require_checksum: bool = False) -> list[Fin
             a, b = reading.span(m)
             found.append(Finding("email", a, b, text[a:b]))
     return _without_overlaps(found)
+
+
+def _blank(folded: str, text: str, kept: str) -> str:
+    """``folded`` with each whole-token occurrence of ``kept`` blanked: never one inside a
+    longer number or word (ticket "1111" must not hide the phone number 13911112222)."""
+
+    def joined(i: int) -> bool:
+        return 0 <= i < len(folded) and folded[i].isascii() and folded[i].isalnum()
+
+    start = text.find(kept)
+    while start >= 0:
+        end = start + len(kept)
+        if not joined(start - 1) and not joined(end):
+            folded = folded[:start] + "#" * len(kept) + folded[end:]
+        start = text.find(kept, start + 1)
+    return folded
 
 
 def _may_contain(text: str) -> bool:
@@ -325,10 +350,12 @@ def redact(
     *,
     masks: Mapping[str, str] = MASKS,
     require_checksum: bool = False,
+    keep: Iterable[str | None] = (),
 ) -> tuple[str, list[Finding]]:
     """``text`` with every finding replaced by its mask (``[手机号]``, ``[身份证号]``, ``[邮箱]``),
-    and the findings (spans refer to the original text)."""
-    findings = find_personal_data(text, require_checksum=require_checksum)
+    and the findings (spans refer to the original text); ``keep`` as in
+    ``find_personal_data``."""
+    findings = find_personal_data(text, require_checksum=require_checksum, keep=keep)
     if not findings:
         return text, findings
     parts: list[str] = []
@@ -341,9 +368,9 @@ def redact(
     return "".join(parts), findings
 
 
-def redact_text(text: str) -> str:
+def redact_text(text: str, *, keep: Iterable[str | None] = ()) -> str:
     """Just the masked text (for templates and log fields)."""
-    return redact(text)[0]
+    return redact(text, keep=keep)[0]
 
 
 def contains_personal_data(text: str) -> bool:

@@ -233,3 +233,20 @@ def test_every_variant_kind_appears_in_the_corpus() -> None:
         "(at)",
     ):
         assert needed in hows, needed
+
+
+def test_a_ticket_systems_id_named_in_a_reply_is_kept() -> None:
+    """A ticket system may number tickets like an ID (region + date + sequence) or a phone
+    number; the reply names that id (``keep``) and it stays, while personal data around it
+    is still masked. Without ``keep`` such an id would be masked: the test would notice."""
+    id_like = "11010520231130001" + id_check_char("11010520231130001")
+    phone_like = "13912345678"
+    for ticket_id in (id_like, phone_like, f"{id_like[:6]} {id_like[6:]}"):
+        text = f"您好，您反映的问题已受理，工单号{ticket_id}。如需补充请联系13812345678。"
+        assert redact(text)[0] != text.replace("13812345678", MASKS["mobile"])  # the risk
+        masked = redact(text, keep=[ticket_id])[0]
+        assert masked == text.replace("13812345678", MASKS["mobile"])
+    assert redact("工单号 T-1", keep=[None, "", "T-1"])[0] == "工单号 T-1"
+    # a short ticket id inside a citizen's phone number does not protect the number
+    text = "答复（工单1111）：如有疑问可拨打13911112222咨询。"
+    assert redact(text, keep=["1111"])[0] == "答复（工单1111）：如有疑问可拨打[手机号]咨询。"

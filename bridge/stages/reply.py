@@ -153,7 +153,7 @@ class ReplyRole:
             requests.append(
                 ReplyRequest(
                     reply_id=status_reply_id(inquiry["inquiry_id"], event.status, cycle),
-                    text=pii.redact_text(text),
+                    text=pii.redact_text(text, keep=[event.ticket_id]),
                     status=event.status,
                     templated=True,
                     **base,
@@ -176,7 +176,7 @@ class ReplyRole:
             requests.append(
                 ReplyRequest(
                     reply_id=stable_id("rep", inquiry["inquiry_id"], "note", event.event_id),
-                    text=pii.redact_text(text),
+                    text=pii.redact_text(text, keep=[event.ticket_id]),
                     status=None,
                     templated=False,
                     **{**base, "visibility": Visibility.PRIVATE if private else base["visibility"]},
@@ -196,7 +196,7 @@ class ReplyRole:
         text = render(dept, "follow_up", ticket_id=event.ticket_id, status=event.status)
         request = ReplyRequest(
             reply_id=stable_id("rep", event.inquiry_id, "follow_up"),
-            text=pii.redact_text(text),
+            text=pii.redact_text(text, keep=[event.ticket_id]),
             status=None,
             templated=True,
             **_reply_base(inquiry, dept, event.ticket_id, int(ticket.get("cycle") or 0)),

@@ -135,7 +135,7 @@ class SlaRole:
             thread=ThreadRef.model_validate_json(inquiry["thread_json"]),
             citizen_handle=inquiry["citizen_handle"],
             visibility=Visibility(inquiry["visibility"]),
-            text=pii.redact_text(text),
+            text=pii.redact_text(text, keep=[ticket["ticket_id"]]),
             status=None,
             ticket_id=ticket["ticket_id"],
             templated=True,
