@@ -194,6 +194,27 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_asyncapi(args: argparse.Namespace) -> int:
+    from bridge.asyncapi import render
+
+    text = render(_load(args.config).broker if args.config else None)
+    if args.out == "-":
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if args.check:
+        current = out.read_text(encoding="utf-8") if out.exists() else None
+        if current != text:
+            print(f"{out} is not current: run `govbridge asyncapi --out {out}`", file=sys.stderr)
+            return 1
+        print(f"{out} is current")
+        return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="govbridge",
@@ -232,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     schemas = sub.add_parser("schemas", help="export the JSON Schema of every message")
     schemas.add_argument("--out", required=True)
     schemas.set_defaults(func=cmd_schemas)
+
+    asyncapi = sub.add_parser(
+        "asyncapi", help="write the AsyncAPI 3 document of the public routing keys and messages"
+    )
+    asyncapi.add_argument(
+        "-c", "--config", help="take the exchange name from this config (default: govbridge)"
+    )
+    asyncapi.add_argument("--out", default="docs/asyncapi.json", help="file, or - for stdout")
+    asyncapi.add_argument(
+        "--check", action="store_true", help="exit 1 when the file differs from the code"
+    )
+    asyncapi.set_defaults(func=cmd_asyncapi)
 
     for extra in _extra_commands():
         extra(sub)

@@ -44,6 +44,18 @@ ROUTE_PUBLISHERS: dict[str, tuple[str, ...]] = {
     kind: tuple(s.name for s in STAGES if kind in s.publishes) for kind in ROUTING_KEYS
 }
 
+# What each public routing key carries (a model of ``schemas.messages``): ``govbridge asyncapi``
+# documents the contract from this, ``ROUTE_PUBLISHERS`` and ``STAGE_BINDINGS``.
+ROUTE_MESSAGES: dict[str, str] = {
+    "inquiry.received": "Inquiry",
+    "inquiry.routed": "TicketCommand",
+    "ticket.created": "TicketEvent",
+    "ticket.updated": "TicketEvent",
+    "reply.requested": "ReplyRequest",
+    "reply.posted": "ReplyPosted",
+    "sla": "SlaEvent",
+}
+
 
 def _ms(delay: timedelta) -> int:
     return int(delay.total_seconds() * 1000)
