@@ -22,6 +22,7 @@ from bridge.adapter_pool import AdapterPool
 from bridge.api import OperatorApi
 from bridge.http import HttpServer, create_app, require_admin, start_server
 from bridge.metrics import Metrics
+from bridge.polling import Leases, LocalLeases, leases_for
 from bridge.push import PushPipeline
 from bridge.redaction import register_config, sanitise_reason
 from bridge.report import department_reports
@@ -88,6 +89,8 @@ class BridgeContext:
     roles: dict[str, Role] = field(default_factory=dict)
     # unreadable items skipped per account since start (the ingest_rejected alert says it)
     rejected_counts: dict[str, int] = field(default_factory=dict)
+    # who polls what: exactly one process per account and per ticket system (bridge.polling)
+    leases: Leases = field(default_factory=LocalLeases)
     # named readiness details a role adds to /readyz (they never make it "not ready")
     details: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
 
@@ -172,6 +175,7 @@ class Daemon:
             app,
             AdapterPool(self.cfg),
             PushPipeline(self.cfg.http, self.broker),
+            leases=leases_for(self.cfg.store.url),
         )
         app.router.add_get("/", self._console)
         app.router.add_get("/console.js", self._console)
@@ -261,5 +265,6 @@ class Daemon:
             await self._server.stop()
         await self.broker.close()
         if self.ctx is not None:
+            await self.ctx.leases.close()
             await self.ctx.store.close()
         log.info("govbridge stopped")

@@ -42,6 +42,7 @@ from pamqp.commands import Basic
 from pydantic import ValidationError
 
 from bridge import timing
+from bridge.errors import StoreUnavailable
 from bridge.metrics import Metrics
 from bridge.topology import Topology
 from schemas.config import BrokerConfig
@@ -433,6 +434,11 @@ class Worker(Generic[M]):
                 await self._retry(message, attempt, exc)
             except DeadLetter as exc:
                 await self._dead_letter(message, exc.reason)
+            except StoreUnavailable as exc:
+                # Not the message's fault: a delay tier, attempts not used up, never dead.
+                log.warning("store unavailable; message delayed", error=str(exc))
+                retry = Retry(f"store unavailable: {exc}", counts=False)
+                await self._retry(message, attempt, retry)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

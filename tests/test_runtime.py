@@ -167,3 +167,32 @@ async def test_publish_to_exchange_without_alternate_raises(broker: Broker) -> N
     with pytest.raises(PublishError, match="unroutable"):
         await broker.publish_raw(broker.topology.dead_letter_exchange, "no-such-stage", b"{}")
     assert broker.metrics.unroutable._value.get() == 1
+
+
+async def test_store_unavailable_waits_in_a_delay_tier_and_never_dead_letters(
+    broker: Broker,
+) -> None:
+    """A store outage is not the message's fault: more failures than tiers and than the
+    delivery limit, yet the message is delayed each time (attempts not used up) and handled
+    once the store is back."""
+    from bridge.errors import StoreUnavailable
+
+    tries: list[int] = []
+    done: list[str] = []
+    outage = len(broker.topology.queues("reply").retry) + broker.cfg.delivery_limit + 1
+
+    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
+        tries.append(int((msg.headers or {}).get(ATTEMPT_HEADER, 0)))  # type: ignore[arg-type]
+        if len(tries) <= outage:
+            raise StoreUnavailable("ConnectionRefusedError: connect call failed")
+        done.append(ev.event_id)
+
+    worker = Worker(broker, Stage("reply", TicketEvent, handler))
+    await worker.start()
+    await broker.publish("ticket.updated.transport", event(9))
+    await wait_for(lambda: done, timeout=30)
+    await worker.stop()
+    assert done == ["ev-9"]
+    assert tries == [0] * (outage + 1)  # never counted as an attempt
+    assert broker.metrics.retried.labels("reply", "200ms")._value.get() == outage
+    assert await drain_queue(broker.topology.queues("reply").dead, 1, timeout=0.5) == []

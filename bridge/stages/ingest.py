@@ -24,20 +24,13 @@ import structlog
 from aiohttp import web
 from pydantic import SecretStr
 
-from adapters.base import (
-    AdapterError,
-    AuthError,
-    PermanentError,
-    PushSource,
-    RateLimited,
-    Source,
-    TransientError,
-)
+from adapters.base import AdapterError, AuthError, PermanentError, PushSource, Source
 from bridge import rejected
 from bridge.http import json_error, read_json, require_admin
+from bridge.polling import PollLoop
 from bridge.push import Parsed, PushRejected, push_pipeline
-from bridge.runtime import PublishError, Worker
-from bridge.stages.common import account_key, replace_source, sleep_or_stop, sources
+from bridge.runtime import Worker
+from bridge.stages.common import account_key, replace_source, sources
 from schemas import routing
 from schemas.config import AccountConfig
 from schemas.messages import Inquiry
@@ -84,43 +77,29 @@ class AccountPoller:
     def source(self) -> Source:
         return sources(self.ctx)[self.key]
 
+    def loop(self) -> PollLoop:
+        """The account's poll loop: one process at a time polls it (see ``bridge.polling``)."""
+        return PollLoop(
+            name=self.cursor_name,
+            step=self.step,
+            interval=self.account.poll.total_seconds(),
+            stop=self.stop,
+            leases=self.ctx.leases,
+            on_auth_error=self._auth_failed,
+            on_rate_limited=self._rate_limited,
+        )
+
     async def run(self) -> None:
-        interval = self.account.poll.total_seconds()
-        backoff = 1.0
         with structlog.contextvars.bound_contextvars(account=self.key):
-            while not self.stop.is_set():
-                try:
-                    more = await self.step()
-                    backoff = 1.0
-                except RateLimited as exc:
-                    wait = exc.retry_after.total_seconds() if exc.retry_after else interval
-                    log.warning("rate limited; waiting for the window", wait_s=round(wait, 1))
-                    self.ctx.metrics.inquiries.labels(self.account.adapter, "rate_limited").inc()
-                    more = False
-                    if await sleep_or_stop(self.stop, wait):
-                        return
-                    continue
-                except AuthError as exc:
-                    self.ctx.alerts.raise_(
-                        "account_auth", self.key, f"re-authorise the account: {exc.reason}"
-                    )
-                    await self._paused()
-                    continue
-                except (TransientError, PublishError) as exc:
-                    log.warning("fetch/publish failed; will retry", error=str(exc), in_s=backoff)
-                    more = False
-                    if await sleep_or_stop(self.stop, backoff):
-                        return
-                    backoff = min(backoff * 2, max(interval, 5.0))
-                    continue
-                except AdapterError as exc:
-                    log.error("fetch failed", error=exc.reason)
-                    more = False
-                except Exception as exc:
-                    log.exception("poller error", error=repr(exc))
-                    more = False
-                if not more and await sleep_or_stop(self.stop, interval):
-                    return
+            await self.loop().run()
+
+    def _rate_limited(self) -> None:
+        self.ctx.metrics.inquiries.labels(self.account.adapter, "rate_limited").inc()
+
+    async def _auth_failed(self, exc: AuthError) -> float:
+        self.ctx.alerts.raise_("account_auth", self.key, f"re-authorise the account: {exc.reason}")
+        await self._paused()
+        return 0.0
 
     async def step(self) -> bool:
         """One fetch → publish → store cursor. True while a backlog is being drained."""
@@ -130,7 +109,9 @@ class AccountPoller:
         items, unencodable = rejected.encodable(result.items)
         await rejected.keep(self.ctx, self.account, [*result.rejected, *unencodable])
         published = await publish_inquiries(self.ctx, items)
-        await self.ctx.store.set_cursor(self.cursor_name, result.cursor)
+        if not await self.ctx.store.set_cursor(self.cursor_name, result.cursor, expected=cursor):
+            log.warning("cursor moved by another poller; this step's cursor not stored")
+            return False
         if result.items:
             log.info(
                 "inquiries ingested",

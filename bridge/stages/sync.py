@@ -15,17 +15,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from adapters.base import (
-    AdapterError,
-    AuthError,
-    PermanentError,
-    RateLimited,
-    TransientError,
-    WatchesTickets,
-)
+from adapters.base import AuthError, PermanentError, WatchesTickets
+from bridge.polling import PollLoop
 from bridge.push import Parsed, PushRejected, push_pipeline
-from bridge.runtime import PublishError, Worker
-from bridge.stages.common import sleep_or_stop, ticket_systems
+from bridge.runtime import Worker
+from bridge.stages.common import ticket_systems
 from schemas import routing
 from schemas.config import DepartmentConfig
 from schemas.messages import TicketEvent
@@ -83,33 +77,41 @@ class SyncRole:
         result = await system.changes_since(cursor)
         if result.events:
             await publish_events(self.ctx, result.events)
-        if result.cursor != cursor:
-            await self.ctx.store.set_cursor(name, result.cursor)
+        if result.cursor != cursor and not await self.ctx.store.set_cursor(
+            name, result.cursor, expected=cursor
+        ):
+            log.warning("cursor moved by another poller; this step's cursor not stored")
         return len(result.events)
 
-    async def _poll(self, dept: DepartmentConfig) -> None:
+    def loop(self, dept: DepartmentConfig) -> PollLoop:
+        """The department's poll loop: one process at a time polls its ticket system."""
         interval = dept.ticketing.poll.total_seconds()
+
+        async def step() -> bool:
+            await self.poll_once(dept)
+            return False  # one page per interval, as before
+
+        async def auth_failed(exc: AuthError) -> float:
+            self.ctx.alerts.raise_(
+                "ticketing_auth", dept.id, f"ticket system refused: {exc.reason}"
+            )
+            return max(interval, 30.0)
+
+        return PollLoop(
+            name=f"tickets:{dept.id}",
+            step=step,
+            interval=interval,
+            stop=self._stop,
+            leases=self.ctx.leases,
+            on_auth_error=auth_failed,
+            on_success=lambda: self.ctx.alerts.clear("ticketing_auth", dept.id),
+            min_backoff=interval,  # a ticket system that failed is asked again next interval
+            max_backoff=interval,
+        )
+
+    async def _poll(self, dept: DepartmentConfig) -> None:
         with structlog.contextvars.bound_contextvars(department=dept.id):
-            while not self._stop.is_set():
-                wait = interval
-                try:
-                    await self.poll_once(dept)
-                    self.ctx.alerts.clear("ticketing_auth", dept.id)
-                except RateLimited as exc:
-                    wait = exc.retry_after.total_seconds() if exc.retry_after else interval
-                except AuthError as exc:
-                    self.ctx.alerts.raise_(
-                        "ticketing_auth", dept.id, f"ticket system refused: {exc.reason}"
-                    )
-                    wait = max(interval, 30.0)
-                except (TransientError, PublishError) as exc:
-                    log.warning("status sync failed; will retry", error=str(exc))
-                except AdapterError as exc:
-                    log.error("status sync failed", error=exc.reason)
-                except Exception as exc:
-                    log.exception("status sync error", error=repr(exc))
-                if await sleep_or_stop(self._stop, wait):
-                    return
+            await self.loop(dept).run()
 
     async def callback(self, request: web.Request) -> web.Response:
         """``POST /hooks/tickets/{department}``: a signed status callback.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bridge import timing
+from bridge.errors import store_errors
 
 _T = TypeVar("_T")
 DeferredStep = Callable[["Executor"], Awaitable[None]]
@@ -159,12 +160,12 @@ class SqliteDatabase:
             delay = min(delay * 2, 0.05)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with timing.timed("store"):
+        with timing.timed("store"), store_errors():
             async with self._lock:
                 return await self.run(lambda c: c.execute(sql, tuple(params)).rowcount)
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with timing.timed("store"):
+        with timing.timed("store"), store_errors():
             async with self._lock:
                 return await self.run(lambda c: _rows(c.execute(sql, tuple(params))))
 
@@ -173,7 +174,7 @@ class SqliteDatabase:
         """All or nothing: the block's statements commit together or not at all (an
         exception, a crash or a cancellation rolls back). Other statements on this
         connection wait; other processes wait for the write lock."""
-        with timing.timed("store"):
+        with timing.timed("store"), store_errors():
             async with self._lock:
                 await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
                 tx = _SqliteTransaction(self)
@@ -267,17 +268,17 @@ class PostgresDatabase:
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        with timing.timed("store"):
+        with timing.timed("store"), store_errors():
             return _pg_count(await self._pool.execute(_pg_sql(sql), *params))
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
-        with timing.timed("store"):
+        with timing.timed("store"), store_errors():
             rows = await self._pool.fetch(_pg_sql(sql), *params)
             return [dict(r) for r in rows]
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        with timing.timed("store"):
+        with timing.timed("store"), store_errors():
             async with self._pool.acquire() as conn, conn.transaction():
                 tx = _PostgresTransaction(conn)
                 yield tx

@@ -1,0 +1,333 @@
+"""One poll loop for everything the bridge polls (source accounts, ticket systems), and the
+leases that let exactly one process poll each of them, however many processes run.
+
+A :class:`PollLoop` holds the lease named after what it polls before each step and gives it up
+when it stops or loses it. Leases sit on engines the bridge already has, nothing home-made:
+
+- PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) taken on one dedicated
+  connection per process. When the holder dies its connection closes and PostgreSQL releases the
+  lock at once; a holder that vanishes silently (a machine lost, a cable cut) is found by TCP
+  keepalives on both sides within ``PG_KEEPALIVE_BOUND`` seconds. The others try again every
+  ``acquire_every`` seconds, so hand-over takes at most that plus the keepalive bound.
+- SQLite: ``flock`` on one file per lease beside the database (the kernel releases it when the
+  holding process dies, whatever the cause). An in-memory database cannot be shared, so its
+  leases are in-process only.
+
+A lease alone cannot stop a holder that has been cut off from the database from finishing the
+step it is in. The step therefore writes its cursor with a compare-and-set
+(``store.set_cursor(..., expected=<the cursor it read>)``): a stale poller never moves a cursor
+back nor over a newer holder's. What it published meanwhile is a duplicate that triage and the
+ticket stage already absorb (deterministic ids).
+
+Errors are handled the same way everywhere: a rate limit waits for its window, an auth failure
+is handed to the owner (an alert, a pause), transient failures (the platform, the broker, the
+store) back off exponentially up to the poll interval, anything else is logged and the loop goes
+on at its interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from adapters.base import AdapterError, AuthError, RateLimited, TransientError
+from bridge.errors import StoreUnavailable, is_store_unavailable
+from bridge.runtime import PublishError
+
+log = structlog.get_logger("govbridge.polling")
+
+# Advisory-lock namespace (the two-int form keeps these apart from the store's one-int
+# transaction locks): "gb" in ASCII.
+PG_LOCK_NAMESPACE = 0x6762
+# Keepalive settings on the lease connection, both ends: idle 5 s, then 3 probes 2 s apart.
+PG_KEEPALIVE = {"idle": 5, "interval": 2, "count": 3}
+PG_KEEPALIVE_BOUND = PG_KEEPALIVE["idle"] + PG_KEEPALIVE["interval"] * PG_KEEPALIVE["count"]
+
+
+class Leases(Protocol):
+    """Exclusive, process-crash-safe rights to poll one named thing."""
+
+    async def try_acquire(self, name: str) -> bool:
+        """Take ``name`` if nobody holds it (True also when this process already does)."""
+        ...
+
+    async def still_held(self, name: str) -> bool:
+        """Whether this process still holds ``name`` (False after a lost connection)."""
+        ...
+
+    async def release(self, name: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class LocalLeases:
+    """In-process leases: for an in-memory store, which no other process can share."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+
+    async def try_acquire(self, name: str) -> bool:
+        if name in self._held:
+            return False
+        self._held.add(name)
+        return True
+
+    async def still_held(self, name: str) -> bool:
+        return name in self._held
+
+    async def release(self, name: str) -> None:
+        self._held.discard(name)
+
+    async def close(self) -> None:
+        self._held.clear()
+
+
+class FileLeases:
+    """``flock`` on ``<directory>/<name>.lock``: the kernel releases a dead holder's lock."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fds: dict[str, int] = {}
+
+    def _path(self, name: str) -> Path:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:80]
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        return self.directory / f"{safe}-{digest}.lock"
+
+    async def try_acquire(self, name: str) -> bool:
+        if name in self._fds:
+            return False
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._path(name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fds[name] = fd
+        return True
+
+    async def still_held(self, name: str) -> bool:
+        return name in self._fds
+
+    async def release(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+
+    async def close(self) -> None:
+        for name in list(self._fds):
+            await self.release(name)
+
+
+class PostgresLeases:
+    """Session advisory locks on one dedicated connection (not the store's pool: a pooled
+    connection goes back to the pool and its session locks with it)."""
+
+    def __init__(self, dsn: str, timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.timeout = timeout
+        self._conn: Any = None
+        self._held: set[str] = set()
+        self._lock = asyncio.Lock()  # one statement at a time on the connection
+
+    async def _connection(self) -> Any:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        if self._conn is not None:
+            # The session is gone and every lock it held with it.
+            if self._held:
+                log.warning("lease connection lost; leases dropped", leases=sorted(self._held))
+            self._held.clear()
+            with contextlib.suppress(Exception):
+                self._conn.terminate()
+            self._conn = None
+        import asyncpg
+
+        k = PG_KEEPALIVE
+        self._conn = await asyncpg.connect(
+            self.dsn,
+            timeout=self.timeout,
+            server_settings={
+                "application_name": "govbridge-leases",
+                "tcp_keepalives_idle": str(k["idle"]),
+                "tcp_keepalives_interval": str(k["interval"]),
+                "tcp_keepalives_count": str(k["count"]),
+            },
+        )
+        return self._conn
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        async with self._lock:
+            try:
+                conn = await self._connection()
+                return await asyncio.wait_for(conn.fetchval(sql, *args), self.timeout)
+            except Exception as exc:
+                if is_store_unavailable(exc):
+                    self._drop()
+                    raise StoreUnavailable(f"lease connection: {type(exc).__name__}") from exc
+                raise
+
+    def _drop(self) -> None:
+        if self._held:
+            log.warning("lease connection lost; leases dropped", leases=sorted(self._held))
+        self._held.clear()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.terminate()
+        self._conn = None
+
+    async def try_acquire(self, name: str) -> bool:
+        if name in self._held:
+            return False
+        got = await self._fetchval(
+            "SELECT pg_try_advisory_lock($1::int, hashtext($2))", PG_LOCK_NAMESPACE, name
+        )
+        if got:
+            self._held.add(name)
+        return bool(got)
+
+    async def still_held(self, name: str) -> bool:
+        if name not in self._held:
+            return False
+        try:
+            await self._fetchval("SELECT 1")
+        except StoreUnavailable:
+            return False
+        return name in self._held
+
+    async def release(self, name: str) -> None:
+        if name not in self._held:
+            return
+        self._held.discard(name)
+        with contextlib.suppress(StoreUnavailable):
+            await self._fetchval(
+                "SELECT pg_advisory_unlock($1::int, hashtext($2))", PG_LOCK_NAMESPACE, name
+            )
+
+    async def close(self) -> None:
+        self._held.clear()
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._conn.close(), self.timeout)
+            self._conn = None
+
+
+def leases_for(store_url: str) -> Leases:
+    """The leases that match the store: advisory locks for PostgreSQL, flock beside a SQLite
+    file, in-process for an in-memory database."""
+    if store_url.startswith(("postgresql://", "postgres://")):
+        return PostgresLeases(store_url)
+    path = store_url.removeprefix("sqlite://")
+    path = path[1:] if path.startswith("/") and not path.startswith("//") else path
+    if not path or path == ":memory:":
+        return LocalLeases()
+    return FileLeases(Path(path + ".leases"))
+
+
+Step = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class PollLoop:
+    """Poll one thing (``name``, also the lease name) every ``interval`` seconds while this
+    process holds its lease; ``step`` fetches, publishes, stores the cursor and says whether
+    a backlog remains (then the next step follows at once)."""
+
+    name: str
+    step: Step
+    interval: float
+    stop: asyncio.Event
+    leases: Leases
+    on_auth_error: Callable[[AuthError], Awaitable[float]] | None = None
+    on_success: Callable[[], None] | None = None
+    on_rate_limited: Callable[[], None] | None = None
+    acquire_every: float = 1.0
+    min_backoff: float = 1.0
+    max_backoff: float | None = None
+    holding: bool = field(default=False, init=False)
+    steps: int = field(default=0, init=False)
+    _backoff: float = field(default=0.0, init=False)
+
+    async def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if not await self._hold():
+                    if await self._sleep(self.acquire_every):
+                        return
+                    continue
+                wait = await self.step_once()
+                if wait > 0 and await self._sleep(wait):
+                    return
+        finally:
+            if self.holding:
+                self.holding = False
+                with contextlib.suppress(Exception):
+                    await self.leases.release(self.name)
+
+    async def _hold(self) -> bool:
+        """Make sure this process holds the lease: keep it, or try to take it."""
+        try:
+            if self.holding:
+                if await self.leases.still_held(self.name):
+                    return True
+                self.holding = False
+                log.warning("poll lease lost; polling stops here", poll=self.name)
+                return False
+            if await self.leases.try_acquire(self.name):
+                self.holding = True
+                log.info("poll lease taken; polling here", poll=self.name, pid=os.getpid())
+                return True
+        except StoreUnavailable as exc:
+            log.warning("cannot reach the lease store", poll=self.name, error=str(exc))
+        return False
+
+    async def step_once(self) -> float:
+        """One step; returns how long to wait before the next (0 while a backlog drains)."""
+        ceiling = self.max_backoff if self.max_backoff is not None else max(self.interval, 5.0)
+        self._backoff = max(self._backoff, self.min_backoff)
+        try:
+            more = await self.step()
+        except RateLimited as exc:
+            wait = exc.retry_after.total_seconds() if exc.retry_after else self.interval
+            log.warning("rate limited; waiting for the window", poll=self.name, wait_s=wait)
+            if self.on_rate_limited is not None:
+                self.on_rate_limited()
+            return wait
+        except AuthError as exc:
+            if self.on_auth_error is None:
+                log.error("refused: check the credentials", poll=self.name, error=exc.reason)
+                return max(self.interval, 30.0)
+            return await self.on_auth_error(exc)
+        except (TransientError, PublishError, StoreUnavailable) as exc:
+            wait = self._backoff
+            log.warning("poll failed; will retry", poll=self.name, error=str(exc), in_s=wait)
+            self._backoff = min(self._backoff * 2, ceiling)
+            return wait
+        except AdapterError as exc:
+            log.error("poll failed", poll=self.name, error=exc.reason)
+            return self.interval
+        except Exception as exc:
+            log.exception("poll error", poll=self.name, error=repr(exc))
+            return self.interval
+        self.steps += 1
+        self._backoff = self.min_backoff
+        if self.on_success is not None:
+            self.on_success()
+        return 0.0 if more else self.interval
+
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking early on stop; True when stopping."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), max(0.0, seconds))
+        return self.stop.is_set()
