@@ -29,6 +29,7 @@ other 4xx                                  ``PermanentError``
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
@@ -156,7 +157,9 @@ class HttpClient:
         self.name = name
         self.timeout = timeout
         self.headers = dict(headers or {})
-        self.headers.setdefault("User-Agent", f"govbridge ({name})")
+        # The process id lets a server (and the simulators' request logs) tell the bridge's
+        # processes apart: which one polled an account, and when.
+        self.headers.setdefault("User-Agent", f"govbridge ({name}; pid {os.getpid()})")
         self.breaker = breaker
         self.max_response_bytes = max_response_bytes
         self.pace_rate_limit = pace_rate_limit

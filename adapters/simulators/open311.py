@@ -33,6 +33,7 @@ import asyncio
 import itertools
 import json
 import re
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -266,6 +267,8 @@ class Open311State:
         self.outage: str | None = None
         self.request_count = 0
         self.requests_by_route: Counter[str] = Counter()
+        # (unix time, method, route, User-Agent): who asked what, when (which process)
+        self.request_log: list[tuple[float, str, str, str]] = []
         self._listener: Open311Server | None = None
 
     # ---- time
@@ -777,9 +780,11 @@ def create_app(state: Open311State) -> web.Application:
             return await handler(request)
         state.request_count += 1
         route = request.match_info.route.resource
-        state.requests_by_route[
-            f"{request.method} {route.canonical if route is not None else request.path}"
-        ] += 1
+        path = route.canonical if route is not None else request.path
+        state.requests_by_route[f"{request.method} {path}"] += 1
+        state.request_log.append(
+            (time.time(), request.method, path, request.headers.get("User-Agent", ""))
+        )
         fmt = request.match_info.get("fmt", "xml")
         if state.outage == "refuse" and request.transport is not None:
             # A keep-alive connection opened before the outage: drop it like a dead host would.

@@ -158,6 +158,8 @@ class WeiboState:
         self._faults: list[Fault] = []
         self._errors_sent = 0
         self.requests: list[tuple[str, str]] = []  # (method, path): what the adapter asked
+        # (unix time, method, endpoint, User-Agent): who asked what, when (which process)
+        self.request_log: list[tuple[float, str, str, str]] = []
         self.users[self.official_uid] = SimUser(
             self.official_uid, self.official_name, verified_type=1, verified_reason="政府机构"
         )
@@ -511,6 +513,9 @@ async def _api(request: web.Request) -> web.StreamResponse:
     endpoint = request.match_info["endpoint"]
     path = f"/2/{endpoint}"
     state.requests.append((request.method, endpoint))
+    state.request_log.append(
+        (time.time(), request.method, endpoint, request.headers.get("User-Agent", ""))
+    )
     params: Any = request.query if request.method == "GET" else await request.post()
     try:
         fault = state.take_fault(endpoint)
