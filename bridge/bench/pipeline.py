@@ -274,7 +274,14 @@ class PipelineBench:
         finally:
             await conn.close()
         base = self.opts.postgres_admin_url.rsplit("/", 1)[0]
-        return f"{base}/{self.database}"
+        url = f"{base}/{self.database}"
+        # Migrated once here: N processes starting together on a fresh database would race
+        # to create the same tables.
+        from bridge.store import open_store
+
+        store = await open_store(url)
+        await store.close()
+        return url
 
     async def start_bridges(self, backends: dict[str, str], store_url: str) -> None:
         env = {**os.environ, "GOVBRIDGE_AMQP_URL": self.url}
