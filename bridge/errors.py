@@ -30,6 +30,8 @@ def is_store_unavailable(exc: BaseException) -> bool:
         import asyncpg
     except ImportError:
         return False
+    if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
+        return True  # e.g. a transaction's connection was cut under it
     return isinstance(
         exc,
         asyncpg.PostgresConnectionError

@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from typing import Any, Protocol
 import structlog
 
 from adapters.base import AdapterError, AuthError, RateLimited, TransientError
-from bridge.errors import StoreUnavailable, is_store_unavailable
+from bridge.errors import StoreUnavailable
 from bridge.runtime import PublishError
 
 log = structlog.get_logger("govbridge.polling")
@@ -173,10 +174,11 @@ class PostgresLeases:
                 conn = await self._connection()
                 return await asyncio.wait_for(conn.fetchval(sql, *args), self.timeout)
             except Exception as exc:
-                if is_store_unavailable(exc):
-                    self._drop()
-                    raise StoreUnavailable(f"lease connection: {type(exc).__name__}") from exc
-                raise
+                # Whatever went wrong on the lease connection (cut, terminated, a protocol
+                # error while a termination arrives), it can no longer be trusted to hold
+                # anything: drop it (the server releases its locks with it) and say so.
+                self._drop()
+                raise StoreUnavailable(f"lease connection: {type(exc).__name__}") from exc
 
     def _drop(self) -> None:
         if self._held:
@@ -253,11 +255,16 @@ class PollLoop:
     on_success: Callable[[], None] | None = None
     on_rate_limited: Callable[[], None] | None = None
     acquire_every: float = 1.0
+    # This process cannot publish (its broker connection is down) for this long: it lets the
+    # lease go so a process that can takes over, and stays out for ``step_aside`` seconds.
+    hand_over_after: float = 30.0
+    step_aside: float = 10.0
     min_backoff: float = 1.0
     max_backoff: float | None = None
     holding: bool = field(default=False, init=False)
     steps: int = field(default=0, init=False)
     _backoff: float = field(default=0.0, init=False)
+    _cannot_publish_since: float | None = field(default=None, init=False)
 
     async def run(self) -> None:
         try:
@@ -267,13 +274,31 @@ class PollLoop:
                         return
                     continue
                 wait = await self.step_once()
+                if self._should_step_aside():
+                    await self._release()
+                    wait = max(wait, self.step_aside)
                 if wait > 0 and await self._sleep(wait):
                     return
         finally:
-            if self.holding:
-                self.holding = False
-                with contextlib.suppress(Exception):
-                    await self.leases.release(self.name)
+            await self._release()
+
+    async def _release(self) -> None:
+        if self.holding:
+            self.holding = False
+            with contextlib.suppress(Exception):
+                await self.leases.release(self.name)
+
+    def _should_step_aside(self) -> bool:
+        since = self._cannot_publish_since
+        if since is None or time.monotonic() - since < self.hand_over_after:
+            return False
+        log.warning(
+            "cannot publish for a while; handing the poll over to another process",
+            poll=self.name,
+            for_s=round(time.monotonic() - since),
+        )
+        self._cannot_publish_since = None
+        return True
 
     async def _hold(self) -> bool:
         """Make sure this process holds the lease: keep it, or try to take it."""
@@ -310,6 +335,8 @@ class PollLoop:
                 return max(self.interval, 30.0)
             return await self.on_auth_error(exc)
         except (TransientError, PublishError, StoreUnavailable) as exc:
+            if isinstance(exc, PublishError) and self._cannot_publish_since is None:
+                self._cannot_publish_since = time.monotonic()
             wait = self._backoff
             log.warning("poll failed; will retry", poll=self.name, error=str(exc), in_s=wait)
             self._backoff = min(self._backoff * 2, ceiling)
@@ -322,6 +349,7 @@ class PollLoop:
             return self.interval
         self.steps += 1
         self._backoff = self.min_backoff
+        self._cannot_publish_since = None
         if self.on_success is not None:
             self.on_success()
         return 0.0 if more else self.interval

@@ -146,7 +146,11 @@ async def test_postgres_lease_lost_with_its_connection(pg_url: str) -> None:
         )
         await admin.close()
         assert killed == 1
-        assert not await a.still_held("tickets:transport")
+
+        async def a_knows() -> bool:  # the termination reaches the backend asynchronously
+            return not await a.still_held("tickets:transport")
+
+        await eventually(a_knows)
         assert await b.try_acquire("tickets:transport")
         await b.release("tickets:transport")
         assert await a.try_acquire("tickets:transport")  # reconnects
@@ -170,6 +174,12 @@ def test_driver_errors_classified() -> None:
     assert is_store_unavailable(sqlite3.OperationalError("database is locked"))
     assert not is_store_unavailable(sqlite3.OperationalError("no such table: x"))
     assert not is_store_unavailable(ValueError("bad"))
+    import asyncpg
+
+    closed = "cannot call Transaction.__aexit__(): the underlying connection is closed"
+    assert is_store_unavailable(asyncpg.InterfaceError(closed))
+    assert is_store_unavailable(asyncpg.ConnectionDoesNotExistError("closed mid-operation"))
+    assert not is_store_unavailable(asyncpg.InterfaceError("another operation is in progress"))
 
 
 # ------------------------------------------------------------------ fenced cursors
@@ -293,3 +303,48 @@ async def test_loop_errors_never_end_it() -> None:
     ]
     assert auth == ["token expired"] and limited == [1]
     assert poll.steps == 1 and not poll.holding
+
+
+async def test_a_process_that_cannot_publish_hands_the_poll_over() -> None:
+    """A holder whose broker connection stays down lets the lease go after
+    ``hand_over_after`` so a process that can publish takes over; it does not take the lease
+    back while it steps aside."""
+    from bridge.runtime import PublishError
+
+    leases = LocalLeases()  # shared: two "processes" competing for one name
+    stop = asyncio.Event()
+    steps: list[str] = []
+
+    async def cut_off() -> bool:
+        steps.append("a")
+        raise PublishError("broker connection lost")
+
+    async def healthy() -> bool:
+        steps.append("b")
+        return False
+
+    a = PollLoop(
+        name="source:weibo:x", step=cut_off, interval=0.01, stop=stop, leases=leases,
+        acquire_every=0.01, min_backoff=0.01, max_backoff=0.01,
+        hand_over_after=0.1, step_aside=60.0,
+    )  # fmt: skip
+    b = PollLoop(
+        name="source:weibo:x", step=healthy, interval=0.01, stop=stop, leases=leases,
+        acquire_every=0.01,
+    )  # fmt: skip
+    task_a = asyncio.create_task(a.run())
+
+    async def a_failing() -> bool:
+        return steps.count("a") >= 2
+
+    await eventually(a_failing)
+    task_b = asyncio.create_task(b.run())
+
+    async def b_took_over() -> bool:
+        return steps.count("b") >= 5
+
+    await eventually(b_took_over, timeout=30)
+    stop.set()
+    await asyncio.gather(task_a, task_b)
+    first_b = steps.index("b")
+    assert set(steps[:first_b]) == {"a"} and set(steps[first_b:]) == {"b"}
