@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit rabbitmq venv clean
+.PHONY: demo test lint typecheck unit rabbitmq venv clean chaos
 
 venv: $(VENV)/.installed
 
@@ -32,6 +32,13 @@ unit: venv rabbitmq
 
 ## ruff, mypy and the whole test suite against the real RabbitMQ (what CI runs).
 test: lint typecheck unit
+
+## The full fault-injection run (over 2,000 inquiries, three bridge processes, a RabbitMQ node of
+## its own on a free port; about half an hour): its table goes to chaos-report.json and is the one
+## in docs/reliability.md. `make test` runs the same scenarios reduced.
+chaos: venv rabbitmq
+	GOVBRIDGE_CHAOS=full GOVBRIDGE_CHAOS_REPORT=chaos-report.json \
+		$(BIN)/pytest -q -s -p no:cacheprovider -m chaos -k full tests/test_chaos.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache govbridge.db*

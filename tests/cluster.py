@@ -27,6 +27,7 @@ from adapters.simulators.weibo import Limits, WeiboState
 from adapters.simulators.weibo import create_app as weibo_app
 from bridge.bench.pipeline import TEXTS
 from bridge.kit import AppServer
+from bridge.store import open_store
 from schemas.config import GovbridgeConfig
 from tests.conftest import bridge_config, config_toml, delete_topology
 
@@ -51,17 +52,21 @@ class Cluster:
     workdir: Path
     accounts_n: int = 3
     amqp_url: str | None = None  # default: the tests' broker
+    pg_port: int | None = None  # the bridges reach PostgreSQL here (a TCP proxy), if set
+    rate_window: float = 10.0  # the platform's rate-limit window (Weibo's is an hour)
     poll: str = "200ms"
     sync_poll: str = "300ms"
     extra_config: dict[str, Any] = field(default_factory=dict)
     accounts: list[Account] = field(default_factory=list)
     open311: Open311State = field(default_factory=lambda: Open311State(agency="市交通委"))
+    posts: list[tuple[str, int]] = field(default_factory=list)  # every inquiry, in order
     procs: list[asyncio.subprocess.Process] = field(default_factory=list)
     killed: list[int] = field(default_factory=list)
     database: str | None = None
     cfg: GovbridgeConfig | None = None
     _open311_server: Open311Server | None = None
     _n: int = 0
+    _counted: set[str] = field(default_factory=set)
 
     # ------------------------------------------------------------------ set-up
     async def start(self) -> None:
@@ -72,7 +77,12 @@ class Cluster:
                 official_name=f"市交通委{i}",
                 official_uid=1_900_000_001 + i,
                 first_id=4_900_000_000_000_000 + i * 10_000_000,
-                limits=Limits(calls=10_000_000, posts=10_000_000, comments=10_000_000),
+                limits=Limits(
+                    calls=10_000_000,
+                    posts=10_000_000,
+                    comments=10_000_000,
+                    window=self.rate_window,
+                ),
             )
             server = await AppServer(weibo_app(state)).start()
             self.accounts.append(Account(f"jtw{i}", state, server))
@@ -84,6 +94,8 @@ class Cluster:
         finally:
             await admin.close()
         store_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{self.database}"
+        if self.pg_port is not None:
+            store_url = f"postgresql://postgres@127.0.0.1:{self.pg_port}/{self.database}"
         broker: dict[str, Any] = {"prefetch": 32}
         if self.amqp_url is not None:
             broker["url"] = self.amqp_url
@@ -111,6 +123,8 @@ class Cluster:
                         "long": 116.4,
                         "searchable": True,
                         "poll": self.sync_poll,
+                        # a create cut off by a fault is looked up by reference after this
+                        "create_lease": "20s",
                     },
                 }
             ],
@@ -131,6 +145,9 @@ class Cluster:
             **self.extra_config,
         )
         (self.workdir / "bridge.toml").write_text(config_toml(self.cfg), encoding="utf-8")
+        # Migrate once before the processes start together (they would race to create tables).
+        store = await open_store(PG_ADMIN.rsplit("/", 1)[0] + f"/{self.database}")
+        await store.close()
 
     async def spawn(self) -> asyncio.subprocess.Process:
         k = len(self.procs)
@@ -186,6 +203,7 @@ class Cluster:
             text = TEXTS[k % len(TEXTS)].format(n=k)
             post = account.state.add_mention_post(text, citizen=f"市民{k:05d}")
             account.posts.append(post.id)
+            self.posts.append((account.handle, post.id))
 
     @property
     def inquiries(self) -> int:
@@ -219,24 +237,34 @@ class Cluster:
                 n += 1
         return n
 
-    def accounting(self, replies_each: int) -> dict[str, int]:
+    def accounting(
+        self, replies_each: int, posts: list[tuple[str, int]] | None = None
+    ) -> dict[str, int]:
         """Inquiries in, tickets, replies, lost, duplicated, unanswered: all from the
-        simulators. ``replies_each``: replies every inquiry is owed by now."""
+        simulators. ``replies_each``: replies every inquiry is owed by now; ``posts``: the
+        inquiries to count (default all; tickets are then those not counted before)."""
         tickets = self.tickets_by_reference()
         replies = self.replies_by_post()
-        posts = [(a.handle, p) for a in self.accounts for p in a.posts]
+        everything = posts is None
+        posts = self.posts if posts is None else posts
         owed = {p: replies.get(p, 0) for p in posts}
+        if not everything:
+            tickets = Counter({r: n for r, n in tickets.items() if r not in self._counted})
         return {
             "inquiries": len(posts),
             "tickets": len(tickets),
             "tickets_duplicated": sum(n - 1 for n in tickets.values() if n > 1),
-            "replies": sum(replies.values()),
+            "replies": sum(owed.values()),
             "replies_duplicated": sum(max(0, n - replies_each) for n in owed.values()),
             "unanswered": sum(1 for n in owed.values() if n == 0),
             "lost": max(0, len(posts) - len(tickets)),
             "short_of_replies": sum(1 for n in owed.values() if n < replies_each),
-            "stray_replies": sum(n for p, n in replies.items() if p not in owed),
+            "stray_replies": sum(n for p, n in replies.items() if p not in set(self.posts)),
         }
+
+    def seal(self) -> None:
+        """Tickets counted so far belong to earlier scenarios."""
+        self._counted.update(self.tickets_by_reference())
 
     def pollers(self, handle: str) -> list[tuple[float, int]]:
         """(time, pid) of every timeline read of an account, from its simulator's log."""

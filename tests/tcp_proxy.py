@@ -1,6 +1,7 @@
 """A small asyncio TCP proxy for fault injection: it sits between a client and RabbitMQ and can
 cut every live connection (a network partition / broker restart as the client sees it) and
-refuse new ones for a while (the broker stays unreachable)."""
+refuse new ones for a while (the broker stays unreachable), or delay every chunk it forwards
+(a slow network or a slow database as the client sees it)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class TcpProxy:
         self.accepted = 0
         self.refused = 0
         self._refusing = False
+        self.latency = 0.0  # seconds added before each chunk is forwarded, both directions
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -90,9 +92,10 @@ class TcpProxy:
                 self._writers.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
+                if self.latency > 0:
+                    await asyncio.sleep(self.latency)
                 writer.write(data)
                 await writer.drain()

@@ -447,8 +447,9 @@ def test_docker_compose_structure() -> None:
             return None if v is None else str(v)
 
         assert as_text(yaml.safe_load(text)) == as_text(doc)
-    services = doc["services"]
+    services = {k: v for k, v in doc["services"].items() if "profiles" not in v}
     assert set(services) == {"rabbitmq", "postgres", "simulators", "bridge"}
+    _check_cluster_profile(doc["services"])
     rabbit, pg, sims, bridge = (
         services[n] for n in ("rabbitmq", "postgres", "simulators", "bridge")
     )
@@ -482,6 +483,30 @@ def test_docker_compose_structure() -> None:
     assert re.search(r"(?m)^COPY examples /etc/govbridge$", dockerfile)
     assert re.search(r'(?m)^ENTRYPOINT \["govbridge"\]$', dockerfile)
     assert "[postgres,demo]" in dockerfile  # asyncpg for the store, mastodon-mock for simulate
+
+
+def _check_cluster_profile(services: dict[str, Any]) -> None:
+    """``--profile cluster``: three RabbitMQ nodes in one cluster, three bridge replicas, each
+    replica on its own node, every node with the same Erlang cookie."""
+    cluster = {k for k, v in services.items() if v.get("profiles") == ["cluster"]}
+    assert cluster == {"rabbit-2", "rabbit-3", "bridge-2", "bridge-3"}
+    nodes = ["rabbitmq", "rabbit-2", "rabbit-3"]
+    cookies = {services[n]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] for n in nodes}
+    assert len(cookies) == 1 and next(iter(cookies)).startswith("-setcookie ")
+    conf = (ROOT / "examples" / "rabbitmq-cluster.conf").read_text()
+    listed = re.findall(r"(?m)^cluster_formation\.classic_config\.nodes\.\d+ = rabbit@(\S+)$", conf)
+    assert listed == [services[n]["hostname"] for n in nodes]
+    for n in ("rabbit-2", "rabbit-3"):
+        mount = services[n]["volumes"][0]
+        assert mount.startswith("./examples/rabbitmq-cluster.conf:/etc/rabbitmq/conf.d/")
+        assert services[n]["image"] == services["rabbitmq"]["image"]
+    hosts = set()
+    for b in ("bridge", "bridge-2", "bridge-3"):
+        args = build_parser().parse_args(services[b]["command"])
+        assert args.func is cmd_run
+        url = services[b]["environment"].get("GOVBRIDGE_AMQP_URL", "@rabbitmq:")
+        hosts.add(url.split("@", 1)[1].split(":", 1)[0])
+    assert hosts == set(nodes)  # one replica per node
 
 
 # --------------------------------------------------------------------------- dlq

@@ -17,7 +17,7 @@ from tests.cluster import Cluster, turns
 from tests.conftest import eventually
 from tests.test_store import PG_ADMIN, _pg_available
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 INQUIRIES = 120
 
