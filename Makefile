@@ -38,7 +38,7 @@ test: lint typecheck unit
 ## in docs/reliability.md. `make test` runs the same scenarios reduced.
 chaos: venv rabbitmq
 	GOVBRIDGE_CHAOS=full GOVBRIDGE_CHAOS_REPORT=chaos-report.json \
-		$(BIN)/pytest -q -s -p no:cacheprovider -m chaos -k full tests/test_chaos.py
+		$(BIN)/pytest -q -s -p no:cacheprovider -m chaos -k 'full or cluster' tests/test_chaos.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache govbridge.db*

@@ -149,13 +149,20 @@ class Cluster:
         store = await open_store(PG_ADMIN.rsplit("/", 1)[0] + f"/{self.database}")
         await store.close()
 
-    async def spawn(self) -> asyncio.subprocess.Process:
+    async def spawn(self, amqp_url: str | None = None) -> asyncio.subprocess.Process:
+        """A bridge process (every role but HTTP); ``amqp_url``: its own broker node
+        (``GOVBRIDGE_AMQP_URL`` overrides the config's, as in the compose cluster profile)."""
         k = len(self.procs)
+        env = dict(os.environ)
+        if amqp_url is not None:
+            env["GOVBRIDGE_AMQP_URL"] = amqp_url
+        else:
+            env.pop("GOVBRIDGE_AMQP_URL", None)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "bridge.cli", "--log-json", "run",
             "-c", str(self.workdir / "bridge.toml"), "--roles", ROLES,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=(self.workdir / f"bridge{k}.log").open("wb"),
+            stderr=(self.workdir / f"bridge{k}.log").open("wb"), env=env,
         )  # fmt: skip
         self.procs.append(proc)
         return proc

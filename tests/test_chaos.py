@@ -151,6 +151,7 @@ class Run:
             await self.feed(n // 10, 1.0)
             await asyncio.sleep(1.0)
             cuts += self.amqp.cut()
+        assert cuts >= 10, "the bridges do not go through the proxy"
         return f"10 cuts of every broker connection ({cuts} connections cut)"
 
     async def rabbitmq_restart(self) -> str:
@@ -285,3 +286,105 @@ async def test_chaos(size: str, tmp_path: Path, rabbit_node: str) -> None:
         assert row["tickets"] == row["inquiries"] == scale.per_scenario, row
         assert row["replies"] == 3 * row["inquiries"], row
         assert row["stray_replies"] == 0, row
+
+
+@pytest.fixture(scope="module")
+def rabbit_cluster() -> Any:
+    """Three RabbitMQ nodes of the test's own, joined into one cluster (what the compose
+    ``cluster`` profile runs, with ``rabbitmqctl join_cluster`` instead of peer discovery)."""
+    if os.environ.get("GOVBRIDGE_CHAOS") not in ("full", "cluster"):
+        pytest.skip("three RabbitMQ nodes: make chaos (or GOVBRIDGE_CHAOS=cluster)")
+    if shutil.which("rabbitmqctl") is None or not Path("/usr/lib/rabbitmq/bin").exists():
+        pytest.skip("rabbitmq-server is not installed: the cluster test starts nodes of its own")
+    names = [f"gbcl{os.getpid()}n{i}" for i in range(3)]
+    ports = []
+    try:
+        for name in names:
+            port = free_node_port()
+            started = subprocess.run(
+                ["bash", str(NODE_SCRIPT), "start", name, str(port)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert started.returncode == 0, started.stderr[-2000:]
+            ports.append(port)
+        for name in names[1:]:
+            for args in (["stop_app"], ["join_cluster", f"{names[0]}@localhost"], ["start_app"]):
+                subprocess.run(
+                    ["bash", str(NODE_SCRIPT), "ctl", name, *args],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                )
+        yield names, [f"amqp://guest:guest@127.0.0.1:{p}/" for p in ports]
+    finally:
+        for name in reversed(names):
+            subprocess.run(
+                ["bash", str(NODE_SCRIPT), "stop", name], capture_output=True, timeout=120
+            )
+
+
+@pytest.mark.timeout(900)
+async def test_a_rabbitmq_cluster_node_fails(tmp_path: Path, rabbit_cluster: Any) -> None:
+    """Three nodes, one bridge process on each; the third node's RabbitMQ stops mid-run and
+    comes back. Quorum queues (declared once the cluster stands: a replica on every node) keep
+    every confirmed message; the process on the stopped node reconnects when it returns (its
+    polls are handed over meanwhile); every inquiry one ticket, its replies once."""
+    if not await _pg_available():
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
+    names, urls = rabbit_cluster
+    per_phase = 40 if os.environ.get("GOVBRIDGE_CHAOS") == "full" else 15
+    cluster = Cluster(
+        tmp_path,
+        amqp_url=urls[0],
+        extra_config={"broker": {"retry_delays": ["1s", "3s", "10s", "15s"]}},
+    )
+    await cluster.start()
+    try:
+        for url in urls:
+            await cluster.spawn(amqp_url=url)
+        cluster.add_inquiries(per_phase)
+
+        async def started() -> bool:
+            return len(cluster.open311.tickets) >= 5
+
+        await eventually(started, timeout=120)
+        listing = await asyncio.to_thread(
+            rabbitmqctl_on, names[0], "list_queues", "name", "members", "--formatter", "json"
+        )
+        queues = {q["name"]: q["members"] for q in json.loads(listing)}
+        work = [q for q in queues if q.endswith((".triage", ".ticketing", ".reply", ".outbox"))]
+        assert len(work) == 4 and all(len(queues[q]) == 3 for q in work), queues
+        await asyncio.to_thread(rabbitmqctl_on, names[2], "stop_app")
+        cluster.add_inquiries(per_phase)
+        await asyncio.sleep(5.0)
+        await asyncio.to_thread(rabbitmqctl_on, names[2], "start_app")
+        cluster.add_inquiries(per_phase)
+
+        async def owed(replies: int) -> bool:
+            return cluster.accounting(replies)["short_of_replies"] == 0
+
+        await eventually(lambda: owed(1), timeout=300)
+        cluster.close_all_tickets()
+        await eventually(lambda: owed(3), timeout=300)
+        await asyncio.sleep(2.0)
+        figures = cluster.accounting(3)
+        print(json.dumps({"scenario": "cluster_node_down", **figures}), flush=True)
+        assert figures["inquiries"] == figures["tickets"] == 3 * per_phase
+        assert figures["replies"] == 9 * per_phase
+        for key in ("lost", "tickets_duplicated", "replies_duplicated", "unanswered"):
+            assert figures[key] == 0, figures
+    finally:
+        await cluster.close()
+
+
+def rabbitmqctl_on(node: str, *args: str) -> str:
+    done = subprocess.run(
+        ["bash", str(NODE_SCRIPT), "ctl", node, *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return done.stdout

@@ -181,8 +181,8 @@ async def test_store_unavailable_waits_in_a_delay_tier_and_never_dead_letters(
     done: list[str] = []
     outage = len(broker.topology.queues("reply").retry) + broker.cfg.delivery_limit + 1
 
-    async def handler(ev: TicketEvent, msg: AbstractIncomingMessage) -> None:
-        tries.append(int((msg.headers or {}).get(ATTEMPT_HEADER, 0)))  # type: ignore[arg-type]
+    async def handler(ev: TicketEvent, msg: Delivery) -> None:
+        tries.append(msg.attempt)
         if len(tries) <= outage:
             raise StoreUnavailable("ConnectionRefusedError: connect call failed")
         done.append(ev.event_id)
