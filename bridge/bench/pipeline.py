@@ -245,6 +245,7 @@ class PipelineBench:
         self.workdir = Path(tempfile.mkdtemp(prefix="govbridge-bench-"))
         self.published = 0.0  # confirmed publishes over every bridge process
         self.reconnects = 0  # pushes sent again after the connection closed under them
+        self.busy = 0  # 503 answers (the bridge shedding load), each followed by a retry
         self.backends_proc: asyncio.subprocess.Process | None = None
         self.bridges: list[BridgeProcess] = []
         self.ticket_seen: dict[str, float] = {}
@@ -383,7 +384,11 @@ class PipelineBench:
                 bridge = self.bridges[i % len(self.bridges)]
                 url = f"{bridge.base}/hooks/sources/{ACCOUNT}"
                 try:
-                    for _ in range(20):  # 503 (busy / broker) means "later"
+                    # 503 (busy / broker) means "later": back off as a webhook sender does,
+                    # for up to two minutes (an overloaded bridge sheds load this way)
+                    for attempt in range(40):
+                        if attempt:
+                            await asyncio.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
                         self.sent[i] = time.time()
                         try:
                             async with http.post(url, data=body, headers=headers) as resp:
@@ -392,11 +397,11 @@ class PipelineBench:
                                 if resp.status != 503:
                                     failures.append(resp.status)
                                     return
+                                self.busy += 1
                         except aiohttp.ClientConnectionError:
                             # a kept-alive connection the server closed as it was reused: send
                             # again, as a webhook sender does (the bridge drops the duplicate)
                             self.reconnects += 1
-                        await asyncio.sleep(0.2)
                     failures.append(503)
                 finally:
                     in_flight.release()
@@ -539,6 +544,7 @@ class PipelineBench:
             else None,
             "publishes_per_inquiry": round(published / max(1, len(first)), 2),
             "push_reconnects": self.reconnects,
+            "push_busy_answers": self.busy,
             "rss_mb_peak": max(rss, default=0.0),
             "rss_mb_peak_per_process": rss,
             "rss_mb_over_run": rss_over_run(samples),
