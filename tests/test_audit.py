@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from bridge.cmd_audit import run_trace, run_verify
 from bridge.store import SqlStore, open_store
 from schemas.vocab import TicketStatus
 from tests.conftest import bridge_config, config_toml
-from tests.test_store import PG_ADMIN, _pg_available
+from tests.pg import pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,20 +27,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
         await s.close()
         return
-    if not await _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    import asyncpg
-
-    name = f"gbtest_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        s = await open_store(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    async with pg_database() as url:
+        s = await open_store(url)
         yield s
         await s.close()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def journey_of_one(store: SqlStore, n: int = 1) -> str:

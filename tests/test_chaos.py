@@ -39,8 +39,8 @@ import pytest
 
 from tests.cluster import PG_ADMIN, Cluster
 from tests.conftest import eventually
+from tests.pg import pg_available as _pg_available
 from tests.tcp_proxy import TcpProxy
-from tests.test_store import _pg_available
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 

@@ -15,7 +15,8 @@ import pytest
 
 from tests.cluster import Cluster, turns
 from tests.conftest import eventually
-from tests.test_store import PG_ADMIN, _pg_available
+from tests.pg import PG_ADMIN
+from tests.pg import pg_available as _pg_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

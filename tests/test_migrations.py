@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import pytest
 from bridge.store import MIGRATIONS, open_store
 from bridge.store.drivers import sqlite_statements
 from tests.conftest import AMQP_URL, bridge_config, config_toml, delete_topology
+from tests.pg import pg_database
 from tests.test_cli_ops import cli_env
-from tests.test_store import PG_ADMIN, _pg_available
 
 PROCESSES = 8
 
@@ -38,18 +37,8 @@ asyncio.run(main())
 
 @pytest.fixture
 async def fresh_pg() -> AsyncIterator[str]:
-    if not await _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    import asyncpg
-
-    name = f"gbtest_mig_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+    async with pg_database("gbtest_mig") as url:
+        yield url
 
 
 async def run_all(*commands: list[str]) -> list[tuple[int, str]]:

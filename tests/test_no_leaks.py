@@ -33,8 +33,9 @@ from adapters.simulators.rest import demo_ticketing_config
 from bridge.pii import id_check_char
 from bridge.signing import sign
 from tests.conftest import AMQP_URL, broker_config, delete_topology, eventually
+from tests.pg import PG_ADMIN
+from tests.pg import pg_available as _pg_available
 from tests.test_cli_ops import cli_env, free_port
-from tests.test_store import PG_ADMIN, _pg_available
 
 TAG = uuid.uuid4().hex[:8]
 SECRETS = {

@@ -7,11 +7,9 @@ across real processes where it matters (a SIGKILLed holder), and the PollLoop's 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -30,29 +28,12 @@ from bridge.polling import (
 )
 from bridge.store import SqlStore, open_store
 from tests.conftest import eventually
-from tests.test_store import PG_ADMIN, _pg_available
-
-
-@contextlib.asynccontextmanager
-async def pg_database() -> AsyncIterator[str]:
-    """A PostgreSQL database of this test's own (skips when PostgreSQL is not reachable)."""
-    if not await _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    import asyncpg
-
-    name = f"gbpoll_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
+from tests.pg import pg_database
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    async with pg_database() as url:
+    async with pg_database("gbpoll") as url:
         yield url
 
 
@@ -61,7 +42,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/store.db"
         return
-    async with pg_database() as url:
+    async with pg_database("gbpoll") as url:
         yield url
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,19 +10,7 @@ import pytest
 
 from bridge.store import AppliedEvent, ReplyClaim, SqlStore, open_store
 from schemas.vocab import TicketStatus
-
-PG_ADMIN = os.environ.get("GOVBRIDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-async def _pg_available() -> bool:
-    try:
-        import asyncpg
-
-        conn = await asyncio.wait_for(asyncpg.connect(PG_ADMIN), 3)
-        await conn.close()
-        return True
-    except Exception:
-        return False
+from tests.pg import pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -34,20 +20,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield s
         await s.close()
         return
-    if not await _pg_available():
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    import asyncpg
-
-    name = f"gbtest_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f"CREATE DATABASE {name}")
-    try:
-        s = await open_store(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
+    async with pg_database() as url:
+        s = await open_store(url)
         yield s
         await s.close()
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        await admin.close()
 
 
 async def test_migrate_is_idempotent(store: SqlStore) -> None:
