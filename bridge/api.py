@@ -1,7 +1,8 @@
 """The operators' HTTP API, served by every daemon process whatever roles it runs (routes are
 registered by the daemon, not inside a role): the approval queue and its decisions, the trace of
 one inquiry, the outbox backlog, and creates awaiting reconciliation with their settlement. All
-of it needs the bearer admin token.
+of it needs a signed-in operator with the role (``bridge/operators.py``) or the bearer admin
+token.
 
 A decision is recorded with actor and time; an approved or edited reply is handed to the outbox
 with a ``reply.requested`` message (the outbox posts the store's text, never the message's).
@@ -16,7 +17,7 @@ import structlog
 from aiohttp import web
 
 from bridge import pii
-from bridge.http import json_error, read_json, require_admin
+from bridge.http import actor_of, json_error, read_json, require_admin
 from bridge.journey import journey
 from bridge.stages.ticketing import publish_created, thread_key_of
 from schemas import routing
@@ -60,11 +61,21 @@ class OperatorApi:
     async def list_approvals(self, request: web.Request) -> web.Response:
         require_admin(request)
         items = []
-        for r in await self.ctx.store.list_replies(state=ReplyState.AWAITING_APPROVAL):
+        store = self.ctx.store
+        for r in await store.list_replies(state=ReplyState.AWAITING_APPROVAL):
             req = ReplyRequest.model_validate_json(r.request_json)
+            # beside the draft: what the citizen wrote (redacted) and the ticket it answers
+            inquiry = await store.get_inquiry(r.inquiry_id) or {}
+            ticket = await store.get_ticket(r.department, req.ticket_id) if req.ticket_id else None
             items.append(
                 {
                     "reply_id": r.reply_id,
+                    "inquiry_id": r.inquiry_id,
+                    "original": inquiry.get("public_text"),
+                    "citizen_handle": inquiry.get("citizen_handle"),
+                    "category": inquiry.get("category"),
+                    "ticket_id": req.ticket_id,
+                    "ticket_status": ticket["status"] if ticket else None,
                     "department": r.department,
                     "platform": r.platform,
                     "account": r.account,
@@ -82,10 +93,10 @@ class OperatorApi:
         require_admin(request)
         reply_id = request.match_info["reply_id"]
         body = await read_json(request)
-        if not isinstance(body, dict) or "decision" not in body or "actor" not in body:
+        if not isinstance(body, dict) or "decision" not in body:
             return json_error(400, 'body must be {"decision": ..., "actor": ..., "text"?: ...}')
-        decision, actor = body["decision"], body["actor"]
-        if decision not in ("approve", "edit", "reject") or not isinstance(actor, str) or not actor:
+        decision, actor = body["decision"], actor_of(request, body)
+        if decision not in ("approve", "edit", "reject") or actor is None:
             return json_error(400, "decision must be approve|edit|reject and actor non-empty")
         text, reason = body.get("text"), body.get("reason")
         if decision == "edit" and (not isinstance(text, str) or not text.strip()):
@@ -150,9 +161,9 @@ class OperatorApi:
         require_admin(request)
         inquiry_id = request.match_info["inquiry_id"]
         body = await read_json(request)
-        if not isinstance(body, dict) or "action" not in body or "actor" not in body:
+        if not isinstance(body, dict) or "action" not in body:
             return json_error(400, 'body must be {"action": ..., "actor": ..., "ticket_id"?: ...}')
-        action, actor = body["action"], body["actor"]
+        action, actor = body["action"], actor_of(request, body)
         if action not in ("attach", "not_created") or not isinstance(actor, str) or not actor:
             return json_error(400, "action must be attach|not_created and actor non-empty")
         ticket_id = body.get("ticket_id")

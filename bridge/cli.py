@@ -273,13 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Any]:
     """Commands that live in their own modules (demo, simulate, dlq, report, bench, triage,
-    audit and trace), registered by name: a module that fails to import fails the CLI loudly
-    instead of its command quietly disappearing."""
+    audit and trace, operator), registered by name: a module that fails to import fails the
+    CLI loudly instead of its command quietly disappearing."""
     from bridge import (
         cmd_audit,
         cmd_bench,
         cmd_demo,
         cmd_dlq,
+        cmd_operator,
         cmd_report,
         cmd_simulate,
         cmd_triage,
@@ -293,6 +294,7 @@ def _extra_commands() -> list[Any]:
         cmd_bench.register,
         cmd_triage.register,
         cmd_audit.register,
+        cmd_operator.register,
     ]
 
 

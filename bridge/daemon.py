@@ -20,12 +20,14 @@ from aiohttp import web
 
 from bridge.adapter_pool import AdapterPool
 from bridge.api import OperatorApi
-from bridge.http import HttpServer, create_app, require_admin, start_server
+from bridge.console_api import ConsoleApi
+from bridge.http import HttpServer, create_app, json_error, require_admin, start_server
 from bridge.metrics import Metrics
+from bridge.operators import OperatorsHttp
 from bridge.polling import Leases, LocalLeases, leases_for
 from bridge.push import PushPipeline
 from bridge.redaction import register_config, sanitise_reason
-from bridge.report import department_reports
+from bridge.report import department_reports, parse_since
 from bridge.runtime import Broker, Worker
 from bridge.store import Store, open_store
 from schemas.config import GovbridgeConfig
@@ -182,6 +184,8 @@ class Daemon:
         app.router.add_get("/console.css", self._console)
         app.router.add_get("/api/report", self._report)
         OperatorApi(self.ctx).register(app)
+        OperatorsHttp(store.db, self.cfg.http.session_ttl).install(app)
+        ConsoleApi(self.ctx)
         for name in self.role_names:
             if name == "http":
                 continue
@@ -213,9 +217,22 @@ class Daemon:
     async def _report(self, request: web.Request) -> web.Response:
         require_admin(request)
         assert self.ctx is not None
-        reports, ignored = await department_reports(self.ctx.store, self.cfg)
+        since_text, dept = request.query.get("since"), request.query.get("department") or None
+        try:
+            since = parse_since(since_text) if since_text else None
+        except ValueError as exc:
+            return json_error(400, str(exc))
+        if dept is not None and dept not in {d.id for d in self.cfg.departments}:
+            return json_error(404, f"no department {dept!r}")
+        reports, ignored = await department_reports(
+            self.ctx.store, self.cfg, since=since, department=dept
+        )
         return web.json_response(
-            {"departments": [r.as_dict() for r in reports], "ignored": ignored}
+            {
+                "since": since.isoformat() if since else None,
+                "departments": [r.as_dict() for r in reports],
+                "ignored": ignored,
+            }
         )
 
     def request_stop(self) -> None:

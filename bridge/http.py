@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -91,8 +92,46 @@ def _json_exception(cls: type[web.HTTPException], reason: str) -> web.HTTPExcept
     return cls(text=text, content_type=ctype)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who makes an ``/api/`` request: an operator signed in (``via`` "session") or the
+    automation holding the admin token (``via`` "token")."""
+
+    name: str
+    role: str
+    via: str
+
+
+IDENTITY = web.RequestKey("identity", Identity)
+
+
 def require_admin(request: web.Request) -> None:
-    """Bearer admin token check for ``/api/...``; raises 401/403 with a JSON reason."""
+    """The request is authorised: by the operators middleware (``bridge/operators.py``, which
+    checked the role this route needs), or else by the bearer admin token; raises 401/403
+    with a JSON reason."""
+    if request.get(IDENTITY) is not None:
+        return
+    check_bearer(request)
+
+
+def actor_of(request: web.Request, body: Any) -> str | None:
+    """Who decides: a signed-in operator's own name (whatever the body says); with the admin
+    token, the body's non-empty ``actor``."""
+    identity = request.get(IDENTITY)
+    if identity is not None and identity.via == "session":
+        return identity.name
+    actor = body.get("actor") if isinstance(body, dict) else None
+    return actor.strip() if isinstance(actor, str) and actor.strip() else None
+
+
+def operator_name(request: web.Request) -> str:
+    """Who acts, for the audit trail: the signed-in operator, else the admin token."""
+    identity = request.get(IDENTITY)
+    return identity.name if identity is not None else "admin_token"
+
+
+def check_bearer(request: web.Request) -> None:
+    """Bearer admin token check; raises 401/403 with a JSON reason."""
     token = request.app[TOKEN_KEY]
     if not token:
         raise _json_exception(web.HTTPForbidden, "admin API disabled: set http.admin_token")

@@ -47,6 +47,7 @@ class DepartmentReport:
     awaiting_approval: int = 0
     needs_reconciliation: int = 0
     unanswered_overdue: int = 0
+    zombie_accounts: list[str] = field(default_factory=list)  # platform:handle, unanswered
     median_first_reply_s: float | None = None
     median_resolution_s: float | None = None
     daily: list[dict[str, Any]] = field(default_factory=list)
@@ -151,6 +152,9 @@ async def department_reports(
             limit = _first_response_deadline(dept, i, received)
             if limit is not None and now > limit:
                 rep.unanswered_overdue += 1
+                account = f"{i['platform']}:{i['account']}"
+                if account not in rep.zombie_accounts:
+                    rep.zombie_accounts.append(account)
         if not in_period(i["created_at"]):
             continue
         rep.inquiries += 1
@@ -232,6 +236,7 @@ def render_table(reports: list[DepartmentReport], ignored: dict[str, int]) -> st
         if r.zombie:
             lines.append(
                 f"zombie: {r.name} has {r.unanswered_overdue} inquiries unanswered beyond the limit"
+                f" ({', '.join(r.zombie_accounts)})"
             )
     if ignored:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(ignored.items()))
@@ -359,7 +364,8 @@ def render_html(
         if key.endswith("_s"):
             return _human(value)
         if key == "name" and r.zombie:
-            return f'{escape(r.name)} <strong class="zombie">僵尸账号 zombie</strong>'
+            accounts = escape(", ".join(r.zombie_accounts))
+            return f'{escape(r.name)} <strong class="zombie">僵尸账号 zombie</strong> ({accounts})'
         return escape(str(value))
 
     rows = "".join(

@@ -31,7 +31,7 @@ import structlog
 from aiohttp import web
 
 from bridge import audit
-from bridge.http import json_error, read_json, require_admin
+from bridge.http import actor_of, json_error, read_json, require_admin
 from bridge.store import Store, now_iso
 from schemas import routing
 from schemas.messages import TicketCommand
@@ -280,9 +280,9 @@ class TriageReview:
         require_admin(request)
         inquiry_id = request.match_info["inquiry_id"]
         body = await read_json(request)
-        if not isinstance(body, dict) or "category" not in body or "actor" not in body:
+        if not isinstance(body, dict) or "category" not in body:
             return json_error(400, 'body must be {"category": ..., "actor": ...}')
-        category, actor = body["category"], body["actor"]
+        category, actor = body["category"], actor_of(request, body) or ""
         if not isinstance(category, str) or category not in {c.value for c in Category}:
             return json_error(
                 400, f"category must be one of {', '.join(c.value for c in Category)}"

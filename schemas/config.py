@@ -114,6 +114,10 @@ class StoreConfig(Strict):
 class HttpConfig(Strict):
     listen: str = Field(default="127.0.0.1:8080", pattern=r"^[^:]*:\d{1,5}$")
     admin_token: SecretStr | None = None
+    session_ttl: Duration = Field(
+        default=timedelta(hours=8),
+        description="An operator's console session ends this long after signing in.",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     replay_window: Duration = timedelta(minutes=5)
     header_timeout: Duration = Field(

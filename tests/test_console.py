@@ -73,3 +73,51 @@ async def test_console_runs_no_inline_code_and_builds_no_markup_from_data(tmp_pa
 def test_console_script_is_valid_javascript() -> None:
     script = Path(__file__).parent.parent / "bridge" / "static" / "console.js"
     subprocess.run(["node", "--check", str(script)], check=True)
+
+
+async def test_inquiry_search_filters(tmp_path: Path) -> None:
+    """``GET /api/inquiries``: by text, citizen handle, ticket, department, status and dates."""
+    cfg = bridge_config(tmp_path, departments=[DEPT])
+    async with running_bridge(cfg, ["http"]) as daemon, aiohttp.ClientSession() as http:
+        assert daemon.ctx is not None
+        store = daemon.ctx.store
+        rows = [
+            ("a", "路灯坏了三天", "li", "T-1", "ticketed", "2026-11-20T02:00:00+00:00"),
+            ("b", "垃圾没人清运", "wang", "T-2", "ticketed", "2026-11-25T02:00:00+00:00"),
+            ("c", "路灯又坏了", "wang", None, "ignored", "2026-11-28T02:00:00+00:00"),
+        ]
+        for inquiry_id, text, handle, ticket, state, created in rows:
+            await store.record_inquiry(
+                inquiry_id=inquiry_id,
+                platform="weibo",
+                account="acc",
+                kind="comment",
+                thread_key=inquiry_id,
+                state=state,
+                department="urban" if ticket else None,
+                ticket_id=ticket,
+                public_text=text,
+                citizen_handle=handle,
+            )
+            await store.db.execute(
+                "UPDATE inquiries SET created_at = ? WHERE inquiry_id = ?", (created, inquiry_id)
+            )
+        base = f"http://127.0.0.1:{daemon.http_port}/api/inquiries"
+        auth = {"Authorization": "Bearer test-admin-token"}
+
+        async def found(query: str) -> list[str]:
+            async with http.get(f"{base}?{query}", headers=auth) as resp:
+                assert resp.status == 200, await resp.text()
+                return [i["inquiry_id"] for i in (await resp.json())["inquiries"]]
+
+        assert await found("q=路灯") == ["c", "a"]  # newest first
+        assert await found("handle=@wang") == ["c", "b"]
+        assert await found("ticket=T-2") == ["b"]
+        assert await found("department=urban") == ["b", "a"]
+        assert await found("status=ignored") == ["c"]
+        assert await found("from=2026-11-21&to=2026-11-27") == ["b"]
+        assert await found("q=路灯&handle=li") == ["a"]
+        async with http.get(f"{base}?from=yesterday", headers=auth) as resp:
+            assert resp.status == 400 and "YYYY-MM-DD" in (await resp.json())["error"]
+        async with http.get(base) as resp:
+            assert resp.status == 401

@@ -292,6 +292,7 @@ async def test_report_over_a_known_week_in_four_formats(
         "unanswered_overdue": 0,
         "zombie": False,
     }
+    assert urban["zombie_accounts"] == ["weibo:acc"] and water["zombie_accounts"] == []
     assert doc["ignored"] == {"spam": 1}
     assert doc["since"] == "2026-11-23T04:00:00+00:00"
     # days in CST, 23rd to 30th; received u1 25th, u2 26th, u6 27th, u3 29th; resolved T-u1
@@ -316,7 +317,7 @@ async def test_report_over_a_known_week_in_four_formats(
     table = await report("table")
     urban_line = next(line for line in table.splitlines() if line.startswith("市城管委"))
     assert " ".join(urban_line.split()[1:]) == "4 3 2 50% 1 1 2 1 45 min 48.0 h"
-    assert "zombie: 市城管委 has 1 inquiries unanswered beyond the limit" in table
+    assert "zombie: 市城管委 has 1 inquiries unanswered beyond the limit (weibo:acc)" in table
     assert "ignored as noise: 1 (spam 1)" in table
 
     page = await report("html")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import secrets
 import signal
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from bridge.daemon import Daemon
 from bridge.demo.data import ADMIN_TOKEN, CALLBACK_SECRET, SCRIPT, WEBHOOK_SECRET, build_config
 from bridge.kit import AppServer, amqp_url, broker_reachable
 from bridge.logging import configure_logging
+from bridge.operators import add_operator
 from bridge.report import department_reports, pad, render_table
 from bridge.topology import Topology
 from schemas.messages import ReplyRequest
@@ -71,9 +73,14 @@ async def run_demo(args: argparse.Namespace) -> int:
         demo.base = f"http://127.0.0.1:{demo.daemon.http_port}"
         demo.sims["rest"].state.callback_url = f"{demo.base}/hooks/tickets/urban"
         demo.sims["hotline"].state.push_url = f"{demo.base}/hooks/sources/hotline12345"
+        # a console operator for this run (the store is the demo's own, in its workdir)
+        assert demo.daemon.ctx is not None
+        password = secrets.token_urlsafe(9)
+        await add_operator(demo.daemon.ctx.store.db, "demo", "admin", password, actor="demo")
         print(
             f"govbridge demo: RabbitMQ {urllib.parse.urlsplit(url).hostname}, "
-            f"exchange {exchange}, console {demo.base}/ , logs {log_path}"
+            f"exchange {exchange}, console {demo.base}/ (sign in as demo / {password}),"
+            f" logs {log_path}"
         )
         await demo.send_script()
         ok = await demo.run_lifecycle(deadline=started + args.timeout)

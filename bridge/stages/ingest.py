@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from adapters.base import AdapterError, AuthError, PermanentError, PushSource, Source
 from bridge import rejected
-from bridge.http import json_error, read_json, require_admin
+from bridge.http import json_error, operator_name, read_json, require_admin
 from bridge.polling import PollLoop
 from bridge.push import Parsed, PushRejected, push_pipeline
 from bridge.runtime import Worker
@@ -237,6 +237,9 @@ class IngestRole:
         if poller is not None:
             poller.resumed.set()
         self.ctx.alerts.clear("account_auth", key)
+        await self.ctx.store.record_audit(
+            "account.token_replaced", actor=operator_name(request), subject=key
+        )
         log.info("account token replaced", account=key)
         return web.json_response({"account": key, "status": "token replaced"})
 

@@ -193,6 +193,25 @@ MIGRATIONS: list[str | dict[str, str]] = [
     """,
     # 8: the audit trail, append-only and hash-chained (bridge/audit.py)
     audit.MIGRATION,
+    # 9: named operators with roles, and their console sessions (bridge/operators.py)
+    """
+    CREATE TABLE operators (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE operator_sessions (
+        session_hash TEXT PRIMARY KEY,
+        operator TEXT NOT NULL,
+        csrf_token TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    );
+    CREATE INDEX operator_sessions_operator ON operator_sessions (operator);
+    """,
 ]
 
 
