@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +45,7 @@ from bridge.runtime import (
     BrokerUnavailable,
     PublishError,
 )
+from bridge.store import Store, open_store
 from bridge.topology import STAGE_BINDINGS
 from schemas import routing
 from schemas.config import GovbridgeConfig
@@ -258,15 +261,28 @@ async def run_dlq(args: argparse.Namespace) -> int:
     if args.limit < 1:
         print("govbridge dlq: --limit must be at least 1", file=sys.stderr)
         return 2
+    store = None
+    if args.action != "list":  # an operator action: recorded in the audit trail, or not done
+        try:
+            store = await open_store(cfg.store.url)
+        except Exception as exc:
+            print(
+                f"govbridge dlq: the store is not reachable ({exc!r}); nothing done",
+                file=sys.stderr,
+            )
+            return 1
     broker = Broker(cfg.broker)
     try:
         await broker.connect(declare=False)
     except BrokerUnavailable as exc:
         print(f"govbridge dlq: {exc}", file=sys.stderr)
+        if store is not None:
+            await store.close()
         return 1
     stages = [args.stage] if args.stage else [*STAGE_BINDINGS, INGEST]
     failures = 0
     matched = 0
+    acted: list[tuple[str, DeadLetterInfo]] = []
     try:
         for stage in stages:
             queues = broker.topology.queues(stage)
@@ -285,15 +301,20 @@ async def run_dlq(args: argparse.Namespace) -> int:
                 chosen = [m for m in messages if args.message_id in (None, m.message_id)]
                 matched += len(chosen)
                 if stage == INGEST and args.action == "replay":
-                    failures += await _replay_ingest(cfg, broker, queues.dead, chosen)
+                    failures += await _replay_ingest(cfg, broker, queues.dead, chosen, acted)
                 else:
-                    failures += await _act(args, broker, stage, queues.dead, queues.work, chosen)
+                    failures += await _act(
+                        args, broker, stage, queues.dead, queues.work, chosen, acted
+                    )
             finally:
                 # Whatever was not acknowledged returns to the dead-letter queue.
                 with contextlib.suppress(Exception):
                     await channel.close()
     finally:
         await broker.close()
+        if store is not None:
+            await _record(store, args.action, acted)
+            await store.close()
     if args.message_id and not matched:
         print(f"govbridge dlq: no dead letter with message id {args.message_id}", file=sys.stderr)
         return 1
@@ -307,6 +328,7 @@ async def _act(
     dead: str,
     work: str,
     messages: list[AbstractIncomingMessage],
+    acted: list[tuple[str, DeadLetterInfo]] | None = None,
 ) -> int:
     """List, replay or drop ``messages`` of one stage; returns the number of failures."""
     infos = [describe(stage, dead, m, broker.cfg.delivery_limit) for m in messages]
@@ -331,6 +353,8 @@ async def _act(
             return 1
         for message, info in zip(messages, infos, strict=True):
             await message.ack()
+            if acted is not None:
+                acted.append(("drop", info))
             print(f"dropped {info.message_id}")
         return 0
     failures = 0
@@ -349,6 +373,8 @@ async def _act(
             failures += 1
             continue
         await message.ack()
+        if acted is not None:
+            acted.append(("replay", info))
         print(
             f"replayed {info.message_id} -> {work} ({info.type or 'message'}; was: {info.reason})"
         )
@@ -356,7 +382,11 @@ async def _act(
 
 
 async def _replay_ingest(
-    cfg: GovbridgeConfig, broker: Broker, dead: str, messages: list[AbstractIncomingMessage]
+    cfg: GovbridgeConfig,
+    broker: Broker,
+    dead: str,
+    messages: list[AbstractIncomingMessage],
+    acted: list[tuple[str, DeadLetterInfo]] | None = None,
 ) -> int:
     """Give each kept item back to its account's adapter (``parse_item``) and publish the
     inquiry it now yields; an item still unreadable stays where it is, with the new reason."""
@@ -393,6 +423,8 @@ async def _replay_ingest(
                     failures += 1
                     continue
             await message.ack()
+            if acted is not None:
+                acted.append(("replay", info))
             what = f"inquiry {inquiry.inquiry_id}" if inquiry is not None else "nothing to ingest"
             print(f"replayed {info.message_id} -> {what} (was: {info.reason})")
     finally:
@@ -400,6 +432,23 @@ async def _replay_ingest(
             with contextlib.suppress(Exception):
                 await source.close()
     return failures
+
+
+async def _record(store: Store, action: str, acted: list[tuple[str, DeadLetterInfo]]) -> None:
+    """Each replay and drop in the audit trail, under the operating system user's name."""
+    try:
+        actor = f"cli:{getpass.getuser()}"
+    except Exception:
+        actor = f"cli:uid{os.getuid()}"
+    for done, info in acted:
+        await store.record_audit(
+            "dead_letter.replayed" if done == "replay" else "dead_letter.dropped",
+            actor=actor,
+            inquiry_id=info.ids.get("inquiry_id"),
+            subject=info.message_id,
+            stage=info.stage,
+            reason=info.reason[:200],
+        )
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

@@ -26,10 +26,12 @@ import aio_pika
 import aiohttp
 import pytest
 
+from bridge import audit
 from bridge.cli import build_parser, cmd_run
 from bridge.cmd_simulate import SIMS, cmd_simulate
 from bridge.config import parse_config
 from bridge.runtime import Broker, DeadLetter, Delivery, Stage, Worker
+from bridge.store import open_store
 from schemas.config import BrokerConfig
 from schemas.messages import TicketEvent
 from tests.conftest import AMQP_URL, delete_topology, eventually
@@ -617,3 +619,16 @@ async def test_dlq_list_replay_drop(
     assert missing.code == 1
     assert "no dead letter" in missing.err
     assert [e for e, _ in processed] == ["ev-1"]  # ev-2 was never processed
+    # each replay and drop is in the audit trail, under the operating system user's name
+    store = await open_store(f"sqlite:///{tmp_path}/dlq.db")
+    try:
+        records = await audit.recent(store.db)
+        assert (await audit.verify(store.db)).ok
+    finally:
+        await store.close()
+    done = sorted((r["action"], r["subject"]) for r in records)
+    assert done == sorted(
+        [("dead_letter.replayed", rows["ev-1"]["message_id"]), ("dead_letter.dropped", ev2)]
+    )
+    assert all(r["actor"].startswith("cli:") and r["detail"]["stage"] == "reply" for r in records)
+    assert PHONE not in json.dumps(records, ensure_ascii=False)
