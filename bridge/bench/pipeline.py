@@ -302,12 +302,9 @@ class PipelineBench:
                 stderr=(self.workdir / f"bridge{k}.log").open("wb"),
             )  # fmt: skip
             self.bridges.append(BridgeProcess(port, config, proc))
-            if k == 0:
-                # the first process creates the schema; what is measured is the running bridge
-                async with aiohttp.ClientSession() as http:
-                    await self._ready(http, self.bridges[0])
+        # all at once: migrations take a lock, so N processes on a fresh store all start
         async with aiohttp.ClientSession() as http:
-            for bridge in self.bridges[1:]:
+            for bridge in self.bridges:
                 await self._ready(http, bridge)
 
     async def _ready(self, http: aiohttp.ClientSession, bridge: BridgeProcess) -> None:
