@@ -55,7 +55,12 @@ if command -v rabbitmq-server >/dev/null 2>&1; then
   echo "starting the local rabbitmq-server ..."
   raise_fd_limit
   rabbitmq-server -detached || true
-  timeout 120 rabbitmqctl await_startup >/dev/null 2>&1 || true
+  # await_startup fails at once until the node has registered with epmd: ask again.
+  for _ in $(seq 1 40); do
+    rabbitmqctl await_startup --timeout 10 >/dev/null 2>&1 && break
+    pgrep -f 'beam.smp.*rabbit' >/dev/null 2>&1 || rabbitmq-server -detached || true
+    sleep 3
+  done
 elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   echo "starting RabbitMQ with docker compose ..."
   # Only RabbitMQ starts; compose insists on the bridge's secrets being set for the whole file.
