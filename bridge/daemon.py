@@ -30,6 +30,7 @@ from bridge.redaction import register_config, sanitise_reason
 from bridge.report import department_reports, parse_since
 from bridge.runtime import Broker, Worker
 from bridge.store import Store, open_store
+from bridge.triage_review import TriageReviewApi
 from schemas.config import GovbridgeConfig
 
 log = structlog.get_logger("govbridge.daemon")
@@ -184,6 +185,7 @@ class Daemon:
         app.router.add_get("/console.css", self._console)
         app.router.add_get("/api/report", self._report)
         OperatorApi(self.ctx).register(app)
+        TriageReviewApi(self.ctx).register(app)
         OperatorsHttp(store.db, self.cfg.http.session_ttl).install(app)
         ConsoleApi(self.ctx)
         for name in self.role_names:

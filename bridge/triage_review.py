@@ -182,8 +182,28 @@ class ReviewQueue:
         ]
 
 
+async def release(ctx: BridgeContext, queue: ReviewQueue, row: dict[str, Any]) -> None:
+    """Publish the held command under the decided category (the API and the sweep both do)."""
+    command = TicketCommand.model_validate_json(row["command_json"])
+    command = command.model_copy(update={"category": Category(row["category"])})
+    await ctx.broker.publish(routing.inquiry_routed(command.department), command)
+    await queue.mark_released(row["inquiry_id"])
+    inquiry = await ctx.store.get_inquiry(row["inquiry_id"])
+    fields: dict[str, Any] = {"category": row["category"]}
+    if inquiry is not None and inquiry["state"] == InquiryState.HELD_FOR_REVIEW:
+        fields["state"] = InquiryState.ROUTED
+    await ctx.store.update_inquiry(row["inquiry_id"], **fields)
+    log.info(
+        "held inquiry filed",
+        inquiry_id=row["inquiry_id"],
+        category=row["category"],
+        how=row["state"],
+    )
+
+
 class TriageReview:
-    """The review API and the release sweep; owned by the triage role."""
+    """Holding unsure inquiries and the release sweep; owned by the triage role (the HTTP API
+    is ``TriageReviewApi``, served by every process)."""
 
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
@@ -191,8 +211,6 @@ class TriageReview:
         self.review_below = ctx.cfg.triage.review_below
         self.timeout = ctx.cfg.triage.review_timeout
         self._sweeper: asyncio.Task[None] | None = None
-        ctx.app.router.add_get("/api/triage/review", self.list_held)
-        ctx.app.router.add_post("/api/triage/review/{inquiry_id}", self.check)
 
     def should_hold(self, result: Classification) -> bool:
         return result.rule is None and result.confidence < self.review_below
@@ -200,24 +218,8 @@ class TriageReview:
     async def hold(self, command: TicketCommand, result: Classification, public_text: str) -> None:
         await self.queue.hold(command, result, public_text, self.timeout)
 
-    # ---------------------------------------------------------------- releasing
     async def release(self, row: dict[str, Any]) -> None:
-        """Publish the held command under the decided category."""
-        command = TicketCommand.model_validate_json(row["command_json"])
-        command = command.model_copy(update={"category": Category(row["category"])})
-        await self.ctx.broker.publish(routing.inquiry_routed(command.department), command)
-        await self.queue.mark_released(row["inquiry_id"])
-        inquiry = await self.ctx.store.get_inquiry(row["inquiry_id"])
-        fields: dict[str, Any] = {"category": row["category"]}
-        if inquiry is not None and inquiry["state"] == InquiryState.HELD_FOR_REVIEW:
-            fields["state"] = InquiryState.ROUTED
-        await self.ctx.store.update_inquiry(row["inquiry_id"], **fields)
-        log.info(
-            "held inquiry filed",
-            inquiry_id=row["inquiry_id"],
-            category=row["category"],
-            how=row["state"],
-        )
+        await release(self.ctx, self.queue, row)
 
     async def sweep(self) -> int:
         """File what timed out, and what a crash left decided but unpublished."""
@@ -255,7 +257,20 @@ class TriageReview:
                 log.error("review sweep failed", error=repr(exc))
             await asyncio.sleep(every)
 
-    # ---------------------------------------------------------------- HTTP
+
+class TriageReviewApi:
+    """``GET /api/triage/review`` and ``POST /api/triage/review/{inquiry_id}``: registered by
+    the daemon, so an official can check held inquiries through any process, whatever roles
+    it runs (publishing a check needs only the broker and the store)."""
+
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.ctx = ctx
+        self.queue = ReviewQueue(ctx.store)
+
+    def register(self, app: web.Application) -> None:
+        app.router.add_get("/api/triage/review", self.list_held)
+        app.router.add_post("/api/triage/review/{inquiry_id}", self.check)
+
     async def list_held(self, request: web.Request) -> web.Response:
         require_admin(request)
         held = []
@@ -304,7 +319,7 @@ class TriageReview:
             await self.ctx.store.update_inquiry(inquiry_id, category=category)
             filed = "already filed with the model's guess; the correction is recorded"
         else:
-            await self.release(decided)
+            await release(self.ctx, self.queue, decided)
             filed = "filed now"
         return web.json_response(
             {

@@ -188,6 +188,47 @@ async def test_held_inquiry_is_checked_filed_corrected_and_exported(
     assert OFFICIAL not in json.dumps(item, ensure_ascii=False)
 
 
+async def test_held_inquiry_is_checked_through_a_process_without_the_triage_role(
+    tmp_path: Path, tickets: RestTicketState
+) -> None:
+    """The review API is the daemon's, not the triage role's: an official reaching a process
+    that runs only ``http`` lists and checks what another process held, and it is filed."""
+    text, guess = unsure_text()
+    correct = Category.COMPLAINT if guess.category is not Category.COMPLAINT else Category.HELP
+    cfg = config(tmp_path, tickets, 0.999)
+    async with running_bridge(cfg, ["triage", "ticketing"]) as worker:
+        assert worker.http_port is None  # no HTTP here: the official reaches another process
+        held_id = await send(worker, text, 1)
+
+        async def held() -> bool:
+            return await state_of(worker, held_id) == "held_for_review"
+
+        await eventually(held)
+        front = Daemon(cfg, ["http"])
+        await front.start()
+        try:
+            assert front.ctx is not None and "triage" not in front.ctx.roles
+            base = f"http://127.0.0.1:{front.http_port}"
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/api/triage/review", headers=AUTH) as resp:
+                    assert resp.status == 200
+                    assert [h["inquiry_id"] for h in (await resp.json())["held"]] == [held_id]
+                body = {"category": correct.value, "actor": OFFICIAL}
+                async with http.post(
+                    f"{base}/api/triage/review/{held_id}", json=body, headers=AUTH
+                ) as resp:
+                    assert resp.status == 200
+                    assert (await resp.json())["filed"] == "filed now"
+        finally:
+            await front.stop()
+
+        async def filed() -> bool:
+            return await state_of(worker, held_id) == "ticketed"
+
+        await eventually(filed)
+        assert titles(tickets) == [f"【{correct.label}】{text[:30]}"]
+
+
 async def test_unchecked_inquiry_is_filed_with_the_guess_and_a_late_check_is_kept(
     tmp_path: Path, tickets: RestTicketState
 ) -> None:
