@@ -251,3 +251,42 @@ async def test_bridge_replies_to_a_stale_change_from_the_first_poll_after_it(
                 assert await sync.poll_once(dept) == 0  # type: ignore[attr-defined]
         finally:
             await weibo_server.close()
+
+
+async def test_a_wrong_key_pauses_ticketing_with_an_alert_until_it_is_right(
+    quirky: Open311Harness, tmp_path: Path
+) -> None:
+    """The bridge against the quirky server with a key it refuses (400 "Invalid API key"):
+    ticketing raises the ``ticketing_auth`` alert and holds the command (not dead-lettered, no
+    ticket); once the key is right the same command makes its one ticket and the alert clears."""
+    assert quirky.server is not None
+    ticketing = {
+        **open311_sim.demo_ticketing_config(quirky.server.base_url, "a-wrong-key"),
+        "poll": "0s",
+    }
+    cfg = bridge_config(
+        tmp_path,
+        departments=[{"id": "transport", "name": "市交通委", "ticketing": ticketing}],
+    )
+    command = quirky.command(1)
+    async with running_bridge(cfg, ["ticketing"]) as daemon:
+        assert daemon.ctx is not None
+        ctx = daemon.ctx
+        await ctx.broker.publish(f"inquiry.routed.{command.department}", command)
+
+        async def alerted() -> bool:
+            return ("ticketing_auth", "transport") in ctx.alerts.active
+
+        await eventually(alerted)
+        assert "Invalid API key" in ctx.alerts.active[("ticketing_auth", "transport")]
+        assert "a-wrong-key" not in ctx.alerts.active[("ticketing_auth", "transport")]
+        assert quirky.state.tickets == {}
+
+        quirky.state.api_key = "a-wrong-key"  # the department's IT fixed the key on its side
+
+        async def filed() -> bool:
+            return len(quirky.state.tickets) == 1 and not await alerted()
+
+        await eventually(filed, timeout=60)
+        [ticket] = quirky.state.tickets.values()  # the held command itself, not a new one
+        assert command.reference in ticket.description  # (this server drops attributes)
