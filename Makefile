@@ -34,7 +34,7 @@ unit: venv rabbitmq
 test: lint typecheck unit
 
 ## The full fault-injection run (over 2,000 inquiries, three bridge processes, a RabbitMQ node of
-## its own on a free port; about 40 minutes here): its table goes to chaos-report.json and is the one
+## its own on a free port; 20 to 40 minutes here, by how busy the machine is): its table goes to chaos-report.json and is the one
 ## in docs/reliability.md. `make test` runs the same scenarios reduced.
 chaos: venv rabbitmq
 	GOVBRIDGE_CHAOS=full GOVBRIDGE_CHAOS_REPORT=chaos-report.json \
