@@ -10,6 +10,7 @@ with a ``reply.requested`` message (the outbox posts the store's text, never the
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -65,17 +66,17 @@ class OperatorApi:
         for r in await store.list_replies(state=ReplyState.AWAITING_APPROVAL):
             req = ReplyRequest.model_validate_json(r.request_json)
             # beside the draft: what the citizen wrote (redacted) and the ticket it answers
-            inquiry = await store.get_inquiry(r.inquiry_id) or {}
+            inquiry = await store.get_inquiry(r.inquiry_id)
             ticket = await store.get_ticket(r.department, req.ticket_id) if req.ticket_id else None
             items.append(
                 {
                     "reply_id": r.reply_id,
                     "inquiry_id": r.inquiry_id,
-                    "original": inquiry.get("public_text"),
-                    "citizen_handle": inquiry.get("citizen_handle"),
-                    "category": inquiry.get("category"),
+                    "original": inquiry.public_text if inquiry else None,
+                    "citizen_handle": inquiry.citizen_handle if inquiry else None,
+                    "category": inquiry.category if inquiry else None,
                     "ticket_id": req.ticket_id,
-                    "ticket_status": ticket["status"] if ticket else None,
+                    "ticket_status": ticket.status if ticket else None,
                     "department": r.department,
                     "platform": r.platform,
                     "account": r.account,
@@ -150,7 +151,7 @@ class OperatorApi:
     async def list_reconciliation(self, request: web.Request) -> web.Response:
         require_admin(request)
         rows = await self.ctx.store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
-        items = [{k: v for k, v in r.items() if k != "command_json"} for r in rows]
+        items = [{k: v for k, v in asdict(r).items() if k != "command_json"} for r in rows]
         return web.json_response({"needs_reconciliation": items})
 
     async def settle_reconciliation(self, request: web.Request) -> web.Response:
@@ -171,13 +172,13 @@ class OperatorApi:
             return json_error(400, "attach needs the ticket_id found in the ticket system")
         store = self.ctx.store
         attempt = await store.create_attempt_for_inquiry(inquiry_id)
-        if attempt is None or attempt["state"] != CreateState.NEEDS_RECONCILIATION:
-            state = attempt["state"] if attempt else "no create attempt"
+        if attempt is None or attempt.state != CreateState.NEEDS_RECONCILIATION:
+            state = attempt.state if attempt else "no create attempt"
             return json_error(409, f"inquiry {inquiry_id} does not await reconciliation ({state})")
-        if not attempt.get("command_json"):
+        if not attempt.command_json:
             return json_error(409, "the create's command was not kept; replay its dead letter")
-        command = TicketCommand.model_validate_json(attempt["command_json"])
-        ref = attempt["reference"]
+        command = TicketCommand.model_validate_json(attempt.command_json)
+        ref = attempt.reference
         if action == "attach":
             assert isinstance(ticket_id, str)  # checked above
             ticket_id = ticket_id.strip()
@@ -210,9 +211,9 @@ class OperatorApi:
         return web.json_response(
             {
                 "inquiry_id": inquiry_id,
-                "state": settled["state"],
-                "ticket_id": settled["ticket_id"],
-                "decided_by": settled["decided_by"],
-                "decided_at": settled["decided_at"],
+                "state": settled.state,
+                "ticket_id": settled.ticket_id,
+                "decided_by": settled.decided_by,
+                "decided_at": settled.decided_at,
             }
         )

@@ -92,17 +92,18 @@ class ConsoleApi:
         require_admin(request)
         now = datetime.now(UTC)
         cfg, store = self.ctx.cfg, self.ctx.store
-        items = []
+        items: list[dict[str, Any]] = []
         for t in await store.list_tickets():
-            if TicketStatus(t["status"]).is_final:
+            if TicketStatus(t.status).is_final:
                 continue
             try:
-                dept = cfg.department(t["department"])
+                dept = cfg.department(t.department)
             except KeyError:
                 continue
-            inquiry = await store.get_inquiry(t["inquiry_id"]) or {}
-            created = datetime.fromisoformat(t["created_at"]).astimezone(UTC)
-            deadline = deadline_for(dept, Category(inquiry.get("category") or "other"), created)
+            inquiry = await store.get_inquiry(t.inquiry_id)
+            category = inquiry.category if inquiry is not None else None
+            created = datetime.fromisoformat(t.created_at).astimezone(UTC)
+            deadline = deadline_for(dept, Category(category or "other"), created)
             if deadline is None:
                 continue
             left = (deadline - now).total_seconds()
@@ -112,10 +113,10 @@ class ConsoleApi:
                 {
                     "department": dept.id,
                     "department_name": dept.name,
-                    "ticket_id": t["ticket_id"],
-                    "inquiry_id": t["inquiry_id"],
-                    "status": t["status"],
-                    "category": inquiry.get("category"),
+                    "ticket_id": t.ticket_id,
+                    "inquiry_id": t.inquiry_id,
+                    "status": t.status,
+                    "category": category,
                     "deadline": deadline.isoformat(),
                     "seconds_left": round(left),
                     "overdue": left < 0,

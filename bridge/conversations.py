@@ -20,9 +20,8 @@ it belongs to their open conversation there (the thread is claimed atomically pe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from bridge.store import Store
+from bridge.store import Store, StoredInquiry
 from schemas.messages import Inquiry, PostRef, ThreadRef
 from schemas.vocab import FINAL_STATUSES, InquiryKind, InquiryState
 
@@ -53,7 +52,7 @@ class Placement:
     opening a second ticket for the same matter.
     """
 
-    owner: dict[str, Any] | None
+    owner: StoredInquiry | None
     wait_for: str | None = None
 
 
@@ -87,12 +86,13 @@ async def place(store: Store, inquiry: Inquiry) -> Placement:
         row = await store.inquiry_by_post(inquiry.platform, inquiry.account, post.id)
         if row is None:
             row = await store.inquiry_answered_by_post(inquiry.platform, inquiry.account, post.id)
-            if row is not None and row["author_id"] != citizen:
+            if row is not None and row.author_id != citizen:
                 # the bridge's answer to another citizen: that citizen's post is above it
-                chain = [PostRef(id=row["external_id"], author_id=row["author_id"]), *chain]
+                assert row.external_id is not None  # recorded with every inquiry
+                chain = [PostRef(id=row.external_id, author_id=row.author_id), *chain]
                 continue
         if row is not None:
-            if row["author_id"] == citizen:
+            if row.author_id == citizen:
                 return Placement(owner=await owner_of(store, row))
             chain = _recorded_chain(row) + chain  # go on above another citizen's inquiry
             continue
@@ -101,27 +101,27 @@ async def place(store: Store, inquiry: Inquiry) -> Placement:
     return Placement(owner=None)
 
 
-def _recorded_chain(row: dict[str, Any]) -> list[PostRef]:
+def _recorded_chain(row: StoredInquiry) -> list[PostRef]:
     """The chain above a recorded inquiry, as its platform reported it."""
-    if not row.get("thread_json"):
+    if not row.thread_json:
         return []
-    return list(ThreadRef.model_validate_json(row["thread_json"]).ancestors)
+    return list(ThreadRef.model_validate_json(row.thread_json).ancestors)
 
 
-async def owner_of(store: Store, row: dict[str, Any]) -> dict[str, Any] | None:
+async def owner_of(store: Store, row: StoredInquiry) -> StoredInquiry | None:
     """The first inquiry of the conversation ``row`` belongs to, if it can take a follow-up:
     not noise, and its ticket (if already made) not finished. Otherwise ``None``: the citizen's
     new message starts a new conversation."""
     owner = row
-    if row.get("conversation") and row["conversation"] != row["inquiry_id"]:
-        found = await store.get_inquiry(row["conversation"])
+    if row.conversation and row.conversation != row.inquiry_id:
+        found = await store.get_inquiry(row.conversation)
         owner = found if found is not None else row
-    if owner["state"] in CLOSED_STATES or owner["state"] not in OPEN_STATES | {
+    if owner.state in CLOSED_STATES or owner.state not in OPEN_STATES | {
         InquiryState.NEEDS_RECONCILIATION
     }:
         return None
-    if owner.get("ticket_id") and owner.get("department"):
-        ticket = await store.get_ticket(owner["department"], owner["ticket_id"])
-        if ticket is not None and ticket["status"] in FINAL_TICKET_STATES:
+    if owner.ticket_id and owner.department:
+        ticket = await store.get_ticket(owner.department, owner.ticket_id)
+        if ticket is not None and ticket.status in FINAL_TICKET_STATES:
             return None
     return owner

@@ -8,6 +8,7 @@ The same data serves ``GET /api/inquiries/{id}`` (the console's journey page) an
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from bridge import audit
@@ -20,26 +21,27 @@ async def journey(store: Store, inquiry_id: str) -> dict[str, Any] | None:
     row = await store.get_inquiry(inquiry_id)
     if row is None:
         return None
-    inquiry = {k: v for k, v in row.items() if k != "thread_json"}
+    inquiry = {k: v for k, v in asdict(row).items() if k != "thread_json"}
     if inquiry.get("explanation"):  # why triage chose the category (bridge/classify.py)
         inquiry["explanation"] = json.loads(inquiry["explanation"])
     # The whole conversation: the first inquiry and the citizen's follow-ups, with their
     # states (``kept_on_record`` where the ticket system takes no follow-ups).
-    owner = row.get("conversation") or inquiry_id
+    owner = row.conversation or inquiry_id
     conversation = [
         {
-            "inquiry_id": r["inquiry_id"],
-            "state": r["state"],
-            "public_text": r["public_text"],
-            "created_at": r["created_at"],
-            "first": r["inquiry_id"] == owner,
+            "inquiry_id": r.inquiry_id,
+            "state": r.state,
+            "public_text": r.public_text,
+            "created_at": r.created_at,
+            "first": r.inquiry_id == owner,
         }
         for r in await store.conversation_inquiries(owner)
     ]
     ticket: dict[str, Any] | None = None
     events: list[dict[str, Any]] = []
-    if row.get("department") and row.get("ticket_id"):
-        ticket = await store.get_ticket(row["department"], row["ticket_id"])
+    if row.department and row.ticket_id:
+        stored = await store.get_ticket(row.department, row.ticket_id)
+        ticket = None if stored is None else asdict(stored)
     else:  # recorded, not yet noted on the inquiry
         own = await store.db.fetchall(
             "SELECT * FROM tickets WHERE inquiry_id = ? ORDER BY created_at", (inquiry_id,)
@@ -63,7 +65,7 @@ async def journey(store: Store, inquiry_id: str) -> dict[str, Any] | None:
         "events": events,
         "create_attempt": None
         if attempt is None
-        else {k: v for k, v in attempt.items() if k != "command_json"},
+        else {k: v for k, v in asdict(attempt).items() if k != "command_json"},
         "replies": [json.loads(json.dumps(r.__dict__)) for r in replies],
         "audit": await audit.records_for(store.db, inquiry_id),
     }

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any
 
-from bridge.store import Store
+from bridge.store import Store, StoredInquiry
 from bridge.templates import deadline_for
 from schemas.config import DepartmentConfig, GovbridgeConfig
 from schemas.vocab import FINAL_STATUSES, Category, CreateState, InquiryState, ReplyState
@@ -127,62 +127,62 @@ async def department_reports(
         posted = _ts(r.posted_at)
         if r.state == ReplyState.POSTED and posted is not None:
             first_reply[r.inquiry_id] = min(first_reply.get(r.inquiry_id, posted), posted)
-    by_id = {i["inquiry_id"]: i for i in inquiries}
+    by_id = {i.inquiry_id: i for i in inquiries}
     ignored: dict[str, int] = {}
     wanted = [d for d in cfg.departments if department is None or d.id == department]
     reports = {d.id: DepartmentReport(d.id, d.name) for d in wanted}
-    days = _days(since or min((_ts(i["created_at"]) or now for i in inquiries), default=now), now)
+    days = _days(since or min((_ts(i.created_at) or now for i in inquiries), default=now), now)
     daily: dict[str, dict[str, dict[str, Any]]] = {
         d: {day: {"day": day, "received": 0, "resolved": 0} for day in days} for d in reports
     }
     waits: dict[str, list[float]] = {d: [] for d in reports}
     durations: dict[str, list[float]] = {d: [] for d in reports}
     for i in inquiries:
-        received = _ts(i["created_at"])
-        if i["state"] == InquiryState.IGNORED:
-            if in_period(i["created_at"]) and department is None:
-                ignored[i["reason"] or "?"] = ignored.get(i["reason"] or "?", 0) + 1
+        received = _ts(i.created_at)
+        if i.state == InquiryState.IGNORED:
+            if in_period(i.created_at) and department is None:
+                ignored[i.reason or "?"] = ignored.get(i.reason or "?", 0) + 1
             continue
-        rep = reports.get(i["department"] or "")
+        rep = reports.get(i.department or "")
         if rep is None or received is None:
             continue
-        answered = first_reply.get(i["inquiry_id"])
-        if answered is None and i["state"] != InquiryState.APPENDED:
+        answered = first_reply.get(i.inquiry_id)
+        if answered is None and i.state != InquiryState.APPENDED:
             dept = cfg.department(rep.department)
             limit = _first_response_deadline(dept, i, received)
             if limit is not None and now > limit:
                 rep.unanswered_overdue += 1
-                account = f"{i['platform']}:{i['account']}"
+                account = f"{i.platform}:{i.account}"
                 if account not in rep.zombie_accounts:
                     rep.zombie_accounts.append(account)
-        if not in_period(i["created_at"]):
+        if not in_period(i.created_at):
             continue
         rep.inquiries += 1
-        rep.appended += i["state"] == InquiryState.APPENDED
+        rep.appended += i.state == InquiryState.APPENDED
         daily[rep.department][_day(received)]["received"] += 1
         if answered:
             waits[rep.department].append((answered - received).total_seconds())
     for t in tickets:
-        rep = reports.get(t["department"])
+        rep = reports.get(t.department)
         if rep is None:
             continue
-        dept = cfg.department(t["department"])
-        inquiry = by_id.get(t["inquiry_id"])
-        category = Category((inquiry or {}).get("category") or "other")
-        created = _ts(t["created_at"]) or now
+        dept = cfg.department(t.department)
+        inquiry = by_id.get(t.inquiry_id)
+        category = Category((inquiry.category if inquiry else None) or "other")
+        created = _ts(t.created_at) or now
         deadline = deadline_for(dept, category, created)
-        done = resolved_at.get((t["department"], t["ticket_id"]))
-        if t["status"] not in FINAL and deadline is not None:  # the backlog, as of now
+        done = resolved_at.get((t.department, t.ticket_id))
+        if t.status not in FINAL and deadline is not None:  # the backlog, as of now
             if now > deadline:
                 rep.open_overdue += 1
             elif deadline - now <= cfg.sla.warn_before:
                 rep.open_at_risk += 1
         if done is not None and start <= done <= now and _day(done) in daily[rep.department]:
             daily[rep.department][_day(done)]["resolved"] += 1
-        if not in_period(t["created_at"]):
+        if not in_period(t.created_at):
             continue
         rep.tickets += 1
-        if t["status"] in FINAL:
+        if t.status in FINAL:
             rep.resolved += 1
             if deadline is None or (done is not None and done <= deadline):
                 rep.resolved_in_time += 1
@@ -195,8 +195,8 @@ async def department_reports(
         rep.replies_posted += r.state == ReplyState.POSTED and in_period(r.posted_at)
         rep.awaiting_approval += r.state == ReplyState.AWAITING_APPROVAL
     for f in flagged:
-        if f["department"] in reports:
-            reports[f["department"]].needs_reconciliation += 1
+        if f.department in reports:
+            reports[f.department].needs_reconciliation += 1
     for dept_id, rep in reports.items():
         if waits[dept_id]:
             rep.median_first_reply_s = statistics.median(waits[dept_id])
@@ -207,13 +207,13 @@ async def department_reports(
 
 
 def _first_response_deadline(
-    dept: DepartmentConfig, inquiry: dict[str, Any], received: datetime
+    dept: DepartmentConfig, inquiry: StoredInquiry, received: datetime
 ) -> datetime | None:
     """The first-response limit (``sla.first_response``), else the category's limit."""
     if "first_response" in dept.sla:
         probe = dept.model_copy(update={"sla": {"other": dept.sla["first_response"]}})
         return deadline_for(probe, Category.OTHER, received)
-    return deadline_for(dept, Category(inquiry.get("category") or "other"), received)
+    return deadline_for(dept, Category(inquiry.category or "other"), received)
 
 
 def render_table(reports: list[DepartmentReport], ignored: dict[str, int]) -> str:

@@ -190,7 +190,7 @@ async def release(ctx: BridgeContext, queue: ReviewQueue, row: dict[str, Any]) -
     await queue.mark_released(row["inquiry_id"])
     inquiry = await ctx.store.get_inquiry(row["inquiry_id"])
     fields: dict[str, Any] = {"category": row["category"]}
-    if inquiry is not None and inquiry["state"] == InquiryState.HELD_FOR_REVIEW:
+    if inquiry is not None and inquiry.state == InquiryState.HELD_FOR_REVIEW:
         fields["state"] = InquiryState.ROUTED
     await ctx.store.update_inquiry(row["inquiry_id"], **fields)
     log.info(
@@ -275,7 +275,7 @@ class TriageReviewApi:
         require_admin(request)
         held = []
         for r in await self.queue.pending():
-            inquiry = await self.ctx.store.get_inquiry(r["inquiry_id"]) or {}
+            inquiry = await self.ctx.store.get_inquiry(r["inquiry_id"])
             held.append(
                 {
                     "inquiry_id": r["inquiry_id"],
@@ -283,7 +283,7 @@ class TriageReviewApi:
                     "text": r["public_text"],
                     "model_category": r["model_category"],
                     "confidence": r["confidence"],
-                    "explanation": json.loads(inquiry.get("explanation") or "null"),
+                    "explanation": json.loads(inquiry.explanation or "null") if inquiry else None,
                     "held_at": r["held_at"],
                     "release_after": r["release_after"],
                 }

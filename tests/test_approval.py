@@ -144,9 +144,9 @@ async def count_state(daemon: Daemon, state: str, n: int) -> bool:
 
 async def ticket_of(daemon: Daemon, dept: str, inquiry_id: str) -> str:
     assert daemon.ctx is not None
-    rows = [t for t in await daemon.ctx.store.list_tickets(dept) if t["inquiry_id"] == inquiry_id]
+    rows = [t for t in await daemon.ctx.store.list_tickets(dept) if t.inquiry_id == inquiry_id]
     assert len(rows) == 1
-    return str(rows[0]["ticket_id"])
+    return str(rows[0].ticket_id)
 
 
 async def test_all_manual_approve_edit_reject_recorded(tmp_path: Path, sims: Sims) -> None:

@@ -253,7 +253,7 @@ async def test_console_flows_in_chromium(chrome: Any, tmp_path: Path, sims: Sims
 
         async def reconciled() -> bool:
             attempt = await store.get_create_attempt("GB-R")
-            return attempt is not None and attempt["state"] == "created"
+            return attempt is not None and attempt.state == "created"
 
         await eventually(reconciled, timeout=30)
 

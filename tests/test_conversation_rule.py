@@ -94,7 +94,7 @@ async def test_answering_your_own_inquiry_two_levels_up_is_a_follow_up(store: Sq
     await record(store, b)
     a2 = inquiry("c3", "A", [("c2", "B"), ("post", "OFFICIAL")])
     placed = await conversations.place(store, a2)
-    assert placed.owner is not None and placed.owner["inquiry_id"] == a.inquiry_id
+    assert placed.owner is not None and placed.owner.inquiry_id == a.inquiry_id
 
 
 async def test_under_the_bridges_answer_to_you_or_to_someone_else(store: SqlStore) -> None:
@@ -108,7 +108,7 @@ async def test_under_the_bridges_answer_to_you_or_to_someone_else(store: SqlStor
     mine = inquiry("c2", "A", [("r1", "OFFICIAL"), ("post", "OFFICIAL")])
     theirs = inquiry("c3", "C", [("r1", "OFFICIAL"), ("post", "OFFICIAL")])
     placed = await conversations.place(store, mine)
-    assert placed.owner is not None and placed.owner["inquiry_id"] == a.inquiry_id
+    assert placed.owner is not None and placed.owner.inquiry_id == a.inquiry_id
     assert (await conversations.place(store, theirs)).owner is None
 
 
@@ -119,7 +119,7 @@ async def test_follow_up_of_a_follow_up_belongs_to_the_first(store: SqlStore) ->
     await record(store, a2, state="appended", owner=a.inquiry_id)
     a3 = inquiry("c3", "A", [("c2", "A"), ("post", "OFFICIAL")])
     placed = await conversations.place(store, a3)
-    assert placed.owner is not None and placed.owner["inquiry_id"] == a.inquiry_id
+    assert placed.owner is not None and placed.owner.inquiry_id == a.inquiry_id
 
 
 async def test_noise_or_a_finished_ticket_starts_afresh(store: SqlStore) -> None:

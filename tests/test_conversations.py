@@ -88,7 +88,7 @@ async def settle(daemon: Daemon, expect: Expect, answered: Any) -> None:
     store = daemon.ctx.store
 
     async def done() -> bool:
-        states = Counter(r["state"] for r in await store.list_inquiries())
+        states = Counter(r.state for r in await store.list_inquiries())
         return (
             states["ticketed"] == len(expect.new)
             and states["appended"] == len(expect.follow_ups)
@@ -99,7 +99,7 @@ async def settle(daemon: Daemon, expect: Expect, answered: Any) -> None:
         await eventually(done, timeout=90)
     except AssertionError:
         rows = await store.list_inquiries()
-        states = Counter(r["state"] for r in rows)
+        states = Counter(r.state for r in rows)
         raise AssertionError(
             f"not settled: inquiries {dict(states)}, expected {len(expect.new)} tickets and"
             f" {len(expect.follow_ups)} follow-ups; answered: {await answered()}"
@@ -109,16 +109,16 @@ async def settle(daemon: Daemon, expect: Expect, answered: Any) -> None:
 async def check_store(daemon: Daemon, expect: Expect, tickets: RestTicketState) -> None:
     """One ticket per conversation; follow-ups appended to their own author's ticket."""
     assert daemon.ctx is not None
-    rows = {r["external_id"]: r for r in await daemon.ctx.store.list_inquiries()}
-    assert {k for k, r in rows.items() if r["state"] == "ticketed"} == expect.new
-    assert {k for k, r in rows.items() if r["state"] == "appended"} == expect.follow_ups
-    ticket_ids = [rows[k]["ticket_id"] for k in expect.new]
+    rows = {r.external_id: r for r in await daemon.ctx.store.list_inquiries()}
+    assert {k for k, r in rows.items() if r.state == "ticketed"} == expect.new
+    assert {k for k, r in rows.items() if r.state == "appended"} == expect.follow_ups
+    ticket_ids = [rows[k].ticket_id for k in expect.new]
     assert len(set(ticket_ids)) == len(expect.new) == len(tickets.tickets)
-    by_inquiry = {r["inquiry_id"]: r for r in rows.values()}
+    by_inquiry = {r.inquiry_id: r for r in rows.values()}
     for k in expect.follow_ups:
-        owner = by_inquiry[rows[k]["conversation"]]
-        assert owner["author_id"] == rows[k]["author_id"]  # only the same citizen
-        assert rows[k]["ticket_id"] == owner["ticket_id"]
+        owner = by_inquiry[rows[k].conversation]
+        assert owner.author_id == rows[k].author_id  # only the same citizen
+        assert rows[k].ticket_id == owner.ticket_id
     appended = Counter(
         ticket_id for ticket_id, t in tickets.tickets.items() for _ in t.get("comments", [])
     )
@@ -411,14 +411,14 @@ async def test_follow_up_goes_to_the_owning_ticket_whatever_its_text_routes_to(
                 return any(ACK in r["text"] for r in platform.reply_list())
 
             await eventually(acknowledged)
-            rows = {r["external_id"]: r for r in await store.list_inquiries()}
+            rows = {r.external_id: r for r in await store.list_inquiries()}
         ticket = next(iter(tickets.state.tickets.values()))
         assert len(ticket["comments"]) == 1  # appended in the owning (transport) system
         assert "垃圾" in ticket["comments"][0]["body"]
         assert other.state.tickets == {}  # nothing went to the urban system
-        assert rows["c-2"]["state"] == "appended"
-        assert rows["c-2"]["department"] == "transport"
-        assert rows["c-2"]["ticket_id"] == rows["c-1"]["ticket_id"]
+        assert rows["c-2"].state == "appended"
+        assert rows["c-2"].department == "transport"
+        assert rows["c-2"].ticket_id == rows["c-1"].ticket_id
     finally:
         await server.stop()
         await other.close()
@@ -478,19 +478,19 @@ async def test_follow_up_on_a_server_without_updates_is_kept_acknowledged_and_sh
                 return any(c.reply_cid == follow.id and ACK in c.text for c in answers())
 
             await eventually(acknowledged)
-            rows = {r["external_id"]: r for r in await store.list_inquiries()}
+            rows = {r.external_id: r for r in await store.list_inquiries()}
             owner = rows[str(first.id)]
             base = f"http://127.0.0.1:{daemon.http_port}"
             async with (
                 aiohttp.ClientSession(headers={"Authorization": "Bearer test-admin-token"}) as http,
-                http.get(f"{base}/api/inquiries/{owner['inquiry_id']}") as resp,
+                http.get(f"{base}/api/inquiries/{owner.inquiry_id}") as resp,
             ):
                 trace = await resp.json()
     finally:
         await server.stop()
         await backend.close()
-    assert rows[str(follow.id)]["state"] == "kept_on_record"
-    assert rows[str(follow.id)]["ticket_id"] == owner["ticket_id"]
+    assert rows[str(follow.id)].state == "kept_on_record"
+    assert rows[str(follow.id)].ticket_id == owner.ticket_id
     assert len(backend.state.tickets) == 1  # one ticket; the follow-up went nowhere else
     assert [(c["state"], c["first"]) for c in trace["conversation"]] == [
         ("ticketed", True),

@@ -124,7 +124,7 @@ async def test_crash_between_statements_of_status_application_loses_no_reply(
         ticket = await store.get_ticket("urban", "T1")
     assert crashed == [point]
     assert daemon.metrics.crashed.labels("reply")._value.get() == 1
-    assert ticket is not None and ticket["status"] == "resolved"
+    assert ticket is not None and ticket.status == "resolved"
     replies = platform.reply_list()
     assert platform.requests["POST /replies"] == 2  # each reply posted exactly once
     assert sorted(r["status"] or "note" for r in replies) == ["note", "resolved"]
@@ -161,7 +161,7 @@ async def test_event_before_its_ticket_is_recorded_is_applied_once_it_is(
 
         await eventually(applied)
         ticket = await store.get_ticket("urban", "T1")
-    assert ticket is not None and ticket["status"] == "in_progress"
+    assert ticket is not None and ticket.status == "in_progress"
     (reply,) = platform.reply_list()
     assert reply["status"] == "in_progress"
 
@@ -401,8 +401,8 @@ async def test_invalid_service_dead_letters_and_a_replay_after_the_fix_creates_o
             (attempt,) = await daemon.ctx.store.list_create_attempts()
         finally:
             await daemon.stop()
-        assert attempt["state"] == "rejected"  # the claim is released
-        assert "NO-SUCH" in (attempt["detail"] or "")
+        assert attempt.state == "rejected"  # the claim is released
+        assert "NO-SUCH" in (attempt.detail or "")
         assert backend.state.tickets == {}
 
         # the operator fixes the service codes, restarts, and replays the dead letter
@@ -517,7 +517,7 @@ async def test_an_attached_reconciliation_makes_its_replies_flow(
         inquiry = await store.get_inquiry("inq_r")
     assert settled["state"] == "created" and settled["decided_by"] == "王敏"
     assert settled["decided_at"]
-    assert inquiry is not None and inquiry["state"] == "ticketed"
+    assert inquiry is not None and inquiry.state == "ticketed"
     (reply,) = platform.reply_list()
     assert reply["ticket_id"] == "T-777" and reply["status"] == "received"
 

@@ -384,7 +384,7 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
 
         async def all_ticketed() -> bool:
             rows = await store.list_inquiries()
-            states = Counter(r["state"] for r in rows)
+            states = Counter(r.state for r in rows)
             return states["ticketed"] == n_tickets and states["ignored"] == script.noise
 
         async def replies_posted() -> bool:
@@ -402,7 +402,7 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
         officials.acks.update({"transport": WEIBO_FOLLOW_UPS, "urban": HOTLINE_FOLLOW_UPS})
 
         async def all_appended() -> bool:
-            states = Counter(r["state"] for r in await store.list_inquiries())
+            states = Counter(r.state for r in await store.list_inquiries())
             return states["appended"] == script.follow_ups
 
         timings["appended"] = await wait_for("follow-ups appended", all_appended, 90)
@@ -430,15 +430,15 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
     assert dead == 0  # nothing dead-lettered on the way
     # -- inquiries: every distinct message recorded once; noise ignored with its reason
     sent = WEIBO_NEW + WEIBO_NOISE + HOTLINE_NEW + HOTLINE_NOISE + script.follow_ups
-    states = Counter(r["state"] for r in inquiries)
+    states = Counter(r.state for r in inquiries)
     assert len(inquiries) == sent
     assert states == {
         "ticketed": n_tickets,
         "appended": script.follow_ups,
         "ignored": script.noise,
     }
-    assert all(r["reason"] for r in inquiries if r["state"] == "ignored")
-    reasons = Counter(r["reason"] for r in inquiries if r["state"] == "ignored")
+    assert all(r.reason for r in inquiries if r.state == "ignored")
+    reasons = Counter(r.reason for r in inquiries if r.state == "ignored")
 
     # -- tickets: one per routed inquiry in the backends, none twice (by reference)
     o311_refs = [t["reference"] for t in w.open311.snapshot()]
@@ -446,7 +446,7 @@ async def test_520_inquiries_end_to_end_counts_exact(tmp_path: Path, world: Worl
     assert len(o311_refs) == len(script.weibo_posts)
     assert len(rest_refs) == len(script.hotline_items)
     assert len(set(o311_refs + rest_refs)) == n_tickets
-    assert set(o311_refs + rest_refs) == {t["reference"] for t in tickets}
+    assert set(o311_refs + rest_refs) == {t.reference for t in tickets}
 
     # -- follow-ups appended to the existing tickets
     appended_o311 = sum(len(t["appended"]) for t in w.open311.snapshot())

@@ -651,12 +651,12 @@ async def test_sigkill_between_fetch_and_confirm_loses_nothing_and_duplicates_no
     inquiry_of = {b["external_id"]: b["inquiry_id"] for b in tap.bodies}
     assert len(set(inquiry_of.values())) == len(backlog.ids)  # deterministic ids per item
     assert all(b["inquiry_id"] == inquiry_of[b["external_id"]] for b in tap.bodies)
-    assert Counter(r["inquiry_id"] for r in rows) == Counter(set(inquiry_of.values()))
-    assert all(r["state"] in DONE_STATES for r in rows)
+    assert Counter(r.inquiry_id for r in rows) == Counter(set(inquiry_of.values()))
+    assert all(r.state in DONE_STATES for r in rows)
     dupes = metric(triage, "govbridge_inquiries_total", platform="weibo", outcome="duplicate")
     assert dupes == sum(got.values()) - len(got)  # every re-delivery recognised as one
     assert [i for i, n in Counter(routed_ids).items() if n > 1] == [], "routed twice"
-    assert set(routed_ids) == {r["inquiry_id"] for r in rows if r["state"] != "ignored"}
+    assert set(routed_ids) == {r.inquiry_id for r in rows if r.state != "ignored"}
     print(
         f"kill: {len(backlog.ids)} items, {sum(got.values())} deliveries,"
         f" {len(redelivered)} re-delivered, triage rows {len(rows)}, duplicates seen {dupes:g},"

@@ -72,8 +72,8 @@ async def test_an_inquiry_goes_through_a_ticket_system_added_from_one_module(
         [ticket] = ledger.tickets.values()
         row = await store.get_inquiry(inquiry.inquiry_id)
         assert row is not None
-        assert (row["state"], row["ticket_id"]) == ("ticketed", ticket.ticket_id)
-        assert ticket.category == row["category"]
+        assert (row.state, row.ticket_id) == ("ticketed", ticket.ticket_id)
+        assert ticket.category == row.category
 
         ledger.move("parks", ticket.ticket_id, TicketStatus.RESOLVED)  # an official's change
 
@@ -83,7 +83,7 @@ async def test_an_inquiry_goes_through_a_ticket_system_added_from_one_module(
 
         await eventually(answered)
         stored = await store.get_ticket("parks", ticket.ticket_id)
-        assert stored is not None and stored["status"] == "resolved"
+        assert stored is not None and stored.status == "resolved"
         replies = await store.list_replies(inquiry_id=inquiry.inquiry_id)
         assert {r.state for r in replies} == {"awaiting_approval"}
     assert ledger.closed == 1

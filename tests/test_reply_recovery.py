@@ -61,7 +61,7 @@ async def test_redelivered_event_completes_its_reply_after_a_failed_publish(
         assert failures == ["reply.requested.webhook"]  # the first attempt did fail
         assert [(r["ticket_id"], r["status"]) for r in got] == [("T1", "in_progress")]
         ticket = await daemon.ctx.store.get_ticket("urban", "T1")
-        assert ticket is not None and ticket["status"] == "in_progress"
+        assert ticket is not None and ticket.status == "in_progress"
         assert daemon.metrics.crashed.labels("reply")._value.get() == 1
 
 

@@ -56,7 +56,7 @@ async def test_inquiry_recorded_once(store: SqlStore) -> None:
     assert await store.record_inquiry(**_inquiry_row("inq_1")) is False
     await store.update_inquiry("inq_1", state="routed", department="transport")
     row = await store.get_inquiry("inq_1")
-    assert row is not None and row["state"] == "routed" and row["department"] == "transport"
+    assert row is not None and row.state == "routed" and row.department == "transport"
 
 
 async def test_thread_claimed_by_exactly_one_inquiry(store: SqlStore) -> None:
@@ -111,7 +111,7 @@ async def test_status_never_goes_backwards(store: SqlStore) -> None:
     assert await apply("e3", "resolved", 40) == (False, True, 0)  # replay of an applied event
     assert await apply("e2", "in_progress", 30) == (False, False, 0)  # replay of a late one
     ticket = await store.get_ticket("d", "T1")
-    assert ticket is not None and ticket["status"] == "resolved"
+    assert ticket is not None and ticket.status == "resolved"
     applied = await store.db.fetchall(
         "SELECT event_id FROM ticket_events WHERE applied = 1 ORDER BY event_id"
     )
@@ -129,12 +129,13 @@ async def test_create_attempts(store: SqlStore) -> None:
     assert held is not None
     assert await store.claim_create("GB-1", "d", "inq_1", expected_updated_at="stale") is False
     assert await store.claim_create(
-        "GB-1", "d", "inq_1", expected_updated_at=held["updated_at"]
+        "GB-1", "d", "inq_1", expected_updated_at=held.updated_at
     )  # compare-and-set on the record just inspected
-    assert (await store.get_create_attempt("GB-1") or {})["attempts"] == 2
+    again = await store.get_create_attempt("GB-1")
+    assert again is not None and again.attempts == 2
     await store.set_create_state("GB-1", "needs_reconciliation", detail="uncertain")
     flagged = await store.list_create_attempts("needs_reconciliation")
-    assert [r["reference"] for r in flagged] == ["GB-1"]
+    assert [r.reference for r in flagged] == ["GB-1"]
 
 
 async def test_reply_decisions_recorded(store: SqlStore) -> None:
@@ -192,7 +193,7 @@ async def test_reopened_ticket_is_handled_again_in_a_new_cycle(store: SqlStore) 
     assert await apply("f", "resolved", "5T00:00:00") == (True, True, 1)
     assert await apply("c", "reopened", "3T00:00:00") == (False, True, 1)  # replay
     ticket = await store.get_ticket("d", "T1")
-    assert ticket is not None and (ticket["status"], ticket["cycle"]) == ("resolved", 1)
+    assert ticket is not None and (ticket.status, ticket.cycle) == ("resolved", 1)
 
 
 async def test_posting_quota_is_measured_on_the_outbox_clock(store: SqlStore) -> None:

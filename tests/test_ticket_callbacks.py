@@ -268,7 +268,7 @@ async def test_out_of_order_events_never_move_a_status_backwards(tmp_path: Path)
             await eventually(handled)
             row = await store.get_ticket(DEPT, ticket_id)
             assert row is not None
-            history.append((row["status"], row["native_status"]))
+            history.append((row.status, row.native_status))
 
         assert history == [
             ("referred", "ASSIGNED"),

@@ -205,7 +205,7 @@ async def test_crash_after_create_searchable_backend_finds_the_ticket(
             assert daemon.ctx is not None
             store = daemon.ctx.store
             attempt = await store.get_create_attempt(cmd.reference)
-            assert attempt is not None and attempt["state"] == "attempted"
+            assert attempt is not None and attempt.state == "attempted"
 
             async def recorded() -> bool:
                 return await store.ticket_by_reference(cmd.reference) is not None
@@ -214,13 +214,13 @@ async def test_crash_after_create_searchable_backend_finds_the_ticket(
             row = await store.ticket_by_reference(cmd.reference)
             assert row is not None
             (backend_ticket,) = state.tickets.values()
-            assert row["ticket_id"] == backend_ticket.id
+            assert row.ticket_id == backend_ticket.id
             inquiry = await store.get_inquiry(cmd.inquiry.inquiry_id)
             assert inquiry is not None
-            assert (inquiry["state"], inquiry["ticket_id"]) == ("ticketed", backend_ticket.id)
+            assert (inquiry.state, inquiry.ticket_id) == ("ticketed", backend_ticket.id)
             attempt = await store.get_create_attempt(cmd.reference)
             assert attempt is not None
-            assert (attempt["state"], attempt["ticket_id"]) == ("created", backend_ticket.id)
+            assert (attempt.state, attempt.ticket_id) == ("created", backend_ticket.id)
         # Found by reference, not created again.
         assert state.requests_by_route["POST /requests.{fmt}"] == posts_before == 1
         assert state.requests_by_route["GET /requests.{fmt}"] >= 1
@@ -258,11 +258,11 @@ async def test_crash_after_create_unsearchable_backend_flags_for_reconciliation(
 
             async def flagged() -> bool:
                 attempt = await store.get_create_attempt(cmd.reference)
-                return attempt is not None and attempt["state"] == "needs_reconciliation"
+                return attempt is not None and attempt.state == "needs_reconciliation"
 
             await eventually(flagged)
             inquiry = await store.get_inquiry(cmd.inquiry.inquiry_id)
-            assert inquiry is not None and inquiry["state"] == "needs_reconciliation"
+            assert inquiry is not None and inquiry.state == "needs_reconciliation"
             assert await store.ticket_by_reference(cmd.reference) is None
             gauge = "govbridge_needs_reconciliation"
             assert await metric(port, gauge, {"department": DEPT}) == 1.0
@@ -332,7 +332,7 @@ async def test_crash_after_create_rest_backend_dedupes_on_idempotency_key(
             row = await store.ticket_by_reference(cmd.reference)
             assert row is not None
             (backend_ticket,) = state.tickets.values()
-            assert row["ticket_id"] == backend_ticket["id"]
+            assert row.ticket_id == backend_ticket["id"]
         # The create was repeated with the same key; the backend answered with the first ticket.
         assert state.requests["POST /tickets"] == 2
         assert [t["external_ref"] for t in state.tickets.values()] == [cmd.reference]
@@ -374,12 +374,12 @@ async def test_refused_connection_on_unsearchable_backend_is_not_flagged(
 
         async def settled() -> bool:
             attempt = await store.get_create_attempt(cmd.reference)
-            return attempt is not None and attempt["state"] in ("created", "needs_reconciliation")
+            return attempt is not None and attempt.state in ("created", "needs_reconciliation")
 
         await eventually(settled)
         attempt = await store.get_create_attempt(cmd.reference)
         assert attempt is not None
-        assert attempt["state"] == "created", attempt["detail"]
+        assert attempt.state == "created", attempt.detail
         assert references(state) == Counter({cmd.reference: 1})
 
 
@@ -471,8 +471,8 @@ async def test_backend_down_a_minute_loses_nothing_and_costs_bounded_requests(
         wanted = {c.reference for c in commands}
         assert references(state) == Counter(dict.fromkeys(wanted, 1))
         rows = await store.list_tickets(DEPT)
-        assert {r["reference"] for r in rows} == wanted
-        assert {r["ticket_id"] for r in rows} == set(state.tickets)
+        assert {r.reference for r in rows} == wanted
+        assert {r.ticket_id for r in rows} == set(state.tickets)
         assert state.requests_by_route["POST /requests.{fmt}"] == N_COMMANDS
         assert await store.list_create_attempts("needs_reconciliation") == []
         # No dead letters.

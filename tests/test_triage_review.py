@@ -94,7 +94,7 @@ async def send(daemon: Daemon, text: str, n: int) -> str:
 async def state_of(daemon: Daemon, inquiry_id: str) -> str | None:
     assert daemon.ctx is not None
     row = await daemon.ctx.store.get_inquiry(inquiry_id)
-    return None if row is None else str(row["state"])
+    return None if row is None else str(row.state)
 
 
 def titles(tickets: RestTicketState) -> list[str]:
@@ -172,7 +172,7 @@ async def test_held_inquiry_is_checked_filed_corrected_and_exported(
 
         assert daemon.ctx is not None
         row = await daemon.ctx.store.get_inquiry(held_id)
-        assert row is not None and row["category"] == correct.value
+        assert row is not None and row.category == correct.value
 
     conf = tmp_path / "export.toml"
     conf.write_text(f'[store]\nurl = "{cfg.store.url}"\n', "utf-8")
@@ -276,7 +276,7 @@ async def test_unchecked_inquiry_is_filed_with_the_guess_and_a_late_check_is_kep
             (late.value, "official-correction")
         ]
         row = await daemon.ctx.store.get_inquiry(held_id)
-        assert row is not None and row["category"] == late.value
+        assert row is not None and row.category == late.value
 
 
 async def test_review_queue_on_both_stores(store: SqlStore) -> None:  # noqa: F811

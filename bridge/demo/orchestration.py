@@ -27,6 +27,7 @@ from bridge.kit import AppServer, amqp_url, broker_reachable
 from bridge.logging import configure_logging
 from bridge.operators import add_operator
 from bridge.report import department_reports, pad, render_table
+from bridge.store import StoredInquiry, StoredTicket
 from bridge.topology import Topology
 from schemas.messages import ReplyRequest
 from schemas.vocab import Category, TicketStatus
@@ -197,7 +198,7 @@ class Demo:
                 if status_code != 202:
                     print(f"  push answered {status_code}", file=sys.stderr)
 
-    async def _store_rows(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def _store_rows(self) -> tuple[list[StoredInquiry], list[StoredTicket]]:
         assert self.daemon and self.daemon.ctx
         store = self.daemon.ctx.store
         return await store.list_inquiries(), await store.list_tickets()
@@ -223,29 +224,26 @@ class Demo:
         ) as http:
             while time.monotonic() < deadline:
                 inquiries, tickets = await self._store_rows()
-                settled = [
-                    r for r in inquiries if r["state"] in ("ignored", "ticketed", "appended")
-                ]
+                settled = [r for r in inquiries if r.state in ("ignored", "ticketed", "appended")]
                 for t in tickets:
-                    key = (t["department"], t["ticket_id"])
+                    key = (t.department, t.ticket_id)
                     n = progress.get(key, 0)
-                    plan = steps[t["department"]]
+                    plan = steps[t.department]
                     if n < len(plan) and await self._ready_for_step(t, moved_at.get(key)):
-                        moved_at[key] = (await store.get_ticket(*key) or t)["status_rank"]
+                        moved_at[key] = (await store.get_ticket(*key) or t).status_rank
                         await self._move(t, plan[n])
                         progress[key] = n + 1
                 await self._approve(http)
                 replies = await store.list_replies()
                 finished = all(
-                    progress.get((t["department"], t["ticket_id"]), 0)
-                    == len(steps[t["department"]])
+                    progress.get((t.department, t.ticket_id), 0) == len(steps[t.department])
                     for t in tickets
                 )
                 pending = [r for r in replies if r.state in ("approved", "awaiting_approval")]
                 final_posted = {
                     r.inquiry_id for r in replies if r.state == "posted" and r.status == "resolved"
                 }
-                all_final = all(t["inquiry_id"] in final_posted for t in tickets)
+                all_final = all(t.inquiry_id in final_posted for t in tickets)
                 if (
                     len(settled) >= expected_inquiries
                     and tickets
@@ -258,17 +256,17 @@ class Demo:
         print("demo: timed out before every reply was posted", file=sys.stderr)
         return False
 
-    async def _ready_for_step(self, ticket: dict[str, Any], moved_at_rank: int | None) -> bool:
+    async def _ready_for_step(self, ticket: StoredTicket, moved_at_rank: int | None) -> bool:
         """Officials act one step at a time, after the bridge has seen the previous step."""
         assert self.daemon and self.daemon.ctx
-        current = await self.daemon.ctx.store.get_ticket(ticket["department"], ticket["ticket_id"])
+        current = await self.daemon.ctx.store.get_ticket(ticket.department, ticket.ticket_id)
         return current is not None and (
-            moved_at_rank is None or current["status_rank"] > moved_at_rank
+            moved_at_rank is None or current.status_rank > moved_at_rank
         )
 
-    async def _move(self, ticket: dict[str, Any], step: str | tuple[str, str]) -> None:
+    async def _move(self, ticket: StoredTicket, step: str | tuple[str, str]) -> None:
         status, note = step if isinstance(step, tuple) else (step, None)
-        dept, tid = ticket["department"], ticket["ticket_id"]
+        dept, tid = ticket.department, ticket.ticket_id
         if dept == "urban":
             await self.sims["rest"].state.move(tid, status, note)
         else:
@@ -297,7 +295,7 @@ class Demo:
         assert self.daemon and self.daemon.ctx
         store = self.daemon.ctx.store
         inquiries, tickets = await self._store_rows()
-        by_ticket = {(t["department"], t["ticket_id"]): t for t in tickets}
+        by_ticket = {(t.department, t.ticket_id): t for t in tickets}
         history = await store.db.fetchall(
             "SELECT department, ticket_id, status FROM ticket_events WHERE applied = 1"
             " ORDER BY occurred_at"
@@ -314,25 +312,25 @@ class Demo:
             f" {'status history':<34} replies"
         )
         for n, row in enumerate(inquiries, 1):
-            dept = row["department"] or "-"
-            cat = Category(row["category"]).label if row["category"] else "-"
-            if row["state"] == "ignored":
-                hist, ticket, line = "", "-", f"ignored: {row['reason']}"
+            dept = row.department or "-"
+            cat = Category(row.category).label if row.category else "-"
+            if row.state == "ignored":
+                hist, ticket, line = "", "-", f"ignored: {row.reason}"
             else:
-                ticket = row["ticket_id"] or "-"
+                ticket = row.ticket_id or "-"
                 t = by_ticket.get((dept, ticket))
-                own = t is not None and t["inquiry_id"] == row["inquiry_id"]
+                own = t is not None and t.inquiry_id == row.inquiry_id
                 if own:
                     steps = ["received", *statuses.get((dept, ticket), [])]
                     hist = " > ".join(TicketStatus(s).label for s in steps)
                 else:
                     hist = (
                         "follow-up added to the citizen's ticket"
-                        if row["state"] in ("appended", "kept_on_record")
-                        else row["state"]
+                        if row.state in ("appended", "kept_on_record")
+                        else row.state
                     )
                 posted = [
-                    r for r in replies if r.inquiry_id == row["inquiry_id"] and r.state == "posted"
+                    r for r in replies if r.inquiry_id == row.inquiry_id and r.state == "posted"
                 ]
                 line = f"{len(posted)} posted"
                 status_replies = [r.status for r in posted if r.status]
@@ -347,21 +345,21 @@ class Demo:
                     ok = False
                     line += "  << no final reply"
             print(
-                f"{n:>2} {row['platform']:<12} {dept:<11} {pad(cat, 8)} {ticket:<14}"
+                f"{n:>2} {row.platform:<12} {dept:<11} {pad(cat, 8)} {ticket:<14}"
                 f" {pad(hist, 34)} {line}"
             )
-        sample = next((r for r in inquiries if "[手机号]" in (r["public_text"] or "")), None)
+        sample = next((r for r in inquiries if "[手机号]" in (r.public_text or "")), None)
         if sample is not None:
             print()
-            print(f"one thread as the public sees it ({sample['platform']}):")
-            print(f"  citizen: {sample['public_text']}")
+            print(f"one thread as the public sees it ({sample.platform}):")
+            print(f"  citizen: {sample.public_text}")
             for r in replies:
-                if r.inquiry_id == sample["inquiry_id"] and r.state == "posted":
+                if r.inquiry_id == sample.inquiry_id and r.state == "posted":
                     req = ReplyRequest.model_validate_json(r.request_json)
                     print(f"  {r.account}: {pii.redact_text(r.final_text or req.text)}")
-        ignored = [r for r in inquiries if r["state"] == "ignored"]
-        appended = [r for r in inquiries if r["state"] == "appended"]
-        ticketed = [r for r in inquiries if r["state"] == "ticketed"]
+        ignored = [r for r in inquiries if r.state == "ignored"]
+        appended = [r for r in inquiries if r.state == "appended"]
+        ticketed = [r for r in inquiries if r.state == "ticketed"]
         posted_all = [r for r in replies if r.state == "posted"]
         decisions = [r for r in replies if r.decided_by]
         leaks = [t for t in public_texts if pii.find_personal_data(t)]

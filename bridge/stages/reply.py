@@ -29,7 +29,7 @@ from bridge import pii
 from bridge.outbox import Outbox
 from bridge.runtime import DeadLetter, Delivery, Retry, Stage, Worker
 from bridge.stages.common import source_for
-from bridge.store import Store, iso
+from bridge.store import Store, StoredInquiry, StoredTicket, iso
 from bridge.templates import deadline_for, format_deadline, render
 from schemas import routing, stages
 from schemas.config import DepartmentConfig
@@ -95,7 +95,7 @@ class ReplyRole:
             await self.ctx.broker.publish(routing.reply_requested(request.platform), request)
 
     async def _apply_and_decide(
-        self, tx: Store, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
+        self, tx: Store, event: TicketEvent, ticket: StoredTicket, dept: DepartmentConfig
     ) -> list[ReplyRequest]:
         """In one transaction: record the event, move the ticket, record its replies.
         Returns the replies that may go out now."""
@@ -113,7 +113,7 @@ class ReplyRole:
         if not applied and not event.note:
             log.info("event does not move the ticket; no reply", status=event.status.value, new=new)
             return []
-        inquiry = await tx.get_inquiry(ticket["inquiry_id"])
+        inquiry = await tx.get_inquiry(ticket.inquiry_id)
         if inquiry is None:
             raise DeadLetter(f"ticket {event.ticket_id} has no recorded inquiry")
         requests = self._compose(event, inquiry, ticket, dept, cycle, applied)
@@ -128,16 +128,16 @@ class ReplyRole:
     def _compose(
         self,
         event: TicketEvent,
-        inquiry: dict[str, Any],
-        ticket: dict[str, Any],
+        inquiry: StoredInquiry,
+        ticket: StoredTicket,
         dept: DepartmentConfig,
         cycle: int,
         applied: bool,
     ) -> list[ReplyRequest]:
         """The replies an event calls for: its status (when it moved the ticket) and an
         official's note (when it carries one), in the department's templates, redacted."""
-        category = Category(inquiry["category"] or "other")
-        created = datetime.fromisoformat(ticket["created_at"])
+        category = Category(inquiry.category or "other")
+        created = datetime.fromisoformat(ticket.created_at)
         deadline = format_deadline(deadline_for(dept, category, created))
         requests: list[ReplyRequest] = []
         base = _reply_base(inquiry, dept, event.ticket_id, cycle)
@@ -152,7 +152,7 @@ class ReplyRole:
             )
             requests.append(
                 ReplyRequest(
-                    reply_id=status_reply_id(inquiry["inquiry_id"], event.status, cycle),
+                    reply_id=status_reply_id(inquiry.inquiry_id, event.status, cycle),
                     text=pii.redact_text(text, keep=[event.ticket_id]),
                     status=event.status,
                     templated=True,
@@ -171,11 +171,11 @@ class ReplyRole:
             )
             # An official's note carries case details: answered privately where the
             # platform can (Weibo's ordinary API cannot: there it stays in the thread, redacted).
-            source = source_for(self.ctx, inquiry["platform"], inquiry["account"])
+            source = source_for(self.ctx, inquiry.platform, inquiry.account)
             private = source is not None and source.capabilities.supports_direct_messages
             requests.append(
                 ReplyRequest(
-                    reply_id=stable_id("rep", inquiry["inquiry_id"], "note", event.event_id),
+                    reply_id=stable_id("rep", inquiry.inquiry_id, "note", event.event_id),
                     text=pii.redact_text(text, keep=[event.ticket_id]),
                     status=None,
                     templated=False,
@@ -185,7 +185,7 @@ class ReplyRole:
         return requests
 
     async def _acknowledge_follow_up(
-        self, event: TicketEvent, ticket: dict[str, Any], dept: DepartmentConfig
+        self, event: TicketEvent, ticket: StoredTicket, dept: DepartmentConfig
     ) -> None:
         """Tell the citizen, in the follow-up's own thread, that it was added to the ticket."""
         if event.inquiry_id is None:
@@ -199,7 +199,7 @@ class ReplyRole:
             text=pii.redact_text(text, keep=[event.ticket_id]),
             status=None,
             templated=True,
-            **_reply_base(inquiry, dept, event.ticket_id, int(ticket.get("cycle") or 0)),
+            **_reply_base(inquiry, dept, event.ticket_id, ticket.cycle),
         )
         await queue_reply(self.ctx, request, dept.approval)
 
@@ -224,17 +224,18 @@ class ReplyRole:
 
 
 def _reply_base(
-    inquiry: dict[str, Any], dept: DepartmentConfig, ticket_id: str, cycle: int
+    inquiry: StoredInquiry, dept: DepartmentConfig, ticket_id: str, cycle: int
 ) -> dict[str, Any]:
-    """What every reply to an inquiry shares: where it goes and to whom."""
+    """What every reply to an inquiry shares: where it goes and to whom (triage records the
+    thread and visibility with every inquiry; a row without them fails here as it always did)."""
     return {
-        "inquiry_id": inquiry["inquiry_id"],
-        "platform": inquiry["platform"],
-        "account": inquiry["account"],
+        "inquiry_id": inquiry.inquiry_id,
+        "platform": inquiry.platform,
+        "account": inquiry.account,
         "department": dept.id,
-        "thread": ThreadRef.model_validate_json(inquiry["thread_json"]),
-        "citizen_handle": inquiry["citizen_handle"],
-        "visibility": Visibility(inquiry["visibility"]),
+        "thread": ThreadRef.model_validate_json(inquiry.thread_json or ""),
+        "citizen_handle": inquiry.citizen_handle,
+        "visibility": Visibility(inquiry.visibility or ""),
         "ticket_id": ticket_id,
         "cycle": cycle,
     }

@@ -22,6 +22,7 @@ from bridge import pii
 from bridge.runtime import Worker
 from bridge.stages.common import sleep_or_stop
 from bridge.stages.reply import queue_reply
+from bridge.store import StoredInquiry, StoredTicket
 from bridge.templates import deadline_for, format_deadline, render
 from schemas import routing
 from schemas.messages import ReplyRequest, SlaEvent, ThreadRef, stable_id
@@ -66,17 +67,17 @@ class SlaRole:
         store, cfg = self.ctx.store, self.ctx.cfg
         emitted: list[SlaEvent] = []
         for ticket in await store.list_tickets():
-            if TicketStatus(ticket["status"]).is_final:
+            if TicketStatus(ticket.status).is_final:
                 continue
             try:
-                dept = cfg.department(ticket["department"])
+                dept = cfg.department(ticket.department)
             except KeyError:
                 continue
-            inquiry = await store.get_inquiry(ticket["inquiry_id"])
+            inquiry = await store.get_inquiry(ticket.inquiry_id)
             if inquiry is None:
                 continue
-            category = Category(inquiry["category"] or "other")
-            created = datetime.fromisoformat(ticket["created_at"]).astimezone(UTC)
+            category = Category(inquiry.category or "other")
+            created = datetime.fromisoformat(ticket.created_at).astimezone(UTC)
             deadline = deadline_for(dept, category, created)
             if deadline is None:
                 continue
@@ -87,17 +88,17 @@ class SlaRole:
                 due.append("breached")
             elif (deadline - now) <= cfg.sla.warn_before:
                 due.append("warning")
-            if elapsed >= allowed / 2 and ticket["status"] == TicketStatus.RECEIVED.value:
+            if elapsed >= allowed / 2 and ticket.status == TicketStatus.RECEIVED.value:
                 due.append("holding_reply")
             for kind in due:
-                key = f"{ticket['department']}:{ticket['ticket_id']}:{kind}"
+                key = f"{ticket.department}:{ticket.ticket_id}:{kind}"
                 if not await store.record_once("sla", key):
                     continue
                 event = SlaEvent(
                     event=kind,
                     department=dept.id,
-                    inquiry_id=inquiry["inquiry_id"],
-                    ticket_id=ticket["ticket_id"],
+                    inquiry_id=inquiry.inquiry_id,
+                    ticket_id=ticket.ticket_id,
                     deadline=deadline,
                     category=category,
                 )
@@ -106,7 +107,7 @@ class SlaRole:
                 elif kind == "breached":
                     log.warning(
                         "ticket past its deadline",
-                        ticket_id=ticket["ticket_id"],
+                        ticket_id=ticket.ticket_id,
                         department=dept.id,
                         deadline=deadline.isoformat(),
                     )
@@ -116,28 +117,28 @@ class SlaRole:
         return emitted
 
     async def _holding_reply(
-        self, inquiry: dict[str, Any], ticket: dict[str, Any], dept_id: str, deadline: datetime
+        self, inquiry: StoredInquiry, ticket: StoredTicket, dept_id: str, deadline: datetime
     ) -> None:
         dept = self.ctx.cfg.department(dept_id)
         text = render(
             dept,
             "holding",
-            ticket_id=ticket["ticket_id"],
-            status=TicketStatus(ticket["status"]),
+            ticket_id=ticket.ticket_id,
+            status=TicketStatus(ticket.status),
             deadline=format_deadline(deadline),
         )
         request = ReplyRequest(
-            reply_id=stable_id("rep", inquiry["inquiry_id"], "holding"),
-            inquiry_id=inquiry["inquiry_id"],
-            platform=inquiry["platform"],
-            account=inquiry["account"],
+            reply_id=stable_id("rep", inquiry.inquiry_id, "holding"),
+            inquiry_id=inquiry.inquiry_id,
+            platform=inquiry.platform,
+            account=inquiry.account,
             department=dept.id,
-            thread=ThreadRef.model_validate_json(inquiry["thread_json"]),
-            citizen_handle=inquiry["citizen_handle"],
-            visibility=Visibility(inquiry["visibility"]),
-            text=pii.redact_text(text, keep=[ticket["ticket_id"]]),
+            thread=ThreadRef.model_validate_json(inquiry.thread_json or ""),
+            citizen_handle=inquiry.citizen_handle,
+            visibility=Visibility(inquiry.visibility or ""),
+            text=pii.redact_text(text, keep=[ticket.ticket_id]),
             status=None,
-            ticket_id=ticket["ticket_id"],
+            ticket_id=ticket.ticket_id,
             templated=True,
         )
         await queue_reply(self.ctx, request, dept.approval)

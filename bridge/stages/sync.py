@@ -68,11 +68,7 @@ class SyncRole:
             # does not move the server's updated_datetime is still seen.
             rows = await self.ctx.store.list_tickets(dept.id)
             system.watch(
-                {
-                    r["ticket_id"]: r["native_status"]
-                    for r in rows
-                    if not TicketStatus(r["status"]).is_final
-                }
+                {r.ticket_id: r.native_status for r in rows if not TicketStatus(r.status).is_final}
             )
         result = await system.changes_since(cursor)
         if result.events:

@@ -100,24 +100,22 @@ class TicketingRole:
         store, ref = self.ctx.store, command.reference
         recorded = await store.ticket_by_reference(ref)
         if recorded is not None:  # already done: make sure the event went out
-            await publish_created(
-                self.ctx, command, recorded["ticket_id"], recorded["native_status"]
-            )
+            await publish_created(self.ctx, command, recorded.ticket_id, recorded.native_status)
             return
         attempt = await store.get_create_attempt(ref)
-        if attempt is not None and attempt["state"] == CreateState.NEEDS_RECONCILIATION:
+        if attempt is not None and attempt.state == CreateState.NEEDS_RECONCILIATION:
             log.warning("create awaits reconciliation; not creating again", reference=ref)
             return
         ticket: CreatedTicket | None = None
         expected: str | None = None
-        if attempt is not None and attempt["state"] == CreateState.ATTEMPTED:
+        if attempt is not None and attempt.state == CreateState.ATTEMPTED:
             # Another delivery (here or in another process) may be creating it right now:
             # wait for its lease before presuming it crashed.
             lease = self.ctx.cfg.department(command.department).ticketing.create_lease
-            age = datetime.now(UTC) - datetime.fromisoformat(attempt["updated_at"])
+            age = datetime.now(UTC) - datetime.fromisoformat(attempt.updated_at)
             if age < lease:
                 raise Retry(f"create of {ref} in progress elsewhere", lease - age, counts=False)
-            expected = attempt["updated_at"]
+            expected = attempt.updated_at
             caps = system.capabilities
             if caps.search_by_reference:
                 ticket = await system.find_by_reference(ref)
@@ -203,9 +201,9 @@ class TicketingRole:
         recorded = await store.ticket_by_reference(command.reference)
         if recorded is None:
             raise Retry("the conversation's ticket is not created yet")
-        ticket_id = recorded["ticket_id"]
+        ticket_id = recorded.ticket_id
         existing = await store.get_inquiry(command.inquiry.inquiry_id)
-        done = existing is not None and existing["state"] in FOLLOW_UP_STATES
+        done = existing is not None and existing.state in FOLLOW_UP_STATES
         if not done:
             if system.capabilities.appends:
                 with timing.timed("http"):
@@ -223,8 +221,8 @@ class TicketingRole:
                 department=command.department,
                 ticket_id=ticket_id,
                 reference=command.reference,
-                status=TicketStatus(recorded["status"]),
-                native_status=recorded["native_status"],
+                status=TicketStatus(recorded.status),
+                native_status=recorded.native_status,
                 occurred_at=datetime.now(UTC),
                 source="follow_up",
                 inquiry_id=command.inquiry.inquiry_id,

@@ -24,6 +24,7 @@ import structlog
 
 from bridge import classify, conversations, pii, timing
 from bridge.runtime import DeadLetter, Delivery, Retry, Stage, Worker
+from bridge.store import StoredInquiry
 from bridge.triage_review import TriageReview
 from schemas import routing, stages
 from schemas.config import DepartmentConfig
@@ -91,8 +92,8 @@ class TriageRole:
     async def handle(self, inquiry: Inquiry, delivery: Delivery) -> None:
         store = self.ctx.store
         existing = await store.get_inquiry(inquiry.inquiry_id)
-        if existing is not None and existing["state"] in DONE_STATES:
-            log.info("duplicate inquiry; already handled", state=existing["state"])
+        if existing is not None and existing.state in DONE_STATES:
+            log.info("duplicate inquiry; already handled", state=existing.state)
             self.ctx.metrics.inquiries.labels(inquiry.platform, "duplicate").inc()
             return
 
@@ -179,26 +180,26 @@ class TriageRole:
             personal_data=personal_data,
         )
 
-    def _decide(self, inquiry: Inquiry, owner: dict[str, Any] | None) -> _Decision:
+    def _decide(self, inquiry: Inquiry, owner: StoredInquiry | None) -> _Decision:
         """Where the inquiry goes. A follow-up goes to the ticket that holds the conversation,
         in the department and ticket system that hold it, whatever its own text would route
         to; a new matter is classified."""
         if owner is not None:
-            conversation = owner["inquiry_id"]
+            conversation = owner.inquiry_id
             try:
-                dept = self.ctx.cfg.department(owner["department"])
+                dept = self.ctx.cfg.department(owner.department or "")
             except KeyError:
                 raise DeadLetter(
-                    f"the conversation's department {owner['department']!r} is not configured"
+                    f"the conversation's department {owner.department!r} is not configured"
                 ) from None
-            category = Category(owner["category"] or "other")
+            category = Category(owner.category or "other")
             return _Decision(
                 action="append",
                 conversation=conversation,
                 dept=dept,
                 category=category,
                 reference=reference_for(conversation),
-                ticket_id=owner["ticket_id"],
+                ticket_id=owner.ticket_id,
                 classified={"department": dept.id, "category": category.value},
             )
         dept = self._department(inquiry)
@@ -220,7 +221,7 @@ class TriageRole:
             result=result,
         )
 
-    async def _conversation_owner(self, inquiry: Inquiry, attempt: int) -> dict[str, Any] | None:
+    async def _conversation_owner(self, inquiry: Inquiry, attempt: int) -> StoredInquiry | None:
         """The first inquiry of the conversation this one continues, or None for a new one."""
         store = self.ctx.store
         if conversations.is_direct(inquiry):

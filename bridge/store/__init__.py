@@ -6,19 +6,29 @@ repository, ``SqlStore``), ``drivers`` (SQLite and PostgreSQL behind one small i
 from bridge.store.drivers import Database, Executor, iso, now_iso
 from bridge.store.migrations import MIGRATIONS
 from bridge.store.protocol import Store
-from bridge.store.rows import AppliedEvent, ReplyClaim, StoredReply
+from bridge.store.rows import (
+    AppliedEvent,
+    CreateAttempt,
+    ReplyClaim,
+    StoredInquiry,
+    StoredReply,
+    StoredTicket,
+)
 from bridge.store.sql import FaultHook, SqlStore, open_store
 
 __all__ = [
     "MIGRATIONS",
     "AppliedEvent",
+    "CreateAttempt",
     "Database",
     "Executor",
     "FaultHook",
     "ReplyClaim",
     "SqlStore",
     "Store",
+    "StoredInquiry",
     "StoredReply",
+    "StoredTicket",
     "iso",
     "now_iso",
     "open_store",

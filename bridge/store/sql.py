@@ -27,7 +27,14 @@ from bridge.store.drivers import (
     now_iso,
 )
 from bridge.store.migrations import migrate
-from bridge.store.rows import AppliedEvent, ReplyClaim, StoredReply
+from bridge.store.rows import (
+    AppliedEvent,
+    CreateAttempt,
+    ReplyClaim,
+    StoredInquiry,
+    StoredReply,
+    StoredTicket,
+)
 from schemas.vocab import (
     FINAL_STATUSES,
     REOPENED_RANK_IN_CYCLE,
@@ -208,12 +215,17 @@ class SqlStore:
                 await tx._audit_inquiry(inquiry_id, {"state": state}, new=False)
         return n > 0
 
-    async def get_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
-        rows = await self.db.fetchall("SELECT * FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))
-        return rows[0] if rows else None
+    @staticmethod
+    def _inquiry(row: dict[str, Any]) -> StoredInquiry:
+        return StoredInquiry(**row)
 
-    async def list_inquiries(self) -> list[dict[str, Any]]:
-        return await self.db.fetchall("SELECT * FROM inquiries ORDER BY created_at, inquiry_id")
+    async def get_inquiry(self, inquiry_id: str) -> StoredInquiry | None:
+        rows = await self.db.fetchall("SELECT * FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))
+        return self._inquiry(rows[0]) if rows else None
+
+    async def list_inquiries(self) -> list[StoredInquiry]:
+        rows = await self.db.fetchall("SELECT * FROM inquiries ORDER BY created_at, inquiry_id")
+        return [self._inquiry(r) for r in rows]
 
     # ---------------------------------------------------------------- tickets
     async def claim_thread(self, thread_key: str, inquiry_id: str, reference: str) -> str:
@@ -235,7 +247,7 @@ class SqlStore:
         if owner["inquiry_id"] == inquiry_id:
             return str(owner["reference"])
         ticket = await self.ticket_by_reference(owner["reference"])
-        if ticket is not None and ticket["status"] in FINAL_STATUSES:
+        if ticket is not None and ticket.status in FINAL_STATUSES:
             await self.db.execute(
                 "UPDATE threads SET reference = ?, inquiry_id = ?, claimed_at = ?"
                 " WHERE thread_key = ? AND reference = ?",
@@ -251,16 +263,20 @@ class SqlStore:
         )
         return str(rows[0]["inquiry_id"]) if rows else None
 
-    async def get_ticket(self, department: str, ticket_id: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _ticket(row: dict[str, Any]) -> StoredTicket:
+        return StoredTicket(**row)
+
+    async def get_ticket(self, department: str, ticket_id: str) -> StoredTicket | None:
         rows = await self.db.fetchall(
             "SELECT * FROM tickets WHERE department = ? AND ticket_id = ?",
             (department, ticket_id),
         )
-        return rows[0] if rows else None
+        return self._ticket(rows[0]) if rows else None
 
-    async def ticket_by_reference(self, reference: str) -> dict[str, Any] | None:
+    async def ticket_by_reference(self, reference: str) -> StoredTicket | None:
         rows = await self.db.fetchall("SELECT * FROM tickets WHERE reference = ?", (reference,))
-        return rows[0] if rows else None
+        return self._ticket(rows[0]) if rows else None
 
     async def record_ticket(
         self,
@@ -306,12 +322,14 @@ class SqlStore:
                 )
         return n > 0
 
-    async def list_tickets(self, department: str | None = None) -> list[dict[str, Any]]:
+    async def list_tickets(self, department: str | None = None) -> list[StoredTicket]:
         if department is None:
-            return await self.db.fetchall("SELECT * FROM tickets ORDER BY created_at")
-        return await self.db.fetchall(
-            "SELECT * FROM tickets WHERE department = ? ORDER BY created_at", (department,)
-        )
+            rows = await self.db.fetchall("SELECT * FROM tickets ORDER BY created_at")
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM tickets WHERE department = ? ORDER BY created_at", (department,)
+            )
+        return [self._ticket(r) for r in rows]
 
     async def apply_status(
         self,
@@ -428,11 +446,15 @@ class SqlStore:
         return AppliedEvent(True, moved > 0, cycle)
 
     # ---------------------------------------------------------------- create attempts
-    async def get_create_attempt(self, reference: str) -> dict[str, Any] | None:
+    @staticmethod
+    def _attempt(row: dict[str, Any]) -> CreateAttempt:
+        return CreateAttempt(**row)
+
+    async def get_create_attempt(self, reference: str) -> CreateAttempt | None:
         rows = await self.db.fetchall(
             "SELECT * FROM create_attempts WHERE reference = ?", (reference,)
         )
-        return rows[0] if rows else None
+        return self._attempt(rows[0]) if rows else None
 
     async def claim_create(
         self,
@@ -506,11 +528,11 @@ class SqlStore:
                 )
         return n > 0
 
-    async def create_attempt_for_inquiry(self, inquiry_id: str) -> dict[str, Any] | None:
+    async def create_attempt_for_inquiry(self, inquiry_id: str) -> CreateAttempt | None:
         rows = await self.db.fetchall(
             "SELECT * FROM create_attempts WHERE inquiry_id = ?", (inquiry_id,)
         )
-        return rows[0] if rows else None
+        return self._attempt(rows[0]) if rows else None
 
     async def creates_in_flight(self, department: str) -> bool:
         """A create whose ticket id is not known yet: an event for an unknown ticket may be
@@ -531,12 +553,14 @@ class SqlStore:
             (state, ticket_id, detail, now_iso(), reference),
         )
 
-    async def list_create_attempts(self, state: str | None = None) -> list[dict[str, Any]]:
+    async def list_create_attempts(self, state: str | None = None) -> list[CreateAttempt]:
         if state is None:
-            return await self.db.fetchall("SELECT * FROM create_attempts ORDER BY updated_at")
-        return await self.db.fetchall(
-            "SELECT * FROM create_attempts WHERE state = ? ORDER BY updated_at", (state,)
-        )
+            rows = await self.db.fetchall("SELECT * FROM create_attempts ORDER BY updated_at")
+        else:
+            rows = await self.db.fetchall(
+                "SELECT * FROM create_attempts WHERE state = ? ORDER BY updated_at", (state,)
+            )
+        return [self._attempt(r) for r in rows]
 
     # ---------------------------------------------------------------- replies
     async def add_reply(
@@ -728,32 +752,33 @@ class SqlStore:
     # ---------------------------------------------------------------- conversations
     async def inquiry_by_post(
         self, platform: str, account: str, external_id: str
-    ) -> dict[str, Any] | None:
+    ) -> StoredInquiry | None:
         """The inquiry that this platform post is (on this account), if the bridge has it."""
         rows = await self.db.fetchall(
             "SELECT * FROM inquiries WHERE platform = ? AND account = ? AND external_id = ?",
             (platform, account, external_id),
         )
-        return rows[0] if rows else None
+        return self._inquiry(rows[0]) if rows else None
 
     async def inquiry_answered_by_post(
         self, platform: str, account: str, external_id: str
-    ) -> dict[str, Any] | None:
+    ) -> StoredInquiry | None:
         """The inquiry that this platform post (one of the bridge's replies) answered."""
         rows = await self.db.fetchall(
             "SELECT i.* FROM reply_posts p JOIN inquiries i ON i.inquiry_id = p.inquiry_id"
             " WHERE p.platform = ? AND p.account = ? AND p.external_id = ?",
             (platform, account, external_id),
         )
-        return rows[0] if rows else None
+        return self._inquiry(rows[0]) if rows else None
 
-    async def conversation_inquiries(self, owner: str) -> list[dict[str, Any]]:
+    async def conversation_inquiries(self, owner: str) -> list[StoredInquiry]:
         """Every inquiry of one conversation: the first (``owner``) and its follow-ups."""
-        return await self.db.fetchall(
+        rows = await self.db.fetchall(
             "SELECT * FROM inquiries WHERE inquiry_id = ? OR conversation = ?"
             " ORDER BY created_at, inquiry_id",
             (owner, owner),
         )
+        return [self._inquiry(r) for r in rows]
 
     # ---------------------------------------------------------------- outbox
     async def claim_reply(
