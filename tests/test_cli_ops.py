@@ -329,7 +329,18 @@ async def test_compose_commands_run_directly(simulators: Sims, tmp_path: Path) -
 
 async def test_check_example_config_exits_0_with_rabbitmq_up(tmp_path: Path) -> None:
     # Contacts only broker and store (adapters are opt-in); the store file lands in tmp_path.
-    result = await run_cli("check", "-c", str(EXAMPLE), cwd=tmp_path)
+    # check declares the topology: under an exchange of this run's own, deleted afterwards, so
+    # the shared broker keeps no "govbridge.*" queues from a test.
+    exchange = f"gbtest-{uuid.uuid4().hex[:10]}"
+    text = re.sub(r'(?m)^exchange = "govbridge"', f'exchange = "{exchange}"', EXAMPLE.read_text())
+    assert exchange in text
+    config = tmp_path / "govbridge.toml"
+    config.write_text(text)
+    try:
+        result = await run_cli("check", "-c", str(config), cwd=tmp_path)
+    finally:
+        parsed = parse_config(tomllib.loads(text), str(config), env={})
+        await delete_topology(parsed.broker)
     assert result.code == 0, result.out + result.err
     assert "(3 departments, 3 accounts, 1 routes)" in result.out
     assert "broker   ok" in result.out and "store    ok" in result.out

@@ -136,7 +136,16 @@ async def test_reply_committed_after_the_client_timeout_is_posted_once() -> None
             assert not err.value.not_sent  # it may well have been committed
             await asyncio.sleep(1.2)  # the server answers nobody, but the status exists
             sim.slow_commit = 0
-            again = await source.post_reply(request)  # the runtime's retry
+            # the runtime's retry; on a busy machine the look into the thread may itself
+            # exceed the 0.5 s timeout, which is transient too: retried, as the runtime does
+            for attempt in range(5):
+                try:
+                    again = await source.post_reply(request)
+                    break
+                except TransientError:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(0.5)
             assert again.outcome == "already_posted"
             # A restarted process does not know: the outbox looks before posting again.
             found = await restarted.find_reply(request)

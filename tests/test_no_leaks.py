@@ -30,6 +30,7 @@ import tomli_w
 from aiohttp import web
 
 from adapters.simulators.rest import demo_ticketing_config
+from bridge.config import parse_config
 from bridge.pii import id_check_char
 from bridge.signing import sign
 from tests.conftest import AMQP_URL, broker_config, delete_topology, eventually
@@ -328,7 +329,8 @@ async def test_no_secret_or_personal_data_in_anything_the_bridge_says(tmp_path: 
                 daemon.send_signal(signal.SIGTERM)
             await asyncio.wait_for(daemon.wait(), 60)
             await asyncio.wait_for(reader, 10)
-            await delete_topology(broker_config(exchange=exchange))
+            # the config's own delay tiers (1 s, 2 s), or their queues stay behind
+            await delete_topology(parse_config(config, str(path), env={}).broker)
         outputs["daemon log"] = "".join(log_lines)
         assert daemon.returncode == 0, outputs["daemon log"][-3000:]
 
