@@ -386,13 +386,13 @@ class Open311State:
         """``"503"``: API calls answer 503; ``"refuse"``: stop listening; ``None``: recover."""
         if mode not in (None, "503", "refuse"):
             raise ValueError(f"unknown outage mode {mode!r}")
-        previous, self.outage = self.outage, mode
-        if self._listener is None:
-            return
-        if mode == "refuse" and previous != "refuse":
-            await self._listener.stop_listening()
-        elif mode != "refuse" and previous == "refuse":
+        previous = self.outage
+        if self._listener is not None and previous == "refuse" and mode != "refuse":
+            # listening again before anyone is told the outage is over
             await self._listener.listen()
+        self.outage = mode
+        if self._listener is not None and mode == "refuse" and previous != "refuse":
+            await self._listener.stop_listening()
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [
