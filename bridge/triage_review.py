@@ -218,9 +218,6 @@ class TriageReview:
     async def hold(self, command: TicketCommand, result: Classification, public_text: str) -> None:
         await self.queue.hold(command, result, public_text, self.timeout)
 
-    async def release(self, row: dict[str, Any]) -> None:
-        await release(self.ctx, self.queue, row)
-
     async def sweep(self) -> int:
         """File what timed out, and what a crash left decided but unpublished."""
         expired = await self.queue.expire()
@@ -233,7 +230,7 @@ class TriageReview:
         for row in await self.queue.unreleased():
             if row["state"] != TIMED_OUT and row["decided_at"] > cutoff:
                 continue  # an official's check being published right now by the API
-            await self.release(row)
+            await release(self.ctx, self.queue, row)
             released += 1
         return released
 

@@ -80,5 +80,6 @@ for _ in $(seq 1 60); do
   if reachable; then echo "RabbitMQ reachable at $host:$port"; exit 0; fi
   sleep 2
 done
-echo "RabbitMQ did not come up at $host:$port within 120 s" >&2
+echo "RabbitMQ did not come up at $host:$port within 120 s; its log:" >&2
+tail -n 40 /var/log/rabbitmq/*.log >&2 2>/dev/null || true
 exit 1

@@ -44,6 +44,8 @@ from typing import Any
 
 from aiohttp import web
 
+from adapters.simulators.outage import change_outage
+
 EXTENDED_STATUSES = (
     "open",
     "investigating",
@@ -386,13 +388,7 @@ class Open311State:
         """``"503"``: API calls answer 503; ``"refuse"``: stop listening; ``None``: recover."""
         if mode not in (None, "503", "refuse"):
             raise ValueError(f"unknown outage mode {mode!r}")
-        previous = self.outage
-        if self._listener is not None and previous == "refuse" and mode != "refuse":
-            # listening again before anyone is told the outage is over
-            await self._listener.listen()
-        self.outage = mode
-        if self._listener is not None and mode == "refuse" and previous != "refuse":
-            await self._listener.stop_listening()
+        await change_outage(self, self._listener, mode)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [

@@ -37,6 +37,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from adapters.simulators.outage import change_outage
 from bridge import signing
 
 NATIVE_STATUSES = (
@@ -128,13 +129,7 @@ class RestTicketState:
         """``"503"``: answer every API call 503; ``"refuse"``: stop listening; ``None``: recover."""
         if mode is not None and mode not in OUTAGE_MODES:
             raise ValueError(f"outage mode must be one of {OUTAGE_MODES} or None")
-        previous = self.outage
-        if self.server is not None and previous == "refuse" and mode != "refuse":
-            # listening again before anyone is told the outage is over
-            await self.server.listen()
-        self.outage = mode
-        if self.server is not None and mode == "refuse" and previous != "refuse":
-            await self.server.stop_listening()
+        await change_outage(self, self.server, mode)
 
     def revoke_token(self) -> None:
         self.token = "revoked-" + self.token
