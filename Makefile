@@ -2,15 +2,23 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
+# pytest-xdist workers for `make test` (TEST_WORKERS=0: one process, serially). Suites that
+# must stay together are grouped (xdist_group, tests/conftest.py), the rest spread by test.
+TEST_WORKERS ?= 4
+ifeq ($(TEST_WORKERS),0)
+XDIST :=
+else
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+endif
 
 .PHONY: demo test lint typecheck unit rabbitmq venv clean chaos
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml tools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e tools
 	touch $@
 
 rabbitmq:
@@ -28,9 +36,10 @@ typecheck: venv
 	$(BIN)/mypy
 
 unit: venv rabbitmq
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25 $(XDIST) -m "not alone"
+	$(BIN)/pytest -q -m alone
 
-## ruff, mypy and the whole test suite against the real RabbitMQ (what CI runs).
+## ruff, mypy and the whole test suite against the real RabbitMQ (what CI runs), in parallel.
 test: lint typecheck unit
 
 ## The full fault-injection run (over 2,000 inquiries, three bridge processes, a RabbitMQ node of

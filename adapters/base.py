@@ -1,7 +1,9 @@
 """What adapters are to the bridge: the two protocols every adapter implements (``Source``,
 ``TicketSystem``), the optional ones a stage looks for with ``isinstance`` (``PushSource``,
-``ParsesItems``, ``FindsOwnReplies``, ``WatchesTickets``, ``DetectsCapabilities``,
-``ReportsHealth``, ``Describes``), the errors they raise, and plugin discovery.
+``ParsesItems``, ``StreamsItems``, ``FindsOwnReplies``, ``ListsOwnReplies``, ``DeletesReplies``,
+``WatchesTickets``, ``DetectsCapabilities``, ``Describes``; ``ReportsHealth`` in
+``adapters.circuit``), the errors
+they raise, and plugin discovery.
 
 An adapter knows its platform and nothing of RabbitMQ or the store. The runtime drives it:
 it persists cursors, publishes results with confirms, and maps the errors below onto
@@ -13,20 +15,18 @@ Third parties register adapters under the entry point groups ``govbridge.sources
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from schemas.config import AccountConfig, DepartmentConfig, TicketingConfig
 from schemas.messages import Inquiry, ReplyRequest, TicketCommand, TicketEvent
+from schemas.states import PostOutcome
 from schemas.vocab import TicketStatus
-
-if TYPE_CHECKING:
-    from adapters.circuit import CircuitBreaker
 
 SOURCE_GROUP = "govbridge.sources"
 TICKET_SYSTEM_GROUP = "govbridge.ticket_systems"
@@ -74,6 +74,15 @@ class PermanentError(AdapterError):
     """This request can never succeed as it is (validation, permission): dead-letter it."""
 
 
+class MalformedId(PermanentError):
+    """An id in what a platform sent holds characters no id has (control characters, NUL):
+    refused at the edge, a push with 400."""
+
+
+class StreamUnavailable(PermanentError):
+    """The server has no streaming (404, 501, streaming switched off): poll instead."""
+
+
 class DuplicateContent(AdapterError):
     """The platform says this exact reply was already posted: count it as done."""
 
@@ -99,7 +108,6 @@ class SourceCapabilities(BaseModel):
     supports_direct_messages: bool
     supports_idempotency_key: bool
     reply_rate_limit: RateLimit | None = None
-    read_rate_limit: RateLimit | None = None
     pushes: bool = False  # items arrive by webhook instead of fetch()
     splits_long_replies: bool = False  # post_reply itself splits text over max_reply_chars
 
@@ -134,7 +142,7 @@ class FetchResult:
 @dataclass(frozen=True)
 class PostedReply:
     external_ids: list[str]
-    outcome: str = "posted"  # posted | already_posted | fallback_root | undeliverable
+    outcome: PostOutcome = PostOutcome.POSTED
 
 
 @runtime_checkable
@@ -178,6 +186,66 @@ class PushSource(Protocol):
 
 
 @runtime_checkable
+class QuerySignedPush(Protocol):
+    """Optional for sources that take pushes signed in the URL's query, the Weibo fan-service
+    way (``adapters/fanservice.py``): a verification GET echoes ``echostr`` when
+    ``push_signature_ok``; every push is checked the same way, answered within
+    ``push_answer_within`` seconds, and parsed by ``parse_push``. The account is still polled."""
+
+    @property
+    def fan_service_push(self) -> bool: ...
+
+    @property
+    def push_answer_within(self) -> float: ...
+
+    def push_signature_ok(self, query: Mapping[str, str]) -> bool: ...
+
+    def parse_push(self, body: bytes) -> list[Inquiry]: ...
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One thing read from a source's stream. ``connected``: the stream is open and
+    subscribed (what happens from now on will arrive on it); ``heartbeat``: the server is
+    alive, nothing new; otherwise one platform item: ``items`` to publish (none for an item
+    that is not an inquiry, or one that cannot be read: the REST read rejects it) and
+    ``cursor``, the platform's id of the item."""
+
+    kind: str  # "connected" | "heartbeat" | "item"
+    items: list[Inquiry] = field(default_factory=list)
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """``heartbeat_timeout``: a stream silent (not even a heartbeat) for longer is dead;
+    ``catch_up``: how often the REST read runs while streaming; reconnects back off up to
+    ``max_backoff``."""
+
+    heartbeat_timeout: timedelta
+    catch_up: timedelta
+    max_backoff: timedelta
+
+
+@runtime_checkable
+class StreamsItems(Protocol):
+    """Optional for sources: items also arrive over a long-lived connection (Mastodon's
+    streaming API). ``streams`` says whether the account is configured to use it.
+    ``stream()`` opens one connection and yields its events until it ends (a normal end or a
+    ``TransientError`` both mean: reconnect); ``StreamUnavailable`` when the server has no
+    streaming. A stream never replays what was missed while disconnected: the runtime reads
+    ``fetch`` from its cursor after every (re)connect and every ``settings.catch_up``."""
+
+    @property
+    def streams(self) -> bool: ...
+
+    @property
+    def stream_settings(self) -> StreamSettings: ...
+
+    def stream(self) -> AsyncIterator[StreamEvent]: ...
+
+
+@runtime_checkable
 class FindsOwnReplies(Protocol):
     """Optional for sources: look for the bridge's own earlier reply in the thread.
 
@@ -188,6 +256,43 @@ class FindsOwnReplies(Protocol):
     """
 
     async def find_reply(self, reply: ReplyRequest) -> PostedReply | None: ...
+
+
+@dataclass(frozen=True)
+class FoundCopy:
+    """One copy of a reply found in its thread: its posts' platform ids, first part first.
+    ``complete`` is False when only its first parts are there (a long reply cut short)."""
+
+    external_ids: list[str]
+    complete: bool = True
+
+
+@runtime_checkable
+class ListsOwnReplies(Protocol):
+    """Optional for sources that implement ``FindsOwnReplies``: every copy of the reply in
+    its thread, in the server's order. A server that ignores ``Idempotency-Key`` and commits
+    a status after the client timed out can hold two copies of one reply; the outbox keeps
+    one and removes (``DeletesReplies``) or records the others."""
+
+    async def find_copies(self, reply: ReplyRequest) -> list[FoundCopy]: ...
+
+
+@runtime_checkable
+class DeletesReplies(Protocol):
+    """Optional for sources: delete one copy of the bridge's own reply (every part). A copy
+    already gone counts as deleted; ``PermanentError`` when the platform refuses."""
+
+    async def delete_copy(self, external_ids: list[str]) -> None: ...
+
+
+@runtime_checkable
+class ReadsOwnTimeline(Protocol):
+    """Optional for sources: when the official account last published on its own timeline
+    (its own posts, not its replies to citizens; ``None``: it has published nothing), for
+    the account inspection (巡检: an account must post at least every two weeks). Weibo
+    reads ``statuses/user_timeline``, Mastodon ``accounts/:id/statuses``."""
+
+    async def last_own_post(self) -> datetime | None: ...
 
 
 # --------------------------------------------------------------------------- ticket systems
@@ -248,6 +353,20 @@ class TicketSystem(Protocol):
 
 
 @runtime_checkable
+class Reopens(Protocol):
+    """Optional for ticket systems: reopen a final ticket (重办) after the citizen's 回访
+    answer said 未解决 or 不满意; ``command.description`` carries the reading and the masked
+    answer. Open311 posts a ``servicerequestupdates`` with an open status (where the server
+    offers it), REST calls its configured ``reopen`` endpoint. ``can_reopen`` is False where
+    this backend cannot: the bridge then files a new ticket linked to the old one."""
+
+    @property
+    def can_reopen(self) -> bool: ...
+
+    async def reopen(self, ticket_id: str, command: TicketCommand) -> None: ...
+
+
+@runtime_checkable
 class WatchesTickets(Protocol):
     """Optional for ticket systems whose change feed can miss changes (a plain Open311 server
     where an official's change does not move ``updated_datetime``): before each
@@ -264,14 +383,6 @@ class DetectsCapabilities(Protocol):
     call it themselves on first need."""
 
     async def detect(self) -> TicketCapabilities: ...
-
-
-@runtime_checkable
-class ReportsHealth(Protocol):
-    """Optional for ticket systems behind a circuit breaker: while the circuit is not closed the
-    backend is judged down, and work waiting for it does not count its attempts."""
-
-    breaker: CircuitBreaker
 
 
 @runtime_checkable

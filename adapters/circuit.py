@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import structlog
 
@@ -58,10 +58,6 @@ class CircuitBreaker:
         if self._probing or self._clock() - self._opened_at >= self.cooldown:
             return "half_open"
         return "open"
-
-    @property
-    def consecutive_failures(self) -> int:
-        return self._failures
 
     def _admit(self) -> bool:
         """Let a call through or raise; return True when the call is the half-open probe."""
@@ -123,3 +119,11 @@ class CircuitBreaker:
         """Run ``fn()`` through the breaker."""
         async with self.guard():
             return await fn()
+
+
+@runtime_checkable
+class ReportsHealth(Protocol):
+    """Optional for ticket systems behind a circuit breaker: while the circuit is not closed the
+    backend is judged down, and work waiting for it does not count its attempts."""
+
+    breaker: CircuitBreaker

@@ -11,7 +11,12 @@ It owns what is the same for every platform, so each adapter keeps only what is 
   the server has to refuse one;
 - one mapping of HTTP outcomes onto adapter errors (below), with the error body's own words
   (JSON, XML, HTML or plain text) cut to a safe length in the reason. Reasons name the call
-  (``what``), never the URL, so a token in a query string never reaches a log.
+  (``what``), never the URL, so a token in a query string never reaches a log;
+- redirects: not followed by default (``follow_redirects = "off"``), so credentials (a REST
+  ``X-API-Key`` header, an Open311 ``api_key`` in a form or a query) never go where the
+  configured address did not point; with ``"same-origin"`` a redirect to the same scheme, host
+  and port is followed (at most ``MAX_REDIRECTS``), one to another origin never is. A redirect
+  not followed is a ``PermanentError`` naming the target's origin.
 
 =========================================  ==========================================
 outcome                                    error
@@ -35,10 +40,11 @@ from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import structlog
+from yarl import URL
 
 from adapters.base import (
     AdapterError,
@@ -66,6 +72,9 @@ AUTH_COMPLAINT = re.compile(
 )
 
 Params = Mapping[str, str] | Sequence[tuple[str, str]]
+Redirects = Literal["off", "same-origin"]
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> timedelta | None:
@@ -153,8 +162,10 @@ class HttpClient:
         pace_rate_limit: bool = False,
         default_rate_limit_wait: timedelta = DEFAULT_RATE_LIMIT_WAIT,
         auth_complaint: re.Pattern[str] | None = AUTH_COMPLAINT,
+        follow_redirects: Redirects = "off",
     ) -> None:
         self.name = name
+        self.follow_redirects = follow_redirects
         self.timeout = timeout
         self.headers = dict(headers or {})
         # The process id lets a server (and the simulators' request logs) tell the bridge's
@@ -167,7 +178,6 @@ class HttpClient:
         self.auth_complaint = auth_complaint
         # The last rate-limit figures the server reported (read by adapters and tests).
         self.rate_limit_remaining: int | None = None
-        self.rate_limit_limit: int | None = None
         self.rate_limit_reset: datetime | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -234,12 +244,70 @@ class HttpClient:
         accept: Container[int],
         not_found: type[AdapterError],
     ) -> Response:
+        for hop in range(MAX_REDIRECTS + 1):
+            response, location = await self._once(
+                method, url, what, params, data, json_body, headers
+            )
+            if location is None:
+                break
+            refusal = self._not_followed(response.status, location, URL(url), hop)
+            if refusal is not None:
+                log.warning("redirect not followed", call=what, status=response.status)
+                if raise_for_status and response.status not in accept:
+                    raise PermanentError(f"{what}: HTTP {response.status}: {refusal}")
+                break
+            url, params = str(location), None  # the target's own query, nothing added
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                method = "GET" if method != "HEAD" else method
+                data = json_body = None  # the body is not sent again (as browsers do)
+        self._note_rate_limit(response.headers)
+        if response.ok or response.status in accept or not raise_for_status:
+            return response
+        raise self.error_for(response, not_found)
+
+    def _not_followed(self, status: int, location: URL, came_from: URL, hop: int) -> str | None:
+        """Why a redirect is not followed, or None to follow it."""
+        target = location.origin() if location.absolute else location
+        if self.follow_redirects != "same-origin":
+            return (
+                f"redirect to {target} not followed (redirects are off; follow_redirects ="
+                ' "same-origin" follows them within the same scheme, host and port)'
+            )
+        if not location.absolute or location.origin() != came_from.origin():
+            return f"redirect to another origin ({target}) not followed: credentials stay here"
+        if hop >= MAX_REDIRECTS:
+            return f"more than {MAX_REDIRECTS} redirects"
+        return None
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        params: Params | None,
+        data: Any,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[Response, URL | None]:
+        """One request, redirects not followed: the response, and where a redirect points."""
         try:
             async with self.session().request(
-                method, url, params=params, data=data, json=json_body, headers=headers
+                method,
+                url,
+                params=params,
+                data=data,
+                json=json_body,
+                headers=headers,
+                allow_redirects=False,
             ) as resp:
                 body = await self._read(resp, what)
                 response = Response(resp.status, resp.headers, body, what)
+                location: URL | None = None
+                if resp.status in REDIRECT_STATUSES and resp.headers.get("Location"):
+                    try:
+                        location = resp.url.join(URL(resp.headers["Location"]))
+                    except ValueError:
+                        location = URL("about:unreadable-location")
         except TimeoutError:
             raise TransientError(f"{what}: no answer within {self.timeout}") from None
         except aiohttp.ClientConnectorError as exc:
@@ -250,10 +318,7 @@ class HttpClient:
             raise PermanentError(f"{what}: invalid URL (check base_url)") from None
         except aiohttp.ClientError as exc:
             raise TransientError(f"{what}: {type(exc).__name__}") from None
-        self._note_rate_limit(response.headers)
-        if response.ok or response.status in accept or not raise_for_status:
-            return response
-        raise self.error_for(response, not_found)
+        return response, location
 
     async def _read(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
         cap = self.max_response_bytes
@@ -311,7 +376,6 @@ class HttpClient:
         if remaining is None:
             return
         self.rate_limit_remaining = remaining
-        self.rate_limit_limit = _count(headers.get("X-RateLimit-Limit"))
         self.rate_limit_reset = rate_limit_reset(headers.get("X-RateLimit-Reset"))
 
     def _pace(self, what: str) -> None:

@@ -7,7 +7,8 @@ passed back to the server, never compared or converted here.
 
 Platform facts it honours (Mastodon client API): ids are opaque strings; notification pages
 follow ``Link`` headers; ``Idempotency-Key`` is kept by Mastodon for an hour, but other servers
-may ignore it, so an uncertain post is first looked for in the thread (``find_reply``);
+may ignore it and commit a status after the client timed out, so an uncertain post is looked
+for in the thread (``find_reply``, ``find_copies``) and an extra copy deleted (``delete_copy``);
 ``X-RateLimit-Reset`` is an ISO 8601 time; a reply starts with the citizen's ``@acct``; servers
 that implement the API partly may answer a bad token with a plain-text 400 and lack the
 notification-policy endpoint.
@@ -18,12 +19,13 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import structlog
 from pydantic import ConfigDict, Field, SecretStr
 
@@ -32,18 +34,23 @@ from adapters.base import (
     AdapterError,
     AuthError,
     FetchResult,
+    FoundCopy,
     PermanentError,
     PostedReply,
     RateLimit,
     RejectedItem,
     SourceCapabilities,
+    StreamEvent,
+    StreamSettings,
+    StreamUnavailable,
     TargetGone,
     TransientError,
 )
-from adapters.http import HttpClient, Params
+from adapters.http import HttpClient, Params, Response
 from adapters.wire import Malformed, parse_json
 from schemas.config import AccountConfig, Duration
 from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
+from schemas.states import PostOutcome
 from schemas.vocab import InquiryKind, Platform, Visibility
 
 log = structlog.get_logger(__name__)
@@ -89,6 +96,29 @@ class MastodonConfig(AccountConfig):
         description="For replies, look up the top of the reply chain (one extra request).",
     )
     timeout: Duration = timedelta(seconds=15)
+    streaming: Literal["auto", "off"] = Field(
+        default="off",
+        description="auto: also listen on the server's streaming API "
+        "(GET /api/v1/streaming/user/notification, server-sent events) so a mention is "
+        "published within moments instead of at the next poll; the REST read stays the "
+        "cursor's source of truth (after every (re)connect and every stream_catch_up). A "
+        "server without streaming (404, 501) is polled every `poll`. off: poll only.",
+    )
+    stream_heartbeat_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="A stream silent this long (not even a heartbeat; Mastodon sends one "
+        "every 15 s or so) is taken as dead and reconnected.",
+    )
+    stream_catch_up: Duration = Field(
+        default=timedelta(seconds=60),
+        description="While streaming, read the REST notifications this often anyway: what a "
+        "stream never carries (notifications filtered by the 4.3 policy are not streamed) "
+        "and what a half-dead connection lost are found within this time.",
+    )
+    stream_max_backoff: Duration = Field(
+        default=timedelta(seconds=60),
+        description="Reconnects back off from 1 s, doubling, up to this.",
+    )
 
 
 def _notification_id(notification: Any) -> str | None:
@@ -240,7 +270,6 @@ class MastodonSource:
             supports_idempotency_key=True,
             splits_long_replies=True,
             reply_rate_limit=REPLY_LIMIT,
-            read_rate_limit=READ_LIMIT,
         )
         # Remaining 0 in X-RateLimit-* pauses every call until the reset (pace_rate_limit).
         self.http = HttpClient(
@@ -248,6 +277,7 @@ class MastodonSource:
             timeout=cfg.timeout,
             pace_rate_limit=True,
             default_rate_limit_wait=READ_LIMIT.period,
+            follow_redirects=cfg.follow_redirects,
         )
         self._unsure: set[str] = set()  # replies whose post may have committed unseen
         self._posted: OrderedDict[str, PostedReply] = OrderedDict()  # posted by this process
@@ -391,7 +421,7 @@ class MastodonSource:
         """Post ``parts`` as a chain under ``target``, skipping the ``done`` ones (already on
         the server, ids given)."""
         ids = list(done)
-        outcome = "posted" if not done else "already_posted"
+        outcome = PostOutcome.POSTED if not done else PostOutcome.ALREADY_POSTED
         parent = ids[-1] if ids else target
         for i, text in enumerate(parts):
             if i < len(done):
@@ -403,57 +433,188 @@ class MastodonSource:
                 if parent is None or i > 0:
                     raise PermanentError("status endpoint not found") from None
                 # The citizen's post is gone: reach them privately, outside any thread.
-                outcome, visibility = "fallback_root", "direct"
+                outcome, visibility = PostOutcome.FALLBACK_ROOT, "direct"
                 status = await self._post_status(text, None, visibility, key)
             ids.append(str(status["id"]))
             parent = str(status["id"])
         return PostedReply(external_ids=ids, outcome=outcome)
 
+    async def last_own_post(self) -> datetime | None:
+        """When the account last published (``accounts/:id/statuses`` without its replies,
+        newest first); ``None`` when it has published nothing."""
+        me = await self._account()
+        page, _ = await self._request(
+            "GET",
+            f"/api/v1/accounts/{me['id']}/statuses",
+            params={"limit": "5", "exclude_replies": "true"},
+        )
+        if not isinstance(page, list):
+            raise TransientError("accounts/:id/statuses: unexpected body")
+        newest: datetime | None = None
+        for status in page:
+            try:
+                when = datetime.fromisoformat(str(status["created_at"]).replace("Z", "+00:00"))
+            except (TypeError, KeyError, ValueError):
+                continue
+            if when.tzinfo is not None:
+                newest = when if newest is None else max(newest, when)
+        return newest.astimezone(UTC) if newest is not None else None
+
     async def find_reply(self, reply: ReplyRequest) -> PostedReply | None:
         """Our own earlier reply in the thread, for when an earlier post's outcome is unknown
         (servers that ignore ``Idempotency-Key``, or commit after the client timed out).
 
-        Reads ``/context`` of the answered status and follows our statuses whose text is the
-        reply's. If only the first parts of a long reply made it, the rest is posted now.
+        The first copy ``find_copies`` sees; if only its first parts made it (a long reply),
+        the rest is posted now.
         """
-        me = await self._account()
-        target, visibility, parts = self._reply_plan(reply, await self._max_reply_chars())
-        if target is None:
+        copies = await self.find_copies(reply)
+        if not copies:
             return None
+        complete = next((c for c in copies if c.complete), None)
+        if complete is not None:
+            return PostedReply(
+                external_ids=complete.external_ids, outcome=PostOutcome.ALREADY_POSTED
+            )
+        target, visibility, parts = self._reply_plan(reply, await self._max_reply_chars())
+        done = copies[0].external_ids
+        return await self._post_parts(reply.reply_id, target, visibility, parts, done)
+
+    async def find_copies(self, reply: ReplyRequest) -> list[FoundCopy]:
+        """Every copy of our reply in the thread, in the server's order: each of our statuses
+        answering the status answered with the reply's (first part's) text, followed down
+        its chain through the later parts. Reads ``/context`` of the answered status."""
+        me = await self._account()
+        target, _, parts = self._reply_plan(reply, await self._max_reply_chars())
+        if target is None:
+            return []
         try:
             ctx, _ = await self._request("GET", f"/api/v1/statuses/{target}/context")
         except TargetGone:
-            return None
+            return []
         descendants = ctx.get("descendants") if isinstance(ctx, dict) else None
         ours = [
             d
             for d in (descendants if isinstance(descendants, list) else [])
-            if isinstance(d, dict) and str((d.get("account") or {}).get("id")) == str(me["id"])
+            if isinstance(d, dict)
+            and d.get("id") is not None
+            and str((d.get("account") or {}).get("id")) == str(me["id"])
         ]
-        found: list[str] = []
-        parent = target
-        for text in parts:
-            match = next(
-                (
-                    d
-                    for d in ours
-                    if str(d.get("in_reply_to_id")) == parent
-                    and _same_text(html_to_text(str(d.get("content") or "")), text)
-                ),
-                None,
-            )
-            if match is None:
-                break
-            found.append(str(match["id"]))
-            parent = found[-1]
-        if not found:
-            return None
-        if len(found) == len(parts):
-            return PostedReply(external_ids=found, outcome="already_posted")
-        return await self._post_parts(reply.reply_id, target, visibility, parts, found)
+
+        def answering(parent: str, text: str) -> list[dict[str, Any]]:
+            return [
+                d
+                for d in ours
+                if str(d.get("in_reply_to_id")) == parent
+                and _same_text(html_to_text(str(d.get("content") or "")), text)
+            ]
+
+        copies: list[FoundCopy] = []
+        for first in answering(target, parts[0]):
+            chain = [str(first["id"])]
+            for text in parts[1:]:
+                following = answering(chain[-1], text)
+                if not following:
+                    break
+                chain.append(str(following[0]["id"]))
+            copies.append(FoundCopy(external_ids=chain, complete=len(chain) == len(parts)))
+        return copies
+
+    async def delete_copy(self, external_ids: list[str]) -> None:
+        """``DELETE /api/v1/statuses/{id}`` for every part, the last first (a status already
+        gone counts as deleted)."""
+        await self._account()
+        for status_id in reversed(external_ids):
+            try:
+                await self._request("DELETE", f"/api/v1/statuses/{status_id}", not_found=TargetGone)
+            except TargetGone:
+                continue
 
     async def close(self) -> None:
         await self.http.close()
+
+    # ------------------------------------------------------------------ streaming
+
+    @property
+    def streams(self) -> bool:
+        return self.cfg.streaming == "auto"
+
+    @property
+    def stream_settings(self) -> StreamSettings:
+        return StreamSettings(
+            heartbeat_timeout=self.cfg.stream_heartbeat_timeout,
+            catch_up=self.cfg.stream_catch_up,
+            max_backoff=self.cfg.stream_max_backoff,
+        )
+
+    async def stream(self) -> AsyncIterator[StreamEvent]:
+        """One server-sent-events connection to ``/api/v1/streaming/user/notification``:
+        ``connected`` once the server answered 200 (it has subscribed us), a ``heartbeat``
+        for every comment line (``:thump``), an ``item`` for every ``notification`` event
+        (other events are heartbeats too). Ends when the server closes the stream; a
+        404/501 raises ``StreamUnavailable``; other failures the usual adapter errors."""
+        me = await self._account()
+        url = self.base_url + "/api/v1/streaming/user/notification"
+        what = "mastodon GET /api/v1/streaming/user/notification"
+        headers = {
+            "Authorization": f"Bearer {self.cfg.token.get_secret_value()}",
+            "Accept": "text/event-stream",
+        }
+        connect = self.cfg.timeout.total_seconds()
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=None)
+        # A connection of its own, closed with the stream: a stream the server ended cleanly
+        # never hands its connection to the next request while the server may still be busy
+        # with it.
+        connector = aiohttp.TCPConnector(force_close=True, limit=1)
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector, headers=self.http.headers) as session,
+                session.get(url, headers=headers, timeout=timeout, allow_redirects=False) as resp,
+            ):
+                if resp.status in (404, 501):
+                    raise StreamUnavailable(f"{what}: HTTP {resp.status}: no streaming here")
+                if resp.status != 200:
+                    body = await resp.content.read(4096)
+                    raise self.http.error_for(
+                        Response(resp.status, resp.headers, body, what), StreamUnavailable
+                    )
+                yield StreamEvent(kind="connected")
+                event, data = "", []
+                while True:
+                    line = await resp.content.readline()
+                    if not line:
+                        return  # the server closed the stream: reconnect
+                    text = line.decode("utf-8", "replace").rstrip("\r\n")
+                    if text.startswith(":"):
+                        yield StreamEvent(kind="heartbeat")
+                    elif text.startswith("event:"):
+                        event = text[6:].strip()
+                    elif text.startswith("data:"):
+                        data.append(text[5:].removeprefix(" "))
+                    elif not text:
+                        if data:
+                            yield await self._stream_event(event, "\n".join(data), me)
+                        event, data = "", []
+        except (aiohttp.ClientError, ValueError, TimeoutError) as exc:
+            raise TransientError(f"{what}: {type(exc).__name__}") from None
+
+    async def _stream_event(self, event: str, data: str, me: dict[str, Any]) -> StreamEvent:
+        if event != "notification":
+            return StreamEvent(kind="heartbeat")
+        try:
+            notification = parse_json(data.encode())
+        except Malformed:
+            log.warning("mastodon.unreadable_stream_event")
+            return StreamEvent(kind="heartbeat")  # the REST catch-up reads it properly
+        nid = _notification_id(notification)
+        try:
+            inquiry = await self._normalise(notification, me)
+        except AdapterError:
+            raise
+        except Exception as e:  # the REST read keeps it as a rejected item for the operator
+            log.warning("mastodon.unparseable_stream_item", error=type(e).__name__)
+            return StreamEvent(kind="item", cursor=nid)
+        items = [inquiry] if inquiry is not None else []
+        return StreamEvent(kind="item", cursor=nid, items=items)
 
     # Last rate-limit figures the server reported.
     @property

@@ -387,7 +387,10 @@ class Open311TicketSystem:
             cooldown=cfg.breaker_cooldown,
         )
         self.http = HttpClient(
-            f"open311 {department.id}", timeout=cfg.timeout, breaker=self.breaker
+            f"open311 {department.id}",
+            timeout=cfg.timeout,
+            breaker=self.breaker,
+            follow_redirects=cfg.follow_redirects,
         )
         self.statuses = StatusMap(
             "open311", department.id, cfg.status_map, DEFAULT_STATUS_MAP, cfg.unknown_status
@@ -756,6 +759,17 @@ class Open311TicketSystem:
             *self.cfg.extra_fields.items(),
         ]
         await self._post("servicerequestupdates", form)
+
+    @property
+    def can_reopen(self) -> bool:
+        """A reopen is a ``servicerequestupdates`` POST: only where the server offers it."""
+        return self._updates is not False
+
+    async def reopen(self, ticket_id: str, command: TicketCommand) -> None:
+        """重办: POST servicerequestupdates with the open status ``outgoing_status_map`` gives
+        ``reopened`` (mySociety's ``reopen`` by default; the server reports the request open
+        again), the 回访 reading and the citizen's masked answer as its description."""
+        await self.append(ticket_id, command, status=TicketStatus.REOPENED)
 
     async def changes_since(self, cursor: str | None) -> ChangesResult:
         cur = _Cursor.load(cursor, self.department.id)

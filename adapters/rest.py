@@ -20,7 +20,7 @@ status sit in the responses, and how native statuses map onto the canonical life
     path = "/tickets?external_ref={reference}"
     results_path = "tickets"
 
-    [departments.ticketing.append]
+    [departments.ticketing.append]                 # path = "": no append endpoint
     path = "/tickets/{ticket_id}/comments"
     body = { body = "{description}" }
 
@@ -61,7 +61,7 @@ from adapters.base import (
 from adapters.circuit import CircuitBreaker
 from adapters.http import HttpClient
 from adapters.statusmap import StatusMap, StatusTarget
-from adapters.text import clean
+from adapters.text import clean, has_control
 from adapters.wire import Malformed, parse_json
 from schemas.config import DepartmentConfig, Duration, TicketingConfig
 from schemas.messages import TicketCommand, TicketEvent
@@ -197,10 +197,6 @@ def get_path(doc: Any, path: str) -> Any:
     return cur
 
 
-def _is_index(part: str, size: int) -> bool:
-    return part.lstrip("-").isdigit() and -size <= int(part) < size
-
-
 def parse_time(value: Any) -> datetime:
     """ISO 8601 or unix seconds; naive times are taken as UTC."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -290,6 +286,9 @@ class LookupEndpoint(_Strict):
 
 
 class AppendEndpoint(_Strict):
+    """Where a follow-up is appended; ``path = ""``: the system has no such endpoint (the
+    department's ``follow_ups`` says where follow-ups go instead)."""
+
     method: Method = "POST"
     path: str = "/tickets/{ticket_id}/comments"
     body: dict[str, Any] = Field(default_factory=lambda: {"body": "{description}"})
@@ -298,6 +297,22 @@ class AppendEndpoint(_Strict):
     def _templates(self) -> AppendEndpoint:
         _check_template(self.path, "append.path")
         _check_template(self.body, "append.body")
+        return self
+
+
+class ReopenEndpoint(_Strict):
+    """Where a final ticket is reopened (重办) after a 回访 answer of 未解决 or 不满意;
+    ``path = ""`` (the default): the system has no reopen call (the bridge files a new ticket
+    linked to the old one instead). E.g. ``path = "/tickets/{ticket_id}/reopen"``."""
+
+    method: Method = "POST"
+    path: str = ""
+    body: dict[str, Any] = Field(default_factory=lambda: {"reason": "{description}"})
+
+    @model_validator(mode="after")
+    def _templates(self) -> ReopenEndpoint:
+        _check_template(self.path, "reopen.path")
+        _check_template(self.body, "reopen.body")
         return self
 
 
@@ -341,6 +356,7 @@ class RestConfig(TicketingConfig):
     create: CreateEndpoint = Field(default_factory=CreateEndpoint)
     lookup: LookupEndpoint | None = None
     append: AppendEndpoint = Field(default_factory=AppendEndpoint)
+    reopen: ReopenEndpoint = Field(default_factory=ReopenEndpoint)
     changes: ChangesEndpoint = Field(default_factory=ChangesEndpoint)
     status_map: dict[str, StatusTarget] = Field(
         default_factory=dict,
@@ -374,6 +390,7 @@ class RestTicketSystem:
             search_by_reference=cfg.lookup is not None,
             callbacks=True,
             extended_statuses=True,
+            appends=bool(cfg.append.path),
         )
         self.breaker = CircuitBreaker(
             f"rest:{department.id}",
@@ -385,6 +402,7 @@ class RestTicketSystem:
             timeout=cfg.timeout,
             headers={"Accept": "application/json"},
             breaker=self.breaker,
+            follow_redirects=cfg.follow_redirects,
         )
         self.statuses = StatusMap("rest", department.id, cfg.status_map)
 
@@ -507,9 +525,32 @@ class RestTicketSystem:
 
     async def append(self, ticket_id: str, command: TicketCommand) -> None:
         ep = self.cfg.append
+        if not ep.path:
+            raise PermanentError(
+                f"rest {self.department.id}: no append endpoint (append.path is empty);"
+                " follow-ups go where departments.follow_ups says"
+            )
         fields = {**command_fields(command), "ticket_id": ticket_id}
         await self._request(
             "append",
+            ep.method,
+            render_path(ep.path, fields),
+            body=render_body(ep.body, fields),
+            headers={"Idempotency-Key": command.command_id},
+        )
+
+    @property
+    def can_reopen(self) -> bool:
+        return bool(self.cfg.reopen.path)
+
+    async def reopen(self, ticket_id: str, command: TicketCommand) -> None:
+        """The configured reopen call (``Idempotency-Key``: the command id)."""
+        ep = self.cfg.reopen
+        if not ep.path:
+            raise PermanentError(f"rest {self.department.id}: no reopen endpoint (reopen.path)")
+        fields = {**command_fields(command), "ticket_id": ticket_id}
+        await self._request(
+            "reopen",
             ep.method,
             render_path(ep.path, fields),
             body=render_body(ep.body, fields),
@@ -574,7 +615,15 @@ class RestTicketSystem:
                 raise ValueError(f".{path}: {name} must be a string or number")
             return value
 
-        ticket_id = clean(str(required("ticket id", m.ticket_id)))
+        def identifier(name: str, path: str, value: Any) -> str:
+            """An id is taken as it is or refused: one with a control character removed could
+            name another ticket."""
+            text = str(value)
+            if has_control(text):
+                raise ValueError(f".{path}: {name} must not contain control characters")
+            return text
+
+        ticket_id = identifier("ticket id", m.ticket_id, required("ticket id", m.ticket_id))
         native = clean(str(required("status", m.status)))
         try:
             occurred_at = parse_time(required("time", m.time))
@@ -582,7 +631,7 @@ class RestTicketSystem:
             if str(e).startswith("."):
                 raise
             raise ValueError(f".{m.time}: {e}") from None
-        event_id = clean(str(required("event id", m.event_id)))
+        event_id = identifier("event id", m.event_id, required("event id", m.event_id))
         status = self.map_status(native)
         if status is None:
             log.debug("rest.ignored_status", department=self.department.id, native_status=native)
@@ -593,7 +642,9 @@ class RestTicketSystem:
             event_id=event_id,
             department=self.department.id,
             ticket_id=ticket_id,
-            reference=None if reference in (None, _MISSING, "") else clean(str(reference)),
+            reference=None
+            if reference in (None, _MISSING, "")
+            else identifier("reference", m.reference or "", reference),
             status=status,
             native_status=native,
             occurred_at=occurred_at,

@@ -50,9 +50,6 @@ class StatusMap:
         merged = {**(defaults or {}), **overrides}
         self._map: dict[str, Target] = {k.strip().casefold(): v for k, v in merged.items()}
 
-    def knows(self, native: str | None) -> bool:
-        return native is not None and native.strip().casefold() in self._map
-
     def map(self, *natives: str | None, ticket_id: str | None = None) -> TicketStatus | None:
         """The canonical status of the first of ``natives`` that is mapped (e.g. an
         ``external_status_code`` before the status); ``None`` when it is IGNOREd."""

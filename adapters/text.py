@@ -20,6 +20,7 @@ import regex
 _GRAPHEME = regex.compile(r"\X", regex.DOTALL)
 _NEEDS_CLEANING = regex.compile(r"[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL = regex.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ANY_CONTROL = regex.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 SENTENCE_ENDS = frozenset("。！？!?；;…\n")
 CLAUSE_ENDS = frozenset("，,、：:")
@@ -36,6 +37,12 @@ def clean(text: str) -> str:
         return text
     text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return _CONTROL.sub("", text)
+
+
+def has_control(text: str) -> bool:
+    """Any C0/C1 control character (tab and newline too): never part of an id. Text is
+    cleaned; an id is refused instead, since removing a character could name another one."""
+    return _ANY_CONTROL.search(text) is not None
 
 
 def graphemes(text: str) -> list[str]:

@@ -2,7 +2,7 @@
 by HTTP POST.
 
 Inbound: the HTTP layer (``POST /hooks/sources/{account}``) verifies the HMAC signature with
-``bridge.signing`` and hands the raw body to :meth:`WebhookSource.parse_push`. Two body formats
+``adapters.signing`` and hands the raw body to :meth:`WebhookSource.parse_push`. Two body formats
 are accepted:
 
 1. The govbridge push schema, one inquiry or ``{"items": [...]}``::
@@ -37,11 +37,21 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
 import structlog
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+)
 
+from adapters import fanservice, signing
 from adapters.base import (
     AdapterError,
     FetchResult,
+    MalformedId,
     PermanentError,
     PostedReply,
     SourceCapabilities,
@@ -50,9 +60,9 @@ from adapters.base import (
 from adapters.http import HttpClient
 from adapters.text import clean
 from adapters.wire import Malformed, parse_json
-from bridge import signing
 from schemas.config import AccountConfig, Duration
-from schemas.messages import Inquiry, ReplyRequest
+from schemas.messages import Inquiry, ReplyRequest, no_control_characters
+from schemas.states import PostOutcome
 from schemas.vocab import InquiryKind, Visibility
 
 log = structlog.get_logger(__name__)
@@ -70,7 +80,7 @@ class WebhookConfig(AccountConfig):
     secret: SecretStr = Field(description="HMAC key the platform signs its pushes with.")
     reply_url: str = Field(pattern=r"^https?://", description="Where replies are POSTed.")
     reply_secret: SecretStr | None = Field(
-        default=None, description="When set, replies are signed (bridge.signing) with this key."
+        default=None, description="When set, replies are signed (adapters.signing) with this key."
     )
     platform: str = Field(
         default="webhook",
@@ -130,8 +140,25 @@ def _parse_time(value: object) -> datetime:
         raise ValueError("not a time: out of range once converted to UTC") from None
 
 
-IdStr = Annotated[str, BeforeValidator(_id_string), Field(min_length=1, max_length=256)]
-OptIdStr = Annotated[str | None, BeforeValidator(_id_string)]
+def _checked_id(value: object) -> str:
+    """An id of a fan-service push, held to the same rules as ``IdStr``."""
+    out = _id_string(value)
+    if not isinstance(out, str) or not out or len(out) > 256:
+        raise ValueError("must be a non-empty string or integer")
+    return no_control_characters(out)
+
+
+IdStr = Annotated[
+    str,
+    BeforeValidator(_id_string),
+    Field(min_length=1, max_length=256),
+    AfterValidator(no_control_characters),
+]
+OptIdStr = Annotated[
+    str | None,
+    BeforeValidator(_id_string),
+    AfterValidator(lambda v: v if v is None else no_control_characters(v)),
+]
 PushTime = Annotated[datetime, BeforeValidator(_parse_time)]
 
 
@@ -141,7 +168,7 @@ class _PushModel(BaseModel):
 
 class PushAuthor(_PushModel):
     id: IdStr
-    handle: str = Field(min_length=1)
+    handle: Annotated[str, Field(min_length=1), AfterValidator(no_control_characters)]
     display_name: str | None = None
 
 
@@ -183,15 +210,13 @@ class PushItem(_PushModel):
     url: str | None = None
 
 
-class FanServicePush(_PushModel):
-    """A Weibo fan-service platform push (a private message to the account)."""
-
-    type: str = Field(min_length=1)
-    receiver_id: IdStr
-    sender_id: IdStr
-    created_at: PushTime
-    text: str = ""
-    data: dict[str, Any] | str | None = None
+def _invalid(what: str, err: ValidationError, where: str) -> PermanentError:
+    """The error for a push that fails validation: ``MalformedId`` when an id holds control
+    characters (a 400 at the edge), else ``PermanentError``."""
+    reason = f"{what}: {_describe(err, where)}"
+    if any(e["type"] == "id_control_character" for e in err.errors()):
+        return MalformedId(reason)
+    return PermanentError(reason)
 
 
 def _describe(err: ValidationError, prefix: str) -> str:
@@ -234,6 +259,7 @@ class WebhookSource:
             f"webhook {self.cfg.handle}",
             timeout=self.cfg.timeout,
             headers={"Accept": "application/json"},
+            follow_redirects=self.cfg.follow_redirects,
         )
 
     # ------------------------------------------------------------------ inbound
@@ -256,7 +282,7 @@ class WebhookSource:
             doc = parse_json(body)
         except Malformed as e:
             raise PermanentError(f"invalid push: body: {e}") from None
-        if isinstance(doc, dict) and "sender_id" in doc and "receiver_id" in doc:
+        if isinstance(doc, dict) and fanservice.is_fan_service(doc):
             return self._parse_fan_service(doc)
         if isinstance(doc, dict) and "items" in doc:
             raw_items = doc["items"]
@@ -292,7 +318,7 @@ class WebhookSource:
         try:
             item = PushItem.model_validate(raw)
         except ValidationError as e:
-            raise PermanentError(f"invalid push: {_describe(e, where)}") from None
+            raise _invalid("invalid push", e, where) from None
         prefix = f"{where}." if where else ""
         visibility = item.visibility
         if item.kind is InquiryKind.DIRECT_MESSAGE:
@@ -329,43 +355,15 @@ class WebhookSource:
         )
 
     def _parse_fan_service(self, raw: dict[str, Any]) -> list[Inquiry]:
-        try:
-            msg = FanServicePush.model_validate(raw)
-        except ValidationError as e:
-            raise PermanentError(f"invalid fan-service push: {_describe(e, '')}") from None
-        if self.cfg.account_id is not None and msg.receiver_id != self.cfg.account_id:
-            raise PermanentError(
-                "invalid fan-service push: receiver_id: not this account's user id"
-            )
-        if msg.type == "event":
-            # follow / unfollow / menu clicks: not an inquiry.
-            return []
-        if self._is_own(msg.sender_id, ""):
-            return []
-        text = clean(msg.text) or f"[{clean(msg.type)}]"
-        stamp = int(msg.created_at.timestamp())
-        external_id = f"{msg.sender_id}-{stamp}"
-        return [
-            Inquiry.create(
-                platform=self.cfg.platform,
-                account=self.cfg.handle,
-                kind=InquiryKind.DIRECT_MESSAGE,
-                external_id=external_id,
-                author={"id": msg.sender_id, "handle": msg.sender_id},
-                text=text,
-                created_at=msg.created_at,
-                thread={
-                    "root_id": f"dm-{msg.sender_id}",
-                    "conversation_id": msg.sender_id,
-                    "reply_to": {
-                        "receiver_id": msg.sender_id,
-                        "sender_id": msg.receiver_id,
-                        "type": msg.type,
-                    },
-                },
-                visibility=Visibility.PRIVATE,
-            )
-        ]
+        """A Weibo fan-service push (``adapters/fanservice.py``, shared with the Weibo source)."""
+        return fanservice.to_inquiries(
+            raw,
+            platform=self.cfg.platform,
+            account=self.cfg.handle,
+            account_id=self.cfg.account_id,
+            validate_id=_checked_id,
+            parse_time=_parse_time,
+        )
 
     # ------------------------------------------------------------------ outbound
 
@@ -408,7 +406,7 @@ class WebhookSource:
         duplicate = resp.status == 409 or (isinstance(doc, dict) and doc.get("duplicate") is True)
         return PostedReply(
             external_ids=_reply_ids(doc, reply.reply_id),
-            outcome="already_posted" if duplicate else "posted",
+            outcome=PostOutcome.ALREADY_POSTED if duplicate else PostOutcome.POSTED,
         )
 
     async def check(self) -> None:

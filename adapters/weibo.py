@@ -16,13 +16,15 @@ Why it looks the way it does:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, ClassVar, Literal
 
 import structlog
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from adapters import fanservice
 from adapters import text as textutil
 from adapters.base import (
     AdapterError,
@@ -39,7 +41,15 @@ from adapters.base import (
 from adapters.http import HttpClient
 from adapters.wire import PAGE_MAX_DEPTH, Malformed, parse_json
 from schemas.config import AccountConfig, Duration
-from schemas.messages import Author, Inquiry, PostRef, ReplyRequest, ThreadRef
+from schemas.messages import (
+    Author,
+    Inquiry,
+    PostRef,
+    ReplyRequest,
+    ThreadRef,
+    no_control_characters,
+)
+from schemas.states import PostOutcome
 from schemas.vocab import InquiryKind, Visibility
 
 log = structlog.get_logger(__name__)
@@ -66,6 +76,38 @@ TRANSIENT_CODES = frozenset({10001, 10002, 10009})  # system error, unavailable,
 CURSOR_VERSION = 1
 
 
+class FanServiceConfig(BaseModel):
+    """``[accounts.fan_service]``: the account also takes Weibo fan-service pushes (private
+    messages) at ``/hooks/sources/{handle}``; its comments and mentions are still polled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    appsecret: SecretStr = Field(
+        description="The app secret Weibo signs the URL verification and every push with."
+    )
+    uid: str = Field(
+        pattern=r"^[0-9]{1,20}$",
+        description="The account's own uid: a push to another receiver is refused, the"
+        " account's own messages are not inquiries.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="The fan-service access token (365 days) for messages/reply/biz.json;"
+        " the account's `token` when unset.",
+    )
+    reply_window: Duration = Field(
+        default=timedelta(hours=48),
+        description="Weibo takes a fan-service reply only within 48-72 h of the citizen's"
+        " message; a reply later than this is recorded as undeliverable.",
+    )
+    answer_within: Duration = Field(
+        default=timedelta(seconds=3),
+        description="How long a push waits for the broker's confirm before it is answered 200"
+        " anyway (the message kept and published as soon as the broker confirms); Weibo"
+        " retries a push not answered within 5 s.",
+    )
+
+
 class WeiboConfig(AccountConfig):
     """``[[accounts]]`` block with ``adapter = "weibo"``."""
 
@@ -84,6 +126,11 @@ class WeiboConfig(AccountConfig):
         description="Weibo recommends polling every 3-5 minutes; 3 streams a poll stay well"
         " inside the test tier's 150 calls an hour.",
     )
+    fan_service: FanServiceConfig | None = Field(
+        default=None,
+        description="Push mode for private messages (Weibo's fan-service platform); polling"
+        " of `streams` continues.",
+    )
     drain_until_empty: bool = Field(
         default=True,
         description="End a round only on an empty page. Weibo drops deleted or hidden items"
@@ -99,6 +146,28 @@ class WeiboConfig(AccountConfig):
         if len(set(self.streams)) != len(self.streams):
             raise ValueError("`streams` must not repeat a stream")
         return self
+
+
+def _push_id(value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip() and len(value) <= 64:
+        return no_control_characters(value.strip())
+    raise ValueError("must be a string or an integer")
+
+
+def _push_time(value: object) -> datetime:
+    """Unix seconds (XML ``CreateTime``) or the Weibo ``created_at`` format."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("unix seconds out of range") from None
+    if isinstance(value, str):
+        if value.strip().isdigit():
+            return _push_time(int(value.strip()))
+        return parse_created_at(value)
+    raise ValueError("not a time")
 
 
 class WeiboError(Exception):
@@ -262,19 +331,27 @@ class WeiboSource:
 
     capabilities = SourceCapabilities(
         max_reply_chars=MAX_REPLY_CHARS,
-        supports_direct_messages=False,  # only via the fan-service platform (push), not here
+        supports_direct_messages=False,  # only via the fan-service platform (push mode)
         supports_idempotency_key=False,
         splits_long_replies=True,
         reply_rate_limit=RateLimit(max_calls=60, period=timedelta(hours=1)),
-        read_rate_limit=RateLimit(max_calls=150, period=timedelta(hours=1)),
     )
 
     def __init__(self, cfg: AccountConfig) -> None:
         self.cfg: WeiboConfig = (
             cfg if isinstance(cfg, WeiboConfig) else WeiboConfig.model_validate(cfg.model_dump())
         )
+        if self.cfg.fan_service is not None:
+            # still polled (pushes=False): the fan-service push adds private messages only
+            self.capabilities = self.capabilities.model_copy(
+                update={"supports_direct_messages": True}
+            )
         self._base = self.cfg.base_url.rstrip("/") + "/"
-        self.http = HttpClient(f"weibo {self.cfg.handle}", timeout=self.cfg.timeout)
+        self.http = HttpClient(
+            f"weibo {self.cfg.handle}",
+            timeout=self.cfg.timeout,
+            follow_redirects=self.cfg.follow_redirects,
+        )
         self._uid: str | None = None
         self._pending_error: AdapterError | None = None
         self._done: dict[str, PostedReply] = {}  # reply_id -> result, this process only
@@ -286,7 +363,7 @@ class WeiboSource:
 
         (An unanswered request, a timeout, is also how Weibo treats blacklisted apps.)"""
         assert self.cfg.token is not None
-        args = {**params, "access_token": self.cfg.token.get_secret_value()}
+        args = {"access_token": self.cfg.token.get_secret_value(), **params}
         if method != "GET" and self.cfg.rip:
             args.setdefault("rip", self.cfg.rip)
         resp = await self.http.request(
@@ -357,6 +434,26 @@ class WeiboSource:
             else:
                 raise TransientError("weibo account/get_uid.json: no uid in answer")
         return self._uid
+
+    async def last_own_post(self) -> datetime | None:
+        """When the account last posted (``statuses/user_timeline``, newest first; its
+        replies are comments and not in it); ``None`` when it has no post. An item that cannot
+        be read is passed over for the next one."""
+        uid = await self.own_uid()
+        data = await self._call(
+            "GET", "statuses/user_timeline.json", {"uid": uid, "count": "20", "trim_user": "1"}
+        )
+        statuses = data.get("statuses") if isinstance(data, dict) else None
+        if not isinstance(statuses, list):
+            raise TransientError("weibo statuses/user_timeline.json: no statuses in answer")
+        newest: datetime | None = None
+        for status in statuses:
+            try:
+                when = parse_created_at(status["created_at"])
+            except (TypeError, KeyError, ValueError):
+                continue
+            newest = when if newest is None else max(newest, when)
+        return newest.astimezone(UTC) if newest is not None else None
 
     async def fetch(self, cursor: str | None) -> FetchResult:
         """One step: a page of every stream (or of each stream still draining a backlog)."""
@@ -518,6 +615,69 @@ class WeiboSource:
             url=f"https://m.weibo.cn/status/{root}",
         )
 
+    # ------------------------------------------------------------------ fan-service push
+
+    @property
+    def fan_service_push(self) -> bool:
+        return self.cfg.fan_service is not None
+
+    def push_signature_ok(self, query: Mapping[str, str]) -> bool:
+        """The ``signature`` query parameter of a verification GET or a push is right."""
+        fs = self.cfg.fan_service
+        return fs is not None and fanservice.signature_ok(fs.appsecret.get_secret_value(), query)
+
+    @property
+    def push_answer_within(self) -> float:
+        fs = self.cfg.fan_service
+        return fs.answer_within.total_seconds() if fs is not None else 3.0
+
+    def parse_push(self, body: bytes) -> list[Inquiry]:
+        """A fan-service push (JSON or XML) → at most one private inquiry."""
+        fs = self.cfg.fan_service
+        if fs is None:
+            raise PermanentError("weibo: this account takes no fan-service pushes")
+        return fanservice.to_inquiries(
+            fanservice.decode_body(body),
+            platform=self.name,
+            account=self.cfg.handle,
+            account_id=fs.uid,
+            validate_id=_push_id,
+            parse_time=_push_time,
+        )
+
+    async def _reply_private(self, reply: ReplyRequest) -> PostedReply:
+        """``messages/reply/biz.json`` within the reply window; later: undeliverable."""
+        fs = self.cfg.fan_service
+        if fs is None:
+            raise PermanentError("weibo: direct messages need the fan-service push mode")
+        rt = reply.thread.reply_to
+        receiver, sent_at = rt.get("receiver_id"), rt.get("sent_at")
+        if not _digits(receiver):
+            raise PermanentError("weibo: fan-service reply without a numeric receiver")
+        if sent_at is not None and _digits(sent_at):
+            age = datetime.now(UTC) - datetime.fromtimestamp(int(sent_at), UTC)
+            if age > fs.reply_window:
+                log.warning("weibo.fan_service_window_passed", reply_id=reply.reply_id)
+                return PostedReply(external_ids=[], outcome=PostOutcome.UNDELIVERABLE)
+        form = {
+            "type": "text",
+            "data": json.dumps({"text": reply.text}, ensure_ascii=False),
+            "receiver_id": str(receiver),
+            "save_sender_box": "1",
+        }
+        if fs.token is not None:
+            form["access_token"] = fs.token.get_secret_value()
+        try:
+            created = await self._request("POST", "messages/reply/biz.json", form)
+        except WeiboError as e:
+            if e.code in DUPLICATE_CODES:
+                return PostedReply(external_ids=[], outcome=PostOutcome.ALREADY_POSTED)
+            raise await self._map_error(e) from None
+        ids = (
+            [idstr(created)] if isinstance(created, dict) and "id" in created else [reply.reply_id]
+        )
+        return PostedReply(external_ids=ids, outcome=PostOutcome.POSTED)
+
     # ------------------------------------------------------------------ replying
 
     async def post_reply(self, reply: ReplyRequest) -> PostedReply:
@@ -525,7 +685,9 @@ class WeiboSource:
         if reply.reply_id in self._done:
             return self._done[reply.reply_id]
         if reply.visibility == Visibility.PRIVATE:
-            raise PermanentError("weibo: direct messages are not supported on the ordinary API")
+            result = await self._reply_private(reply)
+            self._done[reply.reply_id] = result
+            return result
         rt = reply.thread.reply_to
         post_id = rt.get("id") or reply.thread.root_id
         cid = rt.get("cid")
@@ -567,17 +729,17 @@ class WeiboSource:
                         parts = split_reply(f"@{citizen} {text}")
                     continue
                 elif e.code in (POST_GONE, COMMENT_GONE):
-                    return PostedReply(external_ids=posted, outcome="undeliverable")
+                    return PostedReply(external_ids=posted, outcome=PostOutcome.UNDELIVERABLE)
                 else:
                     raise await self._map_error(e) from None
             except ValueError:
                 raise TransientError(f"weibo {endpoint}: answer without an id") from None
             i += 1
         if fallback:
-            return PostedReply(external_ids=posted, outcome="fallback_root")
+            return PostedReply(external_ids=posted, outcome=PostOutcome.FALLBACK_ROOT)
         if not posted and already:
-            return PostedReply(external_ids=[], outcome="already_posted")
-        return PostedReply(external_ids=posted, outcome="posted")
+            return PostedReply(external_ids=[], outcome=PostOutcome.ALREADY_POSTED)
+        return PostedReply(external_ids=posted, outcome=PostOutcome.POSTED)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -11,16 +11,27 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from adapters.base import sources, ticket_systems
-from bridge.redaction import redacted_url
+from bridge.privacy.secrets import redacted_url
+from bridge.security.keyring import DEVELOPMENT_KEYS
 from schemas.config import GovbridgeConfig
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 AMQP_URL_ENV = "GOVBRIDGE_AMQP_URL"
-__all__ = ["ConfigError", "load_config", "parse_config", "redacted_url", "weak_credentials"]
+CREDENTIALS_KEY_ENV = "GOVBRIDGE_CREDENTIALS_KEY"
+__all__ = [
+    "ConfigError",
+    "beyond_this_machine",
+    "load_config",
+    "parse_config",
+    "redacted_url",
+    "weak_credentials",
+    "weak_keys",
+]
 # Keys whose values are never echoed in an error (secrets, and URLs that may carry them).
 _NEVER_ECHO = re.compile(r"url|secret|token|key|pass|pwd|auth|bearer|credential|dsn", re.IGNORECASE)
 
@@ -126,6 +137,9 @@ def parse_config(
         raise ConfigError(path, errs)
     if env.get(AMQP_URL_ENV):
         data.setdefault("broker", {})["url"] = env[AMQP_URL_ENV]
+    if env.get(CREDENTIALS_KEY_ENV):  # newest first, comma-separated
+        keys = [k.strip() for k in env[CREDENTIALS_KEY_ENV].split(",") if k.strip()]
+        data.setdefault("credentials", {})["keys"] = keys
     try:
         cfg = GovbridgeConfig.model_validate(data)
     except ValidationError as exc:
@@ -187,9 +201,12 @@ KNOWN_DEFAULT_SECRETS = frozenset(
         "demo-callback-secret",
         "demo-webhook-secret",
         "test-admin-token",
+        *(key.lower() for key in DEVELOPMENT_KEYS.values()),
     }
 )
 MIN_SECRET_LENGTH = 16
+# HMAC keys (the bus's, the audit trail's): 32 random characters or more (openssl rand -base64 48)
+MIN_KEY_LENGTH = 32
 # Fields of accounts / ticketing that authenticate what others push to the bridge (or what it
 # pushes to them): the ones a guessable value would open to anyone.
 _HOOK_SECRET_FIELDS = ("secret", "callback_secret", "reply_secret")
@@ -206,15 +223,63 @@ def is_loopback(listen: str) -> bool:
         return False  # "" or 0.0.0.0 or a name: reachable from elsewhere
 
 
-def _weakness(secret: SecretStr | None) -> str | None:
+def _weakness(secret: SecretStr | None, min_length: int = MIN_SECRET_LENGTH) -> str | None:
     value = "" if secret is None else secret.get_secret_value()
     if not value.strip():
         return "is empty or not set"
     if value.strip().lower() in KNOWN_DEFAULT_SECRETS:
         return "is a published default (from the examples, simulators or demo)"
-    if len(value) < MIN_SECRET_LENGTH:
-        return f"is shorter than {MIN_SECRET_LENGTH} characters"
+    if len(value) < min_length:
+        return f"is shorter than {min_length} characters"
     return None
+
+
+def _host_is_local(host: str | None) -> bool:
+    return host is None or host == "" or is_loopback(f"{host}:0")  # None: a unix socket
+
+
+def beyond_this_machine(cfg: GovbridgeConfig) -> list[str]:
+    """What makes this a production config: a listener, broker or database reachable from
+    other machines (so others may publish to the bus or write to the store). Empty for a
+    developer's machine, the demo and the tests."""
+    reasons = []
+    if not is_loopback(cfg.http.listen):
+        reasons.append(f"http.listen {cfg.http.listen} is not loopback")
+    broker_host = urlsplit(redacted_url(cfg.broker.url)).hostname
+    if not _host_is_local(broker_host):
+        reasons.append(f"the broker at {broker_host} is not on this machine")
+    if cfg.store.url.startswith("postgres"):
+        store_host = urlsplit(redacted_url(cfg.store.url)).hostname
+        if not _host_is_local(store_host):
+            reasons.append(f"the store at {store_host} is not on this machine")
+    return reasons
+
+
+def weak_keys(cfg: GovbridgeConfig) -> list[str]:
+    """Problems (``key.path: what is wrong``, never the value) with the bus's signing keys and
+    the audit key in a production config (``beyond_this_machine``); none on one machine, where
+    the published development keys keep the demo and the examples working."""
+    reasons = beyond_this_machine(cfg)
+    if not reasons:
+        return []
+    where = "; ".join(reasons)
+    fix = f"set a random value of at least {MIN_KEY_LENGTH} characters"
+    problems = []
+    for name, keys, unset in (
+        ("broker.signing_keys", cfg.broker.signing_keys, "anyone can sign bus messages"),
+        ("audit.keys", cfg.audit.keys, "anyone with database access can sign audit records"),
+    ):
+        present = [(i, k) for i, k in enumerate(keys) if k.get_secret_value().strip()]
+        if not present:
+            problems.append(
+                f"{name}: not set, so the published development key is used and {unset};"
+                f" {fix} ({where})"
+            )
+        for i, key in present:
+            weak = _weakness(key, MIN_KEY_LENGTH)
+            if weak:
+                problems.append(f"{name}[{i}]: {weak}; {fix} ({where})")
+    return problems
 
 
 def weak_credentials(cfg: GovbridgeConfig) -> list[str]:

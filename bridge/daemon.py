@@ -1,7 +1,8 @@
 """The daemon: wires config, store, broker, the roles asked for, the HTTP server and the
 watchdog; SIGTERM drains and exits 0, a consumer that stays lost exits non-zero.
 
-Each role lives in ``bridge/stages/<role>.py`` and exposes ``create(ctx) -> Role``.
+Each role lives in ``bridge/<role>/role.py`` and exposes ``create(ctx) -> Role``
+(``bridge/runtime/context.py``).
 """
 
 from __future__ import annotations
@@ -10,32 +11,45 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any
 
 import structlog
 from aiohttp import web
 
-from bridge.adapter_pool import AdapterPool
-from bridge.api import OperatorApi
-from bridge.console_api import ConsoleApi
-from bridge.http import HttpServer, create_app, json_error, require_admin, start_server
-from bridge.metrics import Metrics
-from bridge.operators import OperatorsHttp
-from bridge.polling import Leases, LocalLeases, leases_for
-from bridge.push import PushPipeline
-from bridge.redaction import register_config, sanitise_reason
-from bridge.report import department_reports, parse_since
-from bridge.runtime import Broker, Worker
+from bridge.config import ConfigError, load_config
+from bridge.privacy.secrets import register_config, sanitise_reason
+from bridge.reports.performance import department_reports_apart, parse_since
+from bridge.runtime.adapters import AdapterPool
+from bridge.runtime.alerts import Alerts
+from bridge.runtime.broker import Broker, Unauthenticated
+from bridge.runtime.context import BridgeContext, Role
+from bridge.runtime.credentials import Credentials
+from bridge.runtime.deadletters import body_ids
+from bridge.runtime.held import HeldCommands
+from bridge.runtime.http import json_error
+from bridge.runtime.push import PushPipeline
+from bridge.runtime.worker import Worker
+from bridge.security.keyring import Keyring
 from bridge.store import Store, open_store
-from bridge.triage_review import TriageReviewApi
+from bridge.store.leases import leases_for
+from bridge.telemetry.metrics import Metrics
+from bridge.web.api import OperatorApi
+from bridge.web.console import ConsoleApi
+from bridge.web.credentials import CredentialsApi
+from bridge.web.operators import OperatorsHttp
+from bridge.web.server import HttpServer, create_app, require_admin, start_server
+from bridge.web.triage_review import TriageReviewApi
 from schemas.config import GovbridgeConfig
 
 log = structlog.get_logger("govbridge.daemon")
 
-ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "http")
+ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "inspect", "http")
+# Reports computed at once per process (each reads the whole store in a thread); more wait.
+REPORT_SLOTS = 2
 
 CONSOLE_FILES = {
     "/": ("console.html", "text/html"),
@@ -44,58 +58,19 @@ CONSOLE_FILES = {
 }
 
 
-class Role(Protocol):
-    name: str
-    workers: list[Worker[Any]]
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-
-@dataclass
-class Alerts:
-    """Conditions that need an operator (expired token, ticketing auth failure...)."""
-
-    metrics: Metrics
-    active: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    def raise_(self, kind: str, name: str, reason: str) -> None:
-        reason = sanitise_reason(reason)  # shown in /readyz and a metric label
-        if self.active.get((kind, name)) != reason:
-            log.error("ALERT: operator action needed", alert=kind, name=name, reason=reason)
-        self.active[(kind, name)] = reason
-        self.metrics.alerts.labels(kind, name, reason[:60]).set(1)
-
-    def clear(self, kind: str, name: str) -> None:
-        reason = self.active.pop((kind, name), None)
-        if reason is not None:
-            self.metrics.alerts.labels(kind, name, reason[:60]).set(0)
-            log.info("alert cleared", alert=kind, name=name)
-
-    def describe(self) -> list[dict[str, str]]:
-        return [{"kind": k, "name": n, "reason": r} for (k, n), r in sorted(self.active.items())]
-
-
-@dataclass
-class BridgeContext:
-    """What roles share. Roles add HTTP routes to ``app`` before it starts."""
-
-    cfg: GovbridgeConfig
-    broker: Broker
-    store: Store
-    metrics: Metrics
-    alerts: Alerts
-    app: web.Application
-    adapters: AdapterPool
-    push: PushPipeline
-    roles: dict[str, Role] = field(default_factory=dict)
-    # unreadable items skipped per account since start (the ingest_rejected alert says it)
-    rejected_counts: dict[str, int] = field(default_factory=dict)
-    # who polls what: exactly one process per account and per ticket system (bridge.polling)
-    leases: Leases = field(default_factory=LocalLeases)
-    # named readiness details a role adds to /readyz (they never make it "not ready")
-    details: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = field(default_factory=dict)
+async def record_unauthenticated(store: Store, refused: Unauthenticated) -> None:
+    """A message a stage refused, in the audit trail before it is dead-lettered: where it came
+    in, why, and the ids it claims (never its body). It is not filed under the inquiry it
+    names: a forger's claim does not belong in that inquiry's journey."""
+    await store.record_audit(
+        "message.unauthenticated",
+        subject=sanitise_reason(refused.message_id or "-", 80),
+        stage=refused.stage,
+        routing_key=sanitise_reason(refused.routing_key, 120),
+        type=sanitise_reason(refused.type, 40) if refused.type else None,
+        reason=sanitise_reason(refused.reason),
+        claims=body_ids(refused.body) or None,
+    )
 
 
 class Daemon:
@@ -107,6 +82,9 @@ class Daemon:
         watchdog_interval: float = 5.0,
         watchdog_grace: float = 60.0,
         role_factories: Mapping[str, Callable[[BridgeContext], Role]] | None = None,
+        config_path: str | Path | None = None,
+        shared_sync_every: float = 2.0,
+        broker: Broker | None = None,
     ) -> None:
         self.role_factories = dict(role_factories or {})
         unknown = [r for r in roles if r not in ALL_ROLES and r not in self.role_factories]
@@ -116,15 +94,26 @@ class Daemon:
         register_config(cfg)  # its secrets are scrubbed from every log line
         self.role_names = list(roles)
         self.metrics = metrics or Metrics()
-        self.broker = Broker(cfg.broker, self.metrics)
+        self.metrics.known_platforms(
+            {a.platform_name for a in cfg.accounts} | {a.adapter for a in cfg.accounts}
+        )
+        # another Broker (tests: an in-memory one routed by the same stage table)
+        self.broker = broker or Broker(cfg.broker, self.metrics)
         self.alerts = Alerts(self.metrics)
         self.watchdog_interval = watchdog_interval
         self.watchdog_grace = watchdog_grace
+        # SIGHUP re-reads this file and applies its credentials (None: nothing to re-read)
+        self.config_path = config_path
+        # how often alerts, replaced credentials and held counts are read from the store
+        self.shared_sync_every = shared_sync_every
+        self._shared: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.ctx: BridgeContext | None = None
         self.http_port: int | None = None
         self._server: HttpServer | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
+        self._report_slots = asyncio.Semaphore(REPORT_SLOTS)
 
     @property
     def workers(self) -> list[Worker[Any]]:
@@ -160,7 +149,8 @@ class Daemon:
         return report
 
     async def start(self) -> None:
-        store = await open_store(self.cfg.store.url)
+        store = await open_store(self.cfg.store.url, Keyring("audit", self.cfg.audit.keys))
+        self.broker.on_unauthenticated = lambda refused: record_unauthenticated(store, refused)
         await self.broker.connect()
         token = self.cfg.http.admin_token
         app = create_app(
@@ -168,7 +158,9 @@ class Daemon:
             self.readiness,
             token.get_secret_value() if token else None,
             self.cfg.http.max_body_bytes,
+            self.cfg.http.trusted_proxies,
         )
+        adapters = AdapterPool(self.cfg)
         self.ctx = BridgeContext(
             self.cfg,
             self.broker,
@@ -176,28 +168,35 @@ class Daemon:
             self.metrics,
             self.alerts,
             app,
-            AdapterPool(self.cfg),
+            adapters,
             PushPipeline(self.cfg.http, self.broker),
+            Credentials(self.cfg, store, adapters),
+            HeldCommands(store, self.broker),
             leases=leases_for(self.cfg.store.url),
         )
+        # Replacements stored earlier (or by another process) before any adapter is used; the
+        # alerts and held commands every process shares.
+        await self._sync_shared()
         app.router.add_get("/", self._console)
         app.router.add_get("/console.js", self._console)
         app.router.add_get("/console.css", self._console)
         app.router.add_get("/api/report", self._report)
         OperatorApi(self.ctx).register(app)
         TriageReviewApi(self.ctx).register(app)
-        OperatorsHttp(store.db, self.cfg.http.session_ttl).install(app)
+        OperatorsHttp(store, self.cfg.http).install(app)
         ConsoleApi(self.ctx)
+        CredentialsApi(self.ctx)
         for name in self.role_names:
             if name == "http":
                 continue
             factory = self.role_factories.get(name)
             if factory is None:
-                factory = importlib.import_module(f"bridge.stages.{name}").create
+                factory = importlib.import_module(f"bridge.{name}.role").create
             role: Role = factory(self.ctx)
             self.ctx.roles[name] = role
         for role in self.ctx.roles.values():
             await role.start()
+        self._shared = asyncio.create_task(self._shared_loop(), name="shared-state")
         if "http" in self.role_names:
             http = self.cfg.http
             self._server, self.http_port = await start_server(
@@ -205,6 +204,8 @@ class Daemon:
                 http.listen,
                 header_timeout=http.header_timeout.total_seconds(),
                 max_connections=http.max_connections,
+                max_connections_per_client=http.max_connections_per_client,
+                trusted_proxies=http.trusted_proxies,
             )
             log.info("http listening", port=self.http_port)
         log.info("govbridge started", roles=self.role_names)
@@ -213,25 +214,32 @@ class Daemon:
         """The operator console: readiness, alerts, approvals and department performance.
         Its script and style are files of their own, so the CSP can forbid inline code."""
         name, ctype = CONSOLE_FILES[request.path]
-        text = resources.files("bridge.static").joinpath(name).read_text("utf-8")
+        text = resources.files("bridge.web.static").joinpath(name).read_text("utf-8")
         return web.Response(text=text, content_type=ctype)
 
     async def _report(self, request: web.Request) -> web.Response:
+        """``?since=`` (default: the longest period allowed, ``http.max_range``) and
+        ``department``. A range that is unreadable or longer than ``http.max_range`` is 400
+        with the reason; the report is computed off the event loop, two at a time."""
         require_admin(request)
         assert self.ctx is not None
         since_text, dept = request.query.get("since"), request.query.get("department") or None
+        now = datetime.now(UTC)
+        longest = self.cfg.http.max_range
         try:
-            since = parse_since(since_text) if since_text else None
+            since = parse_since(since_text, now, longest) if since_text else now - longest
         except ValueError as exc:
             return json_error(400, str(exc))
         if dept is not None and dept not in {d.id for d in self.cfg.departments}:
             return json_error(404, f"no department {dept!r}")
-        reports, ignored = await department_reports(
-            self.ctx.store, self.cfg, since=since, department=dept
-        )
+        async with self._report_slots:
+            reports, ignored = await department_reports_apart(
+                self.cfg, now, since=since, department=dept
+            )
         return web.json_response(
             {
-                "since": since.isoformat() if since else None,
+                "since": since.isoformat(),
+                "until": now.isoformat(),
                 "departments": [r.as_dict() for r in reports],
                 "ignored": ignored,
             }
@@ -239,6 +247,48 @@ class Daemon:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+    async def _sync_shared(self) -> None:
+        """What processes share through the store: alerts (and the last success of each
+        operation), replaced credentials, how many commands are held."""
+        assert self.ctx is not None
+        await self.alerts.sync(self.ctx.store)
+        await self.ctx.credentials.refresh()
+        await self.ctx.held.counts()
+
+    async def _shared_loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.shared_sync_every)
+            if self._stop.is_set():
+                return
+            try:
+                await self._sync_shared()
+            except Exception as exc:  # the store is away: the next round tries again
+                log.warning("shared state not synced", error=repr(exc))
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the config file and apply its credentials."""
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> set[str]:
+        """Re-read ``config_path``; apply changed credentials (a ticket system's key, an
+        account's token) at once, releasing what waited for them. Other changes need a
+        restart. An invalid file changes nothing (the problems are logged)."""
+        if self.config_path is None or self.ctx is None:
+            log.warning("reload asked for, but no config file to re-read")
+            return set()
+        try:
+            cfg = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused; running on as before", problems=exc.problems)
+            return set()
+        register_config(cfg)
+        changed = await self.ctx.credentials.reload(cfg, actor="config-reload")
+        log.info("config reloaded", credentials_changed=sorted(changed))
+        return changed
 
     async def _watchdog(self) -> None:
         while not self._stop.is_set():
@@ -261,6 +311,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         await self.start()
         watchdog = asyncio.create_task(self._watchdog())
         await self._stop.wait()
@@ -272,7 +324,14 @@ class Daemon:
         return self._exit_code
 
     async def stop(self) -> None:
+        self._stop.set()
+        for task in [t for t in (self._shared, *self._tasks) if t is not None]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         if self.ctx is not None:
+            with contextlib.suppress(Exception):  # this process's last events, for the others
+                await asyncio.wait_for(self.alerts.sync(self.ctx.store), 2)
             for role in reversed(list(self.ctx.roles.values())):
                 try:
                     await role.stop()
@@ -282,6 +341,8 @@ class Daemon:
             await self.ctx.adapters.close()
         if self._server is not None:
             await self._server.stop()
+        if self.ctx is not None:  # pushes answered before their confirm: a last chance
+            await self.ctx.push.close()
         await self.broker.close()
         if self.ctx is not None:
             await self.ctx.leases.close()

@@ -18,6 +18,8 @@ class Route(StrEnum):
     TICKET_UPDATED = "ticket.updated"
     REPLY_REQUESTED = "reply.requested"
     REPLY_POSTED = "reply.posted"
+    ACCOUNT_FLAGGED = "account.flagged"
+    INCIDENT_SURGE = "incident.surge"
 
     def key(self, part: str) -> str:
         """The routing key for one platform or department."""
@@ -43,6 +45,11 @@ def sla_event(event: str, department: str) -> str:
     return f"{SLA}.{event}.{department}"
 
 
+def sla_events(event: str) -> str:
+    """The binding pattern of one SLA event in every department (``sla.holding_reply.*``)."""
+    return f"{SLA}.{event}.*"
+
+
 # One builder per kind: ``inquiry_received("weibo") == "inquiry.received.weibo"``.
 inquiry_received = Route.INQUIRY_RECEIVED.key  # <platform>
 inquiry_routed = Route.INQUIRY_ROUTED.key  # <department>
@@ -50,3 +57,5 @@ ticket_created = Route.TICKET_CREATED.key  # <department>
 ticket_updated = Route.TICKET_UPDATED.key  # <department>
 reply_requested = Route.REPLY_REQUESTED.key  # <platform>
 reply_posted = Route.REPLY_POSTED.key  # <platform>
+account_flagged = Route.ACCOUNT_FLAGGED.key  # <department>
+incident_surge = Route.INCIDENT_SURGE.key  # <department>

@@ -134,7 +134,13 @@ class InquiryState(StrEnum):
     TICKETED = "ticketed"  # a ticket was created for it
     APPENDED = "appended"  # a follow-up added to its conversation's ticket
     KEPT_ON_RECORD = "kept_on_record"  # a follow-up kept on the ticket's record (no update API)
+    # a follow-up the ticket system could not take, delivered another way the department
+    # configured (a linked new request, or its handling unit's webhook)
+    FORWARDED = "forwarded"
     NEEDS_RECONCILIATION = "needs_reconciliation"  # a create whose outcome is unknown
+    # an answer to a 回访 question: read (bridge/triage/survey.py), its reading recorded,
+    # never appended as a follow-up (a 未解决 or 不满意 reopens the case instead)
+    SURVEY_ANSWER = "survey_answer"
 
 
 # Triage has nothing more to do for an inquiry in one of these states (a redelivery is a no-op).
@@ -145,13 +151,18 @@ INQUIRY_DONE_STATES = frozenset(
         InquiryState.TICKETED,
         InquiryState.APPENDED,
         InquiryState.KEPT_ON_RECORD,
+        InquiryState.FORWARDED,
         InquiryState.NEEDS_RECONCILIATION,
         InquiryState.HELD_FOR_REVIEW,
+        InquiryState.SURVEY_ANSWER,
     }
 )
 
-# A follow-up went into its conversation's ticket (appended or kept on its record).
-FOLLOW_UP_STATES = frozenset({InquiryState.APPENDED, InquiryState.KEPT_ON_RECORD})
+# A follow-up went into its conversation's ticket (appended, forwarded another way, or kept on
+# its record).
+FOLLOW_UP_STATES = frozenset(
+    {InquiryState.APPENDED, InquiryState.FORWARDED, InquiryState.KEPT_ON_RECORD}
+)
 
 
 class ReplyState(StrEnum):
@@ -167,6 +178,11 @@ class ReplyState(StrEnum):
     SUPERSEDED = "superseded"  # a later status of the same inquiry was posted instead
 
 
+# A reply in one of these states is its account's backlog, not an inquiry left unanswered:
+# waiting for an approver, or approved and waiting for a posting slot.
+REPLY_AWAITING_STATES = (ReplyState.AWAITING_APPROVAL,)
+REPLY_QUEUED_STATES = (ReplyState.APPROVED, ReplyState.POSTING)
+
 # A reply in one of these states is never posted again.
 REPLY_FINISHED_STATES = frozenset(
     {ReplyState.POSTED, ReplyState.REJECTED, ReplyState.SUPERSEDED, ReplyState.UNDELIVERABLE}
@@ -181,3 +197,34 @@ class CreateState(StrEnum):
     NOT_SENT = "not_sent"  # provably not created: the create may run again
     REJECTED = "rejected"  # the ticket system refused it for good
     NEEDS_RECONCILIATION = "needs_reconciliation"  # maybe created: an official must settle it
+
+
+class CopyFate(StrEnum):
+    """What became of the copy one post call made (the ``reply_copies.fate`` column)."""
+
+    PENDING = "pending"  # the call's outcome is not known yet (it timed out; no copy seen yet)
+    KEPT = "kept"  # the copy the citizen sees: the reply's own posts
+    DELETED = "deleted"  # an extra copy (a late commit), deleted by the bridge
+    EXTRA = "extra"  # an extra copy the platform would not delete: visible, and recorded
+    NONE = "none"  # the call made no copy (refused, not sent, or none seen by the last look)
+    UNKNOWN = "unknown"  # the platform cannot be searched: its idempotency guards a repeat
+
+
+class FollowUpChannel(StrEnum):
+    """How a citizen's follow-up reaches the officials (``follow_up_deliveries.channel``)."""
+
+    TICKET = "ticket"  # appended to the ticket by the ticket system's own API
+    NEW_REQUEST = "new_request"  # a new request in the ticket system naming the original
+    WEBHOOK = "webhook"  # a signed HTTP POST to the handling unit's configured URL
+    RECORD = "record"  # nowhere configured: kept on the bridge's record only
+
+
+class IncidentRole(StrEnum):
+    """What one case is to its incident (``bridge/triage/incident_links.py``): the ``lead``
+    holds the ticket the incident is handled on; in ``merge`` mode later cases are ``merged``
+    into it (appended to its ticket, answered on its status changes); otherwise they are
+    ``linked`` (a ticket of their own, shown as one incident)."""
+
+    LEAD = "lead"
+    MERGED = "merged"
+    LINKED = "linked"

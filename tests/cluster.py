@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adapters.simulators.open311 import Open311Server, Open311State
-from adapters.simulators.weibo import Limits, WeiboState
-from adapters.simulators.weibo import create_app as weibo_app
-from bridge.bench.pipeline import TEXTS
-from bridge.kit import AppServer
+from govbridge_tools.bench.pipeline import TEXTS
+from govbridge_tools.kit import AppServer
+from govbridge_tools.simulators.open311 import Open311Server, Open311State
+from govbridge_tools.simulators.weibo import Limits, WeiboState
+from govbridge_tools.simulators.weibo import create_app as weibo_app
+
 from bridge.store import open_store
 from schemas.config import GovbridgeConfig
 from tests.conftest import bridge_config, config_toml, delete_topology

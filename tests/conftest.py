@@ -1,10 +1,17 @@
 """Shared fixtures: a real RabbitMQ (``GOVBRIDGE_AMQP_URL`` or localhost) with names unique to
-each test, deleted afterwards."""
+each test, deleted afterwards (one worker at a time: see ``delete_topology``), or the in-memory
+broker for a stage's logic (``running_bridge(..., in_memory=True)``); stores on SQLite and
+PostgreSQL; the simulators; and the one list of slow suites (``SLOW_SUITES``).
+
+The helpers themselves are in ``govbridge_tools.testing`` (the tools distribution): a manual
+clock, a bus tap, the simulators, signed webhooks and the in-memory broker."""
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,15 +23,57 @@ from typing import Any
 import aio_pika
 import pytest
 import tomli_w
+from govbridge_tools.testing import MemoryBroker, Simulators
 from pydantic import SecretStr
 
 from bridge.config import parse_config
 from bridge.daemon import ALL_ROLES, Daemon
-from bridge.runtime import Broker
-from bridge.topology import Topology
+from bridge.runtime.broker import Broker
+from bridge.runtime.topology import Topology
+from bridge.store import SqlStore, open_store
+from bridge.telemetry.metrics import Metrics
 from schemas.config import BrokerConfig, GovbridgeConfig
+from tests.pg import pg_database
+
+pytest_plugins = ["tests.broker_health"]
 
 AMQP_URL = os.environ.get("GOVBRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+# Suites that take more than a few seconds each: marked ``slow`` here, in one place (``-m "not
+# slow"`` leaves them out of a quick run; ``make test`` runs them all, and starts them first so
+# that no worker begins one when the others are done).
+SLOW_SUITES = (
+    "test_bench.py",
+    "test_browser.py",
+    "test_browser_ticket_systems.py",
+    "test_chaos.py",
+    "test_cli_ops.py",
+    "test_delivery.py",
+    "test_e2e.py",
+    "test_fuzz_http.py",
+    "test_fuzz_parsers.py",
+    "test_late_commits.py",
+    "test_many_processes.py",
+    "test_no_leaks.py",
+    "test_packaging.py",
+    "test_pii_corpus.py",
+    "test_source_contract.py",  # tests/contract/: draining a backlog from each source
+    "test_ticketing.py",
+    "test_triage_corpus.py",
+)
+# Suites with module-scoped fixtures (a browser, a RabbitMQ node of their own, simulators in a
+# process, a parser's npm install): kept on one xdist worker (``--dist loadgroup``) so that the
+# fixture starts once.
+ONE_WORKER_SUITES = ("test_asyncapi.py", "test_browser.py", "test_chaos.py", "test_cli_ops.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_SUITES:
+            item.add_marker(pytest.mark.slow)
+        if item.path.name in ONE_WORKER_SUITES:
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
+    items.sort(key=lambda item: item.path.name not in SLOW_SUITES)  # stable: slow ones first
 
 
 def broker_config(**overrides: object) -> BrokerConfig:
@@ -52,11 +101,29 @@ def broker_cfg() -> BrokerConfig:
     return broker_config()
 
 
+# RabbitMQ 3.10's supervisor of at-least-once dead-letter workers allows one crash in five
+# seconds, and deleting many quorum queues at once can cost two (tests/broker_health.py): with
+# xdist workers deleting their topologies at the same moment it did. So a test's topology is
+# deleted by one process at a time on this machine, whichever worker or subprocess asks.
+TOPOLOGY_LOCK = Path(tempfile.gettempdir()) / "govbridge-tests-topology.lock"
+
+
+@asynccontextmanager
+async def topology_lock() -> AsyncIterator[None]:
+    with TOPOLOGY_LOCK.open("a") as handle:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 async def delete_topology(cfg: BrokerConfig) -> None:
-    conn = await aio_pika.connect(AMQP_URL)
-    async with conn:
-        ch = await conn.channel()
-        await Topology(cfg).delete(ch)
+    async with topology_lock():
+        conn = await aio_pika.connect(AMQP_URL)
+        async with conn:
+            ch = await conn.channel()
+            await Topology(cfg).delete(ch)
 
 
 @pytest.fixture
@@ -68,6 +135,17 @@ async def broker(broker_cfg: BrokerConfig) -> AsyncIterator[Broker]:
     finally:
         await b.close()
         await delete_topology(broker_cfg)
+
+
+@pytest.fixture
+async def memory_broker(broker_cfg: BrokerConfig) -> AsyncIterator[MemoryBroker]:
+    """A connected in-memory broker (``govbridge_tools.testing.MemoryBroker``)."""
+    b = MemoryBroker(broker_cfg)
+    await b.connect()
+    try:
+        yield b
+    finally:
+        await b.close()
 
 
 def config_toml(cfg: GovbridgeConfig) -> str:
@@ -111,16 +189,33 @@ def bridge_config(tmp_path: Path, **sections: Any) -> GovbridgeConfig:
 
 @asynccontextmanager
 async def running_bridge(
-    cfg: GovbridgeConfig, roles: Sequence[str] = ALL_ROLES, **daemon_opts: Any
+    cfg: GovbridgeConfig,
+    roles: Sequence[str] = ALL_ROLES,
+    *,
+    in_memory: bool = False,
+    **daemon_opts: Any,
 ) -> AsyncIterator[Daemon]:
-    """Start a Daemon with those roles; stop it and delete its topology afterwards."""
+    """Start a Daemon with those roles; stop it and delete its topology afterwards.
+
+    ``in_memory``: on a ``MemoryBroker`` (``daemon.broker``) instead of RabbitMQ, for tests of
+    a stage's logic; the real worker, signatures, tiers and dead letters, no network."""
+    if in_memory:
+        metrics = daemon_opts.setdefault("metrics", Metrics())
+        daemon_opts["broker"] = MemoryBroker(cfg.broker, metrics)
     daemon = Daemon(cfg, roles, **daemon_opts)
     await daemon.start()
     try:
         yield daemon
     finally:
         await daemon.stop()
-        await delete_topology(cfg.broker)
+        if not in_memory:
+            await delete_topology(cfg.broker)
+
+
+def memory_of(daemon: Daemon) -> MemoryBroker:
+    """The in-memory broker of a bridge started with ``in_memory=True``."""
+    assert isinstance(daemon.broker, MemoryBroker), "start it with running_bridge(in_memory=True)"
+    return daemon.broker
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 20) -> None:
@@ -131,3 +226,54 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout: float = 
         if loop.time() > deadline:
             raise AssertionError(f"condition not reached within {timeout} s")
         await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- stores
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh database on each engine: SQLite in ``tmp_path``, PostgreSQL a database of the
+    test's own (skipped when PostgreSQL does not answer; tests/pg.py)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store.db"
+        return
+    async with pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[SqlStore]:
+    """An opened, migrated store on each engine."""
+    s = await open_store(store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """An opened, migrated SQLite store (for what does not depend on the engine)."""
+    s = await open_store(f"sqlite:///{tmp_path}/store.db")
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+# --------------------------------------------------------------------------- simulators
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[Simulators]:
+    """Simulators as their contracts document them, started on demand, stopped afterwards."""
+    async with Simulators() as s:
+        yield s
+
+
+@pytest.fixture
+async def quirky_sims() -> AsyncIterator[Simulators]:
+    """The same simulators behaving like other servers of their kind (``quirks``)."""
+    async with Simulators(quirks=True) as s:
+        yield s

@@ -6,20 +6,18 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from govbridge_tools.simulators.rest import demo_ticketing_config
+from govbridge_tools.testing import BusTap
 
-from adapters.simulators.rest import demo_ticketing_config
+from adapters.signing import sign
 from bridge.daemon import Daemon
-from bridge.signing import sign
-from bridge.topology import Topology
-from schemas.config import BrokerConfig, GovbridgeConfig
-from tests.conftest import AMQP_URL, bridge_config, running_bridge
+from schemas.config import GovbridgeConfig
+from tests.conftest import bridge_config, running_bridge
 
 PUSH_SECRET = "edge-webhook-secret-0123456789"
 CALLBACK_SECRET = "edge-callback-secret-0123456789"
@@ -89,48 +87,23 @@ def signed(secret: str, body: bytes) -> list[tuple[str, str]]:
 
 
 @dataclass
-class Tap:
-    """Our own exclusive queue bound to everything the hooks publish."""
-
-    broker: BrokerConfig
-    seen: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    _conn: Any = None
-
-    async def __aenter__(self) -> Tap:
-        self._conn = await aio_pika.connect_robust(AMQP_URL)
-        ch = await self._conn.channel()
-        await Topology(self.broker).declare(ch)
-        queue = await ch.declare_queue("", exclusive=True, auto_delete=True)
-        for key in ("inquiry.received.#", "ticket.updated.#"):
-            await queue.bind(self.broker.exchange, routing_key=key)
-        await queue.consume(self._on_message, no_ack=True)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.seen.append((message.routing_key or "", json.loads(message.body)))
-
-    def ids(self) -> list[str]:
-        """External ids of published inquiries and event ids of published ticket events."""
-        return [doc.get("external_id") or doc["event_id"] for _, doc in self.seen]
-
-
-@dataclass
 class Edge:
     daemon: Daemon
-    tap: Tap
+    tap: BusTap  # inquiry.received.# and ticket.updated.#
 
     @property
     def port(self) -> int:
         assert self.daemon.http_port is not None
         return self.daemon.http_port
 
+    def ids(self) -> list[str]:
+        """External ids of published inquiries and event ids of published ticket events."""
+        return [doc.get("external_id") or doc["event_id"] for doc in self.tap.bodies()]
+
 
 @asynccontextmanager
 async def edge_bridge(tmp_path: Path, **http: Any) -> AsyncIterator[Edge]:
     cfg = edge_config(tmp_path, **http)
-    async with Tap(cfg.broker) as tap, running_bridge(cfg, ROLES) as daemon:
+    tap = BusTap(cfg.broker, ("inquiry.received.#", "ticket.updated.#"), declare=True)
+    async with tap, running_bridge(cfg, ROLES) as daemon:
         yield Edge(daemon, tap)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from bridge.config import load_config
 from bridge.daemon import Daemon
-from bridge.logging import configure_logging
+from bridge.telemetry.logging import configure_logging
 from schemas.messages import Inquiry, Message
 
 

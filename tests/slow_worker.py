@@ -16,9 +16,10 @@ import sys
 from typing import Any
 
 from bridge.config import load_config
-from bridge.daemon import BridgeContext, Daemon
-from bridge.logging import configure_logging
-from bridge.runtime import Delivery, Handler, Stage, Worker
+from bridge.daemon import Daemon
+from bridge.runtime.context import BridgeContext
+from bridge.runtime.worker import Delivery, Handler, Stage, Worker
+from bridge.telemetry.logging import configure_logging
 from schemas.messages import TicketEvent
 
 STAGE = "reply"  # binds ticket.created.* / ticket.updated.*; consumes TicketEvent

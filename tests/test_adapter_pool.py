@@ -21,7 +21,7 @@ async def test_a_process_running_only_sync_closes_its_ticket_systems(tmp_path: P
     ledger_tickets.register()
     name = f"pool-{uuid.uuid4().hex[:8]}"
     cfg = bridge_config(tmp_path, departments=[ledger_department(name)])
-    async with running_bridge(cfg, ["sync"]) as daemon:
+    async with running_bridge(cfg, ["sync"], in_memory=True) as daemon:
         assert daemon.ctx is not None
         assert list(daemon.ctx.adapters.ticket_systems()) == ["transport"]
     assert ledger_tickets.LEDGERS[name].closed == 1
@@ -31,7 +31,7 @@ async def test_adapters_shared_by_two_roles_are_closed_once(tmp_path: Path) -> N
     ledger_tickets.register()
     name = f"pool-{uuid.uuid4().hex[:8]}"
     cfg = bridge_config(tmp_path, departments=[ledger_department(name)])
-    async with running_bridge(cfg, ["ticketing", "sync"]) as daemon:
+    async with running_bridge(cfg, ["ticketing", "sync"], in_memory=True) as daemon:
         assert daemon.ctx is not None
         first = daemon.ctx.adapters.ticket_systems()["transport"]
         assert daemon.ctx.adapters.ticket_systems()["transport"] is first  # made once

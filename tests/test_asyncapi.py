@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.asyncapi import build, render
-from bridge.cli import build_parser
-from bridge.topology import ROUTE_MESSAGES, ROUTING_KEYS, STAGE_BINDINGS, Topology
+from bridge.cli.asyncapi import _camel, build, render
+from bridge.cli.main import build_parser
+from bridge.runtime.topology import ROUTE_MESSAGES, ROUTING_KEYS, STAGE_BINDINGS, Topology
 from schemas.config import BrokerConfig
 from schemas.messages import MESSAGE_MODELS
 
@@ -67,9 +67,14 @@ def test_every_public_key_and_consumer_is_documented() -> None:
         for op in doc["operations"].values()
         if op["action"] == "receive"
     }
-    ids = {c["address"].rsplit(".", 1)[0]: cid for cid, c in doc["channels"].items()}
+    ids = {prefix: _camel(prefix) for prefix in ROUTING_KEYS}
+
+    def kind_of(pattern: str) -> str:
+        """The kind of key a binding pattern reads (``sla.holding_reply.*`` reads ``sla``)."""
+        return max((k for k in ROUTING_KEYS if pattern.startswith(f"{k}.")), key=len)
+
     expected = {
-        (stage, ids[pattern.rsplit(".", 1)[0]])
+        (stage, ids[kind_of(pattern)])
         for stage, patterns in STAGE_BINDINGS.items()
         for pattern in patterns
     }
@@ -82,6 +87,23 @@ def test_every_public_key_and_consumer_is_documented() -> None:
         )
     refs = _refs(doc)
     assert refs and all(_resolve(doc, r) is not None for r in refs)
+
+
+def test_the_surge_event_is_in_the_contract() -> None:
+    """``incident.surge.<department>`` (issue 24): sent by triage, read by nobody in the bridge
+    (other systems bind it), its payload the ``IncidentSurge`` model."""
+    doc = build()
+    (channel,) = [c for c in doc["channels"].values() if c["address"].startswith("incident.")]
+    assert channel["address"] == "incident.surge.{department}"
+    assert list(channel["messages"]) == ["IncidentSurge"]
+    ops = [
+        op
+        for op in doc["operations"].values()
+        if op["channel"]["$ref"].endswith("/" + _camel("incident.surge"))
+    ]
+    assert [op["action"] for op in ops] == ["send"]
+    assert "triage" in ops[0]["summary"]
+    assert "public_answer_due" in doc["components"]["schemas"]["IncidentSurge"]["properties"]
 
 
 def test_exchange_name_follows_config() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from bridge.classify import (
+from bridge.triage.classify import (
     SHIPPED_MODEL,
     Classifier,
     ClassifierConfig,
@@ -53,7 +53,7 @@ def test_heldback_split_meets_the_bar() -> None:
 
 
 def test_shipped_model_is_plain_json_loaded_without_code() -> None:
-    blob = (ROOT / "bridge" / "data" / SHIPPED_MODEL).read_bytes()
+    blob = (ROOT / "bridge" / "triage" / "data" / SHIPPED_MODEL).read_bytes()
     assert len(blob) < 1024 * 1024
     raw = json.loads(gzip.decompress(blob))  # data, not a pickle
     assert raw["format"] == "govbridge-triage-linear"
@@ -111,7 +111,7 @@ def test_text_without_known_features_is_still_decided() -> None:
 
 def test_exported_model_computes_what_scikit_learn_computes(tmp_path: Path) -> None:
     """The JSON model's pure-Python arithmetic reproduces the trained pipeline."""
-    from bridge import triage_train
+    from bridge.triage import train as triage_train
 
     items = read_labelled(TRAIN)[::3]
     params = triage_train.TrainParams()
@@ -277,7 +277,7 @@ def test_jieba_starts_quietly_with_its_cache_in_the_configured_dir(tmp_path: Pat
         [
             sys.executable,
             "-c",
-            "from bridge.classify import classify; print(classify('我要举报').category)",
+            "from bridge.triage.classify import classify; print(classify('我要举报').category)",
         ],
         cwd=ROOT,
         env=env,
@@ -297,7 +297,7 @@ def test_jieba_starts_quietly_with_its_cache_in_the_configured_dir(tmp_path: Pat
 def test_triage_commands_train_eval_and_bench(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bridge.cmd_triage import main as triage  # what `govbridge triage` runs (the CLI
+    from bridge.cli.triage import main as triage
     # wrapper would also point the global log configuration at pytest's captured stream)
 
     small = tmp_path / "small.jsonl"

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import re
 import signal
 import socket
@@ -25,13 +24,15 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from govbridge_tools.simulate import SIMS, cmd_simulate
+from govbridge_tools.testing import free_port, free_port_range
 
-from bridge import audit
-from bridge.cli import build_parser, cmd_run
-from bridge.cmd_simulate import SIMS, cmd_simulate
+from bridge.cli.main import build_parser
+from bridge.cli.run import cmd_run
 from bridge.config import parse_config
-from bridge.runtime import Broker, DeadLetter, Delivery, Stage, Worker
-from bridge.store import open_store
+from bridge.runtime.broker import Broker
+from bridge.runtime.worker import DeadLetter, Delivery, Stage, Worker
+from bridge.store import audit, open_store
 from schemas.config import BrokerConfig
 from schemas.messages import TicketEvent
 from tests.conftest import AMQP_URL, delete_topology, eventually
@@ -77,31 +78,6 @@ async def run_cli(*args: str, cwd: Path | None = None, timeout: float = 60) -> R
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return Result(proc.returncode, out.decode(), err.decode())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_range(n: int) -> int:
-    """A base port with ``n`` consecutive free ports."""
-    for _ in range(200):
-        base = random.randint(20_000, 60_000)
-        socks: list[socket.socket] = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def listening(port: int) -> bool:
@@ -473,8 +449,11 @@ def test_docker_compose_structure() -> None:
     assert pg["environment"]["POSTGRES_DB"] == "govbridge"
     assert pg["environment"]["POSTGRES_USER"] == "govbridge"
     assert "pg_isready" in pg["healthcheck"]["test"]
-    for svc in (sims, bridge):
-        assert svc["build"] == "."
+    # Two images from one Dockerfile: the bridge runs only what a department runs; the
+    # simulators come from the tools target (the runtime plus govbridge-tools).
+    assert bridge["build"] == {"context": ".", "target": "runtime"}
+    assert sims["build"] == {"context": ".", "target": "tools"}
+    assert bridge["image"] != sims["image"]
     # The commands parse with the real CLI (the image's entry point is `govbridge`).
     sim_args = build_parser().parse_args(sims["command"])
     assert sim_args.func is cmd_simulate
@@ -495,7 +474,11 @@ def test_docker_compose_structure() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"(?m)^COPY examples /etc/govbridge$", dockerfile)
     assert re.search(r'(?m)^ENTRYPOINT \["govbridge"\]$', dockerfile)
-    assert "[postgres,demo]" in dockerfile  # asyncpg for the store, mastodon-mock for simulate
+    stages = re.findall(r"(?m)^FROM (\S+) AS (\w+)$", dockerfile)
+    assert stages == [("python:3.11-slim", "runtime"), ("runtime", "tools")]
+    runtime, tools = dockerfile.split("AS tools")
+    assert "pip install '.[postgres]'" in runtime and "tools" not in runtime.split("FROM")[1]
+    assert "pip install /app/tools" in tools  # simulators, demo, bench: only in this image
 
 
 def _check_cluster_profile(services: dict[str, Any]) -> None:

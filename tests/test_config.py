@@ -88,6 +88,28 @@ def test_reply_template_placeholder_checked() -> None:
     assert "departments[0].replies" in p and "unknown placeholder {ticket}" in p
 
 
+def test_follow_up_channel_checked() -> None:
+    """A webhook needs where to go and a key to sign with; the secret is never echoed."""
+    cases = {
+        "no_url": {"via": "webhook", "secret": "s" * 20},
+        "short": {"via": "webhook", "url": "https://unit.example.gov/f", "secret": "tiny-key"},
+        "unused": {"via": "new_request", "url": "https://unit.example.gov/f"},
+        "unknown": {"via": "email"},
+    }
+    out = {k: problems({"departments": [rest_department(follow_ups=v)]}) for k, v in cases.items()}
+    assert all(len(p) == 1 and p[0].startswith("departments[0].follow_ups") for p in out.values())
+    assert "needs url and secret" in out["no_url"][0]
+    assert "at least 16 characters" in out["short"][0] and "tiny-key" not in out["short"][0]
+    assert "used only with via = 'webhook'" in out["unused"][0]
+    assert "departments[0].follow_ups.via" in out["unknown"][0]
+    assert "'record'" in out["unknown"][0] and "'webhook'" in out["unknown"][0]
+
+
+def test_outbox_settle_steps_checked() -> None:
+    (p,) = problems({"outbox": {"settle": ["15s", "5s"]}})
+    assert p.startswith("outbox") and "must not decrease" in p
+
+
 def test_sla_limits_checked() -> None:
     (p,) = problems({"departments": [rest_department(sla={"complaint": "15 days"})]})
     assert p.startswith("departments[0].sla.complaint: ") and "working days" in p
@@ -100,3 +122,29 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_incident_keys_checked_and_the_defaults() -> None:
+    """Each department chooses off/suggest/merge (default off); [incidents] holds the
+    window, the surge's threshold and window and the 舆情 clock, each checked by name."""
+    cfg = parse_config({"departments": [rest_department()]}, "dept.toml", {})
+    assert cfg.department("urban").incidents == "off"
+    assert (cfg.incidents.window.total_seconds(), cfg.incidents.surge_threshold) == (72 * 3600, 3)
+    assert cfg.incidents.surge_window.total_seconds() == 24 * 3600
+    assert cfg.incidents.public_answer_within.total_seconds() == 48 * 3600
+    (p,) = problems({"departments": [rest_department(incidents="join")]})
+    assert p.startswith("departments[0].incidents: ") and "'merge'" in p
+    (p,) = problems({"incidents": {"surge_threshold": 1}})
+    assert p.startswith("incidents.surge_threshold: ")
+    assert problems({"incidents": {"surge_windw": "1h"}}) == [
+        "incidents.surge_windw: unknown key; did you mean 'surge_window'?"
+    ]
+    (p,) = problems({"departments": [rest_department(replies={"incident_merged": "并入{ticket}"})]})
+    assert "unknown placeholder {ticket}" in p
+
+
+def test_the_example_config_sets_the_incident_keys() -> None:
+    example = load_config(Path(__file__).parent.parent / "examples" / "govbridge.toml")
+    assert example.department("urban").incidents == "merge"
+    assert example.department("transport").incidents == "suggest"
+    assert example.incidents.surge_threshold == 3

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bridge.store import NewInquiry
 from tests.conftest import bridge_config, running_bridge
 
 DEPT = {
@@ -21,7 +22,10 @@ DEPT = {
 
 async def test_console_served_and_report_needs_the_admin_token(tmp_path: Path) -> None:
     cfg = bridge_config(tmp_path, departments=[DEPT])
-    async with running_bridge(cfg, ["http"]) as daemon, aiohttp.ClientSession() as http:
+    async with (
+        running_bridge(cfg, ["http"], in_memory=True) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
         base = f"http://127.0.0.1:{daemon.http_port}"
         async with http.get(base + "/") as resp:
             assert resp.status == 200
@@ -49,7 +53,10 @@ async def test_console_runs_no_inline_code_and_builds_no_markup_from_data(tmp_pa
     files of this origin, no element carries an inline handler, and the script never turns
     data into markup (it builds elements and sets text, binding events with addEventListener)."""
     cfg = bridge_config(tmp_path, departments=[DEPT])
-    async with running_bridge(cfg, ["http"]) as daemon, aiohttp.ClientSession() as http:
+    async with (
+        running_bridge(cfg, ["http"], in_memory=True) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
         base = f"http://127.0.0.1:{daemon.http_port}"
         async with http.get(base + "/") as resp:
             page = await resp.text()
@@ -71,14 +78,17 @@ async def test_console_runs_no_inline_code_and_builds_no_markup_from_data(tmp_pa
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_console_script_is_valid_javascript() -> None:
-    script = Path(__file__).parent.parent / "bridge" / "static" / "console.js"
+    script = Path(__file__).parent.parent / "bridge" / "web" / "static" / "console.js"
     subprocess.run(["node", "--check", str(script)], check=True)
 
 
 async def test_inquiry_search_filters(tmp_path: Path) -> None:
     """``GET /api/inquiries``: by text, citizen handle, ticket, department, status and dates."""
     cfg = bridge_config(tmp_path, departments=[DEPT])
-    async with running_bridge(cfg, ["http"]) as daemon, aiohttp.ClientSession() as http:
+    async with (
+        running_bridge(cfg, ["http"], in_memory=True) as daemon,
+        aiohttp.ClientSession() as http,
+    ):
         assert daemon.ctx is not None
         store = daemon.ctx.store
         rows = [
@@ -88,16 +98,18 @@ async def test_inquiry_search_filters(tmp_path: Path) -> None:
         ]
         for inquiry_id, text, handle, ticket, state, created in rows:
             await store.record_inquiry(
-                inquiry_id=inquiry_id,
-                platform="weibo",
-                account="acc",
-                kind="comment",
-                thread_key=inquiry_id,
-                state=state,
-                department="urban" if ticket else None,
-                ticket_id=ticket,
-                public_text=text,
-                citizen_handle=handle,
+                NewInquiry(
+                    inquiry_id=inquiry_id,
+                    platform="weibo",
+                    account="acc",
+                    kind="comment",
+                    thread_key=inquiry_id,
+                    state=state,
+                    department="urban" if ticket else None,
+                    ticket_id=ticket,
+                    public_text=text,
+                    citizen_handle=handle,
+                )
             )
             await store.db.execute(
                 "UPDATE inquiries SET created_at = ? WHERE inquiry_id = ?", (created, inquiry_id)

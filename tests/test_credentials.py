@@ -10,14 +10,15 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
-from bridge.cmd_simulate import (
+from govbridge_tools.simulate import (
     CALLBACK_SECRET_ENV,
     REST_CALLBACK_SECRET,
     WEBHOOK_SECRET,
     WEBHOOK_SECRET_ENV,
     _secret,
 )
+from pydantic import SecretStr
+
 from bridge.config import is_loopback, parse_config, weak_credentials
 from schemas.config import GovbridgeConfig
 from tests.conftest import config_toml, delete_topology
@@ -145,6 +146,9 @@ async def test_roles_without_http_do_not_need_the_admin_token(tmp_path: Path) ->
     """The refusal concerns the process that listens; a worker-only process is not refused
     for it (it starts, and stops at once on SIGTERM)."""
     cfg = edge_config(tmp_path, listen=f"0.0.0.0:{free_port()}", admin_token="change-me")
+    # every role signs and checks the bus, so its keys must be fit (tests/test_bus_auth.py)
+    cfg.broker.signing_keys = [SecretStr(STRONG + "-bus-key-0123456789")]
+    cfg.audit.keys = [SecretStr(STRONG + "-audit-key-0123456789")]
     path = write_config(tmp_path, cfg)
     proc = await asyncio.create_subprocess_exec(
         *govbridge("run", "-c", str(path), "--roles", "sla"),

@@ -23,9 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from bridge.daemon import BridgeContext, Daemon
-from bridge.runtime import Broker, DeadLetter, Delivery, Handler, Retry, Worker
-from bridge.topology import Topology
+from bridge.daemon import Daemon
+from bridge.runtime.broker import Broker
+from bridge.runtime.context import BridgeContext
+from bridge.runtime.topology import Topology
+from bridge.runtime.worker import DeadLetter, Delivery, Handler, Retry, Worker
 from schemas.config import BrokerConfig, GovbridgeConfig
 from schemas.messages import TicketEvent
 from schemas.vocab import TicketStatus
@@ -111,6 +113,10 @@ async def proxy() -> AsyncIterator[TcpProxy]:
         yield p
 
 
+TOKEN = "test-admin-token"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}  # /readyz shows its details to the admin only
+
+
 def daemon_for(
     broker: BrokerConfig,
     tmp_path: Path,
@@ -124,7 +130,7 @@ def daemon_for(
         {
             "broker": broker,
             "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
-            "http": {"listen": "127.0.0.1:0"},
+            "http": {"listen": "127.0.0.1:0", "admin_token": TOKEN},
         }
     )
 
@@ -334,7 +340,7 @@ async def test_readyz_follows_broker_reachability_and_metrics_count_per_stage(
         if n in (6, 7) and attempt == 0:
             raise Retry("backend busy")
         if n in (8, 9):
-            raise DeadLetter("bad: no such department")
+            raise DeadLetter("bad: no such department", "bad")
         await asyncio.sleep(0.03)
         done.append(ev.event_id)
 
@@ -347,7 +353,7 @@ async def test_readyz_follows_broker_reachability_and_metrics_count_per_stage(
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
 
             async def get(path: str) -> tuple[int, Any]:
-                async with http.get(base + path) as resp:
+                async with http.get(base + path, headers=ADMIN) as resp:
                     body = await resp.json() if path == "/readyz" else await resp.text()
                     return resp.status, body
 

@@ -28,19 +28,20 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from govbridge_tools.kit import AppServer
+from govbridge_tools.simulators import open311 as open311_sim
+from govbridge_tools.simulators.mastodon import MastodonSimState
+from govbridge_tools.simulators.webhook import WebhookPlatformState
+from govbridge_tools.simulators.webhook import create_app as webhook_app
 
-from adapters.simulators import open311 as open311_sim
-from adapters.simulators.mastodon import MastodonSimState
-from adapters.simulators.webhook import WebhookPlatformState
-from adapters.simulators.webhook import create_app as webhook_app
 from bridge.daemon import Daemon
-from bridge.kit import AppServer
-from bridge.stages.reply import record_reply, status_reply_id
-from bridge.store import open_store
+from bridge.reply.role import record_reply, status_reply_id
+from bridge.store import NewInquiry, SqlStore, open_store
 from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent
 from schemas.vocab import TicketStatus, Visibility
 from tests.conftest import AMQP_URL, bridge_config, config_toml, delete_topology, eventually
 from tests.conftest import running_bridge as running
+from tests.store_faults import FAULT_POINTS, crash_once
 from tests.test_sla import DEPT, seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,14 +84,6 @@ def status_event(event_id: str, ticket: str, status: TicketStatus, **kw: Any) ->
 
 # --------------------------------------------------------------------------- 3. crashes
 
-FAULT_POINTS = [
-    "apply_status:event_recorded",
-    "apply_status:ticket_moved",
-    "apply_status:event_marked_applied",
-    "compose:replies_decided",
-    "compose:reply_recorded",
-]
-
 
 @pytest.mark.parametrize("point", FAULT_POINTS)
 async def test_crash_between_statements_of_status_application_loses_no_reply(
@@ -104,14 +97,8 @@ async def test_crash_between_statements_of_status_application_loses_no_reply(
         assert daemon.ctx is not None
         store = daemon.ctx.store
         await seed(store, 1, "complaint", "received", age=timedelta(0))
-        crashed: list[str] = []
-
-        def crash_once(where: str) -> None:
-            if where == point and not crashed:
-                crashed.append(where)
-                raise RuntimeError(f"injected crash at {where}")
-
-        store.fault_hook = crash_once
+        assert isinstance(store, SqlStore)
+        crashed = crash_once(store, point)
         # an official's note comes with the resolution: two replies decided together
         event = status_event("chg-1", "T1", TicketStatus.RESOLVED, note="已修复")
         await daemon.ctx.broker.publish("ticket.updated.urban", event)
@@ -455,17 +442,21 @@ async def test_an_attached_reconciliation_makes_its_replies_flow(
         assert daemon.ctx is not None
         store = daemon.ctx.store
         await store.record_inquiry(
-            inquiry_id="inq_r",
-            platform="hotline",
-            account="hotline",
-            kind="mention",
-            thread_key="hotline:hotline:m1",
-            state="needs_reconciliation",
-            department="urban",
-            category="complaint",
-            citizen_handle="citizen1",
-            visibility="public",
-            thread_json=ThreadRef(root_id="m1", reply_to={"external_id": "m1"}).model_dump_json(),
+            NewInquiry(
+                inquiry_id="inq_r",
+                platform="hotline",
+                account="hotline",
+                kind="mention",
+                thread_key="hotline:hotline:m1",
+                state="needs_reconciliation",
+                department="urban",
+                category="complaint",
+                citizen_handle="citizen1",
+                visibility="public",
+                thread_json=ThreadRef(
+                    root_id="m1", reply_to={"external_id": "m1"}
+                ).model_dump_json(),
+            )
         )
         command = {
             "command_id": "cmd_r",
@@ -495,18 +486,18 @@ async def test_an_attached_reconciliation_makes_its_replies_flow(
                 listed = (await resp.json())["needs_reconciliation"]
             assert [r["inquiry_id"] for r in listed] == ["inq_r"]
             async with http.post(
-                f"{base}/api/reconciliation/inq_r", json={"action": "attach", "actor": "王敏"}
+                f"{base}/api/reconciliation/inq_r", json={"action": "attach"}
             ) as resp:
                 assert resp.status == 400  # attach needs the ticket id
             async with http.post(
                 f"{base}/api/reconciliation/inq_r",
-                json={"action": "attach", "ticket_id": "T-777", "actor": "王敏"},
+                json={"action": "attach", "ticket_id": "T-777"},
             ) as resp:
                 assert resp.status == 200
                 settled = await resp.json()
             async with http.post(
                 f"{base}/api/reconciliation/inq_r",
-                json={"action": "not_created", "actor": "王敏"},
+                json={"action": "not_created"},
             ) as resp:
                 assert resp.status == 409  # settled once
 
@@ -515,7 +506,7 @@ async def test_an_attached_reconciliation_makes_its_replies_flow(
 
             await eventually(replied)
         inquiry = await store.get_inquiry("inq_r")
-    assert settled["state"] == "created" and settled["decided_by"] == "王敏"
+    assert settled["state"] == "created" and settled["decided_by"] == "admin-token"
     assert settled["decided_at"]
     assert inquiry is not None and inquiry.state == "ticketed"
     (reply,) = platform.reply_list()

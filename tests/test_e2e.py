@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from govbridge_tools.kit import AppServer
+from govbridge_tools.simulators import open311 as open311_sim
+from govbridge_tools.simulators.open311 import Open311Server, Open311State
+from govbridge_tools.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
+from govbridge_tools.simulators.webhook import WebhookPlatformState
+from govbridge_tools.simulators.webhook import create_app as webhook_app
+from govbridge_tools.simulators.weibo import Limits, WeiboState
+from govbridge_tools.simulators.weibo import create_app as weibo_app
 
-from adapters.simulators import open311 as open311_sim
-from adapters.simulators.open311 import Open311Server, Open311State
-from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
-from adapters.simulators.webhook import WebhookPlatformState
-from adapters.simulators.webhook import create_app as webhook_app
-from adapters.simulators.weibo import Limits, WeiboState
-from adapters.simulators.weibo import create_app as weibo_app
-from bridge import pii
-from bridge.kit import AppServer
+from bridge.privacy import pii
 from tests.conftest import bridge_config, eventually, running_bridge
 
 WEIBO = "北京交通"

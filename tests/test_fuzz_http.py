@@ -37,7 +37,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from adapters.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.conftest import eventually
 from tests.edge import (
     ADMIN_TOKEN,
@@ -427,10 +427,10 @@ async def test_fuzzed_requests_get_no_5xx_and_publish_nothing_when_rejected(
             assert resp.status == 202, resp.body
 
         async def controls_published() -> bool:
-            return {"control-p", "control-c"} <= set(edge.tap.ids())
+            return {"control-p", "control-c"} <= set(edge.ids())
 
         await eventually(controls_published, 60)
-        published = [i for i in edge.tap.ids() if i not in ("control-p", "control-c")]
+        published = [i for i in edge.ids() if i not in ("control-p", "control-c")]
 
     FIGURES[endpoint] = tally
     leaked = [i for i in published if i in tally.rejected_markers]

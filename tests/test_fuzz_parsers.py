@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from govbridge_tools.simulators.rest import demo_ticketing_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -31,7 +32,6 @@ from adapters.base import AdapterError
 from adapters.mastodon import MastodonConfig, MastodonSource, html_to_text
 from adapters.open311 import Open311Config, Open311TicketSystem, _Cursor, parse_body
 from adapters.rest import RestConfig, RestTicketSystem
-from adapters.simulators.rest import demo_ticketing_config
 from adapters.webhook import WebhookConfig, WebhookSource
 from adapters.weibo import StreamCursor, WeiboConfig, WeiboSource
 from adapters.wire import PAGE_MAX_DEPTH, Malformed, parse_json

@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.signing import sign
+from adapters.signing import sign
 from tests.conftest import eventually
 from tests.edge import (
     ADMIN_TOKEN,
@@ -57,7 +57,7 @@ ENDPOINTS: dict[str, tuple[str, str, Callable[[str], bytes]]] = {
 
 async def published(edge: Edge, ident: str) -> None:
     async def check() -> bool:
-        return ident in edge.tap.ids()
+        return ident in edge.ids()
 
     await eventually(check, 10)
 
@@ -98,7 +98,7 @@ async def test_signed_body_in_many_segments_and_chunked_is_accepted_once(
         await published(edge, "segmented-1")
         await published(edge, "chunked-1")
         await control(edge, "control-1")
-        assert sorted(edge.tap.ids()) == ["chunked-1", "control-1", "segmented-1"]
+        assert sorted(edge.ids()) == ["chunked-1", "control-1", "segmented-1"]
 
 
 @pytest.mark.parametrize("endpoint", ["push", "callback"])
@@ -124,7 +124,7 @@ async def test_over_the_limit_is_413_and_publishes_nothing(tmp_path: Path, endpo
         assert resp.status == 413, resp.body
 
         await control(edge, "control-1")
-        assert edge.tap.ids() == ["control-1"]
+        assert edge.ids() == ["control-1"]
 
 
 async def test_slow_clients_are_cut_off_while_a_valid_push_succeeds(tmp_path: Path) -> None:
@@ -132,7 +132,9 @@ async def test_slow_clients_are_cut_off_while_a_valid_push_succeeds(tmp_path: Pa
     and never send the body. Each is closed by the server within the configured timeouts
     (1 s here, bounded generously below), and a valid push made meanwhile is accepted."""
     timeout = 1.0
-    async with edge_bridge(tmp_path, header_timeout="1s", body_timeout="1s") as edge:
+    async with edge_bridge(
+        tmp_path, header_timeout="1s", body_timeout="1s", max_connections_per_client=1000
+    ) as edge:
         body = encode(push_item("slow-1"))
         full_head = request_head(
             "POST", PUSH_PATH, [*signed(PUSH_SECRET, body), ("Content-Length", str(len(body)))]
@@ -161,7 +163,7 @@ async def test_slow_clients_are_cut_off_while_a_valid_push_succeeds(tmp_path: Pa
         for _, _, writer in slow:
             writer.close()
         print(f"200 slow connections closed after {min(waits):.2f}-{max(waits):.2f} s")
-        assert edge.tap.ids() == ["while-slow-1"]
+        assert edge.ids() == ["while-slow-1"]
 
 
 async def test_connections_over_the_cap_get_503_at_once(tmp_path: Path) -> None:
@@ -207,14 +209,12 @@ async def test_pushes_over_the_in_flight_cap_get_503_with_retry_after(tmp_path: 
         assert (await first)[0] == 202
         broker.publish_many = original  # type: ignore[method-assign]
         await control(edge, "control-1")
-        assert edge.tap.ids() == ["first-1", "control-1"]
+        assert edge.ids() == ["first-1", "control-1"]
 
 
 def push_pipeline_busy(edge: Edge) -> bool:
-    from bridge.push import push_pipeline
-
     assert edge.daemon.ctx is not None
-    return push_pipeline(edge.daemon.ctx).in_flight > 0
+    return edge.daemon.ctx.push.in_flight > 0
 
 
 async def _true(value: bool) -> bool:
@@ -262,7 +262,7 @@ async def test_odd_signature_headers_get_401_with_a_reason(
             assert resp.status == 401, resp.body
             assert reason in json.loads(resp.body)["error"]
         await control(edge, "control-1")
-        assert edge.tap.ids() == ["control-1"]
+        assert edge.ids() == ["control-1"]
 
 
 @pytest.mark.parametrize(
@@ -356,7 +356,7 @@ async def test_absurd_values_in_authentic_pushes_get_4xx(
         assert resp.status == status, resp.body
         assert json.loads(resp.body)["error"]
         await control(edge, "control-1")
-        assert edge.tap.ids() == ["control-1"]
+        assert edge.ids() == ["control-1"]
 
 
 async def test_a_lone_surrogate_is_sanitised_not_refused(tmp_path: Path) -> None:
@@ -372,8 +372,8 @@ async def test_a_lone_surrogate_is_sanitised_not_refused(tmp_path: Path) -> None
         resp = await send(edge.port, [head + raw])
         assert resp.status == 202, resp.body
         await control(edge, "control-1")
-        assert sorted(edge.tap.ids()) == sorted(["multi-1", "multi-2", "m-3", "control-1"])
-        texts = {doc.get("external_id"): doc.get("text") for _, doc in edge.tap.seen}
+        assert sorted(edge.ids()) == sorted(["multi-1", "multi-2", "m-3", "control-1"])
+        texts = {doc.get("external_id"): doc.get("text") for doc in edge.tap.bodies()}
         assert texts["multi-2"] == "坏\ufffd了"
 
 

@@ -1,6 +1,7 @@
 """The ingest role against the Weibo simulator and the real RabbitMQ (issue 3, must-shows 2 and 5).
 
-Each test serves ``adapters/simulators/weibo.py`` on a free port, runs a Daemon with role
+Each test serves ``tools/govbridge_tools/simulators/weibo.py`` on a free port, runs a Daemon with
+role
 ``ingest`` (plus ``http`` or ``triage`` where the test needs them) and watches what reaches the
 bus through its own exclusive queue bound to ``inquiry.received.#``. The simulator items are
 split so that each one belongs to exactly one of the three timelines (a comment on an official
@@ -26,18 +27,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
 import aiohttp
-from aio_pika.abc import AbstractIncomingMessage
 from aiohttp import web
+from govbridge_tools.simulators.weibo import Limits, WeiboApiError, WeiboState, create_app
+from govbridge_tools.testing import BusTap, ManualClock
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from adapters.simulators.weibo import Limits, WeiboApiError, WeiboState, create_app
 from bridge.daemon import Daemon
-from bridge.stages.triage import DONE_STATES
-from bridge.topology import Topology
-from schemas.config import BrokerConfig, GovbridgeConfig
+from schemas.config import GovbridgeConfig
+from schemas.vocab import INQUIRY_DONE_STATES
 from tests.conftest import AMQP_URL, bridge_config, eventually, running_bridge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,16 +82,6 @@ class CountingWeibo(WeiboState):
     def count_call(self, *, comment: bool = False) -> None:
         super().count_call(comment=comment)
         self.served += 1
-
-
-class FrozenClock:
-    """The simulator's clock stands still until the test moves it (rate-limit windows)."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Backlog:
@@ -176,7 +165,7 @@ async def serve(app: web.Application) -> AsyncIterator[str]:
 
 
 def weibo_account(url: str, state: WeiboState, **extra: Any) -> dict[str, Any]:
-    """The account block as ``bridge/demo/data.py`` writes it, on a short poll."""
+    """The account block as ``tools/govbridge_tools/demo/data.py`` writes it, on a short poll."""
     return {
         "adapter": "weibo",
         "handle": HANDLE,
@@ -195,37 +184,6 @@ def config(tmp_path: Path, url: str, state: WeiboState, **extra: Any) -> Govbrid
 
 
 # --------------------------------------------------------------------------- the bus
-
-
-class Tap:
-    """An exclusive queue of our own bound to the exchange: every publish, duplicates included.
-    It declares the (idempotent) topology first, so it can be bound before the bridge starts."""
-
-    def __init__(self, broker: BrokerConfig, key: str = "inquiry.received.#") -> None:
-        self.broker = broker
-        self.key = key
-        self.bodies: list[dict[str, Any]] = []
-        self._conn: aio_pika.abc.AbstractRobustConnection | None = None
-
-    async def __aenter__(self) -> Tap:
-        self._conn = await aio_pika.connect_robust(AMQP_URL)
-        ch = await self._conn.channel()
-        await Topology(self.broker).declare(ch)
-        queue = await ch.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(self.broker.exchange, routing_key=self.key)
-        await queue.consume(self._on_message, no_ack=True)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.bodies.append(json.loads(message.body))
-
-    @property
-    def external_ids(self) -> list[str]:
-        return [b["external_id"] for b in self.bodies]
 
 
 def metric(daemon: Daemon, name: str, **labels: str) -> float:
@@ -248,11 +206,14 @@ async def test_backlog_drains_through_the_poller_with_no_gap_and_no_duplicate(
     backlog.add(600)
     async with serve(create_app(state)) as url:
         cfg = config(tmp_path, url, state, page_size=50)
-        async with Tap(cfg.broker) as tap, running_bridge(cfg, ["ingest"]) as daemon:
+        async with (
+            BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap,
+            running_bridge(cfg, ["ingest"]) as daemon,
+        ):
             await eventually(lambda: _has(tap, backlog.ids), 60)
             await eventually(lambda: _cursor_settled(daemon, backlog), 20)
             cursor = await cursor_of(daemon)
-    got = tap.external_ids
+    got = tap.values("external_id")
     assert [i for i, n in Counter(got).items() if n > 1] == [], "an item was published twice"
     assert set(got) == backlog.ids, "an item was lost (or invented)"
     assert_cursor_at_newest(backlog, cursor)
@@ -262,8 +223,8 @@ async def test_backlog_drains_through_the_poller_with_no_gap_and_no_duplicate(
     print(f"backlog: {len(backlog.ids)} items, {len(got)} published, {len(pages)} pages")
 
 
-async def _has(tap: Tap, ids: Iterable[str]) -> bool:
-    return set(ids) <= set(tap.external_ids)
+async def _has(tap: BusTap, ids: Iterable[str]) -> bool:
+    return set(ids) <= set(tap.values("external_id"))
 
 
 async def _cursor_settled(daemon: Daemon, backlog: Backlog) -> bool:
@@ -279,7 +240,7 @@ async def test_rate_limit_mid_backlog_pauses_until_the_window_resets_and_loses_n
 ) -> None:
     # 6 calls per 1-second window on a clock that only the test moves: the limit strikes in
     # the middle of the drain, and the window resets exactly when the test says so.
-    clock = FrozenClock(1_700_000_000.0)
+    clock = ManualClock(1_700_000_000.0)
     state = CountingWeibo(official_name=HANDLE, limits=Limits(calls=6, window=1.0), clock=clock)
     backlog = Backlog(state)
     backlog.add(240)
@@ -287,7 +248,10 @@ async def test_rate_limit_mid_backlog_pauses_until_the_window_resets_and_loses_n
     async with serve(create_app(state)) as url:
         cfg = config(tmp_path, url, state, page_size=20)
         with capture_logs() as logs:
-            async with Tap(cfg.broker) as tap, running_bridge(cfg, ["ingest"]) as daemon:
+            async with (
+                BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap,
+                running_bridge(cfg, ["ingest"]) as daemon,
+            ):
 
                 def limited() -> float:
                     return metric(
@@ -323,11 +287,11 @@ async def test_rate_limit_mid_backlog_pauses_until_the_window_resets_and_loses_n
                     # The stored cursor claims exactly what reached the bus, nothing beyond.
                     covered = backlog.covered(await cursor_of(daemon))
                     await eventually(partial(_has, tap, covered), 10)
-                    assert covered == set(tap.external_ids), "the cursor skipped or lagged"
+                    assert covered == set(tap.values("external_id")), "the cursor skipped or lagged"
                     clock.t += state.seconds_to_reset()  # the window resets
                 final_cursor = await cursor_of(daemon)
     assert pauses >= 2, "the rate limit never struck mid-backlog: nothing was tested"
-    got = tap.external_ids
+    got = tap.values("external_id")
     assert [i for i, n in Counter(got).items() if n > 1] == []
     assert set(got) == backlog.ids
     assert_cursor_at_newest(backlog, final_cursor)
@@ -355,7 +319,7 @@ async def test_expired_token_pauses_with_alert_and_resumes_after_replacement(
         cfg = config(tmp_path, url, state, page_size=20)
         with capture_logs() as logs:
             async with (
-                Tap(cfg.broker) as tap,
+                BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap,
                 running_bridge(cfg, ["ingest", "http"]) as daemon,
                 aiohttp.ClientSession() as http,
             ):
@@ -367,7 +331,7 @@ async def test_expired_token_pauses_with_alert_and_resumes_after_replacement(
                 assert [(e["alert"], e["name"]) for e in alerts] == [("account_auth", ACCOUNT_KEY)]
                 assert "21327" in alerts[0]["reason"]
                 assert await alert_gauge(http, base) == 1.0
-                async with http.get(f"{base}/readyz") as resp:
+                async with http.get(f"{base}/readyz", headers=ADMIN) as resp:
                     ready = await resp.json()
                 assert [(a["kind"], a["name"]) for a in ready["alerts"]] == [
                     ("account_auth", ACCOUNT_KEY)
@@ -378,11 +342,11 @@ async def test_expired_token_pauses_with_alert_and_resumes_after_replacement(
                 covered = backlog.covered(cursor)
                 assert 0 < len(covered) < len(backlog.ids)
                 await eventually(lambda: _has(tap, covered), 10)
-                served, rejected, published = state.served, state.rejected, len(tap.bodies)
+                served, rejected, published = state.served, state.rejected, len(tap.bodies())
                 during = backlog.add(5, "暂停期间")
                 await eventually(lambda: _async(state.rejected > rejected), 15)
                 assert state.served == served, "the paused account was fetched"
-                assert len(tap.bodies) == published
+                assert len(tap.bodies()) == published
                 assert await cursor_of(daemon) == cursor
                 assert daemon.alerts.active
 
@@ -398,10 +362,10 @@ async def test_expired_token_pauses_with_alert_and_resumes_after_replacement(
                 await eventually(lambda: _cursor_settled(daemon, backlog), 20)
                 assert daemon.alerts.active == {}
                 assert await alert_gauge(http, base) == 0.0
-                async with http.get(f"{base}/readyz") as resp:
+                async with http.get(f"{base}/readyz", headers=ADMIN) as resp:
                     assert (await resp.json())["alerts"] == []
                 final_cursor = await cursor_of(daemon)
-    got = tap.external_ids
+    got = tap.values("external_id")
     assert [i for i, n in Counter(got).items() if n > 1] == [], "resumed from scratch"
     assert set(got) == backlog.ids and set(during) <= set(got)
     assert_cursor_at_newest(backlog, final_cursor)
@@ -456,17 +420,20 @@ async def test_the_official_accounts_own_posts_and_comments_are_never_published(
     control = backlog.add(3, "最后")
     async with serve(create_app(state)) as url:
         cfg = config(tmp_path, url, state, page_size=20)
-        async with Tap(cfg.broker) as tap, running_bridge(cfg, ["ingest"]) as daemon:
+        async with (
+            BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap,
+            running_bridge(cfg, ["ingest"]) as daemon,
+        ):
             await eventually(lambda: _has(tap, backlog.ids), 30)
 
             async def own_items_read() -> bool:  # read and dropped, not merely not reached
                 return covered_by(await cursor_of(daemon), own) == set(own)
 
             await eventually(own_items_read, 20)
-    assert set(control) <= set(tap.external_ids)
-    assert set(tap.external_ids) == backlog.ids
-    assert set(own).isdisjoint(tap.external_ids)
-    assert all(b["author"]["handle"] != HANDLE for b in tap.bodies)
+    assert set(control) <= set(tap.values("external_id"))
+    assert set(tap.values("external_id")) == backlog.ids
+    assert set(own).isdisjoint(tap.values("external_id"))
+    assert all(b["author"]["handle"] != HANDLE for b in tap.bodies())
 
 
 # --------------------------------------------------------------------------- SIGKILL
@@ -587,8 +554,8 @@ async def test_sigkill_between_fetch_and_confirm_loses_nothing_and_duplicates_no
     async with (
         serve(app) as url,
         running_bridge(triage_cfg, ["triage"]) as triage,
-        Tap(triage_cfg.broker) as tap,
-        Tap(triage_cfg.broker, "inquiry.routed.#") as routed,
+        BusTap(triage_cfg.broker, "inquiry.received.#", declare=True) as tap,
+        BusTap(triage_cfg.broker, "inquiry.routed.#", declare=True) as routed,
     ):
         write_toml(toml, triage_cfg, weibo_account(url, state, page_size=20), store)
 
@@ -632,7 +599,7 @@ async def test_sigkill_between_fetch_and_confirm_loses_nothing_and_duplicates_no
         assert_cursor_at_newest(backlog, stored_cursor(store))
 
         # Triage, on the same exchange all along, records each inquiry once.
-        deliveries = len(tap.bodies)
+        deliveries = len(tap.bodies())
         await eventually(
             lambda: _async(
                 metric(triage, "govbridge_messages_acked_total", stage="triage") >= deliveries
@@ -641,18 +608,18 @@ async def test_sigkill_between_fetch_and_confirm_loses_nothing_and_duplicates_no
         )
         assert triage.ctx is not None
         rows = await triage.ctx.store.list_inquiries()
-        routed_ids = [b["inquiry"]["inquiry_id"] for b in routed.bodies]
+        routed_ids = [b["inquiry"]["inquiry_id"] for b in routed.bodies()]
 
-    got = Counter(tap.external_ids)
+    got = Counter(tap.values("external_id"))
     assert set(got) == backlog.ids, "an item was lost"
     assert set(late) <= set(got)
     redelivered = {i for i, n in got.items() if n > 1}
     assert set(confirmed) <= redelivered  # published before the kill, re-read after it
-    inquiry_of = {b["external_id"]: b["inquiry_id"] for b in tap.bodies}
+    inquiry_of = {b["external_id"]: b["inquiry_id"] for b in tap.bodies()}
     assert len(set(inquiry_of.values())) == len(backlog.ids)  # deterministic ids per item
-    assert all(b["inquiry_id"] == inquiry_of[b["external_id"]] for b in tap.bodies)
+    assert all(b["inquiry_id"] == inquiry_of[b["external_id"]] for b in tap.bodies())
     assert Counter(r.inquiry_id for r in rows) == Counter(set(inquiry_of.values()))
-    assert all(r.state in DONE_STATES for r in rows)
+    assert all(r.state in INQUIRY_DONE_STATES for r in rows)
     dupes = metric(triage, "govbridge_inquiries_total", platform="weibo", outcome="duplicate")
     assert dupes == sum(got.values()) - len(got)  # every re-delivery recognised as one
     assert [i for i, n in Counter(routed_ids).items() if n > 1] == [], "routed twice"

@@ -18,7 +18,7 @@ from tests.conftest import eventually
 from tests.pg import PG_ADMIN
 from tests.pg import pg_available as _pg_available
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(900)  # slow: tests/conftest.py SLOW_SUITES
 
 INQUIRIES = 120
 

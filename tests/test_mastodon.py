@@ -10,6 +10,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from govbridge_tools.simulators.mastodon import Citizen, MastodonSimState
 from mastodon_mock.config import RateLimitConfig
 from pydantic import ValidationError
 
@@ -28,7 +29,6 @@ from adapters.mastodon import (
     split_reply,
     status_length,
 )
-from adapters.simulators.mastodon import Citizen, MastodonSimState
 from schemas.messages import Inquiry, ReplyRequest
 from schemas.vocab import InquiryKind, TicketStatus, Visibility
 

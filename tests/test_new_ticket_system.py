@@ -59,7 +59,9 @@ async def test_an_inquiry_goes_through_a_ticket_system_added_from_one_module(
         created_at=datetime.now(UTC),
         thread={"root_id": f"ext-{name}"},
     )
-    async with running_bridge(cfg, ["triage", "ticketing", "sync", "reply"]) as daemon:
+    async with running_bridge(
+        cfg, ["triage", "ticketing", "sync", "reply"], in_memory=True
+    ) as daemon:
         assert daemon.ctx is not None
         store = daemon.ctx.store
         await daemon.ctx.broker.publish(routing.inquiry_received("hotline"), inquiry)
@@ -85,5 +87,9 @@ async def test_an_inquiry_goes_through_a_ticket_system_added_from_one_module(
         stored = await store.get_ticket("parks", ticket.ticket_id)
         assert stored is not None and stored.status == "resolved"
         replies = await store.list_replies(inquiry_id=inquiry.inquiry_id)
-        assert {r.state for r in replies} == {"awaiting_approval"}
+        # the "resolved" draft supersedes the "received" one nobody approved yet
+        assert {(r.status, r.state) for r in replies} == {
+            ("received", "superseded"),
+            ("resolved", "awaiting_approval"),
+        }
     assert ledger.closed == 1

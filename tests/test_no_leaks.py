@@ -28,15 +28,16 @@ import aiohttp
 import pytest
 import tomli_w
 from aiohttp import web
+from govbridge_tools.simulators.rest import demo_ticketing_config
+from govbridge_tools.testing import free_port
 
-from adapters.simulators.rest import demo_ticketing_config
+from adapters.signing import sign
 from bridge.config import parse_config
-from bridge.pii import id_check_char
-from bridge.signing import sign
+from bridge.privacy.pii import id_check_char
 from tests.conftest import AMQP_URL, broker_config, delete_topology, eventually
 from tests.pg import PG_ADMIN
 from tests.pg import pg_available as _pg_available
-from tests.test_cli_ops import cli_env, free_port
+from tests.test_cli_ops import cli_env
 
 TAG = uuid.uuid4().hex[:8]
 SECRETS = {
@@ -202,6 +203,7 @@ async def http_answers(port: int) -> list[str]:
     body = push_body(f"leak-bad-{TAG}")
     wrong = sign("not-the-secret-at-all", body)
     requests: list[tuple[str, str, dict[str, str], bytes]] = [
+        ("GET", "/readyz", admin, b""),  # the details (alerts) are for the admin only
         ("GET", "/readyz", {}, b""),
         ("GET", "/metrics", {}, b""),
         ("GET", "/healthz", {}, b""),
@@ -314,7 +316,10 @@ async def test_no_secret_or_personal_data_in_anything_the_bridge_says(tmp_path: 
                     assert resp.status == 202, await resp.text()
 
                 async def both_alerts() -> bool:
-                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    async with http.get(
+                        f"http://127.0.0.1:{port}/readyz",
+                        headers={"Authorization": f"Bearer {SECRETS['admin_token']}"},
+                    ) as resp:
                         kinds = {a["kind"] for a in (await resp.json())["alerts"]}
                     return {"account_auth", "ticketing_auth"} <= kinds
 

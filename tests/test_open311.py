@@ -11,6 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
+from govbridge_tools.simulators.open311 import SimAttribute, SimService
+from govbridge_tools.testing import ManualClock
 from pydantic import ValidationError
 
 from adapters.base import (
@@ -28,7 +30,6 @@ from adapters.open311 import (
     error_reason,
     parse_body,
 )
-from adapters.simulators.open311 import SimAttribute, SimService
 from schemas.config import DepartmentConfig, TicketingConfig
 from schemas.vocab import Category, TicketStatus
 from tests.contract.harness_open311 import API_KEY, Open311Harness
@@ -56,14 +57,6 @@ def by_ticket(events: list[Any], ticket_id: str) -> list[Any]:
 # --------------------------------------------------------------------------- circuit breaker
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 class Backend:
     """Counts calls; fails with ``error`` while it is set."""
 
@@ -79,7 +72,7 @@ class Backend:
 
 
 async def test_breaker_opens_after_consecutive_failures_and_fails_fast() -> None:
-    clock, backend = Clock(), Backend()
+    clock, backend = ManualClock(), Backend()
     breaker = CircuitBreaker("t", failure_threshold=3, cooldown=30, clock=clock)
     backend.error = TransientError("down")
     for _ in range(3):
@@ -95,7 +88,7 @@ async def test_breaker_opens_after_consecutive_failures_and_fails_fast() -> None
 
 
 async def test_breaker_half_open_probe_closes_or_reopens() -> None:
-    clock, backend = Clock(), Backend()
+    clock, backend = ManualClock(), Backend()
     breaker = CircuitBreaker("t", failure_threshold=2, cooldown=30, clock=clock)
     backend.error = TransientError("down")
     for _ in range(2):
@@ -117,7 +110,7 @@ async def test_breaker_half_open_probe_closes_or_reopens() -> None:
 
 
 async def test_breaker_lets_one_probe_at_a_time() -> None:
-    clock = Clock()
+    clock = ManualClock()
     breaker = CircuitBreaker("t", failure_threshold=1, cooldown=5, clock=clock)
     with pytest.raises(TransientError):
         await breaker.call(failing_backend())
@@ -145,7 +138,7 @@ def failing_backend() -> Backend:
 
 async def test_breaker_counts_only_transient_failures() -> None:
     backend = Backend()
-    breaker = CircuitBreaker("t", failure_threshold=2, cooldown=30, clock=Clock())
+    breaker = CircuitBreaker("t", failure_threshold=2, cooldown=30, clock=ManualClock())
     backend.error = TransientError("down")
     with pytest.raises(TransientError):
         await breaker.call(backend)

@@ -20,12 +20,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from govbridge_tools.simulators import open311 as open311_sim
+from govbridge_tools.simulators.open311 import SimService
+from govbridge_tools.simulators.weibo import WeiboState
+from govbridge_tools.simulators.weibo import create_app as weibo_app
 
 from adapters.base import AuthError, PermanentError
-from adapters.simulators import open311 as open311_sim
-from adapters.simulators.open311 import SimService
-from adapters.simulators.weibo import WeiboState
-from adapters.simulators.weibo import create_app as weibo_app
 from schemas.vocab import TicketStatus
 from tests.conftest import bridge_config, eventually, running_bridge
 from tests.contract.harness_open311 import Open311Harness
@@ -258,11 +258,14 @@ async def test_a_wrong_key_pauses_ticketing_with_an_alert_until_it_is_right(
 ) -> None:
     """The bridge against the quirky server with a key it refuses (400 "Invalid API key"):
     ticketing raises the ``ticketing_auth`` alert and holds the command (not dead-lettered, no
-    ticket); once the key is right the same command makes its one ticket and the alert clears."""
+    ticket); once the server takes the key (fixed on its side: no reload, no replacement) the
+    ``auth_recheck`` probe tries the held command again, which makes its one ticket, and the
+    alert clears."""
     assert quirky.server is not None
     ticketing = {
         **open311_sim.demo_ticketing_config(quirky.server.base_url, "a-wrong-key"),
         "poll": "0s",
+        "auth_recheck": "1s",
     }
     cfg = bridge_config(
         tmp_path,

@@ -1,4 +1,4 @@
-"""Operators and roles over HTTP, against a running bridge (real RabbitMQ, simulators): a viewer
+"""Operators and roles over HTTP, against a running bridge (in-memory broker, simulators): a viewer
 reads but cannot approve, an approver decides replies under their own name but cannot reach
 admin actions, state changes need the session's CSRF token, sessions expire and end, and the
 bearer admin token keeps working for automation."""
@@ -12,9 +12,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge import audit
-from bridge.cmd_operator import run_operator
-from bridge.operators import (
+from bridge.cli.operator import run_operator
+from bridge.store import SqlStore, audit
+from bridge.web.operators import (
     POLICY,
     add_operator,
     change_operator,
@@ -23,12 +23,10 @@ from bridge.operators import (
     session_for,
     sign_in,
 )
-from bridge.store import SqlStore
 from tests.conftest import config_toml, eventually, running_bridge
-from tests.test_approval import AUTH, Sims, config, count_state, push, sims, start
-from tests.test_audit import store
+from tests.test_approval import AUTH, World, config, count_state, push, start, world
 
-__all__ = ["sims", "store"]  # the fixtures, used by name
+__all__ = ["world"]  # the fixture, used by name
 
 PASSWORD = "correct horse battery"
 
@@ -59,16 +57,16 @@ class Operator:
             return resp.status, await resp.json()
 
 
-async def test_roles_csrf_and_sessions_over_http(tmp_path: Path, sims: Sims) -> None:
-    async with running_bridge(config(tmp_path, sims)) as daemon:
-        api = await start(daemon, sims)
+async def test_roles_csrf_and_sessions_over_http(tmp_path: Path, world: World) -> None:
+    async with running_bridge(config(tmp_path, world), in_memory=True) as daemon:
+        api = await start(daemon, world)
         assert daemon.ctx is not None
         db = daemon.ctx.store.db
         for name, role in (("viewer-li", "viewer"), ("approver-wang", "approver")):
-            await add_operator(db, name, role, PASSWORD, actor="test")
-        await add_operator(db, "admin-zhao", "admin", PASSWORD, actor="test")
-        await push(sims, "env12345", "小区旁边的河道有一股臭味，请来检查一下", 0)
-        await push(sims, "env12345", "工厂烟囱每天晚上冒黑烟，投诉好几次了", 1)
+            await add_operator(daemon.ctx.store, name, role, PASSWORD, actor="test")
+        await add_operator(daemon.ctx.store, "admin-zhao", "admin", PASSWORD, actor="test")
+        await push(world, "env12345", "小区旁边的河道有一股臭味，请来检查一下", 0)
+        await push(world, "env12345", "工厂烟囱每天晚上冒黑烟，投诉好几次了", 1)
         await eventually(lambda: count_state(daemon, "awaiting_approval", 2), timeout=20)
         waiting = await daemon.ctx.store.list_replies(state="awaiting_approval")
         first, second = waiting[0].reply_id, waiting[1].reply_id
@@ -177,18 +175,18 @@ def test_policy_is_closed_by_default() -> None:
 
 @pytest.mark.parametrize("bad", ["short", ""])
 async def test_weak_passwords_and_unknown_roles_are_refused(tmp_path: Path, bad: str) -> None:
-    from bridge.operators import OperatorError
     from bridge.store import open_store
+    from bridge.web.operators import OperatorError
 
     store = await open_store(f"sqlite:///{tmp_path}/s.db")
     try:
         with pytest.raises(OperatorError, match="at least 10"):
-            await add_operator(store.db, "x", "viewer", bad, actor="t")
+            await add_operator(store, "x", "viewer", bad, actor="t")
         with pytest.raises(OperatorError, match="role must be one of"):
-            await add_operator(store.db, "x", "root", PASSWORD, actor="t")
-        await add_operator(store.db, "x", "viewer", PASSWORD, actor="t")
+            await add_operator(store, "x", "root", PASSWORD, actor="t")
+        await add_operator(store, "x", "viewer", PASSWORD, actor="t")
         with pytest.raises(OperatorError, match="exists already"):
-            await add_operator(store.db, "x", "admin", PASSWORD, actor="t")
+            await add_operator(store, "x", "admin", PASSWORD, actor="t")
         rows = await store.db.fetchall("SELECT password_hash FROM operators")
         assert rows[0]["password_hash"].startswith("$argon2id$")
     finally:
@@ -198,17 +196,17 @@ async def test_weak_passwords_and_unknown_roles_are_refused(tmp_path: Path, bad:
 async def test_sessions_on_both_stores(store: SqlStore) -> None:
     """Sign-in, session lookup, expiry and the end of sessions on a change: SQLite and
     PostgreSQL."""
-    await add_operator(store.db, "li", "approver", PASSWORD, actor="t")
-    assert await sign_in(store.db, "li", "not the password", timedelta(hours=1)) is None
-    session = await sign_in(store.db, "li", PASSWORD, timedelta(hours=1))
+    await add_operator(store, "li", "approver", PASSWORD, actor="t")
+    assert await sign_in(store, "li", "not the password", timedelta(hours=1)) is None
+    session = await sign_in(store, "li", PASSWORD, timedelta(hours=1))
     assert session is not None and session.identity.role == "approver"
-    found = await session_for(store.db, session.session_id)
+    found = await session_for(store, session.session_id)
     assert found is not None and found[0].name == "li" and found[1] == session.csrf_token
     stored = await store.db.fetchall("SELECT session_hash FROM operator_sessions")
     assert stored[0]["session_hash"] != session.session_id  # only its hash is kept
-    await change_operator(store.db, "li", "t", role="viewer")
-    assert await session_for(store.db, session.session_id) is None  # a change ends sessions
-    again = await sign_in(store.db, "li", PASSWORD, timedelta(seconds=-1))
-    assert again is not None and await session_for(store.db, again.session_id) is None
-    assert [r["role"] for r in await list_operators(store.db)] == ["viewer"]
+    await change_operator(store, "li", "t", role="viewer")
+    assert await session_for(store, session.session_id) is None  # a change ends sessions
+    again = await sign_in(store, "li", PASSWORD, timedelta(seconds=-1))
+    assert again is not None and await session_for(store, again.session_id) is None
+    assert [r.role for r in await list_operators(store)] == ["viewer"]
     assert (await audit.verify(store.db)).ok

@@ -10,7 +10,7 @@ import aio_pika
 import structlog
 
 from adapters.rest import command_fields
-from bridge.topology import Topology
+from bridge.runtime.topology import Topology
 from schemas.config import BrokerConfig, DepartmentConfig
 from tests.conftest import AMQP_URL, broker_config, delete_topology, eventually
 from tests.test_ticketing import command

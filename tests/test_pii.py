@@ -13,7 +13,7 @@ import structlog
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.pii import (
+from bridge.privacy.pii import (
     find_personal_data,
     id_check_char,
     is_valid_id_number,
@@ -228,9 +228,55 @@ def test_property_plain_digit_runs_of_other_lengths_are_kept(
     assert redact(text) == (text, [])
 
 
-def test_non_ascii_digits_are_not_numbers() -> None:
-    text = "١٣٨١٢٣٤٥٦٧٨ ११०१०५१९४९१२३१००२X"  # Arabic-Indic and Devanagari digits
+def test_digits_of_other_scripts_are_numbers() -> None:
+    """Arabic-Indic and Devanagari digits are digits: a phone number written in them is
+    still a phone number (issue 20)."""
+    text = "电话١٣٨١٢٣٤٥٦٧٨，身份证११०१०५१९४९१२३१००२X"
+    assert redact(text) == ("电话[手机号]，身份证[身份证号]", redact(text)[1])
+    assert [f.kind for f in redact(text)[1]] == ["mobile", "id_number"]
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        # a circled ten expands to two digits: the mask still covers exactly the original
+        ("电话⑬⑧①②③④⑤⑥⑦⑧，谢谢", "电话[手机号]，谢谢"),
+        # a right-to-left override shows its digits reversed: read as displayed
+        ("电话\u202e1234 5678 931\u202c，谢谢", "电话[手机号]，谢谢"),
+        # invisible characters around the number go with it (nothing of it is left behind)
+        ("电话\u2066139 8765 4321\u2069。", "电话[手机号]。"),
+        ("电话1\ufe0f\u20e33\ufe0f\u20e38\ufe0f\u20e312345678。", "电话[手机号]。"),
+        # a Chinese numeral glued to the end is a word, not a digit of the number
+        ("身份证11010519491231002X七天前丢了", "身份证[身份证号]七天前丢了"),
+        ("电话13812345678三楼", "电话[手机号]三楼"),
+        # 两 is a digit only beside another digit
+        ("两个人，电话幺三八两三四五六七八九", "两个人，电话[手机号]"),
+        ("(0571)8765 4321 或 +86 10 8462 7731", "[电话] 或 [电话]"),
+    ],
+)
+def test_folded_forms_mask_exactly_the_original_characters(text: str, masked: str) -> None:
+    assert redact(text)[0] == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "京东快递 JDVA13812345678",  # letters glued to digits: a code
+        "顺丰SF13812345678901",
+        "乘坐1/3/5/7/9/13/15/17路",  # a list mixing single digits and numbers
+        "13、15、17、19、101路都绕行",  # a rising list
+        "合同金额138,001,234.56元",  # thousands separators
+        "服务热线400-810-1234，或拨0571-12345",  # service numbers, not landlines
+        "一二三四五六七八九十",
+        "卡号 6222 0571 8765 4321 和 6217 0013 8123 4567 890",  # no phone out of a card number
+    ],
+)
+def test_codes_lists_and_amounts_are_not_phone_numbers(text: str) -> None:
     assert redact(text) == (text, [])
+
+
+def test_contact_words_glued_to_a_number_do_not_hide_it() -> None:
+    assert redact("tel13812345678 vx13987654321")[0] == "tel[手机号] vx[手机号]"
 
 
 @settings(max_examples=100, deadline=None)

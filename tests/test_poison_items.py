@@ -16,17 +16,19 @@ from typing import Any
 
 import aio_pika
 from aiohttp.test_utils import TestServer
+from govbridge_tools.simulators.mastodon import MastodonSimState
+from govbridge_tools.simulators.weibo import Limits, WeiboState, create_app
+from govbridge_tools.testing import BusTap
 
-from adapters.simulators.mastodon import MastodonSimState
-from adapters.simulators.weibo import Limits, WeiboState, create_app
 from adapters.weibo import WeiboConfig, WeiboSource
-from bridge.cmd_dlq import _replay_ingest, describe
-from bridge.rejected import ACCOUNT_HEADER
-from bridge.runtime import REASON_HEADER, Broker
-from bridge.topology import Topology
+from bridge.cli.dlq import _replay_ingest
+from bridge.ingest.rejected import ACCOUNT_HEADER
+from bridge.runtime.broker import REASON_HEADER, Broker
+from bridge.runtime.deadletters import describe
+from bridge.runtime.topology import Topology
 from schemas.config import GovbridgeConfig
 from tests.conftest import AMQP_URL, bridge_config, eventually, running_bridge
-from tests.test_ingest import Tap, metric
+from tests.test_ingest import metric
 
 BACKLOG = 1_000
 POISON_AT = 500
@@ -96,7 +98,10 @@ async def test_poison_in_a_1000_item_backlog(tmp_path: Path) -> None:
     state.poison[bad] = "missing"  # no created_at: it cannot become an inquiry
     async with weibo(state) as url:
         cfg = config(tmp_path, url, state)
-        async with Tap(cfg.broker) as tap, running_bridge(cfg, ["ingest"]) as daemon:
+        async with (
+            BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap,
+            running_bridge(cfg, ["ingest"]) as daemon,
+        ):
             await eventually(lambda: _count(tap, BACKLOG - 1), 60)
             await eventually(lambda: _async(bool(daemon.alerts.active)), 10)
             assert (
@@ -119,7 +124,7 @@ async def test_poison_in_a_1000_item_backlog(tmp_path: Path) -> None:
 
             await eventually(moved_past, 20)
             [letter] = await dead_letters(cfg)
-        published = Counter(tap.external_ids)
+        published = Counter(tap.values("external_id"))
         assert set(published) == {str(i) for i in ids if i != bad}
         assert max(published.values()) == 1  # each of the other 999 once
         info = describe("ingest", Topology(cfg.broker).ingest_dead, letter, 5)
@@ -197,7 +202,7 @@ async def test_replay_gives_the_item_back_to_its_adapter(tmp_path: Path) -> None
                     json.dumps(body).encode(),
                     headers={REASON_HEADER: "earlier bug"},
                 )
-            async with Tap(cfg.broker) as tap:
+            async with BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap:
                 channel = await broker.channel()
                 queue = await channel.get_queue(broker.topology.ingest_dead, ensure=False)
                 messages: list[Any] = []
@@ -207,7 +212,7 @@ async def test_replay_gives_the_item_back_to_its_adapter(tmp_path: Path) -> None
                 await channel.close()
                 assert failures == 1
                 await eventually(lambda: _count(tap, 1), 10)
-                assert tap.external_ids == [str(good.id)]
+                assert tap.values("external_id") == [str(good.id)]
             left = await dead_letters(cfg)
             assert len(left) == 1 and left[0].headers[REASON_HEADER] == "earlier bug"
         finally:
@@ -242,8 +247,8 @@ async def test_mastodon_poison_is_skipped_and_the_cursor_moves() -> None:
     assert len(rejected) == 2 and all(r.reason.startswith("mastodon") for r in rejected)
 
 
-async def _count(tap: Tap, n: int) -> bool:
-    return len(tap.bodies) >= n
+async def _count(tap: BusTap, n: int) -> bool:
+    return len(tap.bodies()) >= n
 
 
 async def _async(value: bool) -> bool:

@@ -1,4 +1,4 @@
-"""bridge.polling: one poller per account / ticket system across processes, fenced cursors.
+"""bridge.runtime.polling: one poller per account / ticket system across processes, fenced cursors.
 
 Leases on PostgreSQL (advisory locks on a dedicated connection) and on SQLite (flock), held
 across real processes where it matters (a SIGKILLed holder), and the PollLoop's hand-over.
@@ -17,31 +17,16 @@ from pathlib import Path
 import pytest
 
 from adapters.base import AuthError, RateLimited, TransientError
-from bridge.errors import StoreUnavailable, is_store_unavailable
-from bridge.polling import (
-    FileLeases,
-    Leases,
-    LocalLeases,
-    PollLoop,
-    PostgresLeases,
-    leases_for,
-)
+from bridge.runtime.polling import PollLoop
 from bridge.store import SqlStore, open_store
+from bridge.store.errors import StoreUnavailable, is_store_unavailable
+from bridge.store.leases import FileLeases, Leases, LocalLeases, PostgresLeases, leases_for
 from tests.conftest import eventually
 from tests.pg import pg_database
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    async with pg_database("gbpoll") as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/store.db"
-        return
     async with pg_database("gbpoll") as url:
         yield url
 
@@ -75,7 +60,7 @@ async def test_a_lease_is_exclusive_until_released(store_url: str) -> None:
 
 HOLDER = """
 import asyncio, sys
-from bridge.polling import leases_for
+from bridge.store.leases import leases_for
 
 async def main():
     leases = leases_for(sys.argv[1])
@@ -290,7 +275,7 @@ async def test_a_process_that_cannot_publish_hands_the_poll_over() -> None:
     """A holder whose broker connection stays down lets the lease go after
     ``hand_over_after`` so a process that can publish takes over; it does not take the lease
     back while it steps aside."""
-    from bridge.runtime import PublishError
+    from bridge.runtime.broker import PublishError
 
     leases = LocalLeases()  # shared: two "processes" competing for one name
     stop = asyncio.Event()

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from aiohttp import web
+from govbridge_tools.simulators.webhook import WebhookPlatformState, create_app
 
-from adapters.simulators.webhook import WebhookPlatformState, create_app
-from bridge.stages.reply import queue_reply
+from bridge.reply.role import queue_reply
 from schemas.messages import ReplyRequest, ThreadRef
 from schemas.vocab import Visibility
 from tests.conftest import bridge_config, eventually, running_bridge
@@ -33,7 +33,7 @@ async def test_long_reply_shortened_for_a_platform_that_cannot_split(tmp_path: P
     cfg = bridge_config(tmp_path, departments=[{**DEPT, "approval": "none"}], accounts=[account])
     text = "您好，" + "工单T1的处理情况如下：相关部门已到现场核查。" * 5
     try:
-        async with running_bridge(cfg, ["reply"]) as daemon:
+        async with running_bridge(cfg, ["reply"], in_memory=True) as daemon:
             assert daemon.ctx is not None
             request = ReplyRequest(
                 reply_id="rep_long",

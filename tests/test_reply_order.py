@@ -1,4 +1,4 @@
-"""Status replies through the real RabbitMQ: ticket events delivered out of order and replayed
+"""Status replies on the in-memory broker: ticket events delivered out of order and replayed
 (published on ``ticket.updated.<dept>`` in scrambled order with duplicates, against tickets
 recorded in the store) produce replies only in lifecycle order, each status at most once; a late
 event after a later status was posted posts nothing."""
@@ -6,21 +6,19 @@ event after a later status was posted posts nothing."""
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from govbridge_tools.simulators.rest import demo_ticketing_config
+from govbridge_tools.simulators.webhook import WebhookPlatformState
+from govbridge_tools.testing import Running, Simulators
 
-from adapters.simulators.rest import demo_ticketing_config
-from adapters.simulators.webhook import WebhookPlatformState
-from adapters.simulators.webhook import create_app as webhook_app
 from bridge.daemon import Daemon
-from bridge.kit import AppServer
-from bridge.stages.triage import reference_for
-from schemas.messages import ThreadRef, TicketEvent
+from bridge.store import NewInquiry
+from schemas.messages import ThreadRef, TicketEvent, reference_for
 from schemas.vocab import TicketStatus
 from tests.conftest import bridge_config, eventually, running_bridge
 
@@ -36,7 +34,7 @@ LIFECYCLE = (TicketStatus.REFERRED, TicketStatus.IN_PROGRESS, TicketStatus.RESOL
 @dataclass
 class Platform:
     state: WebhookPlatformState
-    server: AppServer
+    server: Running[WebhookPlatformState]
 
     def replies(self, ticket_id: str | None = None) -> list[dict[str, Any]]:
         """Replies the platform holds, in the order they arrived."""
@@ -48,13 +46,9 @@ class Platform:
 
 
 @pytest.fixture
-async def platform() -> AsyncIterator[Platform]:
-    state = WebhookPlatformState(secret=SECRET, account_handle=HANDLE)
-    server = await AppServer(webhook_app(state)).start()
-    try:
-        yield Platform(state, server)
-    finally:
-        await server.stop()
+async def platform(sims: Simulators) -> Platform:
+    server = await sims.webhook(secret=SECRET, account_handle=HANDLE)
+    return Platform(server.state, server)
 
 
 def config(tmp_path: Path, platform: Platform) -> Any:
@@ -90,18 +84,20 @@ async def record_ticket(daemon: Daemon, n: int) -> str:
     inquiry_id = f"inq_order{n:04d}"
     thread = ThreadRef(root_id=f"msg-{n}")
     await store.record_inquiry(
-        inquiry_id=inquiry_id,
-        platform=PLATFORM,
-        account=HANDLE,
-        kind="mention",
-        thread_key=f"{PLATFORM}:{HANDLE}:msg-{n}",
-        state="ticketed",
-        department=DEPT,
-        category="complaint",
-        public_text="出租车拒载，请处理",
-        citizen_handle=f"citizen{n}",
-        visibility="public",
-        thread_json=thread.model_dump_json(),
+        NewInquiry(
+            inquiry_id=inquiry_id,
+            platform=PLATFORM,
+            account=HANDLE,
+            kind="mention",
+            thread_key=f"{PLATFORM}:{HANDLE}:msg-{n}",
+            state="ticketed",
+            department=DEPT,
+            category="complaint",
+            public_text="出租车拒载，请处理",
+            citizen_handle=f"citizen{n}",
+            visibility="public",
+            thread_json=thread.model_dump_json(),
+        )
     )
     ticket_id = f"T-{n:06d}"
     await store.record_ticket(
@@ -172,7 +168,9 @@ async def test_scrambled_replayed_events_reply_in_order_once(
         TicketStatus.RESOLVED,  # replay
         TicketStatus.IN_PROGRESS,  # replay, older
     ]
-    async with running_bridge(config(tmp_path, platform), roles=("reply",)) as daemon:
+    async with running_bridge(
+        config(tmp_path, platform), roles=("reply",), in_memory=True
+    ) as daemon:
         assert daemon.ctx is not None
         ticket_id = await record_ticket(daemon, 1)
         for n, status in enumerate(delivery, 1):
@@ -202,7 +200,9 @@ async def test_burst_of_scrambled_duplicates_then_late_events(
     late and replayed events after the final status was posted."""
     n_tickets = 25
     rng = random.Random(5)
-    async with running_bridge(config(tmp_path, platform), roles=("reply",)) as daemon:
+    async with running_bridge(
+        config(tmp_path, platform), roles=("reply",), in_memory=True
+    ) as daemon:
         assert daemon.ctx is not None
         tickets = [await record_ticket(daemon, n) for n in range(1, n_tickets + 1)]
         burst = [

@@ -1,4 +1,4 @@
-"""Reply rate limits through the real RabbitMQ: 200 replies for one Weibo account under a limit
+"""Reply rate limits on the in-memory broker: 200 replies for one Weibo account under a limit
 of 60 per (shortened) window are spread out — measured on the posting times the platform
 simulator recorded — and none is lost or duplicated; a platform rate-limit error (Weibo's
 10023) backs off and the reply is posted later, not dropped."""
@@ -8,19 +8,17 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from govbridge_tools.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
+from govbridge_tools.simulators.weibo import E_USER_RATE, Limits, WeiboState
+from govbridge_tools.testing import Running, Simulators
 
-from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
-from adapters.simulators.weibo import E_USER_RATE, Limits, WeiboState
-from adapters.simulators.weibo import create_app as weibo_app
 from bridge.daemon import Daemon
-from bridge.kit import AppServer
-from bridge.stages.reply import queue_reply
+from bridge.reply.role import queue_reply
 from schemas.messages import ReplyRequest, ThreadRef
 from schemas.vocab import TicketStatus, Visibility
 from tests.conftest import bridge_config, eventually, running_bridge
@@ -34,7 +32,7 @@ N_REPLIES = 200
 @dataclass
 class WeiboSim:
     state: WeiboState
-    server: AppServer
+    server: Running[WeiboState]
 
     def official_comments(self) -> list[Any]:
         """The official account's comments (the bridge's replies), oldest first."""
@@ -45,13 +43,10 @@ class WeiboSim:
 
 
 @pytest.fixture
-async def weibo() -> AsyncIterator[WeiboSim]:
-    state = WeiboState(official_name=HANDLE, limits=Limits(calls=1_000_000, comments=1_000_000))
-    server = await AppServer(weibo_app(state)).start()
-    try:
-        yield WeiboSim(state, server)
-    finally:
-        await server.stop()
+async def weibo(sims: Simulators) -> WeiboSim:
+    limits = Limits(calls=1_000_000, comments=1_000_000)
+    server = await sims.weibo(official_name=HANDLE, limits=limits)
+    return WeiboSim(server.state, server)
 
 
 def config(tmp_path: Path, sim: WeiboSim, reply_limit: dict[str, Any]) -> Any:
@@ -132,7 +127,7 @@ async def test_200_replies_under_60_per_window_are_spread_out_none_lost(
 ) -> None:
     cfg = config(tmp_path, weibo, {"max_calls": MAX_PER_WINDOW, "period": f"{WINDOW_S}s"})
     threads = citizen_threads(weibo, N_REPLIES)
-    async with running_bridge(cfg, roles=("reply",)) as daemon:
+    async with running_bridge(cfg, roles=("reply",), in_memory=True) as daemon:
         assert daemon.ctx is not None
         # 200 replies composed at once (as the reply stage records and requests them).
         for i, t in enumerate(threads):
@@ -171,7 +166,7 @@ async def test_platform_rate_limit_backs_off_and_posts_later(
     n = 10
     cfg = config(tmp_path, weibo, {"max_calls": 1000, "period": "1s"})
     threads = citizen_threads(weibo, n)
-    async with running_bridge(cfg, roles=("reply",)) as daemon:
+    async with running_bridge(cfg, roles=("reply",), in_memory=True) as daemon:
         assert daemon.ctx is not None
         for i, t in enumerate(threads):
             await queue_reply(daemon.ctx, reply_for(i, t), "none")
@@ -233,7 +228,7 @@ async def test_quota_spends_itself_on_first_acknowledgements_before_second_repli
         for i in range(N_REPLIES)
     ]
     try:
-        async with running_bridge(cfg) as daemon:
+        async with running_bridge(cfg, in_memory=True) as daemon:
             assert daemon.ctx is not None
             store = daemon.ctx.store
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
+from govbridge_tools.testing import BusTap
 
-from bridge.runtime import PublishError
+from bridge.runtime.broker import PublishError
 from schemas.messages import Message, TicketEvent
 from schemas.vocab import TicketStatus
-from tests.conftest import AMQP_URL, bridge_config, eventually, running_bridge
+from tests.conftest import bridge_config, eventually, memory_of, running_bridge
 from tests.test_sla import ACCOUNT, DEPT, seed
 
 
@@ -20,16 +19,11 @@ async def test_redelivered_event_completes_its_reply_after_a_failed_publish(
     tmp_path: Path,
 ) -> None:
     cfg = bridge_config(tmp_path, departments=[{**DEPT, "approval": "none"}], accounts=[ACCOUNT])
-    async with running_bridge(cfg, ["reply"]) as daemon:
+    async with running_bridge(cfg, ["reply"], in_memory=True) as daemon:
         assert daemon.ctx is not None
         broker = daemon.ctx.broker
         await seed(daemon.ctx.store, 1, "complaint", "received", age=timedelta(0))
-        conn = await aio_pika.connect(AMQP_URL)
-        async with conn:
-            ch = await conn.channel()
-            watch = await ch.declare_queue(exclusive=True)
-            await watch.bind(await ch.get_exchange(cfg.broker.exchange), "reply.requested.#")
-
+        async with BusTap(memory_of(daemon), "reply.requested.#") as watch:
             real_publish = broker.publish
             failures: list[str] = []
 
@@ -50,14 +44,8 @@ async def test_redelivered_event_completes_its_reply_after_a_failed_publish(
             )
             await real_publish("ticket.updated.urban", event)
 
-            got: list[dict[str, Any]] = []
-
-            async def requested() -> bool:
-                while (msg := await watch.get(fail=False, no_ack=True)) is not None:
-                    got.append(json.loads(msg.body))
-                return bool(got)
-
-            await eventually(requested)
+            await watch.wait_for(1)
+            got = watch.bodies()
         assert failures == ["reply.requested.webhook"]  # the first attempt did fail
         assert [(r["ticket_id"], r["status"]) for r in got] == [("T1", "in_progress")]
         ticket = await daemon.ctx.store.get_ticket("urban", "T1")
@@ -69,15 +57,11 @@ async def test_reopened_ticket_replies_again_in_its_new_cycle(tmp_path: Path) ->
     """重办: after a dissatisfied follow-up reopens a resolved ticket, the citizen hears each
     status of the new handling cycle once; a late event of the first cycle says nothing."""
     cfg = bridge_config(tmp_path, departments=[{**DEPT, "approval": "none"}], accounts=[ACCOUNT])
-    async with running_bridge(cfg, ["reply"]) as daemon:
+    async with running_bridge(cfg, ["reply"], in_memory=True) as daemon:
         assert daemon.ctx is not None
         store, broker = daemon.ctx.store, daemon.ctx.broker
         await seed(store, 1, "complaint", "received", age=timedelta(0))
-        conn = await aio_pika.connect(AMQP_URL)
-        async with conn:
-            ch = await conn.channel()
-            watch = await ch.declare_queue(exclusive=True)
-            await watch.bind(await ch.get_exchange(cfg.broker.exchange), "reply.requested.#")
+        async with BusTap(memory_of(daemon), "reply.requested.#") as watch:
             start = datetime.now(UTC)
             steps = [
                 ("e1", TicketStatus.IN_PROGRESS, 1),
@@ -107,9 +91,7 @@ async def test_reopened_ticket_replies_again_in_its_new_cycle(tmp_path: Path) ->
 
                 await eventually(recorded)
             await eventually(lambda: _consumed(daemon, len(steps)))
-            got: list[dict[str, Any]] = []
-            while (msg := await watch.get(fail=False, no_ack=True)) is not None:
-                got.append(json.loads(msg.body))
+            got = watch.bodies()
     # A replayed event re-requests its (stable-id) reply while it is not posted yet — the
     # outbox posts each reply id once — so compare distinct replies in order of appearance.
     distinct: list[dict[str, Any]] = []

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from bridge.cmd_report import run_report
+from bridge.cli.report import run_report
 from bridge.config import parse_config
-from bridge.report import COLUMNS, department_reports, render_table
-from bridge.store import open_store
+from bridge.reports.performance import COLUMNS, department_reports, render_table
+from bridge.store import NewInquiry, open_store
 from tests.conftest import bridge_config, config_toml
 
 CFG = parse_config(
@@ -43,13 +43,15 @@ async def test_report_counts_sla_and_first_reply(tmp_path: Path) -> None:
     common = {"platform": "weibo", "account": "acc", "kind": "comment"}
     for n, state in enumerate(["ticketed", "ticketed", "appended", "ignored"]):
         await store.record_inquiry(
-            inquiry_id=f"inq_{n}",
-            thread_key=f"t{n}",
-            state=state,
-            department=None if state == "ignored" else "urban",
-            category="complaint",
-            reason="spam" if state == "ignored" else None,
-            **common,
+            NewInquiry(
+                inquiry_id=f"inq_{n}",
+                thread_key=f"t{n}",
+                state=state,
+                department=None if state == "ignored" else "urban",
+                category="complaint",
+                reason="spam" if state == "ignored" else None,
+                **common,
+            )
         )
     created = datetime.now(UTC) - timedelta(days=5)
     for n in (0, 1):
@@ -138,9 +140,10 @@ def week_config(tmp_path: Path) -> Any:
 async def known_week(store: Any) -> None:
     """urban: u1 (resolved in 1 day, in time; answered in 1 h), u2 (resolved in 3 days, late;
     answered in 30 min), u3 (open, due in 22 h: at risk; unanswered past the 1-day first
-    response limit: zombie; a reply awaits approval), u4 (before the period, open and overdue,
-    answered), u5 (spam, ignored), u6 (a follow-up, appended). water: w1 (open, due in 21 h: at
-    risk; answered in 10 min)."""
+    response limit, but a reply awaits approval: backlog, not zombie), u4 (before the period,
+    open and overdue, answered), u5 (spam, ignored), u6 (a follow-up, appended), u7 (its create
+    to be reconciled, no reply at all past the first-response limit: zombie). water: w1 (open,
+    due in 21 h: at risk; answered in 10 min)."""
     rows = [
         ("u1", "urban", "complaint", "ticketed", _at(25, 2)),
         ("u2", "urban", "complaint", "ticketed", _at(26, 2)),
@@ -149,18 +152,21 @@ async def known_week(store: Any) -> None:
         ("u5", None, None, "ignored", _at(27, 2)),
         ("u6", "urban", "complaint", "appended", _at(27, 2)),
         ("w1", "water", "consultation", "ticketed", _at(28, 1)),
+        ("u7", "urban", "complaint", "needs_reconciliation", _at(28, 2)),
     ]
     for inquiry_id, dept, category, state, created in rows:
         await store.record_inquiry(
-            inquiry_id=inquiry_id,
-            platform="weibo",
-            account="acc",
-            kind="comment",
-            thread_key=inquiry_id,
-            state=state,
-            department=dept,
-            category=category,
-            reason="spam" if state == "ignored" else None,
+            NewInquiry(
+                inquiry_id=inquiry_id,
+                platform="weibo",
+                account="acc",
+                kind="comment",
+                thread_key=inquiry_id,
+                state=state,
+                department=dept,
+                category=category,
+                reason="spam" if state == "ignored" else None,
+            )
         )
         await store.db.execute(
             "UPDATE inquiries SET created_at = ? WHERE inquiry_id = ?", (created, inquiry_id)
@@ -245,18 +251,18 @@ async def test_report_over_a_known_week_in_four_formats(
         assert await run_report(args(fmt, department), now=NOW) == 0
         return capsys.readouterr().out
 
-    # By hand. urban: received u1 u2 u3 u6 = 4 (u4 before the period, u5 noise), 1 appended;
+    # By hand. urban: received u1 u2 u3 u6 u7 = 5 (u4 before the period, u5 noise), 1 appended;
     # tickets opened T-u1 T-u2 T-u3 = 3, resolved 2, in time 1 (T-u1; T-u2 took 3 days of 2)
     # = 50%; resolution median(1 d, 3 d) = 48 h; first reply median(1 h, 30 min) = 45 min;
     # replies posted in the period 2 (u4's was before it); backlog now: overdue 1 (T-u4),
-    # at risk 1 (T-u3, due in 22 h, warn_before 1 d), awaiting approval 1, unanswered past
-    # the first-response limit 1 (u3) -> zombie.
+    # at risk 1 (T-u3, due in 22 h, warn_before 1 d), awaiting approval 1 (u3's: a backlog),
+    # unanswered past the first-response limit with nothing waiting 1 (u7) -> zombie.
     doc = json.loads(await report("json"))
     urban, water = doc["departments"]
     assert {k: urban[k] for k in COLUMNS} == {
         "department": "urban",
         "name": "市城管委",
-        "inquiries": 4,
+        "inquiries": 5,
         "appended": 1,
         "tickets": 3,
         "resolved": 2,
@@ -295,7 +301,7 @@ async def test_report_over_a_known_week_in_four_formats(
     assert urban["zombie_accounts"] == ["weibo:acc"] and water["zombie_accounts"] == []
     assert doc["ignored"] == {"spam": 1}
     assert doc["since"] == "2026-11-23T04:00:00+00:00"
-    # days in CST, 23rd to 30th; received u1 25th, u2 26th, u6 27th, u3 29th; resolved T-u1
+    # days in CST, 23rd to 30th; received u1 25th, u2 26th, u6 27th, u7 28th, u3 29th; resolved T-u1
     # 26th, T-u2 29th
     assert [(d["day"][8:], d["received"], d["resolved"]) for d in urban["daily"]] == [
         ("23", 0, 0),
@@ -303,20 +309,20 @@ async def test_report_over_a_known_week_in_four_formats(
         ("25", 1, 0),
         ("26", 1, 1),
         ("27", 1, 0),
-        ("28", 0, 0),
+        ("28", 1, 0),
         ("29", 1, 1),
         ("30", 0, 0),
     ]
 
     rows = list(csv.DictReader(io.StringIO(await report("csv"))))
     assert [r["department"] for r in rows] == ["urban", "water"]
-    assert rows[0]["inquiries"] == "4" and rows[0]["in_time_rate"] == "0.5000"
+    assert rows[0]["inquiries"] == "5" and rows[0]["in_time_rate"] == "0.5000"
     assert rows[0]["median_first_reply_s"] == "2700.0000" and rows[0]["zombie"] == "True"
     assert rows[1]["in_time_rate"] == "" and rows[1]["open_at_risk"] == "1"
 
     table = await report("table")
     urban_line = next(line for line in table.splitlines() if line.startswith("市城管委"))
-    assert " ".join(urban_line.split()[1:]) == "4 3 2 50% 1 1 2 1 45 min 48.0 h"
+    assert " ".join(urban_line.split()[1:]) == "5 3 2 50% 1 1 2 1 45 min 48.0 h"
     assert "zombie: 市城管委 has 1 inquiries unanswered beyond the limit (weibo:acc)" in table
     assert "ignored as noise: 1 (spam 1)" in table
 

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from govbridge_tools.simulators.rest import RestSimServer, RestTicketState
 from pydantic import ValidationError
 
+from adapters import signing
 from adapters.base import (
     AuthError,
     PermanentError,
@@ -21,8 +23,6 @@ from adapters.base import (
     make_ticket_system,
 )
 from adapters.rest import RestConfig, RestTicketSystem, get_path, render_path
-from adapters.simulators.rest import RestSimServer, RestTicketState
-from bridge import signing
 from schemas.vocab import TicketStatus
 from tests.contract.harness_rest import TOKEN, command, department, rest_config
 

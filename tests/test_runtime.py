@@ -1,28 +1,39 @@
-"""Runtime against the real RabbitMQ: retry tiers, dead letters, delivery limit, unroutable."""
+"""The runtime's contract with the bus: retry tiers, dead letters, delivery limit, unroutable;
+each test against the real RabbitMQ and against the in-memory broker
+(``govbridge_tools.testing.MemoryBroker``), so that the stage tests that run on the latter
+rely only on what RabbitMQ does too."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
+from govbridge_tools.testing import MemoryBroker
 
-from bridge.runtime import (
-    REASON_HEADER,
-    Broker,
-    DeadLetter,
-    Delivery,
-    PublishError,
-    Retry,
-    Stage,
-    Worker,
-)
+from bridge.runtime.broker import REASON_HEADER, Broker, PublishError
+from bridge.runtime.worker import DeadLetter, Delivery, Retry, Stage, Worker
+from schemas.config import BrokerConfig
 from schemas.messages import TicketEvent
 from schemas.vocab import TicketStatus
-from tests.conftest import AMQP_URL
+from tests.bus import publish_signed
+from tests.conftest import AMQP_URL, delete_topology
+
+
+@pytest.fixture(params=["rabbitmq", "memory"])
+async def broker(request: pytest.FixtureRequest, broker_cfg: BrokerConfig) -> AsyncIterator[Broker]:
+    b = MemoryBroker(broker_cfg) if request.param == "memory" else Broker(broker_cfg)
+    await b.connect()
+    try:
+        yield b
+    finally:
+        await b.close()
+        if request.param == "rabbitmq":
+            await delete_topology(broker_cfg)
 
 
 def event(n: int, dept: str = "transport") -> TicketEvent:
@@ -36,9 +47,19 @@ def event(n: int, dept: str = "transport") -> TicketEvent:
     )
 
 
-async def drain_queue(name: str, expect: int, timeout: float = 10) -> list[AbstractIncomingMessage]:
+async def drain_queue(broker: Broker, name: str, expect: int, timeout: float = 10) -> list[Any]:
     """Collect ``expect`` messages from a queue (acked), waiting up to ``timeout``."""
-    got: list[AbstractIncomingMessage] = []
+    got: list[Any] = []
+    loop = asyncio.get_running_loop()
+    if isinstance(broker, MemoryBroker):
+        deadline = loop.time() + timeout
+        queue = broker.queues[name].messages
+        while len(got) < expect and loop.time() < deadline:
+            if queue:
+                got.append(queue.popleft())
+            else:
+                await asyncio.sleep(0.02)
+        return got
     conn = await aio_pika.connect(AMQP_URL)
     async with conn:
         ch = await conn.channel()
@@ -96,7 +117,7 @@ async def test_permanent_failure_dead_lettered_with_reason(broker: Broker) -> No
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
     await worker.start()
     await broker.publish("ticket.updated.transport", event(2))
-    dead = await drain_queue(broker.topology.queues("reply").dead, 1)
+    dead = await drain_queue(broker, broker.topology.queues("reply").dead, 1)
     await worker.stop()
     assert len(dead) == 1
     assert dead[0].headers[REASON_HEADER] == "unknown department: transport"
@@ -113,7 +134,7 @@ async def test_attempts_exhausted_dead_letters(broker: Broker) -> None:
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
     await worker.start()
     await broker.publish("ticket.updated.transport", event(3))
-    dead = await drain_queue(broker.topology.queues("reply").dead, 1)
+    dead = await drain_queue(broker, broker.topology.queues("reply").dead, 1)
     await worker.stop()
     assert calls["ev-3"] == 4  # first try + one per tier (3 tiers)
     assert str(dead[0].headers[REASON_HEADER]).startswith("attempts exhausted after 4 tries")
@@ -127,8 +148,9 @@ async def test_malformed_message_dead_lettered_with_reason(broker: Broker) -> No
 
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
     await worker.start()
-    await broker.publish_raw(broker.cfg.exchange, "ticket.updated.x", b'{"event_id": 1}')
-    dead = await drain_queue(broker.topology.queues("reply").dead, 1)
+    # signed as the bridge signs (the check comes first): the body is what is wrong here
+    await publish_signed(broker, "ticket.updated.x", b'{"event_id": 1}', "TicketEvent")
+    dead = await drain_queue(broker, broker.topology.queues("reply").dead, 1)
     await worker.stop()
     assert handled == []
     assert str(dead[0].headers[REASON_HEADER]).startswith("malformed TicketEvent:")
@@ -146,7 +168,7 @@ async def test_crashing_handler_reaches_dead_letters_through_delivery_limit(
     worker = Worker(broker, Stage("reply", TicketEvent, handler))
     await worker.start()
     await broker.publish("ticket.updated.transport", event(4))
-    dead = await drain_queue(broker.topology.queues("reply").dead, 1, timeout=20)
+    dead = await drain_queue(broker, broker.topology.queues("reply").dead, 1, timeout=20)
     await worker.stop()
     assert len(dead) == 1
     assert TicketEvent.model_validate_json(dead[0].body).event_id == "ev-4"
@@ -158,7 +180,7 @@ async def test_crashing_handler_reaches_dead_letters_through_delivery_limit(
 async def test_unroutable_publish_is_caught(broker: Broker) -> None:
     # no queue binds "nobody.listens": the alternate exchange keeps it
     await broker.publish("nobody.listens.here", event(5))
-    kept = await drain_queue(broker.topology.unroutable_queue, 1)
+    kept = await drain_queue(broker, broker.topology.unroutable_queue, 1)
     assert TicketEvent.model_validate_json(kept[0].body).event_id == "ev-5"
 
 
@@ -175,7 +197,7 @@ async def test_store_unavailable_waits_in_a_delay_tier_and_never_dead_letters(
     """A store outage is not the message's fault: more failures than tiers and than the
     delivery limit, yet the message is delayed each time (attempts not used up) and handled
     once the store is back."""
-    from bridge.errors import StoreUnavailable
+    from bridge.store.errors import StoreUnavailable
 
     tries: list[int] = []
     done: list[str] = []
@@ -195,4 +217,43 @@ async def test_store_unavailable_waits_in_a_delay_tier_and_never_dead_letters(
     assert done == ["ev-9"]
     assert tries == [0] * (outage + 1)  # never counted as an attempt
     assert broker.metrics.retried.labels("reply", "200ms")._value.get() == outage
-    assert await drain_queue(broker.topology.queues("reply").dead, 1, timeout=0.5) == []
+    assert await drain_queue(broker, broker.topology.queues("reply").dead, 1, timeout=0.5) == []
+
+
+async def test_memory_broker_routes_every_key_as_the_stage_table_binds_it(
+    broker_cfg: BrokerConfig,
+) -> None:
+    """Each public routing key reaches the work queues of the stages that bind it (from
+    ``schemas/stages.py``) and nothing else; a key no stage binds is kept as unroutable."""
+    memory = MemoryBroker(broker_cfg)
+    await memory.connect()
+    try:
+        keys = {
+            "inquiry.received.weibo": {"triage"},
+            "inquiry.routed.transport": {"ticketing"},
+            "ticket.created.transport": {"reply"},
+            "ticket.updated.transport": {"reply"},
+            "reply.requested.weibo": {"outbox"},
+            "sla.holding_reply.transport": {"holding"},
+            "sla.breached.transport": set(),
+            "reply.posted.weibo": set(),
+        }
+        for key in keys:
+            await memory.publish_raw(broker_cfg.exchange, key, b"{}", sign_as=key)
+        for key, stages in keys.items():
+            got = {
+                stage
+                for stage in memory.topology.stages
+                if any(
+                    m.routing_key == key
+                    for m in memory.queues[memory.topology.queues(stage).work].messages
+                )
+            }
+            assert got == stages, key
+        assert [m.routing_key for m in memory.unroutable()] == [
+            "sla.breached.transport",
+            "reply.posted.weibo",
+        ]
+        assert [p.routing_key for p in memory.published] == list(keys)
+    finally:
+        await memory.close()

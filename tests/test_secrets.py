@@ -14,10 +14,8 @@ import pytest
 import structlog
 
 from bridge.config import ConfigError, parse_config
-from bridge.daemon import Alerts
-from bridge.metrics import Metrics
-from bridge.pii import redact_processor
-from bridge.redaction import (
+from bridge.privacy.pii import redact_processor
+from bridge.privacy.secrets import (
     ScrubFilter,
     redacted_url,
     register_secrets,
@@ -26,6 +24,8 @@ from bridge.redaction import (
     secret_values,
     secrets_processor,
 )
+from bridge.runtime.alerts import Alerts
+from bridge.telemetry.metrics import Metrics
 from tests.conftest import config_toml
 from tests.edge import edge_config
 

@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
+from govbridge_tools.testing import BusTap
 
-from bridge.stages.sla import SlaRole
+from bridge.sla.role import SlaRole
+from bridge.store import NewInquiry
 from schemas.messages import ThreadRef
-from tests.conftest import AMQP_URL, bridge_config, running_bridge
+from tests.conftest import bridge_config, memory_of, running_bridge
 
 DEPT = {
     "id": "urban",
@@ -31,17 +32,19 @@ ACCOUNT = {
 
 async def seed(store: Any, n: int, category: str, status: str, age: timedelta) -> None:
     await store.record_inquiry(
-        inquiry_id=f"inq_{n}",
-        platform="webhook",
-        account="hotline",
-        kind="mention",
-        thread_key=f"t{n}",
-        state="ticketed",
-        department="urban",
-        category=category,
-        citizen_handle=f"citizen{n}",
-        visibility="public",
-        thread_json=ThreadRef(root_id=f"m{n}").model_dump_json(),
+        NewInquiry(
+            inquiry_id=f"inq_{n}",
+            platform="webhook",
+            account="hotline",
+            kind="mention",
+            thread_key=f"t{n}",
+            state="ticketed",
+            department="urban",
+            category=category,
+            citizen_handle=f"citizen{n}",
+            visibility="public",
+            thread_json=ThreadRef(root_id=f"m{n}").model_dump_json(),
+        )
     )
     await store.record_ticket(
         department="urban",
@@ -62,17 +65,12 @@ async def seed(store: Any, n: int, category: str, status: str, age: timedelta) -
 
 async def test_holding_reply_warning_and_breach_each_once(tmp_path: Path) -> None:
     cfg = bridge_config(tmp_path, departments=[DEPT], accounts=[ACCOUNT], sla={"check_every": "1h"})
-    async with running_bridge(cfg, ["sla"]) as daemon:
+    # The sla role publishes the events; the reply role answers sla.holding_reply.<dept>.
+    async with running_bridge(cfg, ["sla", "reply"], in_memory=True) as daemon:
         assert daemon.ctx is not None
         store = daemon.ctx.store
-        conn = await aio_pika.connect(AMQP_URL)
-        async with conn:
-            ch = await conn.channel()
-            ex = await ch.get_exchange(cfg.broker.exchange)
-            watch = await ch.declare_queue(exclusive=True)
-            for key in ("sla.#", "reply.requested.#"):
-                await watch.bind(ex, key)
-
+        watch = BusTap(memory_of(daemon), ("sla.#", "reply.requested.#"))
+        async with watch:
             await seed(store, 1, "complaint", "received", timedelta(days=6))  # past half
             await seed(store, 2, "complaint", "received", timedelta(days=9, hours=12))  # warn
             await seed(store, 3, "consultation", "received", timedelta(days=3))  # breached
@@ -82,10 +80,8 @@ async def test_holding_reply_warning_and_breach_each_once(tmp_path: Path) -> Non
             assert isinstance(role, SlaRole)
             first = await role.scan()
             second = await role.scan()  # nothing happens twice
-
-            got: list[tuple[str, dict[str, Any]]] = []
-            while (msg := await watch.get(fail=False, no_ack=True)) is not None:
-                got.append((msg.routing_key or "", json.loads(msg.body)))
+            await watch.wait_for(3, "reply.requested.webhook")
+        got = [(seen.routing_key, json.loads(seen.body)) for seen in watch.seen]
 
     kinds = sorted((e.event, e.ticket_id) for e in first)
     assert kinds == [

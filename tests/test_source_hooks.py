@@ -11,23 +11,19 @@ alone.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 import aiohttp
 import pytest
-from aio_pika.abc import AbstractIncomingMessage
+from govbridge_tools.testing import BusTap, SignedHook, encode
 
+from adapters.signing import sign
 from bridge.daemon import Daemon
-from bridge.signing import sign
-from bridge.topology import Topology
-from schemas.config import BrokerConfig, GovbridgeConfig
+from schemas.config import GovbridgeConfig
 from tests.conftest import AMQP_URL, bridge_config, eventually, running_bridge
 from tests.tcp_proxy import TcpProxy
 
@@ -62,56 +58,14 @@ def item(external_id: str, **overrides: Any) -> dict[str, Any]:
     return doc
 
 
-def encode(doc: object) -> bytes:
-    return json.dumps(doc, ensure_ascii=False).encode()
+class Hook(SignedHook):
+    """The bridge's source hook for the account, signed with its secret, and a tap on what it
+    publishes."""
 
-
-class Tap:
-    """Our own exclusive queue on ``inquiry.received.#``; declares the topology so it can be
-    bound before the daemon starts."""
-
-    def __init__(self, broker: BrokerConfig) -> None:
-        self.broker = broker
-        self.bodies: list[dict[str, Any]] = []
-        self._conn: aio_pika.abc.AbstractRobustConnection | None = None
-
-    async def __aenter__(self) -> Tap:
-        self._conn = await aio_pika.connect_robust(AMQP_URL)
-        ch = await self._conn.channel()
-        await Topology(self.broker).declare(ch)
-        queue = await ch.declare_queue("", exclusive=True, auto_delete=True)
-        await queue.bind(self.broker.exchange, routing_key="inquiry.received.#")
-        await queue.consume(self._on_message, no_ack=True)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.bodies.append(json.loads(message.body))
-
-    @property
-    def external_ids(self) -> list[str]:
-        return [b["external_id"] for b in self.bodies]
-
-
-@dataclass
-class Hook:
-    daemon: Daemon
-    tap: Tap
-    http: aiohttp.ClientSession
-    url: str
-
-    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        async with self.http.post(
-            self.url, data=body, headers={"Content-Type": "application/json", **headers}
-        ) as resp:
-            return resp.status, await resp.json()
-
-    async def push(self, doc: object) -> tuple[int, dict[str, Any]]:
-        body = encode(doc)
-        return await self.post(body, sign(SECRET, body))
+    def __init__(self, daemon: Daemon, tap: BusTap, http: aiohttp.ClientSession, url: str) -> None:
+        super().__init__(http, url, SECRET)
+        self.daemon = daemon
+        self.tap = tap
 
     async def control(self, external_id: str) -> None:
         """A valid push: 202, and it arrives on our queue (the binding works)."""
@@ -121,7 +75,7 @@ class Hook:
 
     def has(self, external_id: str) -> Callable[[], Any]:
         async def check() -> bool:
-            return external_id in self.tap.external_ids
+            return external_id in self.tap.values("external_id")
 
         return check
 
@@ -134,7 +88,7 @@ def config(tmp_path: Path, **broker: Any) -> GovbridgeConfig:
 async def hook(tmp_path: Path) -> AsyncIterator[Hook]:
     cfg = config(tmp_path)
     async with (
-        Tap(cfg.broker) as tap,
+        BusTap(cfg.broker, "inquiry.received.#", declare=True) as tap,
         running_bridge(cfg, ["ingest", "http"]) as daemon,
         aiohttp.ClientSession() as http,
     ):
@@ -203,7 +157,7 @@ async def test_rejected_push_gets_a_4xx_with_the_reason_and_publishes_nothing(
     assert got == status, answer
     assert reason in answer["error"]
     await hook.control("control-1")
-    assert hook.tap.external_ids == ["control-1"], "the rejected push was published"
+    assert hook.tap.values("external_id") == ["control-1"], "the rejected push was published"
 
 
 async def test_valid_push_is_answered_202_with_the_inquiry_on_the_bus(hook: Hook) -> None:
@@ -213,7 +167,7 @@ async def test_valid_push_is_answered_202_with_the_inquiry_on_the_bus(hook: Hook
     assert answer["accepted"] == 1  # the account's own post is never published (echo)
     # 202 came after the confirm: the inquiry is already queued, nothing to wait for but delivery.
     await eventually(hook.has("hello-1"), 10)
-    [inquiry] = hook.tap.bodies
+    [inquiry] = hook.tap.bodies()
     assert inquiry["inquiry_id"] in answer["inquiry_ids"]
     assert (inquiry["platform"], inquiry["account"]) == ("hotline12345", HANDLE)
     assert inquiry["author"]["handle"] == "市民小李"
@@ -229,7 +183,7 @@ async def test_push_is_answered_503_not_202_while_the_broker_cannot_confirm(
     async with TcpProxy(host, int(port)) as proxy:
         cfg = config(tmp_path, url=proxy.url(), confirm_timeout="2s")
         async with (
-            Tap(cfg.broker) as tap,
+            BusTap(cfg.broker, "inquiry.received.#", declare=True, url=AMQP_URL) as tap,
             running_bridge(cfg, ["ingest", "http"]) as daemon,
             aiohttp.ClientSession() as http,
         ):
@@ -254,14 +208,16 @@ async def test_push_is_answered_503_not_202_while_the_broker_cannot_confirm(
 
             await eventually(probe, 30)
             await eventually(h.has("probe-1"), 10)
-            assert "outage-1" not in tap.external_ids, "the push answered 503 was published"
+            assert "outage-1" not in tap.values("external_id"), (
+                "the push answered 503 was published"
+            )
 
             # The platform retries the push, and now it is accepted.
             status, answer = await h.push(item("outage-1"))
             assert status == 202, answer
             await eventually(h.has("outage-1"), 10)
-    assert tap.external_ids.count("outage-1") == 1
-    assert tap.external_ids[0] == "before-1" and "probe-1" in tap.external_ids
+    assert tap.values("external_id").count("outage-1") == 1
+    assert tap.values("external_id")[0] == "before-1" and "probe-1" in tap.values("external_id")
 
 
 async def _async(value: bool) -> bool:

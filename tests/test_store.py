@@ -3,27 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from bridge.store import AppliedEvent, ReplyClaim, SqlStore, open_store
+from bridge.store import AppliedEvent, NewInquiry, ReplyClaim, SqlStore
 from schemas.vocab import TicketStatus
-from tests.pg import pg_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
-    if request.param == "sqlite":
-        s = await open_store(f"sqlite:///{tmp_path}/store.db")
-        yield s
-        await s.close()
-        return
-    async with pg_database() as url:
-        s = await open_store(url)
-        yield s
-        await s.close()
 
 
 async def test_migrate_is_idempotent(store: SqlStore) -> None:
@@ -52,8 +34,8 @@ def _inquiry_row(inquiry_id: str, thread: str = "weibo:acc:1") -> dict[str, str]
 
 
 async def test_inquiry_recorded_once(store: SqlStore) -> None:
-    assert await store.record_inquiry(**_inquiry_row("inq_1")) is True
-    assert await store.record_inquiry(**_inquiry_row("inq_1")) is False
+    assert await store.record_inquiry(NewInquiry(**_inquiry_row("inq_1"))) is True
+    assert await store.record_inquiry(NewInquiry(**_inquiry_row("inq_1"))) is False
     await store.update_inquiry("inq_1", state="routed", department="transport")
     row = await store.get_inquiry("inq_1")
     assert row is not None and row.state == "routed" and row.department == "transport"

@@ -1,4 +1,4 @@
-"""adapters.text: cleaning and grapheme-safe cutting (every adapter and the reply stage)."""
+"""adapters.text: cleaning and grapheme-safe cutting (every adapter and the reply outbox)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters import text
-from bridge.templates import fit as reply_fit
 
 FLAG = "\U0001f1e8\U0001f1f3"  # 🇨🇳: two regional indicators
 FAMILY = "\U0001f468\u200d\U0001f469\u200d\U0001f467"  # 👨‍👩‍👧: a ZWJ sequence
@@ -34,7 +33,7 @@ def test_clean_replaces_lone_surrogates_and_drops_control_characters() -> None:
 @pytest.mark.parametrize("unit", [FLAG, FAMILY, THUMB, E_ACUTE])
 def test_fit_never_cuts_inside_a_grapheme(unit: str) -> None:
     for limit in range(1, 12):
-        cut = reply_fit(unit * 5, limit)
+        cut = text.fit(unit * 5, limit)
         assert len(cut) <= limit
         body = cut.removesuffix("…")
         assert body == unit * (len(body) // len(unit)), (limit, cut)

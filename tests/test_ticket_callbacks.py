@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,10 +21,11 @@ from typing import Any
 import aio_pika
 import aiohttp
 from aio_pika.abc import AbstractQueue
+from govbridge_tools.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
+from govbridge_tools.testing import SignedHook
 
-from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
-from bridge import signing
-from bridge.store import SqlStore
+from adapters import signing
+from bridge.store import NewInquiry, SqlStore
 from schemas.config import GovbridgeConfig
 from schemas.messages import TicketEvent
 from schemas.vocab import TicketStatus
@@ -79,19 +80,9 @@ async def drain(queue: AbstractQueue) -> list[tuple[str, TicketEvent]]:
     return got
 
 
-class Hook:
-    def __init__(self, http: aiohttp.ClientSession, port: int, dept: str = DEPT) -> None:
-        self.http = http
-        self.url = f"http://127.0.0.1:{port}/hooks/tickets/{dept}"
-
-    async def post(
-        self, body: Any, headers: Mapping[str, str] | None = None, *, signed_with: str = SECRET
-    ) -> tuple[int, dict[str, Any]]:
-        if headers is None:
-            assert isinstance(body, bytes)
-            headers = signing.sign(signed_with, body)
-        async with self.http.post(self.url, data=body, headers=dict(headers)) as resp:
-            return resp.status, await resp.json()
+def hook_for(http: aiohttp.ClientSession, port: int, dept: str = DEPT) -> SignedHook:
+    """The department's ticket callback hook, signed with its callback secret."""
+    return SignedHook(http, f"http://127.0.0.1:{port}/hooks/tickets/{dept}", SECRET)
 
 
 async def test_invalid_callbacks_are_rejected_and_publish_nothing(tmp_path: Path) -> None:
@@ -104,7 +95,7 @@ async def test_invalid_callbacks_are_rejected_and_publish_nothing(tmp_path: Path
         aiohttp.ClientSession() as http,
     ):
         assert daemon.http_port is not None
-        hook = Hook(http, daemon.http_port)
+        hook = hook_for(http, daemon.http_port)
 
         # Forged: another secret; a body swapped under a valid signature; no signature at all.
         status, doc = await hook.post(good, signed_with="not-the-secret")
@@ -156,7 +147,7 @@ async def test_invalid_callbacks_are_rejected_and_publish_nothing(tmp_path: Path
         # correctly formed callback with a wrong signature (no enumeration of departments).
         wrong = signing.sign("not-the-secret", good)
         assert await hook.post(good, wrong) == (401, {"error": "signature does not match"})
-        assert await Hook(http, daemon.http_port, "nobody").post(good) == (
+        assert await hook_for(http, daemon.http_port, "nobody").post(good) == (
             401,
             {"error": "signature does not match"},
         )
@@ -208,19 +199,21 @@ async def test_valid_callbacks_from_the_backend_become_ticket_events(tmp_path: P
 async def record_ticket(store: SqlStore, ticket_id: str, created: datetime) -> str:
     inquiry_id = f"inq_{uuid.uuid4().hex[:12]}"
     await store.record_inquiry(
-        inquiry_id=inquiry_id,
-        platform="weibo",
-        account="bjcg",
-        kind="mention",
-        thread_key=f"weibo:bjcg:{inquiry_id}",
-        state="ticketed",
-        department=DEPT,
-        category="complaint",
-        ticket_id=ticket_id,
-        public_text="小区北门路灯坏了",
-        citizen_handle="citizen",
-        visibility="public",
-        thread_json=json.dumps({"root_id": "s1", "reply_to": {}}),
+        NewInquiry(
+            inquiry_id=inquiry_id,
+            platform="weibo",
+            account="bjcg",
+            kind="mention",
+            thread_key=f"weibo:bjcg:{inquiry_id}",
+            state="ticketed",
+            department=DEPT,
+            category="complaint",
+            ticket_id=ticket_id,
+            public_text="小区北门路灯坏了",
+            citizen_handle="citizen",
+            visibility="public",
+            thread_json=json.dumps({"root_id": "s1", "reply_to": {}}),
+        )
     )
     await store.record_ticket(
         department=DEPT,
@@ -255,7 +248,7 @@ async def test_out_of_order_events_never_move_a_status_backwards(tmp_path: Path)
         assert daemon.ctx is not None and daemon.http_port is not None
         store = daemon.ctx.store
         inquiry_id = await record_ticket(store, ticket_id, t0)
-        hook = Hook(http, daemon.http_port)
+        hook = hook_for(http, daemon.http_port)
         acked = daemon.metrics.acked.labels("reply")
         history: list[tuple[str, str]] = []
         for n, change in enumerate(deliveries, start=1):

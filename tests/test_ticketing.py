@@ -1,4 +1,5 @@
-"""The ticketing role against the real RabbitMQ and the ticket-system simulators (issue 4).
+"""The ticketing role and the ticket-system simulators (issue 4): the crashes with processes on
+the real RabbitMQ, the outages on the in-memory broker.
 
 - A process that dies after the backend created the ticket and before the bridge recorded it:
   the message returns to the queue and a second process picks it up. Searchable backend →
@@ -25,18 +26,24 @@ from typing import Any
 import aio_pika
 import aiohttp
 import pytest
+from govbridge_tools.simulators.open311 import Open311Server, Open311State
+from govbridge_tools.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
+from govbridge_tools.testing import MemoryBroker, Simulators
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.base import CreatedTicket
 from adapters.open311 import Open311TicketSystem
-from adapters.simulators.open311 import Open311Server, Open311State
-from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from bridge.daemon import Daemon
-from bridge.stages.common import ticket_systems
-from bridge.stages.triage import reference_for, thread_key
-from bridge.store import SqlStore
+from bridge.store import NewInquiry, SqlStore
 from schemas.config import GovbridgeConfig
-from schemas.messages import Author, Inquiry, ThreadRef, TicketCommand, stable_id
+from schemas.messages import (
+    Author,
+    Inquiry,
+    ThreadRef,
+    TicketCommand,
+    reference_for,
+    stable_id,
+)
 from schemas.vocab import Category, InquiryKind
 from tests.conftest import AMQP_URL, bridge_config, delete_topology, eventually, running_bridge
 
@@ -96,18 +103,20 @@ async def record_inquiry(store: SqlStore, cmd: TicketCommand) -> None:
     """What the triage stage writes before it routes an inquiry."""
     inq = cmd.inquiry
     await store.record_inquiry(
-        inquiry_id=inq.inquiry_id,
-        platform=inq.platform,
-        account=inq.account,
-        kind=inq.kind.value,
-        thread_key=thread_key(inq),
-        state="routed",
-        department=cmd.department,
-        category=cmd.category.value,
-        public_text=cmd.public_text,
-        citizen_handle=inq.author.handle,
-        visibility=inq.visibility.value,
-        thread_json=inq.thread.model_dump_json(),
+        NewInquiry(
+            inquiry_id=inq.inquiry_id,
+            platform=inq.platform,
+            account=inq.account,
+            kind=inq.kind.value,
+            thread_key=inq.thread_key,
+            state="routed",
+            department=cmd.department,
+            category=cmd.category.value,
+            public_text=cmd.public_text,
+            citizen_handle=inq.author.handle,
+            visibility=inq.visibility.value,
+            thread_json=inq.thread.model_dump_json(),
+        )
     )
 
 
@@ -117,7 +126,9 @@ async def send(daemon: Daemon, cmd: TicketCommand) -> None:
     await daemon.ctx.broker.publish(f"inquiry.routed.{cmd.department}", cmd)
 
 
-async def queue_depth(name: str) -> int:
+async def queue_depth(daemon: Daemon, name: str) -> int:
+    if isinstance(daemon.broker, MemoryBroker):
+        return len(daemon.broker.queues[name])
     conn = await aio_pika.connect(AMQP_URL)
     async with conn:
         ch = await conn.channel()
@@ -151,7 +162,7 @@ async def crash_after_backend_create(cfg: GovbridgeConfig, cmd: TicketCommand) -
     await daemon.start()
     try:
         assert daemon.ctx is not None
-        system = ticket_systems(daemon.ctx)[DEPT]
+        system = daemon.ctx.adapters.ticket_systems()[DEPT]
         real: CreateFn = system.create
         reached = asyncio.Event()
 
@@ -170,13 +181,8 @@ async def crash_after_backend_create(cfg: GovbridgeConfig, cmd: TicketCommand) -
 
 
 @pytest.fixture
-async def open311_sim() -> AsyncIterator[Open311Server]:
-    server = Open311Server(Open311State())
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.close()
+async def open311_sim(sims: Simulators) -> Open311Server:
+    return await sims.open311()
 
 
 def references(state: Open311State) -> Counter[str]:
@@ -321,7 +327,7 @@ async def test_crash_after_create_rest_backend_dedupes_on_idempotency_key(
         async with second_process(cfg, ["ticketing"]) as daemon:
             assert daemon.ctx is not None
             store = daemon.ctx.store
-            system = ticket_systems(daemon.ctx)[DEPT]
+            system = daemon.ctx.adapters.ticket_systems()[DEPT]
             assert system.capabilities.idempotent_create
             assert not system.capabilities.search_by_reference
 
@@ -360,7 +366,7 @@ async def test_refused_connection_on_unsearchable_backend_is_not_flagged(
     )
     cmd = command(1, uuid.uuid4().hex[:8])
     state = open311_sim.state
-    async with running_bridge(cfg, ["ticketing"]) as daemon:
+    async with running_bridge(cfg, ["ticketing"], in_memory=True) as daemon:
         assert daemon.ctx is not None
         store = daemon.ctx.store
         await state.set_outage("refuse")
@@ -428,10 +434,10 @@ async def test_backend_down_a_minute_loses_nothing_and_costs_bounded_requests(
     attempts: Counter[str] = Counter()
     phase = "before"
 
-    async with running_bridge(cfg, ["ticketing"], watchdog_interval=3600) as daemon:
+    async with running_bridge(cfg, ["ticketing"], watchdog_interval=3600, in_memory=True) as daemon:
         assert daemon.ctx is not None
         store = daemon.ctx.store
-        system = ticket_systems(daemon.ctx)[DEPT]
+        system = daemon.ctx.adapters.ticket_systems()[DEPT]
         assert isinstance(system, Open311TicketSystem)
         real_request = system.http._exchange
 
@@ -477,7 +483,7 @@ async def test_backend_down_a_minute_loses_nothing_and_costs_bounded_requests(
         assert await store.list_create_attempts("needs_reconciliation") == []
         # No dead letters.
         dead = daemon.broker.topology.queues("ticketing").dead
-        assert await queue_depth(dead) == 0
+        assert await queue_depth(daemon, dead) == 0
         dl = daemon.metrics.dead_lettered
         assert (
             sum(s.value for m in dl.collect() for s in m.samples if s.name.endswith("_total")) == 0

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from bridge.classify import NoiseReason
+from bridge.triage.classify import NoiseReason
 from schemas.vocab import Category
 
 CORPUS = Path(__file__).parent / "data" / "triage"

@@ -1,39 +1,39 @@
 """Inquiries the classifier is unsure of are held for an official's check (must show 4).
 
-Through the real RabbitMQ and the REST ticket-system simulator: a low-confidence inquiry is
-held (no ticket), listed at ``/api/triage/review`` with its explanation; an official's
-correction files it at once under the corrected category (the ticket's title carries it) and
-is recorded with actor and time; ``govbridge triage export-corrections`` exports it as a
-training item. An inquiry nobody checks is filed with the model's guess when its wait ends,
-and a late check is still recorded. Confident inquiries and operator-rule hits are never held.
+On the in-memory broker (the test of two processes: the real one) and the REST ticket-system
+simulator: a low-confidence inquiry is held (no ticket), listed at ``/api/triage/review``
+with its explanation; an official's correction files it at once under the corrected category
+(the ticket's title carries it) and is recorded with actor and time; ``govbridge triage
+export-corrections`` exports it as a training item. An inquiry nobody checks is filed with the
+model's guess when its wait ends, and a late check is still recorded. Confident inquiries and
+operator-rule hits are never held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from govbridge_tools.simulators.rest import RestTicketState, demo_ticketing_config
+from govbridge_tools.testing import Simulators
 
-from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
-from bridge.classify import Classification, Classifier
-from bridge.cmd_triage import main as triage_cli
+from bridge.cli.triage import main as triage_cli
 from bridge.daemon import Daemon
-from bridge.stages.triage import TriageRole
 from bridge.store import SqlStore
-from bridge.triage_review import ReviewQueue
+from bridge.triage.classify import Classification, Classifier
+from bridge.triage.review import ReviewQueue
+from bridge.triage.role import TriageRole
 from schemas.messages import Author, Inquiry, ThreadRef, TicketCommand, stable_id
 from schemas.vocab import Category, InquiryKind
 from tests.conftest import bridge_config, eventually, running_bridge
-from tests.test_store import store  # noqa: F401  (SQLite and PostgreSQL)
 
 AUTH = {"Authorization": "Bearer test-admin-token"}
-OFFICIAL = "派单员李敏"
+OFFICIAL = "admin-token"  # who checks with the bearer token (it cannot name anyone else)
 
 CONFIDENT = "请问社保卡丢了在哪里补办，需要带什么材料？"
 RULE_HIT = "小区门口的井盖又松了，过车就响"
@@ -46,13 +46,8 @@ def unsure_text() -> tuple[str, Classification]:
 
 
 @pytest.fixture
-async def tickets() -> AsyncIterator[RestTicketState]:
-    server = RestSimServer(RestTicketState())
-    await server.start()
-    try:
-        yield server.state
-    finally:
-        await server.close()
+async def tickets(sims: Simulators) -> RestTicketState:
+    return (await sims.rest()).state
 
 
 def config(tmp_path: Path, tickets: RestTicketState, review_below: float) -> Any:
@@ -111,7 +106,9 @@ async def test_held_inquiry_is_checked_filed_corrected_and_exported(
     correct = Category.COMPLAINT if guess.category is not Category.COMPLAINT else Category.HELP
     cfg = config(tmp_path, tickets, threshold)
     # reply serves the trace API (GET /api/inquiries/{id})
-    async with running_bridge(cfg, ["triage", "ticketing", "reply", "http"]) as daemon:
+    async with running_bridge(
+        cfg, ["triage", "ticketing", "reply", "http"], in_memory=True
+    ) as daemon:
         base = f"http://127.0.0.1:{daemon.http_port}"
         held_id = await send(daemon, text, 1)
         sure_id = await send(daemon, CONFIDENT, 2)
@@ -192,7 +189,8 @@ async def test_held_inquiry_is_checked_through_a_process_without_the_triage_role
     tmp_path: Path, tickets: RestTicketState
 ) -> None:
     """The review API is the daemon's, not the triage role's: an official reaching a process
-    that runs only ``http`` lists and checks what another process held, and it is filed."""
+    that runs only ``http`` lists and checks what another process held, and it is filed (two
+    processes: on the real broker)."""
     text, guess = unsure_text()
     correct = Category.COMPLAINT if guess.category is not Category.COMPLAINT else Category.HELP
     cfg = config(tmp_path, tickets, 0.999)
@@ -234,7 +232,7 @@ async def test_unchecked_inquiry_is_filed_with_the_guess_and_a_late_check_is_kep
 ) -> None:
     text, guess = unsure_text()
     cfg = config(tmp_path, tickets, 0.999)
-    async with running_bridge(cfg, ["triage", "ticketing", "http"]) as daemon:
+    async with running_bridge(cfg, ["triage", "ticketing", "http"], in_memory=True) as daemon:
         held_id = await send(daemon, text, 1)
 
         async def held() -> bool:
@@ -279,7 +277,7 @@ async def test_unchecked_inquiry_is_filed_with_the_guess_and_a_late_check_is_kep
         assert row is not None and row.category == late.value
 
 
-async def test_review_queue_on_both_stores(store: SqlStore) -> None:  # noqa: F811
+async def test_review_queue_on_both_stores(store: SqlStore) -> None:
     queue = ReviewQueue(store)
     inquiry = Inquiry.create(
         platform="weibo",
@@ -304,11 +302,11 @@ async def test_review_queue_on_both_stores(store: SqlStore) -> None:  # noqa: F8
     guess = Classification(Category.OTHER, 0.4, (("路灯", 0.2),))
     await queue.hold(command, guess, "路灯不亮", timedelta(minutes=5))
     await queue.hold(command, guess, "路灯不亮", timedelta(minutes=5))  # redelivery: no-op
-    assert [r["inquiry_id"] for r in await queue.pending()] == [inquiry.inquiry_id]
+    assert [r.inquiry_id for r in await queue.pending()] == [inquiry.inquiry_id]
     assert await queue.expire() == 0
     assert await queue.decide(inquiry.inquiry_id, Category.OTHER, "甲") == "confirmed"
     assert await queue.decide(inquiry.inquiry_id, Category.HELP, "乙") is None
-    assert [r["inquiry_id"] for r in await queue.unreleased()] == [inquiry.inquiry_id]
+    assert [r.inquiry_id for r in await queue.unreleased()] == [inquiry.inquiry_id]
     await queue.mark_released(inquiry.inquiry_id)
     assert await queue.unreleased() == []
     assert await queue.training_items(include_confirmed=False) == []

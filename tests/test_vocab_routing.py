@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bridge.topology import ROUTING_KEYS, STAGE_BINDINGS
+from bridge.runtime.topology import ROUTING_KEYS, STAGE_BINDINGS
 from schemas import routing
 from schemas.routing import Route
 from schemas.vocab import (
@@ -43,8 +43,10 @@ def test_state_values_are_the_stored_strings() -> None:
 def test_stages_are_declared_once_for_topology_and_runtime(tmp_path: Path) -> None:
     from unittest.mock import MagicMock
 
-    from bridge.stages import reply, ticketing, triage
-    from bridge.topology import ROUTE_PUBLISHERS
+    from bridge.reply import role as reply
+    from bridge.runtime.topology import ROUTE_PUBLISHERS
+    from bridge.ticketing import role as ticketing
+    from bridge.triage import role as triage
     from schemas import stages
     from tests.conftest import bridge_config
 
@@ -52,6 +54,7 @@ def test_stages_are_declared_once_for_topology_and_runtime(tmp_path: Path) -> No
         "triage": ("inquiry.received.*",),
         "ticketing": ("inquiry.routed.*",),
         "reply": ("ticket.created.*", "ticket.updated.*"),
+        "holding": ("sla.holding_reply.*", "sla.extended.*"),
         "outbox": ("reply.requested.*",),
     }
     assert ROUTE_PUBLISHERS["inquiry.received"] == ("ingest",)

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from govbridge_tools.simulators.webhook import WebhookPlatformState, create_app
 
+from adapters import signing
 from adapters.base import AuthError, PermanentError, RateLimited, TransientError
-from adapters.simulators.webhook import WebhookPlatformState, create_app
-from adapters.webhook import WebhookConfig, WebhookSource
-from bridge import signing
+from adapters.webhook import MalformedId, WebhookConfig, WebhookSource
 from schemas.messages import ReplyRequest, ThreadRef, inquiry_id_for
 from schemas.vocab import InquiryKind, TicketStatus, Visibility
 
@@ -185,6 +185,14 @@ def test_fan_service_events_and_other_receivers() -> None:
         src.parse_push(body(fan_push(receiver_id=6)))
     with pytest.raises(PermanentError, match="created_at"):
         src.parse_push(body(fan_push(created_at="Jun 1")))
+
+
+def test_fan_service_type_with_a_control_character_is_refused_as_a_malformed_id() -> None:
+    """Found by the fuzz test (2026-12-07): the push's ``type`` travels back as the reply's
+    ``reply_to.type``, so a form feed in it failed deep inside ``Inquiry.create`` instead of
+    being refused at the edge like any other id."""
+    with pytest.raises(MalformedId, match="type"):
+        make_source().parse_push(body(fan_push(type="010\x0cu")))
 
 
 async def test_fetch_has_nothing_to_poll() -> None:

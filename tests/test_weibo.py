@@ -10,10 +10,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from govbridge_tools.simulators.weibo import Limits, weibo_time
+from govbridge_tools.testing import ManualClock
 from pydantic import SecretStr, ValidationError
 
 from adapters.base import AuthError, PermanentError, RateLimited, TransientError
-from adapters.simulators.weibo import Limits, weibo_time
 from adapters.weibo import (
     WeiboConfig,
     WeiboSource,
@@ -30,20 +31,10 @@ from tests.contract.harness_weibo import WeiboHarness
 FROZEN = 1_700_000_000.0  # 800 s into an hourly window
 
 
-class Clock:
-    """A clock the test moves by hand, so rate-limit windows are deterministic."""
-
-    def __init__(self, t: float = FROZEN) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 async def sim(request: pytest.FixtureRequest) -> AsyncIterator[WeiboHarness]:
     """A running simulator; indirect parametrisation passes ``WeiboState`` options."""
-    opts: dict[str, Any] = {"clock": Clock(), **getattr(request, "param", {})}
+    opts: dict[str, Any] = {"clock": ManualClock(FROZEN), **getattr(request, "param", {})}
     h = WeiboHarness(**opts)
     async with h.running():
         yield h
@@ -126,7 +117,7 @@ def test_error_code_of_accepts_int_and_string() -> None:
 
 @pytest.mark.parametrize("style", ["int", "str"])
 async def test_error_code_as_int_and_as_string(style: str) -> None:
-    h = WeiboHarness(clock=Clock(), error_code_style=style)
+    h = WeiboHarness(clock=ManualClock(FROZEN), error_code_style=style)
     async with h.running():
         # The simulator really sends that JSON type.
         async with (

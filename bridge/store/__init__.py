@@ -1,6 +1,12 @@
-"""The state store, in parts: ``protocol`` (``Store``: what stages may ask), ``sql`` (the
-repository, ``SqlStore``), ``drivers`` (SQLite and PostgreSQL behind one small interface),
-``migrations`` (the schema, numbered) and ``rows`` (the typed rows it returns).
+"""The state store, and the only place with SQL. In parts: ``protocol`` (``Store``: what roles may
+ask; no driver, no fault hooks), ``sql`` (``SqlStore``, put together from one module per
+aggregate on ``base.StoreBase``: ``cursors``, ``inquiries``, ``tickets``, ``creates``,
+``replies``, ``outbox``, ``follow_ups``, ``reviews``, ``flood``, ``held``, ``credentials``,
+``operators``, ``operations``, ``reports``, ``surveys`` (回访 results), ``incidents``, and
+``audit``), ``drivers`` (SQLite and PostgreSQL behind one small interface), ``migrations`` (the
+schema, numbered), ``leases`` (who polls what, on the store's engine) and ``rows`` (the typed
+rows it takes and returns). States go in as bound parameters from their enums
+(``schemas.vocab``, ``schemas.states``).
 """
 
 from bridge.store.drivers import Database, Executor, iso, now_iso
@@ -9,12 +15,21 @@ from bridge.store.protocol import Store
 from bridge.store.rows import (
     AppliedEvent,
     CreateAttempt,
+    FollowUpDelivery,
+    IncidentCase,
+    IncidentRow,
+    KnownCase,
+    NewInquiry,
+    QueueCard,
+    QueuePage,
     ReplyClaim,
+    ReplyCopy,
     StoredInquiry,
     StoredReply,
     StoredTicket,
+    text_sha256,
 )
-from bridge.store.sql import FaultHook, SqlStore, open_store
+from bridge.store.sql import SqlStore, open_store
 
 __all__ = [
     "MIGRATIONS",
@@ -22,8 +37,15 @@ __all__ = [
     "CreateAttempt",
     "Database",
     "Executor",
-    "FaultHook",
+    "FollowUpDelivery",
+    "IncidentCase",
+    "IncidentRow",
+    "KnownCase",
+    "NewInquiry",
+    "QueueCard",
+    "QueuePage",
     "ReplyClaim",
+    "ReplyCopy",
     "SqlStore",
     "Store",
     "StoredInquiry",
@@ -32,4 +54,5 @@ __all__ = [
     "iso",
     "now_iso",
     "open_store",
+    "text_sha256",
 ]

@@ -16,8 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from bridge import timing
-from bridge.errors import store_errors
+from bridge.security.keyring import Keyring
+from bridge.store.errors import store_errors
+from bridge.telemetry import timing
 
 _T = TypeVar("_T")
 DeferredStep = Callable[["Executor"], Awaitable[None]]
@@ -34,6 +35,12 @@ def iso(when: datetime) -> str:
 
 class Executor(Protocol):
     """Runs statements: the database itself, or one open transaction. ``?`` placeholders."""
+
+    @property
+    def audit_keys(self) -> Keyring:
+        """The keys the audit trail's records written through it are signed with (given
+        when the store is opened: a secret that is not in the database)."""
+        ...
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
@@ -67,6 +74,7 @@ class _SqliteTransaction:
 
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
+        self.audit_keys = db.audit_keys
         self.deferred: list[DeferredStep] = []
 
     def defer(self, step: DeferredStep) -> bool:
@@ -123,8 +131,9 @@ class SqliteDatabase:
 
     BUSY_WAIT_S = 5.0
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, audit_keys: Keyring | None = None) -> None:
         self.path = path
+        self.audit_keys = audit_keys or Keyring("audit")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -230,8 +239,9 @@ def _pg_count(status: str) -> int:
 class _PostgresTransaction:
     """Statements on one pooled connection inside ``conn.transaction()``."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, audit_keys: Keyring) -> None:
         self.conn = conn
+        self.audit_keys = audit_keys
         self.deferred: list[DeferredStep] = []
 
     def defer(self, step: DeferredStep) -> bool:
@@ -258,8 +268,9 @@ class _PostgresTransaction:
 class PostgresDatabase:
     """asyncpg pool; ``?`` placeholders are rewritten to ``$n``."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, audit_keys: Keyring | None = None) -> None:
         self.dsn = dsn
+        self.audit_keys = audit_keys or Keyring("audit")
         self._pool: Any = None
 
     async def open(self) -> None:
@@ -280,7 +291,7 @@ class PostgresDatabase:
     async def transaction(self) -> AsyncIterator[Executor]:
         with timing.timed("store"), store_errors():
             async with self._pool.acquire() as conn, conn.transaction():
-                tx = _PostgresTransaction(conn)
+                tx = _PostgresTransaction(conn, self.audit_keys)
                 yield tx
                 for step in tx.deferred:
                     await step(tx)

@@ -7,10 +7,53 @@ PostgreSQL alike, or a dict with one script per dialect.
 
 from __future__ import annotations
 
-from bridge import audit
+from bridge.store.audit import KEYED_MIGRATION
+from bridge.store.audit import MIGRATION as AUDIT_MIGRATION
 from bridge.store.drivers import Database, Executor, SqliteDatabase
 
 MIGRATION_LOCK = "govbridge:schema-migration"
+
+# Migration 16's tables; only the sequence column is written differently on the two engines.
+_INCIDENTS = """
+    CREATE TABLE incident_cases (
+        seq {seq},
+        inquiry_id TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        department TEXT NOT NULL,
+        category TEXT NOT NULL,
+        role TEXT NOT NULL,
+        lead_inquiry TEXT,
+        similarity DOUBLE PRECISION NOT NULL,
+        matched TEXT,
+        text TEXT NOT NULL,
+        written_at TEXT NOT NULL,
+        joined_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX incident_cases_inquiry ON incident_cases (inquiry_id);
+    CREATE INDEX incident_cases_department ON incident_cases (department, seq);
+    CREATE INDEX incident_cases_incident ON incident_cases (incident_id, category, written_at);
+    CREATE INDEX incident_cases_lead ON incident_cases (lead_inquiry);
+    CREATE TABLE incidents (
+        incident_id TEXT PRIMARY KEY,
+        department TEXT NOT NULL,
+        lead_inquiry TEXT,
+        first_at TEXT NOT NULL,
+        last_at TEXT NOT NULL,
+        merged_into TEXT,
+        surge_category TEXT,
+        surge_at TEXT,
+        surge_size INTEGER,
+        public_answer_due TEXT,
+        public_answer_at TEXT,
+        public_answer_by TEXT,
+        surge_announced INTEGER NOT NULL DEFAULT 0,
+        surge_by TEXT,
+        places TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX incidents_surge ON incidents (surge_at);
+    """
+
 
 # A migration is portable SQL, or per dialect ({"sqlite": ..., "postgresql": ...}).
 MIGRATIONS: list[str | dict[str, str]] = [
@@ -123,7 +166,7 @@ MIGRATIONS: list[str | dict[str, str]] = [
     ALTER TABLE ticket_events ADD COLUMN cycle INTEGER;
     ALTER TABLE replies ADD COLUMN cycle INTEGER NOT NULL DEFAULT 0;
     """,
-    # 5: triage explanations, and inquiries held for an official's check (bridge/triage_review.py)
+    # 5: triage explanations, and inquiries held for an official's check (bridge/triage/review.py)
     """
     ALTER TABLE inquiries ADD COLUMN confidence REAL;
     ALTER TABLE inquiries ADD COLUMN explanation TEXT;
@@ -191,9 +234,9 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX create_attempts_inquiry ON create_attempts (inquiry_id);
     CREATE INDEX create_attempts_state ON create_attempts (department, state);
     """,
-    # 8: the audit trail, append-only and hash-chained (bridge/audit.py)
-    audit.MIGRATION,
-    # 9: named operators with roles, and their console sessions (bridge/operators.py)
+    # 8: the audit trail, append-only and hash-chained (bridge/store/audit.py)
+    AUDIT_MIGRATION,
+    # 9: named operators with roles, and their console sessions (bridge/web/operators.py)
     """
     CREATE TABLE operators (
         name TEXT PRIMARY KEY,
@@ -212,6 +255,193 @@ MIGRATIONS: list[str | dict[str, str]] = [
     );
     CREATE INDEX operator_sessions_operator ON operator_sessions (operator);
     """,
+    # 10: each audit record's HMAC under a key kept outside the store; TRUNCATE refused on
+    # PostgreSQL (bridge/store/audit.py)
+    KEYED_MIGRATION,
+    # 11: the doors (issue 20): failed sign-ins per name and per client address
+    # (bridge/web/operators.py), why an inquiry is held for review, and the new conversations each
+    # citizen started (the flood limit, bridge/triage/flood.py)
+    """
+    CREATE TABLE signin_failures (key TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX signin_failures_key ON signin_failures (key, at);
+    CREATE INDEX signin_failures_at ON signin_failures (at);
+    ALTER TABLE triage_reviews ADD COLUMN reason TEXT NOT NULL DEFAULT 'unsure';
+    CREATE TABLE conversation_starts (
+        inquiry_id TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        author_id TEXT NOT NULL,
+        department TEXT NOT NULL,
+        started_at TEXT NOT NULL
+    );
+    CREATE INDEX conversation_starts_author
+        ON conversation_starts (platform, author_id, started_at);
+    """,
+    # 12: a draft's version, so an approval names the text the approver saw (issue 20)
+    """
+    ALTER TABLE replies ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    """,
+    # 13: what each operation with a ticket system or account last did (alerts every process
+    # shares, bridge/runtime/alerts.py), commands held while credentials are refused
+    # (bridge/ticketing/held.py), and credentials replaced through the API, encrypted
+    # (bridge/runtime/credentials.py)
+    """
+    CREATE TABLE operation_status (
+        kind TEXT NOT NULL,
+        name TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        last_ok_at TEXT,
+        last_failed_at TEXT,
+        failure TEXT,
+        cleared_at TEXT,
+        cleared_by TEXT,
+        PRIMARY KEY (kind, name, operation)
+    );
+    CREATE TABLE held_commands (
+        command_id TEXT PRIMARY KEY,
+        department TEXT NOT NULL,
+        operation TEXT NOT NULL,
+        inquiry_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        command_json TEXT NOT NULL,
+        held_at TEXT NOT NULL,
+        claimed_by TEXT,
+        claimed_until TEXT
+    );
+    CREATE INDEX held_commands_department ON held_commands (department, held_at);
+    CREATE TABLE credentials (
+        subject TEXT NOT NULL,
+        field TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        replaced_by TEXT NOT NULL,
+        replaced_at TEXT NOT NULL,
+        PRIMARY KEY (subject, field)
+    );
+    """,
+    # 14: every copy of a reply the bridge made (uncertain posts looked for, extra copies
+    # removed, bridge/reply/outbox.py), and how each follow-up reached the officials
+    # (bridge/ticketing/follow_ups.py)
+    """
+    ALTER TABLE replies ADD COLUMN looks INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE replies ADD COLUMN sweep_at TEXT;
+    CREATE INDEX replies_sweep ON replies (sweep_at) WHERE sweep_at IS NOT NULL;
+    CREATE TABLE reply_copies (
+        reply_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        answer TEXT NOT NULL,
+        fate TEXT NOT NULL,
+        external_ids TEXT,
+        detail TEXT,
+        started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (reply_id, attempt)
+    );
+    CREATE TABLE follow_up_deliveries (
+        inquiry_id TEXT PRIMARY KEY,
+        department TEXT NOT NULL,
+        ticket_id TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        state TEXT NOT NULL,
+        linked_id TEXT,
+        reference TEXT,
+        detail TEXT,
+        updated_at TEXT NOT NULL
+    );
+    """,
+    # 15: how each ticket cycle's 回访 ended, as the answer parser read it (never the words;
+    # bridge/store/surveys.py), for 解决率 and 满意率; when the citizen posted each inquiry on
+    # the platform (响应率 counts from it); inquiries and tickets found by time (a month's rates
+    # read that month only)
+    """
+    ALTER TABLE inquiries ADD COLUMN posted_at TEXT;
+    CREATE TABLE survey_results (
+        department TEXT NOT NULL,
+        ticket_id TEXT NOT NULL,
+        cycle INTEGER NOT NULL,
+        inquiry_id TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        account TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        solved INTEGER,
+        satisfaction TEXT,
+        unclear TEXT,
+        asks INTEGER NOT NULL,
+        asked_at TEXT NOT NULL,
+        concluded_at TEXT NOT NULL,
+        PRIMARY KEY (department, ticket_id, cycle)
+    );
+    CREATE INDEX survey_results_concluded ON survey_results (concluded_at);
+    CREATE INDEX inquiries_created ON inquiries (created_at);
+    CREATE INDEX tickets_created ON tickets (created_at);
+    CREATE INDEX ticket_events_ticket ON ticket_events (department, ticket_id);
+    """,
+    # 16: incidents (issue 24): each new inquiry's link to its incident, in the order they were
+    # decided per department (seq: what every process catches up from), with the public
+    # (masked) text the index compares, and each incident's lead case, span and surge with its
+    # 舆情 clock (bridge/triage/incident_links.py)
+    {
+        "sqlite": _INCIDENTS.format(seq="INTEGER PRIMARY KEY AUTOINCREMENT"),
+        "postgresql": _INCIDENTS.format(seq="BIGSERIAL PRIMARY KEY"),
+    },
+    # 17: the approval queue read oldest first among the drafts awaiting approval (issue 23)
+    """
+    CREATE INDEX replies_queue ON replies (state, created_at, reply_id);
+    """,
+    # 18: the 回访 loop (bridge/store/surveys.py): one row per ticket cycle from its final
+    # status to its result; never the citizen's words, only the parser's unclear reason
+    """
+    CREATE TABLE survey_asks (
+        department TEXT NOT NULL,
+        ticket_id TEXT NOT NULL,
+        cycle INTEGER NOT NULL,
+        inquiry_id TEXT NOT NULL,
+        platform TEXT NOT NULL,
+        account TEXT NOT NULL,
+        state TEXT NOT NULL,
+        asks INTEGER NOT NULL DEFAULT 0,
+        due_at TEXT NOT NULL,
+        asked_at TEXT,
+        last_asked_at TEXT,
+        unclear TEXT,
+        outcome TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (department, ticket_id, cycle)
+    );
+    CREATE INDEX survey_asks_state ON survey_asks (state, due_at);
+    CREATE INDEX survey_asks_inquiry ON survey_asks (inquiry_id, state);
+    """,
+    # 19: internal notes on a case (issue 22): officials' words for officials, never public
+    """
+    CREATE TABLE case_notes (
+        note_id TEXT PRIMARY KEY,
+        inquiry_id TEXT NOT NULL,
+        author TEXT NOT NULL,
+        text TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX case_notes_inquiry ON case_notes (inquiry_id, created_at);
+    """,
+    # 20: 延期 extension requests (issue 22): asked with a reason, decided by an approver
+    # before the old deadline; an approved one is the ticket's deadline in its cycle
+    """
+    CREATE TABLE case_extensions (
+        extension_id TEXT PRIMARY KEY,
+        inquiry_id TEXT NOT NULL,
+        department TEXT NOT NULL,
+        ticket_id TEXT NOT NULL,
+        cycle INTEGER NOT NULL,
+        old_deadline TEXT NOT NULL,
+        new_deadline TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        requested_by TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        decided_by TEXT,
+        decided_at TEXT
+    );
+    CREATE INDEX case_extensions_ticket ON case_extensions (department, ticket_id, cycle, state);
+    """,
 ]
 
 
@@ -223,7 +453,10 @@ async def migrate(db: Executor, database: Database) -> int:
     dialect = "sqlite" if isinstance(database, SqliteDatabase) else "postgresql"
     async with db.transaction() as tx:
         await tx.lock(MIGRATION_LOCK)
-        await tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        # No DDL at all when the schema is current: a daemon may run as a PostgreSQL role
+        # without CREATE (and without UPDATE/DELETE/TRUNCATE on audit_log; see README).
+        if not await _has_version_table(tx, dialect):
+            await tx.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
         rows = await tx.fetchall("SELECT version FROM schema_version")
         current = rows[0]["version"] if rows else 0
         if current > len(MIGRATIONS):
@@ -239,3 +472,11 @@ async def migrate(db: Executor, database: Database) -> int:
         elif current < len(MIGRATIONS):
             await tx.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
     return len(MIGRATIONS)
+
+
+async def _has_version_table(tx: Executor, dialect: str) -> bool:
+    if dialect == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    else:
+        sql = "SELECT 1 AS present WHERE to_regclass('schema_version') IS NOT NULL"
+    return bool(await tx.fetchall(sql))

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+from govbridge_tools.simulators.mastodon import Citizen, MastodonSimState
+
 from adapters.base import Source
 from adapters.mastodon import MastodonConfig, MastodonSource
-from adapters.simulators.mastodon import Citizen, MastodonSimState
 from schemas.messages import ReplyRequest, ThreadRef, inquiry_id_for
 from schemas.vocab import InquiryKind, Visibility
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from adapters.simulators.mastodon import MastodonSimState
+from govbridge_tools.simulators.mastodon import MastodonSimState
+
 from tests.contract.harness_mastodon import MastodonHarness
 
 

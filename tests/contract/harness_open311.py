@@ -11,8 +11,9 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from govbridge_tools.simulators.open311 import Open311Server, Open311State
+
 from adapters.open311 import Open311Config, Open311TicketSystem
-from adapters.simulators.open311 import Open311Server, Open311State
 from schemas.config import DepartmentConfig, TicketingConfig
 from schemas.messages import Author, Inquiry, ThreadRef, TicketCommand, stable_id
 from schemas.vocab import Category, InquiryKind

@@ -7,9 +7,10 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
+from govbridge_tools.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
+
 from adapters.base import TicketSystem
 from adapters.rest import RestConfig, RestTicketSystem
-from adapters.simulators.rest import RestSimServer, RestTicketState, demo_ticketing_config
 from schemas.config import DepartmentConfig, TicketingConfig
 from schemas.messages import Inquiry, TicketCommand, stable_id
 from schemas.vocab import Category, InquiryKind

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aiohttp.test_utils import TestServer
+from govbridge_tools.simulators.weibo import WeiboState, create_app
 from pydantic import SecretStr
 
-from adapters.simulators.weibo import WeiboState, create_app
 from adapters.weibo import WeiboConfig, WeiboSource
 from schemas.messages import ReplyRequest, ThreadRef, inquiry_id_for
 from schemas.vocab import InquiryKind, Visibility

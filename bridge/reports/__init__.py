@@ -1,0 +1,2 @@
+"""What operators read about the service: one inquiry's journey and each department's
+performance."""

@@ -1,0 +1,1016 @@
+"""Department performance from the store: how each account serves the public.
+
+Per department: inquiries received and ignored, tickets, follow-ups, replies posted, median
+time to the first reply, tickets resolved and within their SLA, open tickets past deadline,
+replies awaiting approval and needing reconciliation.
+
+A report reads every row of the store, so over HTTP it is bounded and kept off the event loop:
+the period may be at most ``http.max_range`` (``parse_since`` says why a range is refused), and
+``department_reports_apart`` computes it in a worker thread with a store connection of its own
+(SQLite's queries run on the event loop otherwise), so ``/healthz`` and pushes are answered
+while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import csv
+import io
+import json
+import statistics
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime, timedelta, timezone
+from html import escape
+from typing import Any, Generic, TypeVar
+
+from bridge.deadlines import calendar_of, deadline_for
+from bridge.store import Store, StoredInquiry, iso, open_store
+from bridge.store.reports import RateInquiry, RateTicket, asked_time
+from bridge.store.surveys import SurveyResult
+from schemas.config import DepartmentConfig, GovbridgeConfig, RankWeights
+from schemas.states import SurveyOutcome
+from schemas.vocab import (
+    FINAL_STATUSES,
+    REPLY_AWAITING_STATES,
+    REPLY_QUEUED_STATES,
+    Category,
+    CreateState,
+    InquiryState,
+    ReplyState,
+)
+
+T = TypeVar("T")
+FINAL = tuple(sorted(FINAL_STATUSES))
+BACKLOG_STATES = REPLY_AWAITING_STATES + REPLY_QUEUED_STATES
+# Days are counted in China Standard Time: a department's day, not UTC's.
+CST = timezone(timedelta(hours=8), "CST")
+
+
+@dataclass
+class DepartmentReport:
+    """One department over a period: the work that arrived in it (inquiries received, tickets
+    opened and what became of them, replies posted), and the backlog as of now (open tickets
+    past or near their deadline, replies awaiting approval, creates to reconcile, inquiries
+    unanswered beyond the first-response limit with no reply waiting for an approver or a
+    posting slot: an approval backlog is a backlog, not a zombie)."""
+
+    department: str
+    name: str
+    inquiries: int = 0
+    appended: int = 0
+    tickets: int = 0
+    resolved: int = 0
+    resolved_in_time: int = 0
+    open_overdue: int = 0
+    open_at_risk: int = 0
+    replies_posted: int = 0
+    awaiting_approval: int = 0
+    needs_reconciliation: int = 0
+    unanswered_overdue: int = 0
+    zombie_accounts: list[str] = field(default_factory=list)  # platform:handle, unanswered
+    median_first_reply_s: float | None = None
+    median_resolution_s: float | None = None
+    daily: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def in_time_rate(self) -> float | None:
+        return self.resolved_in_time / self.resolved if self.resolved else None
+
+    @property
+    def zombie(self) -> bool:
+        """Inquiries left unanswered beyond the limit: an account nobody looks after."""
+        return self.unanswered_overdue > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "in_time_rate": self.in_time_rate, "zombie": self.zombie}
+
+
+def _ts(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value).astimezone(UTC) if value else None
+
+
+def parse_since(
+    text: str, now: datetime | None = None, max_window: timedelta | None = None
+) -> datetime:
+    """``7d``, ``24h``, ``2w`` before now, or a date / ISO time (read in CST when it has no
+    offset). ``ValueError`` with the reason for text that is none of these, a time no
+    calendar holds (``0001-01-01`` in CST is before year 1 in UTC), a time after ``now``, or
+    a period longer than ``max_window``."""
+    now = now or datetime.now(UTC)
+    shown = repr(text[:40] + ("…" if len(text) > 40 else ""))
+    units = {"h": 3600, "d": 86400, "w": 7 * 86400}
+    try:
+        if len(text) > 1 and text[:-1].isascii() and text[:-1].isdigit() and text[-1] in units:
+            since = now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+        else:
+            when = datetime.fromisoformat(text)
+            since = (when if when.tzinfo else when.replace(tzinfo=CST)).astimezone(UTC)
+    except ValueError:
+        raise ValueError(f"since {shown}: give 7d, 24h, 2w, a date or an ISO time") from None
+    except OverflowError:
+        raise ValueError(f"since {shown}: out of the calendar's range") from None
+    check_window(since, now, max_window, f"since {shown}")
+    return since
+
+
+def check_window(
+    start: datetime, end: datetime, max_window: timedelta | None, what: str = "the period"
+) -> None:
+    """``ValueError`` when ``start`` is after ``end`` or the two are further apart than
+    ``max_window`` (``http.max_range``)."""
+    if start > end:
+        raise ValueError(f"{what}: starts after it ends")
+    if max_window is not None and end - start > max_window:
+        raise ValueError(
+            f"{what}: the period is longer than the longest allowed,"
+            f" {_span(max_window)} (http.max_range)"
+        )
+
+
+def _span(window: timedelta) -> str:
+    seconds = window.total_seconds()
+    if seconds % 86400 == 0:
+        return f"{int(seconds // 86400)} days"
+    return f"{seconds / 3600:g} hours"
+
+
+def _day(when: datetime) -> str:
+    return when.astimezone(CST).date().isoformat()
+
+
+def _days(since: datetime, now: datetime) -> list[str]:
+    first, last = since.astimezone(CST).date(), now.astimezone(CST).date()
+    return [(first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1)]
+
+
+async def department_reports(
+    store: Store,
+    cfg: GovbridgeConfig,
+    now: datetime | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    department: str | None = None,
+) -> tuple[list[DepartmentReport], dict[str, int]]:
+    """Reports per configured department (or only ``department``) for the period from
+    ``since`` (everything when None) to ``until`` (exclusive; None: to ``now``), plus ignored
+    inquiries counted by reason. The backlog is always as of ``now``."""
+    now = now or datetime.now(UTC)
+    start = since or datetime.min.replace(tzinfo=UTC)
+
+    def in_period(value: str | None) -> bool:
+        when = _ts(value)
+        if when is None or when < start:
+            return False
+        return when < until if until is not None else when <= now
+
+    inquiries = await store.list_inquiries()
+    tickets = await store.list_tickets()
+    replies = await store.list_replies()
+    resolved_at: dict[tuple[str, str], datetime] = {}
+    for key, first in (await store.first_applied(FINAL)).items():
+        at = _ts(first)
+        if at is not None:
+            resolved_at[key] = at
+    flagged = await store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
+    first_reply: dict[str, datetime] = {}
+    in_backlog: set[str] = set()  # a reply waits for an approver or a posting slot
+    for r in replies:
+        posted = _ts(r.posted_at)
+        if r.state == ReplyState.POSTED and posted is not None:
+            first_reply[r.inquiry_id] = min(first_reply.get(r.inquiry_id, posted), posted)
+        elif r.state in BACKLOG_STATES:
+            in_backlog.add(r.inquiry_id)
+    by_id = {i.inquiry_id: i for i in inquiries}
+    ignored: dict[str, int] = {}
+    wanted = [d for d in cfg.departments if department is None or d.id == department]
+    reports = {d.id: DepartmentReport(d.id, d.name) for d in wanted}
+    last = now if until is None else min(now, until - timedelta(microseconds=1))
+    days = _days(since or min((_ts(i.created_at) or now for i in inquiries), default=now), last)
+    daily: dict[str, dict[str, dict[str, Any]]] = {
+        d: {day: {"day": day, "received": 0, "resolved": 0} for day in days} for d in reports
+    }
+    waits: dict[str, list[float]] = {d: [] for d in reports}
+    durations: dict[str, list[float]] = {d: [] for d in reports}
+    for i in inquiries:
+        received = _ts(i.created_at)
+        if i.state == InquiryState.IGNORED:
+            if in_period(i.created_at) and department is None:
+                ignored[i.reason or "?"] = ignored.get(i.reason or "?", 0) + 1
+            continue
+        if i.state == InquiryState.SURVEY_ANSWER:  # the citizen answering the 回访 question
+            continue
+        rep = reports.get(i.department or "")
+        if rep is None or received is None:
+            continue
+        answered = first_reply.get(i.inquiry_id)
+        if answered is None and i.state != InquiryState.APPENDED and i.inquiry_id not in in_backlog:
+            dept = cfg.department(rep.department)
+            limit = _first_response_deadline(dept, i, received)
+            if limit is not None and now > limit:
+                rep.unanswered_overdue += 1
+                account = cfg.key_on(i.platform, i.account)
+                if account not in rep.zombie_accounts:
+                    rep.zombie_accounts.append(account)
+        if not in_period(i.created_at):
+            continue
+        rep.inquiries += 1
+        rep.appended += i.state == InquiryState.APPENDED
+        daily[rep.department][_day(received)]["received"] += 1
+        if answered:
+            waits[rep.department].append((answered - received).total_seconds())
+    for t in tickets:
+        rep = reports.get(t.department)
+        if rep is None:
+            continue
+        dept = cfg.department(t.department)
+        inquiry = by_id.get(t.inquiry_id)
+        category = Category((inquiry.category if inquiry else None) or "other")
+        created = _ts(t.created_at) or now
+        deadline = deadline_for(dept, category, created)
+        done = resolved_at.get((t.department, t.ticket_id))
+        if t.status not in FINAL and deadline is not None:  # the backlog, as of now
+            if now > deadline:
+                rep.open_overdue += 1
+            elif deadline - now <= cfg.sla.warn_before:
+                rep.open_at_risk += 1
+        if done is not None and in_period(done.isoformat()) and _day(done) in daily[rep.department]:
+            daily[rep.department][_day(done)]["resolved"] += 1
+        if not in_period(t.created_at):
+            continue
+        rep.tickets += 1
+        if t.status in FINAL:
+            rep.resolved += 1
+            if deadline is None or (done is not None and done <= deadline):
+                rep.resolved_in_time += 1
+            if done is not None:
+                durations[rep.department].append((done - created).total_seconds())
+    for r in replies:
+        rep = reports.get(r.department)
+        if rep is None:
+            continue
+        rep.replies_posted += r.state == ReplyState.POSTED and in_period(r.posted_at)
+        rep.awaiting_approval += r.state == ReplyState.AWAITING_APPROVAL
+    for f in flagged:
+        if f.department in reports:
+            reports[f.department].needs_reconciliation += 1
+    for dept_id, rep in reports.items():
+        if waits[dept_id]:
+            rep.median_first_reply_s = statistics.median(waits[dept_id])
+        if durations[dept_id]:
+            rep.median_resolution_s = statistics.median(durations[dept_id])
+        rep.daily = list(daily[dept_id].values())
+    return list(reports.values()), ignored
+
+
+async def department_reports_apart(
+    cfg: GovbridgeConfig,
+    now: datetime,
+    *,
+    since: datetime,
+    department: str | None = None,
+) -> tuple[list[DepartmentReport], dict[str, int]]:
+    """``department_reports`` in a worker thread, on a connection of its own to the store
+    (``cfg.store.url``): its queries and its arithmetic never hold the event loop. An
+    in-memory SQLite store cannot be shared with another connection; it is read here."""
+    return await _apart(
+        cfg, lambda store: department_reports(store, cfg, now, since=since, department=department)
+    )
+
+
+async def rank_months_apart(
+    cfg: GovbridgeConfig, now: datetime, months: int = 12, ending: datetime | None = None
+) -> list[Ranking]:
+    """``rank_months`` in a worker thread, on a connection of its own (as above)."""
+    return await _apart(cfg, lambda store: rank_months(store, cfg, now, months, ending))
+
+
+async def _apart(cfg: GovbridgeConfig, work: Callable[[Store], Awaitable[T]]) -> T:
+    url = cfg.store.url
+    in_memory = url.removeprefix("sqlite://").lstrip("/") in ("", ":memory:")
+    if url.startswith("sqlite://") and in_memory:
+        store = await open_store(cfg.store.url)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    async def run() -> T:
+        store = await open_store(cfg.store.url, migrate=False)
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return await asyncio.to_thread(asyncio.run, run())
+
+
+def _first_response_deadline(
+    dept: DepartmentConfig, inquiry: StoredInquiry, received: datetime
+) -> datetime | None:
+    """The first-response limit (``sla.first_response``), else the category's limit."""
+    if "first_response" in dept.sla:
+        probe = dept.model_copy(update={"sla": {"other": dept.sla["first_response"]}})
+        return deadline_for(probe, Category.OTHER, received)
+    return deadline_for(dept, Category(inquiry.category or "other"), received)
+
+
+def render_table(reports: list[DepartmentReport], ignored: dict[str, int]) -> str:
+    head = (
+        f"{'department':<14}{'inquiries':>10}{'tickets':>8}{'resolved':>9}{'in SLA':>8}"
+        f"{'overdue':>8}{'at risk':>8}{'replies':>8}{'awaiting':>9}{'first reply':>12}"
+        f"{'resolution':>11}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        rate = f"{r.in_time_rate:.0%}" if r.in_time_rate is not None else "-"
+        wait = "-" if r.median_first_reply_s is None else _human(r.median_first_reply_s)
+        took = "-" if r.median_resolution_s is None else _human(r.median_resolution_s)
+        lines.append(
+            f"{pad(r.name, 14)}{r.inquiries:>10}{r.tickets:>8}{r.resolved:>9}{rate:>8}"
+            f"{r.open_overdue:>8}{r.open_at_risk:>8}{r.replies_posted:>8}"
+            f"{r.awaiting_approval:>9}{wait:>12}{took:>11}"
+        )
+    for r in reports:
+        if r.zombie:
+            lines.append(
+                f"zombie: {r.name} has {r.unanswered_overdue} inquiries unanswered beyond the limit"
+                f" ({', '.join(r.zombie_accounts)})"
+            )
+    if ignored:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(ignored.items()))
+        lines.append(f"ignored as noise: {sum(ignored.values())} ({reasons})")
+    return "\n".join(lines)
+
+
+COLUMNS = (
+    "department",
+    "name",
+    "inquiries",
+    "appended",
+    "tickets",
+    "resolved",
+    "resolved_in_time",
+    "in_time_rate",
+    "median_first_reply_s",
+    "median_resolution_s",
+    "replies_posted",
+    "open_overdue",
+    "open_at_risk",
+    "awaiting_approval",
+    "needs_reconciliation",
+    "unanswered_overdue",
+    "zombie",
+)
+
+
+def render_json(
+    reports: list[DepartmentReport],
+    ignored: dict[str, int],
+    since: datetime | None = None,
+    now: datetime | None = None,
+) -> str:
+    return json.dumps(
+        {
+            "since": since.isoformat() if since else None,
+            "until": (now or datetime.now(UTC)).isoformat(),
+            "departments": [r.as_dict() for r in reports],
+            "ignored": ignored,
+        },
+        ensure_ascii=False,
+        indent=2,
+    )
+
+
+def render_csv(reports: list[DepartmentReport]) -> str:
+    """One row per department (the daily series is in the JSON and HTML forms)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for r in reports:
+        row = r.as_dict()
+        writer.writerow(
+            [
+                ("" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else row[c])
+                for c in COLUMNS
+            ]
+        )
+    return out.getvalue()
+
+
+def chart_svg(rep: DepartmentReport, width: int = 640, height: int = 180) -> str:
+    """Received and resolved per day as bars, inline SVG (no script, no CDN)."""
+    days = rep.daily
+    top = max([1] + [max(d["received"], d["resolved"]) for d in days])
+    left, bottom, plot_h = 32, 24, height - 40
+    slot = (width - left - 8) / max(1, len(days))
+    bar = max(1.0, slot / 2 - 1)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" role="img" aria-labelledby="c-{rep.department}">',
+        f'<title id="c-{rep.department}">{escape(rep.name)}: 每日收到与办结 / received and'
+        " resolved per day</title>",
+        f'<line x1="{left}" y1="{height - bottom}" x2="{width - 4}" y2="{height - bottom}"'
+        ' stroke="#444"/>',
+        f'<text x="4" y="{height - bottom - plot_h + 10}" font-size="11">{top}</text>',
+        f'<text x="4" y="{height - bottom}" font-size="11">0</text>',
+    ]
+    for n, d in enumerate(days):
+        x = left + n * slot
+        for k, (key, colour) in enumerate((("received", "#1f5fa8"), ("resolved", "#2e7d32"))):
+            h = plot_h * d[key] / top
+            parts.append(
+                f'<rect class="{key}" x="{x + k * (bar + 1):.1f}" y="{height - bottom - h:.1f}"'
+                f' width="{bar:.1f}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{d['day']} {key} {d[key]}</title></rect>"
+            )
+        if len(days) <= 16 or n % max(1, len(days) // 8) == 0:
+            parts.append(f'<text x="{x:.1f}" y="{height - 8}" font-size="10">{d["day"][5:]}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_html(
+    reports: list[DepartmentReport],
+    ignored: dict[str, int],
+    since: datetime | None = None,
+    now: datetime | None = None,
+) -> str:
+    """A standalone page: the table, then a chart per department."""
+    now = now or datetime.now(UTC)
+    period = f"{_day(since)} – {_day(now)}" if since else f"全部 / all – {_day(now)}"
+    heads = [
+        ("部门 department", "name"),
+        ("收到 inquiries", "inquiries"),
+        ("工单 tickets", "tickets"),
+        ("办结 resolved", "resolved"),
+        ("按时 in time", "in_time_rate"),
+        ("首次答复中位 first reply", "median_first_reply_s"),
+        ("办结中位 resolution", "median_resolution_s"),
+        ("已发答复 replies", "replies_posted"),
+        ("逾期 overdue", "open_overdue"),
+        ("临期 at risk", "open_at_risk"),
+        ("待审批 awaiting", "awaiting_approval"),
+        ("未答复超时 unanswered", "unanswered_overdue"),
+    ]
+
+    def cell(r: DepartmentReport, key: str) -> str:
+        value = r.as_dict()[key]
+        if value is None:
+            return "-"
+        if key == "in_time_rate":
+            return f"{value:.0%}"
+        if key.endswith("_s"):
+            return _human(value)
+        if key == "name" and r.zombie:
+            accounts = escape(", ".join(r.zombie_accounts))
+            return f'{escape(r.name)} <strong class="zombie">僵尸账号 zombie</strong> ({accounts})'
+        return escape(str(value))
+
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{cell(r, k)}</td>" for _, k in heads) + "</tr>" for r in reports
+    )
+    charts = "".join(
+        f"<section><h2>{escape(r.name)}</h2><figure>{chart_svg(r)}<figcaption>"
+        '<span class="k-received">■ 收到 received</span> '
+        '<span class="k-resolved">■ 办结 resolved</span></figcaption></figure></section>'
+        for r in reports
+    )
+    noise = ", ".join(f"{escape(k)} {v}" for k, v in sorted(ignored.items())) or "0"
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        f"<title>govbridge 报告 {escape(period)}</title><style>"
+        "body{font-family:sans-serif;color:#111;margin:1.5em}"
+        "table{border-collapse:collapse}td,th{border:1px solid #999;padding:.3em .5em}"
+        "th{background:#eee}.zombie{color:#b00020}.k-received{color:#1f5fa8}"
+        ".k-resolved{color:#2e7d32}</style></head><body>"
+        f"<h1>部门办理情况 Department report</h1><p>期间 period: {escape(period)}</p>"
+        "<table><thead><tr>"
+        + "".join(f'<th scope="col">{h}</th>' for h, _ in heads)
+        + f"</tr></thead><tbody>{rows}</tbody></table>"
+        f"<p>作为噪声忽略 ignored as noise: {noise}</p>{charts}</body></html>\n"
+    )
+
+
+def pad(text: str, width: int) -> str:
+    """Left-align for a terminal: CJK characters take two columns."""
+    used = sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+    return text + " " * max(0, width - used)
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --------------------------------------------------------------------------------------------
+# The three rates (响应率, 解决率, 满意率), the on-time rate and the ranking, per department and
+# per account, for a month or any period. The formulas (README, "The three rates"):
+#
+# - 响应率: of the inquiries asked in the period (noise excluded), those whose first
+#   acknowledgement was posted within the first-response limit (``sla.first_response``, else
+#   ``[ranking].first_response``, 3 minutes) of the citizen's post (``asked_at``); an inquiry
+#   not yet answered whose limit has not passed is not counted yet.
+# - 解决率 / 满意率: of the 回访 results concluded in the period, the answers saying solved, and
+#   the satisfaction answers weighted by ``[ranking].satisfaction`` (满意 1, 基本满意 1, 不满意
+#   0); unrated answers are left out; no response as ``[ranking].no_response`` says.
+# - 按时率: of the tickets opened in the period that are resolved, or still open past their
+#   deadline, those resolved by their deadline: an open overdue ticket counts as late.
+# - score: the weighted mean of the rates × 100 (``[ranking].weights``, 30/35/35/0 by default:
+#   an example, not an official formula); no score when a weighted rate has nothing to count.
+#   Ranked by score (to 0.01), equal scores share a rank.
+# --------------------------------------------------------------------------------------------
+
+RATE_NAMES = ("response", "resolution", "satisfaction", "on_time")
+RATE_LABELS = {
+    "response": "响应率",
+    "resolution": "解决率",
+    "satisfaction": "满意率",
+    "on_time": "按时率",
+}
+
+
+@dataclass(frozen=True)
+class Period:
+    """From ``start`` (inclusive) to ``end`` (exclusive), both UTC; ``label`` as given."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+    def as_dict(self) -> dict[str, str]:
+        last = self.end - timedelta(microseconds=1)
+        return {
+            "label": self.label,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "first_day": _day(self.start),
+            "last_day": _day(last),
+        }
+
+
+def month_period(year: int, month: int) -> Period:
+    """A calendar month in China Standard Time."""
+    start = datetime(year, month, 1, tzinfo=CST)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=CST)
+    return Period(start.astimezone(UTC), end.astimezone(UTC), f"{year:04d}-{month:02d}")
+
+
+def last_months(now: datetime, count: int = 12) -> list[Period]:
+    """The ``count`` months up to and including the month of ``now`` (CST), oldest first."""
+    local = now.astimezone(CST)
+    n = local.year * 12 + local.month - 1
+    return [month_period(m // 12, m % 12 + 1) for m in range(n - count + 1, n + 1)]
+
+
+def previous_month(now: datetime) -> Period:
+    """The last whole month before ``now`` (CST): the default period of a ranking."""
+    return last_months(now, 2)[0]
+
+
+def parse_period(
+    text: str, now: datetime | None = None, max_window: timedelta | None = None
+) -> Period:
+    """``2026-11`` (a month), ``2026-11-03`` (a day) or ``2026-11-01..2026-11-15`` (the days
+    from one to the other, both included), in China Standard Time. ``ValueError`` with the
+    reason for anything else, a period starting after ``now`` or longer than ``max_window``."""
+    now = now or datetime.now(UTC)
+    shown = repr(text[:40] + ("…" if len(text) > 40 else ""))
+    try:
+        if len(text) == 7 and text[4] == "-":
+            year, month = int(text[:4]), int(text[5:])
+            if not 1 <= month <= 12 or year < 1:
+                raise ValueError
+            period = month_period(year, month)
+        else:
+            first_text, _, last_text = text.partition("..")
+            first = datetime.strptime(first_text.strip(), "%Y-%m-%d").replace(tzinfo=CST)
+            last = (
+                datetime.strptime(last_text.strip(), "%Y-%m-%d").replace(tzinfo=CST)
+                if last_text
+                else first
+            )
+            if last < first:
+                raise ValueError(f"period {shown}: ends before it starts")
+            period = Period(
+                first.astimezone(UTC), (last + timedelta(days=1)).astimezone(UTC), text.strip()
+            )
+    except ValueError as exc:
+        if str(exc).startswith("period"):
+            raise
+        raise ValueError(
+            f"period {shown}: give a month (2026-11), a day (2026-11-03) or days"
+            " (2026-11-01..2026-11-15)"
+        ) from None
+    except OverflowError:
+        raise ValueError(f"period {shown}: out of the calendar's range") from None
+    if period.start > now:
+        raise ValueError(f"period {shown}: starts in the future")
+    check_window(period.start, period.end, max_window, f"period {shown}")
+    return period
+
+
+@dataclass
+class Rates:
+    """The counts behind one department's or account's rates over a period."""
+
+    responded_in_time: int = 0  # first acknowledgement posted within the limit
+    response_counted: int = 0  # inquiries answered, or unanswered past the limit
+    solved: float = 0  # 回访 answers saying solved (and no responses counted as solved)
+    resolution_counted: int = 0  # answers saying solved or not (and counted no responses)
+    satisfied: float = 0.0  # satisfaction answers, weighted
+    satisfaction_counted: int = 0  # satisfaction answers (and counted no responses)
+    on_time: int = 0  # tickets resolved by their deadline
+    on_time_counted: int = 0  # tickets resolved, or open past their deadline
+    answered: int = 0  # 回访 results by outcome
+    unrated: int = 0
+    no_response: int = 0
+
+    def rate(self, name: str) -> float | None:
+        part, whole = {
+            "response": (self.responded_in_time, self.response_counted),
+            "resolution": (self.solved, self.resolution_counted),
+            "satisfaction": (self.satisfied, self.satisfaction_counted),
+            "on_time": (self.on_time, self.on_time_counted),
+        }[name]
+        return part / whole if whole else None
+
+    def score(self, weights: RankWeights) -> tuple[float | None, list[str]]:
+        """The weighted mean of the rates × 100 (rounded to 0.01), or None and the weighted
+        rates that have nothing to count."""
+        total = sum(getattr(weights, n) for n in RATE_NAMES)
+        missing = [n for n in RATE_NAMES if getattr(weights, n) > 0 and self.rate(n) is None]
+        if missing:
+            return None, missing
+        value = sum(getattr(weights, n) * (self.rate(n) or 0.0) for n in RATE_NAMES)
+        return round(100 * value / total, 2), []
+
+
+@dataclass
+class Standing:
+    """One department's (``level`` "department") or account's place in a period's ranking."""
+
+    level: str
+    key: str  # the department id, or the account key (adapter:handle)
+    name: str
+    department: str | None
+    rates: Rates = field(default_factory=Rates)
+    score: float | None = None
+    rank: int | None = None
+    unranked: list[str] = field(default_factory=list)  # weighted rates with nothing to count
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "level": self.level,
+            "key": self.key,
+            "name": self.name,
+            "department": self.department,
+            "rank": self.rank,
+            "score": self.score,
+            **{f"{n}_rate": self.rates.rate(n) for n in RATE_NAMES},
+            **asdict(self.rates),
+            "unranked": self.unranked,
+        }
+
+
+@dataclass
+class Ranking:
+    period: Period
+    weights: RankWeights
+    departments: list[Standing]
+    accounts: list[Standing]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period.as_dict(),
+            "weights": self.weights.model_dump(),
+            "departments": [s.as_dict() for s in self.departments],
+            "accounts": [s.as_dict() for s in self.accounts],
+        }
+
+
+class _Timed(Generic[T]):
+    """Rows in the order of a time of theirs, parsed once; ``between`` slices a period."""
+
+    def __init__(self, rows: list[tuple[datetime, T]]) -> None:
+        rows.sort(key=lambda pair: pair[0])
+        self.times = [when for when, _ in rows]
+        self.rows = [row for _, row in rows]
+
+    def between(self, start: datetime, end: datetime) -> list[T]:
+        return self.rows[
+            bisect.bisect_left(self.times, start) : bisect.bisect_left(self.times, end)
+        ]
+
+
+@dataclass
+class _Facts:
+    """What the rates are computed from, read once for any number of periods: the inquiries
+    (by when they were asked), tickets (by creation) of those periods (slim rows, no text)
+    and their 回访 results (by conclusion)."""
+
+    inquiries: _Timed[RateInquiry]
+    tickets: _Timed[RateTicket]
+    results: _Timed[SurveyResult]
+
+
+async def _read_facts(store: Store, since: datetime, until: datetime) -> _Facts:
+    first, last = iso(since), iso(until)
+    inquiries = await store.rate_inquiries(
+        first, last, ReplyState.POSTED, REPLY_AWAITING_STATES, REPLY_QUEUED_STATES
+    )
+    tickets = await store.rate_tickets(first, last, FINAL)
+    results = await store.survey_results(since, until)
+    return _Facts(
+        _Timed([(when, i) for i in inquiries if (when := asked_at(i)) is not None]),
+        _Timed([(when, t) for t in tickets if (when := _ts(t.created_at)) is not None]),
+        _Timed([(when, r) for r in results if (when := _ts(r.concluded_at)) is not None]),
+    )
+
+
+def asked_at(inquiry: StoredInquiry | RateInquiry) -> datetime | None:
+    """When the citizen asked (``bridge.store.reports.asked_time``)."""
+    return asked_time(inquiry.created_at, inquiry.posted_at)
+
+
+def _rank(standings: list[Standing], weights: RankWeights) -> list[Standing]:
+    """Scores and ranks (equal scores share one); ranked first, best first, then unranked."""
+    for s in standings:
+        s.score, s.unranked = s.rates.score(weights)
+    scores = [s.score for s in standings if s.score is not None]
+    for s in standings:
+        if s.score is not None:
+            s.rank = 1 + sum(1 for other in scores if other > s.score)
+    return sorted(standings, key=lambda s: (s.rank is None, s.rank or 0, s.key))
+
+
+def _compute_ranking(
+    facts: _Facts,
+    cfg: GovbridgeConfig,
+    period: Period,
+    now: datetime,
+    department: str | None = None,
+) -> Ranking:
+    ranking_cfg = cfg.ranking
+    wanted = [d for d in cfg.departments if department is None or d.id == department]
+    depts = {d.id: Standing("department", d.id, d.name, d.id) for d in wanted}
+    accounts: dict[str, Standing] = {}
+    for acc in cfg.accounts:
+        if department is None or acc.department == department:
+            accounts[acc.key] = Standing("account", acc.key, acc.key, acc.department)
+    dept_cfg = {d.id: d for d in wanted}
+    probes = {
+        d.id: d.model_copy(
+            update={"sla": {"other": d.sla.get("first_response", ranking_cfg.first_response)}}
+        )
+        for d in wanted
+    }
+
+    calendars = {d.id: calendar_of(d) for d in wanted}
+    keys: dict[tuple[str, str], str] = {}
+
+    def sheets(dept: str | None, platform: str, account: str) -> list[Rates]:
+        """The department's and the account's counts a row adds to."""
+        out = []
+        if dept in depts:
+            out.append(depts[dept].rates)
+        key = keys.get((platform, account))
+        if key is None:
+            key = keys[(platform, account)] = cfg.key_on(platform, account)
+        if key in accounts:
+            out.append(accounts[key].rates)
+        elif department is None or dept == department:
+            known = cfg.account_on(platform, account)
+            accounts[key] = Standing("account", key, key, known.department if known else dept)
+            out.append(accounts[key].rates)
+        return out
+
+    start, end = period.start, period.end
+    for i in facts.inquiries.between(start, end):  # 响应率
+        received = asked_at(i)
+        if (
+            i.state in (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)  # 回访 answers too
+            or i.department not in probes
+            or received is None
+        ):
+            continue
+        limit = deadline_for(
+            probes[i.department], Category.OTHER, received, calendar=calendars[i.department]
+        )
+        answered = _ts(i.first_reply_at)
+        if answered is None and (limit is None or now <= limit):
+            continue  # not answered yet, still within the limit
+        in_time = answered is not None and (limit is None or answered <= limit)
+        for rates in sheets(i.department, i.platform, i.account):
+            rates.response_counted += 1
+            rates.responded_in_time += in_time
+    shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
+    for res in facts.results.between(start, end):  # 解决率, 满意率
+        for rates in sheets(res.department, res.platform, res.account):
+            if res.outcome == SurveyOutcome.UNRATED:
+                rates.unrated += 1
+            elif res.outcome == SurveyOutcome.NO_RESPONSE:
+                rates.no_response += 1
+                if ranking_cfg.no_response != "exclude":
+                    counted = ranking_cfg.no_response == "satisfied"
+                    rates.resolution_counted += 1
+                    rates.satisfaction_counted += 1
+                    rates.solved += counted
+                    rates.satisfied += float(counted)
+            else:
+                rates.answered += 1
+                if res.solved is not None:
+                    rates.resolution_counted += 1
+                    rates.solved += res.solved
+                if res.satisfaction is not None:
+                    rates.satisfaction_counted += 1
+                    rates.satisfied += shares.get(res.satisfaction, 0.0)
+    for t in facts.tickets.between(start, end):  # 按时率
+        created = _ts(t.created_at)
+        if t.department not in depts or created is None:
+            continue
+        assert created is not None
+        category = Category(t.category or "other")
+        deadline = deadline_for(
+            dept_cfg[t.department], category, created, calendar=calendars[t.department]
+        )
+        done = _ts(t.final_at)
+        if t.status in FINAL:
+            in_time = deadline is None or (done is not None and done <= deadline)
+        elif deadline is not None and now > deadline:
+            in_time = False
+        else:
+            continue  # open and not yet due
+        for rates in sheets(t.department, t.platform or "?", t.account or "?"):
+            rates.on_time_counted += 1
+            rates.on_time += in_time
+    return Ranking(
+        period,
+        ranking_cfg.weights,
+        _rank(list(depts.values()), ranking_cfg.weights),
+        _rank(list(accounts.values()), ranking_cfg.weights),
+    )
+
+
+async def rank_period(
+    store: Store,
+    cfg: GovbridgeConfig,
+    period: Period,
+    now: datetime | None = None,
+    *,
+    department: str | None = None,
+) -> Ranking:
+    """The rates, scores and ranks of every department and account over ``period``."""
+    now = now or datetime.now(UTC)
+    facts = await _read_facts(store, period.start, period.end)
+    return _compute_ranking(facts, cfg, period, now, department)
+
+
+async def rank_months(
+    store: Store,
+    cfg: GovbridgeConfig,
+    now: datetime | None = None,
+    months: int = 12,
+    ending: datetime | None = None,
+) -> list[Ranking]:
+    """The ranking of each of the ``months`` months up to the month of ``ending`` (default:
+    the current month, so far), oldest first, from one read of the store."""
+    now = now or datetime.now(UTC)
+    periods = last_months(min(ending or now, now), months)
+    facts = await _read_facts(store, periods[0].start, periods[-1].end)
+    return [_compute_ranking(facts, cfg, p, now) for p in periods]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _fraction(rates: Rates, name: str) -> str:
+    part, whole = {
+        "response": (rates.responded_in_time, rates.response_counted),
+        "resolution": (rates.solved, rates.resolution_counted),
+        "satisfaction": (rates.satisfied, rates.satisfaction_counted),
+        "on_time": (rates.on_time, rates.on_time_counted),
+    }[name]
+    return f"{part:g}/{whole}"
+
+
+def formula(weights: RankWeights) -> str:
+    """The score's formula as configured, e.g. ``30 响应率 + 35 解决率 + 35 满意率``."""
+    terms = [f"{getattr(weights, n):g} {RATE_LABELS[n]}" for n in RATE_NAMES if getattr(weights, n)]
+    total = sum(getattr(weights, n) for n in RATE_NAMES)
+    text = " + ".join(terms)
+    return text if total == 100 else f"({text}) × 100 / {total:g}"
+
+
+def render_rank_table(ranking: Ranking) -> str:
+    p = ranking.period.as_dict()
+    lines = [
+        f"ranking {p['label']} ({p['first_day']} – {p['last_day']}, CST);"
+        f" score = {formula(ranking.weights)} (an example weighting, not an official formula)"
+    ]
+    for title, standings in (("department", ranking.departments), ("account", ranking.accounts)):
+        head = (
+            f"{'rank':>4}  {pad(title, 22)}"
+            + "".join(f"{pad(RATE_LABELS[n], 8)}{'':>10}" for n in RATE_NAMES)
+            + f"{'score':>7}"
+        )
+        lines += ["", head, "-" * len(head)]
+        for s in standings:
+            cells = "".join(
+                f"{_pct(s.rates.rate(n)):>7} {('(' + _fraction(s.rates, n) + ')'):<10}"
+                for n in RATE_NAMES
+            )
+            rank = "-" if s.rank is None else str(s.rank)
+            score = "-" if s.score is None else f"{s.score:.2f}"
+            lines.append(f"{rank:>4}  {pad(s.name, 22)}{cells}{score:>7}")
+        for s in standings:
+            if s.rank is None:
+                nothing = ", ".join(RATE_LABELS[n] for n in s.unranked)
+                lines.append(f"not ranked: {s.name}: nothing to count for {nothing}")
+    return "\n".join(lines)
+
+
+def render_rank_json(ranking: Ranking) -> str:
+    return json.dumps(ranking.as_dict(), ensure_ascii=False, indent=2)
+
+
+RANK_COLUMNS = (
+    "level",
+    "rank",
+    "key",
+    "name",
+    "department",
+    "score",
+    *(f"{n}_rate" for n in RATE_NAMES),
+    *(f.name for f in fields(Rates)),
+)
+
+
+def render_rank_csv(ranking: Ranking) -> str:
+    """One row per department, then one per account, ranked."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(RANK_COLUMNS)
+    for s in [*ranking.departments, *ranking.accounts]:
+        row = s.as_dict()
+        writer.writerow(
+            [
+                ""
+                if row[c] is None
+                else f"{row[c]:.4f}"
+                if isinstance(row[c], float) and c.endswith("_rate")
+                else f"{row[c]:g}"
+                if isinstance(row[c], float)
+                else row[c]
+                for c in RANK_COLUMNS
+            ]
+        )
+    return out.getvalue()
+
+
+def render_rank_html(ranking: Ranking) -> str:
+    """A standalone page: the departments' ranking, then the accounts', with the formula."""
+    p = ranking.period.as_dict()
+
+    def table(title: str, standings: list[Standing]) -> str:
+        heads = ["名次 rank", title, *(RATE_LABELS[n] for n in RATE_NAMES), "得分 score"]
+        rows = []
+        for s in standings:
+            cells = [
+                "-" if s.rank is None else str(s.rank),
+                escape(s.name),
+                *(
+                    f"{_pct(s.rates.rate(n))} <small>({_fraction(s.rates, n)})</small>"
+                    for n in RATE_NAMES
+                ),
+                "-" if s.score is None else f"{s.score:.2f}",
+            ]
+            rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        return (
+            "<table><thead><tr>"
+            + "".join(f'<th scope="col">{h}</th>' for h in heads)
+            + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+
+    period = f"{p['label']} ({p['first_day']} – {p['last_day']})"
+    return (
+        '<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">'
+        f"<title>govbridge 排名 ranking {escape(period)}</title><style>"
+        "body{font-family:sans-serif;color:#111;margin:1.5em}"
+        "table{border-collapse:collapse;margin-bottom:1.5em}"
+        "td,th{border:1px solid #999;padding:.3em .5em}th{background:#eee}"
+        "small{color:#555}</style></head><body>"
+        f"<h1>月度排名 Ranking</h1><p>期间 period: {escape(period)}, CST</p>"
+        f"<p>得分 score = {escape(formula(ranking.weights))}"
+        " (示例权重，非官方公式 / an example weighting, not an official formula)</p>"
+        f"<h2>部门 departments</h2>{table('部门 department', ranking.departments)}"
+        f"<h2>账号 accounts</h2>{table('账号 account', ranking.accounts)}"
+        "</body></html>\n"
+    )

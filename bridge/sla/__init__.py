@@ -1,0 +1,1 @@
+"""sla: deadlines per category, so no citizen is left waiting in silence."""

@@ -1,0 +1,103 @@
+"""sla: deadlines per category, so no citizen is left waiting in silence.
+
+Every ``[sla] check_every`` the role looks at each open ticket's deadline (the department's
+limit for the inquiry's category, counted in working days where configured):
+- past half of the allowed time with no status news since 已受理 →
+  ``sla.holding_reply.<department>``, which the reply role answers with a holding reply
+  ("still in progress, answer by …") through the department's approval mode;
+- within ``warn_before`` of the deadline → ``sla.warning.<department>``;
+- past the deadline → ``sla.breached.<department>`` (and a warning log line).
+Each event happens once per ticket (recorded in the store), however often the role runs and
+however many processes run it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from bridge.deadlines import deadline_for
+from bridge.runtime.periodic import PeriodicRole
+from schemas import routing
+from schemas.messages import SlaEvent
+from schemas.vocab import Category, TicketStatus
+
+if TYPE_CHECKING:
+    from bridge.runtime.context import BridgeContext
+
+log = structlog.get_logger("govbridge.sla")
+
+
+class SlaRole(PeriodicRole):
+    name = "sla"
+
+    def interval(self) -> float:
+        return self.ctx.cfg.sla.check_every.total_seconds()
+
+    async def scan(self, now: datetime | None = None) -> list[SlaEvent]:
+        """One pass over open tickets; returns the events emitted (each at most once)."""
+        now = now or datetime.now(UTC)
+        store, cfg = self.ctx.store, self.ctx.cfg
+        emitted: list[SlaEvent] = []
+        extended = await store.approved_deadlines()  # 延期 approved before the old deadline
+        for ticket in await store.list_tickets():
+            if TicketStatus(ticket.status).is_final:
+                continue
+            try:
+                dept = cfg.department(ticket.department)
+            except KeyError:
+                continue
+            inquiry = await store.get_inquiry(ticket.inquiry_id)
+            if inquiry is None:
+                continue
+            category = Category(inquiry.category or "other")
+            # A reopened ticket (重办) counts a new deadline from its reopening.
+            created = datetime.fromisoformat(ticket.reopened_at or ticket.created_at).astimezone(
+                UTC
+            )
+            deadline = deadline_for(dept, category, created)
+            moved = extended.get((ticket.department, ticket.ticket_id, ticket.cycle))
+            if moved is not None:
+                deadline = datetime.fromisoformat(moved).astimezone(UTC)
+            if deadline is None:
+                continue
+            allowed = (deadline - created).total_seconds()
+            elapsed = (now - created).total_seconds()
+            due: list[Literal["warning", "breached", "holding_reply"]] = []
+            if now >= deadline:
+                due.append("breached")
+            elif (deadline - now) <= cfg.sla.warn_before:
+                due.append("warning")
+            if elapsed >= allowed / 2 and ticket.status == TicketStatus.RECEIVED.value:
+                due.append("holding_reply")
+            for kind in due:
+                key = f"{ticket.department}:{ticket.ticket_id}:{kind}"
+                if ticket.cycle:  # each handling cycle has its own clock
+                    key += f":cycle-{ticket.cycle}"
+                if not await store.record_once("sla", key):
+                    continue
+                event = SlaEvent(
+                    event=kind,
+                    department=dept.id,
+                    inquiry_id=inquiry.inquiry_id,
+                    ticket_id=ticket.ticket_id,
+                    deadline=deadline,
+                    category=category,
+                )
+                if kind == "breached":
+                    log.warning(
+                        "ticket past its deadline",
+                        ticket_id=ticket.ticket_id,
+                        department=dept.id,
+                        deadline=deadline.isoformat(),
+                    )
+                self.ctx.metrics.sla_events.labels(dept.id, kind).inc()
+                await self.ctx.broker.publish(routing.sla_event(kind, dept.id), event)
+                emitted.append(event)
+        return emitted
+
+
+def create(ctx: BridgeContext) -> SlaRole:
+    return SlaRole(ctx)

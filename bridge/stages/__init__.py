@@ -1,1 +1,0 @@
-"""The roles of the daemon, one module each: ingest, triage, ticketing, sync, reply."""

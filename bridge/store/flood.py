@@ -1,0 +1,64 @@
+"""New conversations per author (``conversation_starts``): the flood limit's count
+(``bridge.triage.flood``). The count and the new start are one transaction under a lock per
+author, so parallel deliveries cannot slip past the limit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from bridge.store.base import StoreBase
+from bridge.store.drivers import iso
+
+
+@dataclass(frozen=True)
+class ConversationStart:
+    inquiry_id: str
+    platform: str
+    author_id: str
+    department: str
+
+
+class FloodStore(StoreBase):
+    async def admit_start(
+        self,
+        start: ConversationStart,
+        *,
+        now: datetime,
+        window_start: datetime,
+        overall: int,
+        own: int,
+    ) -> bool:
+        """Count ``start`` as a new conversation of its author and say True, or say False
+        when the author started ``overall`` (all departments) or ``own`` (this department)
+        since ``window_start`` already (0: no limit). A start admitted once is admitted
+        again."""
+        async with self.transaction() as tx:
+            await tx.db.lock(f"flood:{start.platform}:{start.author_id}")
+            done = await tx.db.fetchall(
+                "SELECT 1 AS admitted FROM conversation_starts WHERE inquiry_id = ?",
+                (start.inquiry_id,),
+            )
+            if done:
+                return True
+            await tx.db.execute(  # what has left the window is no longer needed
+                "DELETE FROM conversation_starts WHERE platform = ? AND author_id = ?"
+                " AND started_at <= ?",
+                (start.platform, start.author_id, iso(window_start)),
+            )
+            rows = await tx.db.fetchall(
+                "SELECT department, COUNT(*) AS n FROM conversation_starts"
+                " WHERE platform = ? AND author_id = ? GROUP BY department",
+                (start.platform, start.author_id),
+            )
+            started = {r["department"]: int(r["n"]) for r in rows}
+            if overall and sum(started.values()) >= overall:
+                return False
+            if own and started.get(start.department, 0) >= own:
+                return False
+            await tx.db.execute(
+                "INSERT INTO conversation_starts (inquiry_id, platform, author_id, department,"
+                " started_at) VALUES (?, ?, ?, ?, ?)",
+                (start.inquiry_id, start.platform, start.author_id, start.department, iso(now)),
+            )
+        return True

@@ -1,0 +1,245 @@
+"""Read-only queries that reports and the console ask across aggregates: the search over
+inquiries with their tickets' status, a ticket's events, when tickets were first final, and
+the weight of an account's recent post calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.store.base import StoreBase
+from bridge.store.rows import StoredTicket
+
+
+@dataclass(frozen=True)
+class InquirySearch:
+    """What the console's search asks for (``None``: any). ``text`` is matched literally
+    inside the redacted text; ``status`` is the inquiry's state or its ticket's status;
+    ``since`` inclusive, ``until`` exclusive."""
+
+    text: str | None = None
+    handle: str | None = None
+    ticket_id: str | None = None
+    department: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 200
+
+
+@dataclass(frozen=True)
+class TicketEventRow:
+    event_id: str
+    status: str
+    native_status: str
+    occurred_at: str
+    applied: bool
+    recorded_at: str
+    cycle: int | None
+
+
+def asked_time(created_at: str | None, posted_at: str | None) -> datetime | None:
+    """When the citizen asked: the platform's time of the post (``posted_at``), unless it is
+    later than when the bridge recorded the inquiry (``created_at``: a skewed clock) or
+    unknown; then the recording time."""
+    recorded = datetime.fromisoformat(created_at).astimezone(UTC) if created_at else None
+    posted = datetime.fromisoformat(posted_at).astimezone(UTC) if posted_at else None
+    if posted is None or recorded is None:
+        return recorded
+    return min(posted, recorded)
+
+
+@dataclass(frozen=True)
+class RateInquiry:
+    """What the rates and the inspection need of one inquiry (no text, no handle): where it
+    came in, when it was posted and recorded, when its first reply was posted, and whether a
+    reply of it waits for an approver (``awaiting``) or for a posting slot (``queued``)."""
+
+    inquiry_id: str
+    platform: str
+    account: str
+    state: str
+    department: str | None
+    category: str | None
+    created_at: str
+    posted_at: str | None
+    first_reply_at: str | None
+    awaiting: bool
+    queued: bool
+
+    @property
+    def asked(self) -> datetime | None:
+        return asked_time(self.created_at, self.posted_at)
+
+    @property
+    def waiting(self) -> bool:
+        """A reply of it is in the account's backlog."""
+        return self.awaiting or self.queued
+
+
+@dataclass(frozen=True)
+class RateTicket:
+    """What the on-time rate needs of one ticket: its department, status, when it was created,
+    its inquiry's category and account, and when it first reached a final status."""
+
+    department: str
+    ticket_id: str
+    status: str
+    created_at: str
+    category: str | None
+    platform: str | None
+    account: str | None
+    final_at: str | None
+
+
+def like_escape(text: str) -> str:
+    """``text`` matched as itself by ``LIKE … ESCAPE '\\'`` (``%`` and ``_`` are not
+    wildcards)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class ReportsStore(StoreBase):
+    async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]:
+        """Newest first, at most ``search.limit``: the inquiry's listed columns and its
+        ticket's status (``ticket_status``), as the console serves them."""
+        sql = (
+            "SELECT i.inquiry_id, i.platform, i.account, i.kind, i.state, i.department,"
+            " i.category, i.ticket_id, i.public_text, i.citizen_handle, i.created_at,"
+            " t.status AS ticket_status FROM inquiries i LEFT JOIN tickets t"
+            " ON t.department = i.department AND t.ticket_id = i.ticket_id WHERE 1 = 1"
+        )
+        params: list[Any] = []
+        if search.text:
+            sql += " AND i.public_text LIKE ? ESCAPE '\\'"
+            params.append(f"%{like_escape(search.text)}%")
+        if search.handle:
+            sql += " AND i.citizen_handle = ?"
+            params.append(search.handle)
+        if search.ticket_id:
+            sql += " AND i.ticket_id = ?"
+            params.append(search.ticket_id)
+        if search.department:
+            sql += " AND i.department = ?"
+            params.append(search.department)
+        if search.status:
+            sql += " AND (i.state = ? OR t.status = ?)"
+            params += [search.status, search.status]
+        if search.since is not None:
+            sql += " AND i.created_at >= ?"
+            params.append(search.since.isoformat(timespec="microseconds"))
+        if search.until is not None:
+            sql += " AND i.created_at < ?"
+            params.append(search.until.isoformat(timespec="microseconds"))
+        return await self.db.fetchall(
+            sql + " ORDER BY i.created_at DESC LIMIT ?", (*params, search.limit)
+        )
+
+    async def tickets_of_inquiry(self, inquiry_id: str) -> list[StoredTicket]:
+        """The tickets recorded for an inquiry, oldest first."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM tickets WHERE inquiry_id = ? ORDER BY created_at", (inquiry_id,)
+        )
+        return [StoredTicket(**r) for r in rows]
+
+    async def ticket_events(self, department: str, ticket_id: str) -> list[TicketEventRow]:
+        """A ticket's events in the order they were recorded."""
+        rows = await self.db.fetchall(
+            "SELECT event_id, status, native_status, occurred_at, applied, recorded_at, cycle"
+            " FROM ticket_events WHERE department = ? AND ticket_id = ?"
+            " ORDER BY recorded_at, event_id",
+            (department, ticket_id),
+        )
+        return [TicketEventRow(**{**r, "applied": bool(r["applied"])}) for r in rows]
+
+    async def first_applied(self, statuses: Sequence[str]) -> dict[tuple[str, str], str]:
+        """Per (department, ticket id): when an applied event of one of ``statuses`` was
+        first recorded."""
+        marks = ", ".join("?" for _ in statuses)
+        rows = await self.db.fetchall(
+            "SELECT department, ticket_id, MIN(recorded_at) AS at FROM ticket_events"
+            f" WHERE applied = 1 AND status IN ({marks}) GROUP BY department, ticket_id",
+            tuple(statuses),
+        )
+        return {(r["department"], r["ticket_id"]): r["at"] for r in rows if r["at"]}
+
+    async def applied_statuses(self) -> dict[tuple[str, str], list[str]]:
+        """Per (department, ticket id): the statuses its applied events moved it through,
+        in the order they happened."""
+        rows = await self.db.fetchall(
+            "SELECT department, ticket_id, status FROM ticket_events WHERE applied = 1"
+            " ORDER BY occurred_at"
+        )
+        statuses: dict[tuple[str, str], list[str]] = {}
+        for r in rows:
+            statuses.setdefault((r["department"], r["ticket_id"]), []).append(r["status"])
+        return statuses
+
+    async def rate_inquiries(
+        self,
+        since: str,
+        until: str,
+        posted: str,
+        awaiting: Sequence[str],
+        queued: Sequence[str],
+    ) -> list[RateInquiry]:
+        """The inquiries asked from ``since`` to ``until`` (recorded at or after ``since``,
+        and recorded or posted on the platform before ``until``; ISO times as stored), each
+        with its first reply in state ``posted`` and whether a reply is in one of the
+        ``awaiting`` states, or of the ``queued`` ones. Slim rows: a month of a busy bridge
+        without its texts."""
+        a_marks = ", ".join("?" for _ in awaiting)
+        q_marks = ", ".join("?" for _ in queued)
+        rows = await self.db.fetchall(
+            "SELECT i.inquiry_id, i.platform, i.account, i.state, i.department, i.category,"
+            " i.created_at, i.posted_at,"
+            " (SELECT MIN(r.posted_at) FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ?) AS first_reply_at,"
+            " EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
+            f"  AND w.state IN ({a_marks})) AS awaiting,"
+            " EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = i.inquiry_id"
+            f"  AND q.state IN ({q_marks})) AS queued"
+            " FROM inquiries i WHERE i.created_at >= ?"
+            " AND (i.created_at < ? OR i.posted_at < ?)",
+            (posted, *awaiting, *queued, since, until, until),
+        )
+        return [
+            RateInquiry(**{**r, "awaiting": bool(r["awaiting"]), "queued": bool(r["queued"])})
+            for r in rows
+        ]
+
+    async def rate_tickets(self, since: str, until: str, final: Sequence[str]) -> list[RateTicket]:
+        """The tickets created from ``since`` to ``until`` (ISO times as stored), with their
+        inquiry's category and account and when an applied event of a ``final`` status was
+        first recorded."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT t.department, t.ticket_id, t.status, t.created_at, i.category, i.platform,"
+            " i.account,"
+            " (SELECT MIN(e.recorded_at) FROM ticket_events e WHERE e.department = t.department"
+            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
+            " AS final_at"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            " WHERE t.created_at >= ? AND t.created_at < ?",
+            (*final, since, until),
+        )
+        return [RateTicket(**r) for r in rows]
+
+    async def last_replies(self, posted: str) -> dict[tuple[str, str], str]:
+        """Per (platform, account): when its latest reply in state ``posted`` was posted."""
+        rows = await self.db.fetchall(
+            "SELECT platform, account, MAX(posted_at) AS at FROM replies WHERE state = ?"
+            " GROUP BY platform, account",
+            (posted,),
+        )
+        return {(r["platform"], r["account"]): r["at"] for r in rows if r["at"]}
+
+    async def post_calls_used(self, platform: str, account: str, since: datetime) -> int:
+        """The weight of an account's post calls running or ended after ``since``."""
+        rows = await self.db.fetchall(
+            "SELECT SUM(weight) AS used FROM post_calls WHERE platform = ? AND account = ?"
+            " AND (done_at IS NULL OR done_at > ?)",
+            (platform, account, since.isoformat(timespec="microseconds")),
+        )
+        return int(rows[0]["used"] or 0) if rows else 0

@@ -1,0 +1,1 @@
+"""sync: every status change of the departments' tickets, polled or called back."""

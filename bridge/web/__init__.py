@@ -1,0 +1,2 @@
+"""The HTTP side operators use: the server, the operators' API, the console and its API,
+sign-in, and credential replacement."""
