@@ -48,6 +48,7 @@ from adapters.circuit import CircuitBreaker, ReportsHealth
 from bridge.runtime.context import sleep_or_stop
 from bridge.runtime.credentials import ticketing_subject
 from bridge.runtime.worker import DeadLetter, Delivery, Retry, Stage, Worker
+from bridge.store.inquiries import KEEP
 from bridge.telemetry import timing
 from bridge.ticketing.follow_ups import FollowUps
 from schemas import routing, stages
@@ -278,13 +279,13 @@ class TicketingRole:
             status_at=(ticket.created_at or datetime.now(UTC)).astimezone(UTC).isoformat(),
         )
         await store.set_create_state(ref, CreateState.CREATED, ticket_id=ticket.ticket_id)
-        # the department moves with the ticket id in one statement: a re-route's new ticket
-        # is never paired with the old department (a case action reading it would fail)
+        # a re-route's department moves with the new ticket id in one statement: the new
+        # ticket is never paired with the old department (a case action reading it would fail)
         await store.update_inquiry(
             command.inquiry.inquiry_id,
             state=InquiryState.TICKETED,
             ticket_id=ticket.ticket_id,
-            department=command.department,
+            department=command.department if command.action == "reroute" else KEEP,
         )
         self.ctx.metrics.tickets.labels(command.department, "created").inc()
         log.info("ticket created", ticket_id=ticket.ticket_id, reference=ref)
