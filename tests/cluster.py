@@ -168,6 +168,16 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
+    def log_tails(self, lines: int = 25) -> str:
+        """The last lines of every bridge process's log, for a failure's message."""
+        parts = []
+        for k in range(len(self.procs)):
+            log = self.workdir / f"bridge{k}.log"
+            text = log.read_text(encoding="utf-8", errors="replace") if log.exists() else ""
+            tail = "\n".join(text.splitlines()[-lines:])
+            parts.append(f"--- bridge{k} (exit {self.procs[k].returncode}):\n{tail}")
+        return "\n".join(parts)
+
     def alive(self) -> list[asyncio.subprocess.Process]:
         return [p for p in self.procs if p.returncode is None]
 

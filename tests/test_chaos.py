@@ -135,6 +135,8 @@ class Run:
             self.cluster.close_all_tickets()
             await eventually(lambda: owed(3), timeout=self.scale.answer_within)
             await asyncio.sleep(2.0)  # a late duplicate would land now
+        except AssertionError as exc:  # say what the bridges said (their logs hold no PII)
+            raise AssertionError(f"{name}: {exc}\n{self.cluster.log_tails()}") from None
         finally:
             figures = self.cluster.accounting(3, posts)
             self.cluster.seal()
