@@ -14,8 +14,9 @@ simulators' own records: inquiries = tickets, three replies each (received; clos
 official's note), zero lost, duplicated or unanswered.
 
 Two sizes (marker ``chaos``): ``reduced`` runs in the default suite (30 inquiries a scenario,
-8 s outages); ``full`` runs with ``make chaos`` (``GOVBRIDGE_CHAOS=full``: 350 inquiries a
-scenario, over 2,000 in all, the ticket system and the platform down 60 s, the store 20 s) and
+8 s outages; in two halves that run side by side); ``full`` runs with ``make chaos``
+(``GOVBRIDGE_CHAOS=full``: 350 inquiries a scenario, over 2,000 in all, the ticket system and
+the platform down 60 s, the store 20 s) and
 writes its table to ``GOVBRIDGE_CHAOS_REPORT`` when set. The RabbitMQ node is started by the
 test (``scripts/rabbitmq-node.sh``, a free port) so restarting it touches nothing else.
 """
@@ -244,14 +245,39 @@ def write_report(table: dict[str, Any]) -> None:
         Path(report).write_text(json.dumps(table, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+SCENARIOS = (
+    "broker_cuts",
+    "rabbitmq_restart",
+    "sigkill",
+    "ticket_system_down",
+    "rate_limited",
+    "store_slow_then_down",
+)
+
+
 @pytest.mark.parametrize(
-    "size",
+    ("size", "scenarios"),
     [
-        pytest.param("reduced", marks=pytest.mark.timeout(900)),
-        pytest.param("full", marks=pytest.mark.timeout(7200)),
+        # the reduced run in two halves of about equal length (80-100 s each here), so that
+        # make test's workers run them side by side; each half has its own bridges
+        pytest.param(
+            "reduced",
+            ("broker_cuts", "rabbitmq_restart", "sigkill", "rate_limited"),
+            marks=pytest.mark.timeout(900),
+            id="reduced-broker-processes-platform",
+        ),
+        pytest.param(
+            "reduced",
+            ("ticket_system_down", "store_slow_then_down"),
+            marks=pytest.mark.timeout(900),
+            id="reduced-ticket-system-store",
+        ),
+        pytest.param("full", SCENARIOS, marks=pytest.mark.timeout(7200), id="full"),
     ],
 )
-async def test_chaos(size: str, tmp_path: Path, rabbit_node: str) -> None:
+async def test_chaos(
+    size: str, scenarios: tuple[str, ...], tmp_path: Path, rabbit_node: str
+) -> None:
     if size == "full" and os.environ.get("GOVBRIDGE_CHAOS") != "full":
         pytest.skip("the full chaos run: make chaos (GOVBRIDGE_CHAOS=full)")
     if not await _pg_available():
@@ -277,14 +303,7 @@ async def test_chaos(size: str, tmp_path: Path, rabbit_node: str) -> None:
     try:
         for _ in range(3):
             await cluster.spawn()
-        for name in (
-            "broker_cuts",
-            "rabbitmq_restart",
-            "sigkill",
-            "ticket_system_down",
-            "rate_limited",
-            "store_slow_then_down",
-        ):
+        for name in scenarios:
             await run.scenario(name, getattr(run, name))
     finally:
         total = round(time.monotonic() - began, 1)

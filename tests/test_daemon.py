@@ -27,7 +27,7 @@ from bridge.daemon import Daemon
 from bridge.runtime.broker import Broker
 from bridge.runtime.context import BridgeContext
 from bridge.runtime.topology import Topology
-from bridge.runtime.worker import DeadLetter, Delivery, Handler, Retry, Worker
+from bridge.runtime.worker import DeadLetter, Delivery, Handler, Retry, Stage, Worker
 from schemas.config import BrokerConfig, GovbridgeConfig
 from schemas.messages import TicketEvent
 from schemas.vocab import TicketStatus
@@ -521,3 +521,41 @@ def test_check_with_unreachable_broker_says_so_and_fails(tmp_path: Path, closed_
     assert "RabbitMQ not reachable" in result.stderr
     assert "s3cret" not in result.stdout + result.stderr
     assert "store    ok" in result.stdout
+
+
+@pytest.mark.parametrize("cut_after", [0.05, 0.15, 0.3, 0.6])
+async def test_a_connection_cut_while_starting_is_ridden_out(
+    proxy: TcpProxy, cut_after: float
+) -> None:
+    """The chaos suite cut the broker connection while three processes were declaring their
+    topology on a loaded machine, and every one of them exited. Start-up (the topology and a
+    consumer) now carries on once the robust connection is back: with 20 ms added to every
+    chunk through the proxy, a cut after 50-600 ms lands in the middle of the declarations."""
+    cfg = broker_config(url=SecretStr(proxy.url()), connect_timeout="30s")
+    proxy.latency = 0.02
+    broker = Broker(cfg)
+    handled: list[str] = []
+
+    async def handle(event: TicketEvent, _: Delivery) -> None:
+        handled.append(event.event_id)
+
+    worker = Worker(broker, Stage("reply", TicketEvent, handle))
+
+    async def start() -> None:
+        await broker.connect()
+        await worker.start()
+
+    try:
+        starting = asyncio.create_task(start())
+        await asyncio.sleep(cut_after)
+        mid_start = not starting.done()
+        cut = proxy.cut()
+        await asyncio.wait_for(starting, 60)  # raised AMQPConnectionError here before
+        assert mid_start, f"start-up was over before the cut ({cut} cut): it tested nothing"
+        proxy.latency = 0.0
+        await broker.publish("ticket.updated.transport", event(1))
+        await wait_until(lambda: handled == ["ev-1"], "the consumer started after the cut")
+    finally:
+        await worker.stop()
+        await broker.close()
+        await delete_topology(cfg)

@@ -48,6 +48,15 @@ class BrokerUnavailable(Exception):
     """RabbitMQ could not be reached within the connect timeout."""
 
 
+# What a cut connection raises from a call in flight (aiormq's reader, aio-pika's channel).
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+)
+
+
 class PublishError(Exception):
     """A publish was not confirmed (nack, returned, timeout): the caller must not proceed."""
 
@@ -133,13 +142,39 @@ class Broker:
                 delay = min(delay * 2, 5.0)
         self.connection.reconnect_callbacks.add(self._on_reconnect)
         self.connection.close_callbacks.add(self._on_close)
-        self._channel = await self.channel(publisher_confirms=True)
-        if declare:
-            await self.topology.declare(self._channel)
-        self._exchange = await self._channel.get_exchange(self.cfg.exchange, ensure=False)
-        self._dlx = await self._channel.get_exchange(
-            self.topology.dead_letter_exchange, ensure=False
-        )
+
+        async def open_and_declare() -> None:
+            if self._channel is None or self._channel.is_closed:
+                self._channel = await self.channel(publisher_confirms=True)
+            if declare:
+                await self.topology.declare(self._channel)
+            self._exchange = await self._channel.get_exchange(self.cfg.exchange, ensure=False)
+            self._dlx = await self._channel.get_exchange(
+                self.topology.dead_letter_exchange, ensure=False
+            )
+
+        await self.riding_out_cuts(open_and_declare, "declare the topology", deadline)
+
+    async def riding_out_cuts(
+        self, step: Callable[[], Awaitable[None]], what: str, deadline: float | None = None
+    ) -> None:
+        """Run a start-up ``step``, again after the robust connection is back if the
+        connection is cut while it runs (the chaos suite cut it mid-declare on a loaded
+        machine, and every process exited), until ``connect_timeout`` has passed."""
+        if deadline is None:
+            deadline = time.monotonic() + self.cfg.connect_timeout.total_seconds()
+        while True:
+            try:
+                await step()
+                return
+            except CONNECTION_LOST as exc:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.connection is None:
+                    raise BrokerUnavailable(f"RabbitMQ lost while starting: {exc!r}") from exc
+                log.warning("broker connection lost while starting; again", step=what)
+                await asyncio.sleep(0.2)  # the robust connection notices the cut first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.connection.connected.wait(), remaining)
 
     def _on_reconnect(self, *_: Any) -> None:
         log.info("broker reconnected")

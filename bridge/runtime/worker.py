@@ -130,6 +130,13 @@ class Worker(Generic[M]):
         return self.broker.metrics
 
     async def start(self) -> None:
+        """Start consuming; a connection cut while starting is ridden out (see the broker)."""
+        await self.broker.riding_out_cuts(self._consume, f"start the {self.name} consumer")
+
+    async def _consume(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:  # a try cut short
+            with contextlib.suppress(Exception):
+                await self._channel.close()
         self._channel = await self.broker.channel()
         prefetch = self.stage.prefetch or self.broker.cfg.prefetch
         await self._channel.set_qos(prefetch_count=prefetch)  # per consumer (quorum queues)
@@ -164,10 +171,7 @@ class Worker(Generic[M]):
         self.lost_since = self.lost_since or now
         log.warning("consumer lost; restarting it", stage=self.name)
         try:
-            if self._channel is not None and not self._channel.is_closed:
-                with contextlib.suppress(Exception):
-                    await self._channel.close()
-            await self.start()
+            await self._consume()
             return True
         except Exception as exc:
             log.error("consumer restart failed", stage=self.name, error=repr(exc))
