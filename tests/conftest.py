@@ -54,6 +54,7 @@ SLOW_SUITES = (
     "test_fuzz_parsers.py",
     "test_late_commits.py",
     "test_many_processes.py",
+    "test_mastodon_streaming.py",
     "test_no_leaks.py",
     "test_packaging.py",
     "test_pii_corpus.py",
@@ -61,10 +62,19 @@ SLOW_SUITES = (
     "test_ticketing.py",
     "test_triage_corpus.py",
 )
+# The tests that take longest under make test (its --durations list): started first.
+LONGEST = (
+    "tests/test_chaos.py::test_chaos[reduced",
+    "tests/test_mastodon_streaming.py::test_a_burst_over_a_dropping_stream",
+    "tests/test_e2e.py::test_520_inquiries",
+    "tests/test_ticketing.py::test_backend_down_a_minute",
+    "tests/test_no_leaks.py",
+    "tests/test_many_processes.py",
+)
 # Suites with module-scoped fixtures (a browser, a RabbitMQ node of their own, simulators in a
 # process, a parser's npm install): kept on one xdist worker (``--dist loadgroup``) so that the
 # fixture starts once.
-ONE_WORKER_SUITES = ("test_asyncapi.py", "test_browser.py", "test_chaos.py", "test_cli_ops.py")
+ONE_WORKER_SUITES = ("test_asyncapi.py", "test_browser.py", "test_cli_ops.py")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -73,7 +83,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
         if item.path.name in ONE_WORKER_SUITES:
             item.add_marker(pytest.mark.xdist_group(item.path.name))
-    items.sort(key=lambda item: item.path.name not in SLOW_SUITES)  # stable: slow ones first
+    # stable: the longest first (a worker that starts one when the others are done makes the
+    # run as long as that test), then the rest of the slow suites, then everything else
+    items.sort(
+        key=lambda item: (
+            not any(item.nodeid.startswith(p) for p in LONGEST),
+            item.path.name not in SLOW_SUITES,
+        )
+    )
 
 
 def broker_config(**overrides: object) -> BrokerConfig:

@@ -18,6 +18,8 @@ class SourceHarness(Protocol):
     """A running fake (or third-party mock) platform plus an adapter pointed at it."""
 
     name: str
+    # items in the draining test's backlog: enough for several pages and restarts mid-way
+    backlog: int
 
     def running(self) -> AbstractAsyncContextManager[SourceHarness]:
         """Start the platform fake; stop and clean up on exit."""

@@ -16,6 +16,7 @@ from schemas.vocab import InquiryKind, Visibility
 
 class WeiboHarness:
     name = "weibo"
+    backlog = 1_005  # several pages of the configured page_size, restarts between them
 
     def __init__(self, **state_opts: object) -> None:
         self.state = WeiboState(**state_opts)  # type: ignore[arg-type]
