@@ -27,6 +27,7 @@ from bridge.reports import incidents
 from bridge.reports.journey import journey
 from bridge.runtime.http import json_error
 from bridge.sla import escalation, extension
+from bridge.store import iso
 from bridge.ticketing import actions
 from bridge.ticketing.role import publish_created
 from bridge.triage import incident_links
@@ -34,6 +35,7 @@ from bridge.web.bodies import (
     BulkApproval,
     CaseNoteBody,
     CaseReturn,
+    EditingMark,
     Escalation,
     ExtensionDecision,
     ExtensionRequest,
@@ -73,6 +75,9 @@ def _age(text: str) -> timedelta | None:
 EVENTS_EVERY = 2.0
 EVENTS_FOR = 60.0
 RETRY_MS = 1000
+# An approver's "being edited" mark lasts this long unless the console renews it (it does every
+# EDITING_RENEW_S while the focus stays in the draft's box), so a closed tab leaves none behind.
+EDITING_FOR = timedelta(seconds=45)
 
 
 class OperatorApi:
@@ -87,13 +92,16 @@ class OperatorApi:
         """Server-sent events: ``approvals`` with ``{"waiting": N, "newest": "…"}`` whenever
         the queue changes (a decision, a new or superseded draft, in any process: the store is
         read every ``EVENTS_EVERY`` seconds), so an open console marks the cards another
-        approver decided without reloading what its own approver is typing."""
+        approver decided without reloading what its own approver is typing; and ``editing``
+        with ``{"editing": [{"reply_id": "…", "operator": "…"}]}`` whenever who is editing
+        which draft changes (``POST /api/approvals/{reply_id}/editing``)."""
         require_admin(request)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await resp.prepare(request)
         last: tuple[int, str | None] | None = None
+        last_editing: list[tuple[str, str]] | None = None
         until = time.monotonic() + EVENTS_FOR
         try:
             await resp.write(f"retry: {RETRY_MS}\n\n".encode())
@@ -103,6 +111,12 @@ class OperatorApi:
                     last = mark
                     data = json.dumps({"waiting": mark[0], "newest": mark[1]})
                     await resp.write(f"event: approvals\ndata: {data}\n\n".encode())
+                editing = await self.ctx.store.editing_now(iso(datetime.now(UTC)))
+                if editing != last_editing:
+                    last_editing = editing
+                    marks = [{"reply_id": r, "operator": o} for r, o in editing]
+                    data = json.dumps({"editing": marks}, ensure_ascii=False)
+                    await resp.write(f"event: editing\ndata: {data}\n\n".encode())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), EVENTS_EVERY)
         except (ConnectionResetError, ConnectionError):
@@ -116,6 +130,7 @@ class OperatorApi:
         r.add_post("/api/approvals/bulk", self.bulk_approve)  # before {reply_id}
         app.on_shutdown.append(self._close_streams)
         r.add_post("/api/approvals/{reply_id}", self.decide)
+        r.add_post("/api/approvals/{reply_id}/editing", self.editing)
         r.add_get("/api/inquiries/{inquiry_id}", self.trace)
         r.add_get("/api/incidents", self.list_surges)
         r.add_get("/api/incidents/{incident_id}", self.incident)
@@ -393,6 +408,21 @@ class OperatorApi:
         except approval.Refused as refused:
             return web.json_response(refused.body, status=refused.status)
         return web.json_response(decided)
+
+    async def editing(self, request: web.Request) -> web.Response:
+        """Body ``{"editing": true|false}``: the signed-in approver started (or renewed) or
+        stopped editing this draft; other open consoles mark its card (``approval_events``).
+        A mark lapses after ``EDITING_FOR`` unless renewed. 204."""
+        require_admin(request)
+        raw = await read_json(request)
+        body = check(EditingMark, raw)
+        reply_id, actor = request.match_info["reply_id"], actor_of(request, raw)
+        if body.editing:
+            now = datetime.now(UTC)
+            await self.ctx.store.mark_editing(reply_id, actor, iso(now + EDITING_FOR), iso(now))
+        else:
+            await self.ctx.store.stop_editing(reply_id, actor)
+        return web.Response(status=204)
 
     async def trace(self, request: web.Request) -> web.Response:
         """One inquiry's journey (``bridge.reports.journey``; ``govbridge trace`` prints the

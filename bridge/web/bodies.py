@@ -175,6 +175,13 @@ class Settlement(Body):
         return self
 
 
+class EditingMark(Body):
+    """``POST /api/approvals/{reply_id}/editing``: the approver started or stopped editing."""
+
+    shape: ClassVar[str] = 'body must be {"editing": true|false}'
+    editing: bool
+
+
 class Reroute(Body):
     """``POST /api/cases/{inquiry_id}/reroute``: 转派 to another department, with a reason."""
 

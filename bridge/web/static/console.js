@@ -59,6 +59,7 @@ const T = {
     draftRead: "回复草稿（只读）", pick: "选中以批量批准", approvedOne: "已批准。", rejectedOne: "已驳回。",
     pickFirst: "请先选中要批准的模板回复。",
     staleLive: "该回复已由其他审批人处理或已被新状态取代，未发布任何内容。请刷新。",
+    editingBy: "正在编辑此回复：",
   },
   en: {
     skip: "Skip to content", title: "govbridge operator console", signout: "Sign out",
@@ -117,6 +118,7 @@ const T = {
     draftRead: "Draft reply (read only)", pick: "Select for bulk approval", approvedOne: "Approved.", rejectedOne: "Rejected.",
     pickFirst: "Select the template drafts to approve first.",
     staleLive: "Another approver decided this reply, or a newer status superseded it; nothing was posted. Refresh.",
+    editingBy: "Being edited by ",
   },
 };
 
@@ -203,8 +205,8 @@ function signedIn() {
 }
 
 function signedOut() {
-  me = null;
   unwatchQueue();
+  me = null;
   document.body.dataset.role = "";
   // what the last operator saw leaves the page with them
   for (const id of [...Object.values(MAIN_BOX), "approval-count", "approval-result", "approval-page", "approval-live"]) if ($(id)) show(id);
@@ -218,6 +220,7 @@ function signedOut() {
 }
 
 async function signOut() {
+  stopEditing();
   try { await api("/api/session", { method: "DELETE" }); } catch (e) { /* signed out anyway */ }
   signedOut();
 }
@@ -268,7 +271,7 @@ async function loadReady() {
 // nothing (the server answers 409 when the draft changed meanwhile). Template drafts can be
 // picked and approved together, each as shown. Keys: j/k move, a approve, e edit, r reject;
 // after a decision the focus stays on the card that takes the decided one's place.
-const QUEUE = { offset: 0, limit: 20, total: 0, focus: 0, mark: null };
+const QUEUE = { offset: 0, limit: 20, total: 0, focus: 0, mark: null, editing: [] };
 
 function fillFilters() {
   const fill = (id, entries) => {
@@ -318,6 +321,7 @@ async function loadApprovals(focusIndex = null) {
   const may = Boolean(me && me.may && me.may.approve);
   const cards = page.approvals.map((a) => approvalCard(a, may));
   show("approvals", ...cards);
+  markEditing();
   if (focusIndex !== null) {
     const all = approvalCards();
     const card = all[Math.min(focusIndex, all.length - 1)];
@@ -374,6 +378,7 @@ async function decide(button) {
   }
   try {
     await api(`/api/approvals/${encodeURIComponent(id)}`, { method: "POST", body: JSON.stringify(body) });
+    if (myEdit && myEdit.id === id) stopEditing();
     $("approval-result").textContent = body.decision === "reject" ? t("rejectedOne") : t("approvedOne");
     await loadApprovals(at);
   } catch (e) {
@@ -413,11 +418,65 @@ function watchQueue() {
   queueEvents.addEventListener("approvals", (event) => {
     queueChanged(JSON.parse(event.data)).catch(() => { /* the next event tries again */ });
   });
+  queueEvents.addEventListener("editing", (event) => {
+    QUEUE.editing = JSON.parse(event.data).editing || [];
+    markEditing();
+  });
 }
 function unwatchQueue() {
   if (queueEvents) queueEvents.close();
   queueEvents = null;
   QUEUE.mark = null;
+  QUEUE.editing = [];
+  stopEditing();
+}
+
+// "Being edited": when the focus enters a draft's box or its reason, the console tells the
+// server (POST /api/approvals/{id}/editing), renews it while the focus stays, and says when it
+// leaves; every other open console marks that card with the approver's name (the "editing"
+// server-sent event). A mark the server does not hear renewed lapses by itself.
+const EDITING_RENEW_MS = 20000;
+let myEdit = null; // {id, timer}
+function sayEditing(id, on) {
+  api(`/api/approvals/${encodeURIComponent(id)}/editing`, { method: "POST", body: JSON.stringify({ editing: on }) })
+    .catch(() => { /* a mark is a courtesy: it lapses by itself */ });
+}
+function stopEditing() {
+  if (!myEdit) return;
+  clearInterval(myEdit.timer);
+  if (me) sayEditing(myEdit.id, false);
+  myEdit = null;
+}
+function editingField(node) {
+  return node && node.closest ? node.closest("#approvals textarea[data-reply-text], #approvals input[data-reply-reason]") : null;
+}
+function editingStarted(event) {
+  const field = editingField(event.target);
+  if (!field || field.readOnly) return;
+  const id = field.closest("article.card").dataset.reply;
+  if (myEdit && myEdit.id === id) return;
+  stopEditing();
+  myEdit = { id, timer: setInterval(() => sayEditing(id, true), EDITING_RENEW_MS) };
+  sayEditing(id, true);
+}
+function editingEnded(event) {
+  if (!myEdit) return;
+  const next = editingField(event.relatedTarget);
+  if (next && next.closest("article.card").dataset.reply === myEdit.id) return; // box to reason
+  stopEditing();
+}
+function markEditing() {
+  const mine = me ? me.operator : null;
+  for (const card of approvalCards()) {
+    const id = card.dataset.reply;
+    const names = (QUEUE.editing || []).filter((m) => m.reply_id === id && m.operator !== mine).map((m) => m.operator);
+    const note = card.querySelector("[data-editing-note]");
+    card.classList.toggle("editing", names.length > 0);
+    if (!names.length) { if (note) note.remove(); continue; }
+    const said = t("editingBy") + names.join(lang === "zh" ? "、" : ", ");
+    if (note) note.textContent = said;
+    else card.prepend(el("p", { className: "warn editing-note", dataset: { editingNote: id } }, "✎ " + said));
+  }
 }
 
 async function queueChanged(mark) {
@@ -1216,6 +1275,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   $("approval-bulk-approve").addEventListener("click", () => bulkApprove().catch((e) => { $("approval-result").textContent = e.message; }));
   document.addEventListener("keydown", queueKeys);
+  $("approvals").addEventListener("focusin", editingStarted);
+  $("approvals").addEventListener("focusout", editingEnded);
   delegate("review", "button[data-review-id]", checkCategory);
   delegate("results", "button[data-journey]", (b) => openJourney(b.dataset.journey));
   delegate("incidents", "button[data-incident]", (b) => openIncident(b.dataset.incident));
