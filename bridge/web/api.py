@@ -15,12 +15,14 @@ import contextlib
 import json
 import time
 import uuid
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel
 
 from bridge.reply import approval
 from bridge.reports import incidents
@@ -32,6 +34,7 @@ from bridge.ticketing import actions
 from bridge.ticketing.role import publish_created
 from bridge.triage import incident_links
 from bridge.web.bodies import (
+    Body,
     BulkApproval,
     CaseNoteBody,
     CaseReturn,
@@ -75,6 +78,10 @@ def _age(text: str) -> timedelta | None:
 EVENTS_EVERY = 2.0
 EVENTS_FOR = 60.0
 RETRY_MS = 1000
+
+# What a case action may be refused with: each carries its HTTP status and reason.
+REFUSALS = (actions.CaseRefused, extension.ExtensionRefused, escalation.EscalationRefused)
+_B = TypeVar("_B", bound=Body)
 # An approver's "being edited" mark lasts this long unless the console renews it (it does every
 # EDITING_RENEW_S while the focus stays in the draft's box), so a closed tab leaves none behind.
 EDITING_FOR = timedelta(seconds=45)
@@ -150,22 +157,39 @@ class OperatorApi:
         r.add_get("/api/escalations", self.list_escalations)
         r.add_post("/api/escalations/{inquiry_id}", self.escalate)
 
+    async def _case_action(
+        self,
+        request: web.Request,
+        model: type[_B],
+        act: Callable[[_B, str], Awaitable[object]],
+        status: int = 200,
+    ) -> web.Response:
+        """What every case action shares: the role, the body as ``model`` (its reason already
+        stripped), the acting operator, the action; a refusal answered with its status and
+        reason, else what the action returned as JSON with ``status``."""
+        require_admin(request)
+        raw = await read_json(request)
+        body = check(model, raw)
+        try:
+            done = await act(body, actor_of(request, raw))
+        except REFUSALS as exc:
+            return json_error(exc.status, exc.reason)
+        if isinstance(done, BaseModel):
+            return web.json_response(done.model_dump(mode="json"), status=status)
+        if is_dataclass(done) and not isinstance(done, type):
+            return web.json_response(asdict(done), status=status)
+        return web.json_response(done, status=status)
+
     async def escalate(self, request: web.Request) -> web.Response:
         """督办. Body ``{"reason": "…"}``: ``sla.escalated.<department>`` and an audit
         record; once per ticket and handling cycle (``bridge/sla/escalation.py``)."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(Escalation, raw)
-        try:
-            event = await escalation.escalate(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                body.reason.strip(),
-                actor_of(request, raw),
-            )
-        except escalation.EscalationRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(event.model_dump(mode="json"), status=202)
+        inquiry_id = request.match_info["inquiry_id"]
+        return await self._case_action(
+            request,
+            Escalation,
+            lambda body, actor: escalation.escalate(self.ctx, inquiry_id, body.reason, actor),
+            status=202,
+        )
 
     async def list_escalations(self, request: web.Request) -> web.Response:
         """The escalation list (``?department=ID``), newest first."""
@@ -186,7 +210,7 @@ class OperatorApi:
             return json_error(404, "no such inquiry")
         actor = actor_of(request, raw)
         note_id = body.note_id or uuid.uuid4().hex
-        note = await self.ctx.store.add_note(note_id, inquiry_id, actor, body.text.strip())
+        note = await self.ctx.store.add_note(note_id, inquiry_id, actor, body.text)
         if note.inquiry_id != inquiry_id:
             return json_error(409, "that note_id belongs to another case")
         if await self.ctx.store.record_once("case.noted", note.note_id):
@@ -204,72 +228,53 @@ class OperatorApi:
     async def request_extension(self, request: web.Request) -> web.Response:
         """延期. Body ``{"new_deadline": "…", "reason": "…"}``: a pending request, asked before
         the current deadline (``bridge/sla/extension.py``)."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(ExtensionRequest, raw)
-        try:
-            ext = await extension.request(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                body.new_deadline,
-                body.reason.strip(),
-                actor_of(request, raw),
-            )
-        except extension.ExtensionRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(asdict(ext), status=201)
+        inquiry_id = request.match_info["inquiry_id"]
+        return await self._case_action(
+            request,
+            ExtensionRequest,
+            lambda body, actor: extension.request(
+                self.ctx, inquiry_id, body.new_deadline, body.reason, actor
+            ),
+            status=201,
+        )
 
     async def decide_extension(self, request: web.Request) -> web.Response:
         """Body ``{"approve": true|false}``: an approver decides, before the old deadline."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(ExtensionDecision, raw)
-        try:
-            ext = await extension.decide(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                request.match_info["extension_id"],
-                body.approve,
-                actor_of(request, raw),
-            )
-        except extension.ExtensionRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(asdict(ext))
+        inquiry_id, extension_id = (
+            request.match_info["inquiry_id"],
+            request.match_info["extension_id"],
+        )
+        return await self._case_action(
+            request,
+            ExtensionDecision,
+            lambda body, actor: extension.decide(
+                self.ctx, inquiry_id, extension_id, body.approve, actor
+            ),
+        )
 
     async def return_case(self, request: web.Request) -> web.Response:
         """退单. Body ``{"reason": "…"}``: the case goes back to the triage review queue until
         an official re-routes it (``bridge/ticketing/actions.py``)."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(CaseReturn, raw)
         inquiry_id = request.match_info["inquiry_id"]
-        try:
-            ticket_id = await actions.return_case(
-                self.ctx, inquiry_id, body.reason.strip(), actor_of(request, raw)
-            )
-        except actions.CaseRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(
-            {"inquiry_id": inquiry_id, "ticket_id": ticket_id, "review": "returned"}, status=202
-        )
+
+        async def act(body: CaseReturn, actor: str) -> dict[str, str]:
+            ticket_id = await actions.return_case(self.ctx, inquiry_id, body.reason, actor)
+            return {"inquiry_id": inquiry_id, "ticket_id": ticket_id, "review": "returned"}
+
+        return await self._case_action(request, CaseReturn, act, status=202)
 
     async def reroute(self, request: web.Request) -> web.Response:
         """转派. Body ``{"department": "…", "reason": "…"}``: the case's ticket goes to another
         department (``bridge/ticketing/actions.py``); 202 once the command is on the bus."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(Reroute, raw)
-        try:
-            done = await actions.reroute(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                body.department,
-                body.reason.strip(),
-                actor_of(request, raw),
-            )
-        except actions.CaseRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(asdict(done), status=202)
+        inquiry_id = request.match_info["inquiry_id"]
+        return await self._case_action(
+            request,
+            Reroute,
+            lambda body, actor: actions.reroute(
+                self.ctx, inquiry_id, body.department, body.reason, actor
+            ),
+            status=202,
+        )
 
     async def backlog(self, request: web.Request) -> web.Response:
         """What waits in the outbox per account; with pauses where this process runs it."""
