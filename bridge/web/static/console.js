@@ -252,7 +252,14 @@ function route() {
     if (link.getAttribute("href") === "#" + name) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  PAGES[name]().catch((e) => notice(MAIN_BOX[name], e.message));
+  PAGES[name]().catch((e) => notice(MAIN_BOX[name], e.message)).finally(() => rendered(name));
+}
+
+// Says on <body> what was last drawn with its data (data-rendered, and a count in
+// data-renders): what a browser script (scripts/bench_console_pages.py) or a test waits for.
+function rendered(what) {
+  document.body.dataset.rendered = what;
+  document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
 }
 
 async function loadReady() {
@@ -405,7 +412,7 @@ async function decide(button) {
     } else {
       $("msg-" + id).textContent = e.message;
     }
-  }
+  } finally { rendered("decided"); }
 }
 
 // Live: the server says when the queue changed (GET /api/approvals/events, server-sent
@@ -833,7 +840,7 @@ async function search(event) {
         el("td", {}, i.ticket_status ? statusName(i.ticket_status) : stateName(i.state)), el("td", {}, i.ticket_id || "-"),
         el("td", {}, i.public_text || ""),
         el("td", {}, el("button", { type: "button", dataset: { journey: i.inquiry_id } }, t("open")))))));
-  } catch (e) { notice("results", e.message); }
+  } catch (e) { notice("results", e.message); } finally { rendered("search"); }
 }
 
 async function openJourney(id) {
@@ -864,7 +871,7 @@ async function openJourney(id) {
       el("p", { className: "quote" }, inq.public_text || ""),
       el("ol", {}, ...steps), trail));
     $("journey-view").focus();
-  } catch (e) { notice("journey", e.message); }
+  } catch (e) { notice("journey", e.message); } finally { rendered("journey"); }
 }
 
 // Overdue and at risk, from the SLA clocks.
