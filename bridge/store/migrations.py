@@ -453,6 +453,13 @@ MIGRATIONS: list[str | dict[str, str]] = [
     );
     CREATE INDEX draft_editing_until ON draft_editing (until);
     """,
+    # 22: the journey at 100,000 inquiries (issue 23): a case's tickets, its conversation and
+    # its extension requests were found by reading every row
+    """
+    CREATE INDEX tickets_inquiry ON tickets (inquiry_id);
+    CREATE INDEX inquiries_conversation ON inquiries (conversation);
+    CREATE INDEX case_extensions_inquiry ON case_extensions (inquiry_id, requested_at);
+    """,
 ]
 
 

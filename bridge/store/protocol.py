@@ -25,7 +25,13 @@ from bridge.store.operators import (
     OperatorRow,
     OperatorSession,
 )
-from bridge.store.reports import InquirySearch, RateInquiry, RateTicket, TicketEventRow
+from bridge.store.reports import (
+    InquirySearch,
+    OpenTicket,
+    RateInquiry,
+    RateTicket,
+    TicketEventRow,
+)
 from bridge.store.reviews import HeldReview, ReviewHold
 from bridge.store.rows import (
     AccountBacklog,
@@ -367,6 +373,8 @@ class Store(Protocol):
 
     async def get_extension(self, extension_id: str) -> CaseExtension | None: ...
 
+    async def extensions_for(self, inquiry_id: str) -> list[CaseExtension]: ...
+
     async def decide_extension(self, extension_id: str, state: str, actor: str) -> bool: ...
 
     async def approved_deadlines(self) -> dict[tuple[str, str, int], str]: ...
@@ -514,6 +522,8 @@ class Store(Protocol):
 
     # ---------------------------------------------------------------- reports, console
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]: ...
+
+    async def open_tickets(self, department: str | None = None) -> list[OpenTicket]: ...
 
     async def tickets_of_inquiry(self, inquiry_id: str) -> list[StoredTicket]: ...
 

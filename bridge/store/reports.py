@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.store.base import StoreBase
 from bridge.store.rows import StoredTicket
+from schemas.vocab import FINAL_STATUSES
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,39 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+@dataclass(frozen=True)
+class OpenTicket:
+    """An open ticket with what its clock needs: the inquiry's category and when the current
+    handling cycle started (``reopened_at``, else ``created_at``)."""
+
+    department: str
+    ticket_id: str
+    inquiry_id: str
+    status: str
+    created_at: str
+    reopened_at: str | None
+    cycle: int
+    category: str | None
+
+
 class ReportsStore(StoreBase):
+    async def open_tickets(self, department: str | None = None) -> list[OpenTicket]:
+        """Every ticket not at a final status (of one department), with its inquiry's
+        category: one read, for the overdue page's clocks."""
+        finals = sorted(s.value for s in FINAL_STATUSES)
+        sql = (
+            "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
+            " t.reopened_at, t.cycle, i.category FROM tickets t"
+            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.status NOT IN ({', '.join('?' for _ in finals)})"
+        )
+        params: list[Any] = list(finals)
+        if department is not None:
+            sql += " AND t.department = ?"
+            params.append(department)
+        rows = await self.db.fetchall(sql, params)
+        return [OpenTicket(**r) for r in rows]
+
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]:
         """Newest first, at most ``search.limit``: the inquiry's listed columns and its
         ticket's status (``ticket_status``), as the console serves them."""

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel
 
-from bridge.reply import approval
+from bridge.reply import approval, public_text
 from bridge.reports import incidents
 from bridge.reports.journey import journey
 from bridge.runtime.http import json_error
@@ -52,7 +52,7 @@ from bridge.web.bodies import (
 )
 from bridge.web.server import actor_of, read_json, require_admin
 from schemas import routing
-from schemas.messages import TicketCommand
+from schemas.messages import ReplyRequest, TicketCommand
 from schemas.states import Decision
 from schemas.vocab import CreateState, InquiryState, TicketStatus
 
@@ -437,6 +437,14 @@ class OperatorApi:
         data = await journey(self.ctx.store, inquiry_id)
         if data is None:
             return json_error(404, f"no inquiry {inquiry_id}")
+        # what each posted reply said to the citizen: its text through the same last
+        # personal-data gate the outbox passes it through (``bridge/reply/public_text.py``)
+        stored = {r.reply_id: r for r in await self.ctx.store.list_replies(inquiry_id=inquiry_id)}
+        for item in data["replies"]:
+            row = stored.get(item["reply_id"])
+            if row is not None and row.posted_at:
+                asked = ReplyRequest.model_validate_json(row.request_json)
+                item["posted_text"] = public_text.last_gate(row, asked).text
         return web.json_response(data)
 
     # ------------------------------------------------------------------ reconciliation
