@@ -81,7 +81,7 @@ CLICK_LINK = "(page) => document.querySelector(`#tabs a[href='#${page}']`).click
 SEARCH = """(q) => { const f = document.getElementById("search-form");
   f.elements.q.value = q.text; f.elements.department.value = q.department;
   f.requestSubmit(); }"""
-JOURNEY = "(n) => document.querySelectorAll('#results button[data-journey]')[n].click()"
+JOURNEY = "(n) => document.querySelectorAll('#results a[data-journey]')[n].click()"
 APPROVE = """(n) => document.querySelector('#approvals button[data-decision="approve"]').click()"""
 
 

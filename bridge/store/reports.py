@@ -11,6 +11,7 @@ from typing import Any
 
 from bridge.store.base import StoreBase
 from bridge.store.rows import StoredTicket
+from schemas.states import ExtensionState
 from schemas.vocab import FINAL_STATUSES
 
 
@@ -117,9 +118,15 @@ class OpenTicket:
 
 
 class ReportsStore(StoreBase):
-    async def open_tickets(self, department: str | None = None) -> list[OpenTicket]:
+    async def open_tickets(
+        self,
+        department: str | None = None,
+        started_by: Sequence[tuple[str, str, str]] | None = None,
+    ) -> list[OpenTicket]:
         """Every ticket not at a final status (of one department), with its inquiry's
-        category: one read, for the overdue page's clocks."""
+        category: one read, for the overdue page's clocks. ``started_by``: only those of a
+        (department, category, latest start) listed whose current cycle started by then
+        (a missing category is ``other``), and those with an approved extension."""
         finals = sorted(s.value for s in FINAL_STATUSES)
         sql = (
             "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
@@ -131,8 +138,28 @@ class ReportsStore(StoreBase):
         if department is not None:
             sql += " AND t.department = ?"
             params.append(department)
-        rows = await self.db.fetchall(sql, params)
-        return [OpenTicket(**r) for r in rows]
+        if started_by is None:
+            return [OpenTicket(**r) for r in await self.db.fetchall(sql, params)]
+        clauses = ["1 = 0"]
+        started: list[Any] = []
+        for dept, category, latest in started_by:
+            clauses.append(
+                "(t.department = ? AND COALESCE(i.category, 'other') = ?"
+                " AND COALESCE(t.reopened_at, t.created_at) <= ?)"
+            )
+            started += [dept, category, latest]
+        rows = await self.db.fetchall(f"{sql} AND ({' OR '.join(clauses)})", params + started)
+        extended = await self.db.fetchall(
+            "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
+            " t.reopened_at, t.cycle, i.category FROM case_extensions e"
+            " JOIN tickets t ON t.department = e.department AND t.ticket_id = e.ticket_id"
+            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE e.state = ? AND t.status NOT IN ({', '.join('?' for _ in finals)})"
+            + (" AND t.department = ?" if department is not None else ""),
+            [ExtensionState.APPROVED, *params],
+        )
+        found = {(r["department"], r["ticket_id"]): r for r in [*rows, *extended]}
+        return [OpenTicket(**r) for r in found.values()]
 
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]:
         """Newest first, at most ``search.limit``: the inquiry's listed columns and its
