@@ -12,7 +12,7 @@ from typing import Any
 from bridge.store.base import StoreBase
 from bridge.store.rows import StoredTicket
 from schemas.states import ExtensionState
-from schemas.vocab import FINAL_STATUSES
+from schemas.vocab import FINAL_STATUSES, Category
 
 
 @dataclass(frozen=True)
@@ -144,10 +144,10 @@ class ReportsStore(StoreBase):
         started: list[Any] = []
         for dept, category, latest in started_by:
             clauses.append(
-                "(t.department = ? AND COALESCE(i.category, 'other') = ?"
+                "(t.department = ? AND COALESCE(i.category, ?) = ?"
                 " AND COALESCE(t.reopened_at, t.created_at) <= ?)"
             )
-            started += [dept, category, latest]
+            started += [dept, Category.OTHER, category, latest]
         rows = await self.db.fetchall(f"{sql} AND ({' OR '.join(clauses)})", params + started)
         extended = await self.db.fetchall(
             "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
