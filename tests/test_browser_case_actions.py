@@ -159,6 +159,9 @@ async def test_case_actions_pressed_in_the_journey(
                 page.css("#journey button[data-ext-decide][data-approve='1']").click()
                 page.until(lambda: "已批准" in page.css("#journey li[data-extension]").text)
                 act("escalate", "督办", reason="市民多次反映，请加快办理")
+                # once per handling cycle: the refusal says so in Chinese
+                seen["again"] = act("escalate", "本轮办理中已督办过", reason="再次督办")
+                seen["refused"] = page.text("case-result")
                 page.shot("journey-case-actions")
                 act("reroute", "转派", department="urban", reason="人行道归城管养护")
                 return seen
@@ -235,6 +238,7 @@ async def test_case_actions_pressed_in_the_journey(
     assert datetime.fromisoformat(ext.new_deadline) == new_deadline
     # 督办: its event on the bus, by the operator
     assert len(escalated) == 1 and escalated[0]["actor"] == "值班长王敏"
+    assert seen["refused"] == "督办：本轮办理中已督办过", seen["refused"]
     # 转派: one ticket on the REST system, the Open311 ticket told, one "已转办" to the citizen
     assert len(rest.state.tickets) == 1
     assert any("人行道归城管养护" in (u.description or "") for u in updates), updates

@@ -752,6 +752,38 @@ const REASONS = [
   [/^timed out after sending$/, () => lang === "zh"
     ? "已发送但等待应答超时，无法确认工单是否已建" : "sent, but no answer came in time: whether the ticket exists is unknown"],
 ];
+// The case API's refusals (bridge/ticketing/actions.py, bridge/sla/extension.py,
+// bridge/sla/escalation.py, bridge/web/bodies.py), in plain language.
+const CASE_REFUSALS = {
+  zh: [
+    [/^new_deadline must be after the current deadline$/, () => "新期限须晚于当前期限"],
+    [/^no such extension request on this case$/, () => "此案件没有这条延期申请"],
+    [/^no such inquiry$/, () => "没有这条诉求"],
+    [/^the case has no deadline to extend$/, () => "此案件没有可延长的期限"],
+    [/^the case has no ticket to supervise yet$/, () => "此案件尚未建单，无法督办"],
+    [/^the case has no ticket yet/, () => "此案件尚未建单"],
+    [/^the case is already escalated in this handling cycle$/, () => "本轮办理中已督办过"],
+    [/^the case is already returned and waits in the triage review$/, () => "此案件已退单，正在等待核对分派"],
+    [/^the case's ticket is not recorded$/, () => "没有此案件的工单记录"],
+    [/^the deadline has passed: an extension is asked before it$/, () => "期限已过：延期须在期限之前申请"],
+    [/^the old deadline has passed: too late to approve$/, () => "原期限已过，不能再批准延期"],
+    [/^the request was (already )?decided/, () => "该申请已被处理"],
+    [/^the ticket's create command was not kept$/, () => "建单指令未保存，无法转派"],
+    [/^the case is already with (.+)$/, () => "案件已在该部门"],
+    [/^the ticket is (\w+): nothing to (extend|supervise)$/, (m) => `工单${statusName(m[1])}，无需${m[2] === "extend" ? "延期" : "督办"}`],
+    [/^unknown department/, () => "没有这个部门"],
+    [/^reason must say why/, () => "请填写理由（1–500字）"],
+    [/^text must be the note/, () => "请填写备注（1–2000字）"],
+    [/^new_deadline must be an ISO 8601 time/, () => "请填写新期限"],
+  ],
+};
+function refusalText(message) {
+  for (const [pattern, say] of CASE_REFUSALS[lang] || []) {
+    const m = String(message).match(pattern);
+    if (m) return say(m);
+  }
+  return message;
+}
 function reasonText(reason) {
   if (!reason) return "";
   for (const [pattern, say] of REASONS) {
@@ -1024,7 +1056,7 @@ async function actOnCase(id, path, body, label) {
     $("case-result").textContent = t("actionDone") + label;
   } catch (e) {
     $("case-result").className = "bad";
-    $("case-result").textContent = `${label}: ${e.message}`;
+    $("case-result").textContent = `${label}${lang === "zh" ? "：" : ": "}${refusalText(e.message)}`;
   } finally { rendered("case-action"); }
 }
 
