@@ -18,8 +18,8 @@ from schemas.vocab import FINAL_STATUSES, Category
 @dataclass(frozen=True)
 class InquirySearch:
     """What the console's search asks for (``None``: any). ``text`` is matched literally
-    inside the redacted text; ``status`` is the inquiry's state or its ticket's status;
-    ``since`` inclusive, ``until`` exclusive."""
+    inside the redacted text, ``handle`` inside the citizen's handle (any case); ``status`` is
+    the inquiry's state or its ticket's status; ``since`` inclusive, ``until`` exclusive."""
 
     text: str | None = None
     handle: str | None = None
@@ -174,9 +174,9 @@ class ReportsStore(StoreBase):
         if search.text:
             sql += " AND i.public_text LIKE ? ESCAPE '\\'"
             params.append(f"%{like_escape(search.text)}%")
-        if search.handle:
-            sql += " AND i.citizen_handle = ?"
-            params.append(search.handle)
+        if search.handle:  # a part of the handle, in any case
+            sql += " AND LOWER(i.citizen_handle) LIKE ? ESCAPE '\\'"
+            params.append(f"%{like_escape(search.handle.lower())}%")
         if search.ticket_id:
             sql += " AND i.ticket_id = ?"
             params.append(search.ticket_id)
