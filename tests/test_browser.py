@@ -239,8 +239,8 @@ async def test_console_flows_in_chromium(chrome: Any, tmp_path: Path, world: Wor
             page.go("inquiries")
             page.css('#search-form input[name="q"]').send_keys("烟囱")
             page.css("#search-form button[type=submit]").click()
-            page.until(lambda: len(page.all("#results button[data-journey]")) == 1)
-            page.css("#results button[data-journey]").click()
+            page.until(lambda: len(page.all("#results a[data-journey]")) == 1)
+            page.css("#results a[data-journey]").click()
             page.until(lambda: "修改后批准" in page.text("journey"))  # reply.edited
             page.shot("inquiries")
             return page.text("journey")

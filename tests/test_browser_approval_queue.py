@@ -8,9 +8,10 @@ in seconds. The approver filters by department and pages; approves 20 picked tem
 at once; edits one with the keyboard (``e``, ``Esc``, ``a``) and rejects one (``r``), the
 focus staying on the next card; and a newer status of one ticket (the ticket system moves it)
 supersedes the draft on screen, whose approval then says why in Chinese and posts nothing.
-A second approver, in a second Chromium with the same page open, sees the 20 cards the first
-one approved marked and locked live (server-sent events), without a reload. A viewer sees the
-drafts as text, with no box and no button.
+A second approver, in a second Chromium with the same page open, sees the card whose draft the
+first one is editing marked with that approver's name while the cursor is in its box, and the
+20 cards the first one approved marked and locked live (server-sent events), without a reload.
+A viewer sees the drafts as text, with no box and no button.
 
 What each platform simulator recorded is exactly what was approved: the 20 as shown and the
 edited text, byte for byte; nothing for the rejected and the superseded drafts, nor for the
@@ -330,6 +331,25 @@ async def test_a_busy_morning_in_the_approval_queue(
             desk.close()
             raise
 
+        def being_edited() -> tuple[str, str, int]:
+            """The first approver puts the cursor in a draft's box: the other desk marks that
+            card with the approver's name, live; when the cursor leaves, the mark goes."""
+            Select(page.css("#af-department")).select_by_value("environment")
+            page.css('#approval-filters button[type="submit"]').click()
+            page.until(lambda: "市生态环境局" in page.all("#approvals article.card h3")[1].text)
+            target = page.all("#approvals article.card")[4].get_attribute("data-reply")
+            page.css(f"#draft-{target}").click()
+            card = f'#approvals article[data-reply="{target}"]'
+            other.until(lambda: other.all(f"{card}.editing [data-editing-note]"))
+            note = other.css(f"{card} [data-editing-note]").text
+            other.d.execute_script(
+                "arguments[0].scrollIntoView({block: 'center'})", other.css(card)
+            )
+            other.shot("approval-queue-editing")
+            page.d.switch_to.active_element.send_keys(Keys.ESCAPE)  # back to the card
+            other.until(lambda: not other.all("#approvals article.card.editing"))
+            return target, note, len(page.all("#approvals article.card.editing"))
+
         def bulk() -> tuple[dict[str, str], str, str]:
             Select(page.css("#af-department")).select_by_value("environment")
             page.css('#approval-filters button[type="submit"]').click()
@@ -355,6 +375,15 @@ async def test_a_busy_morning_in_the_approval_queue(
             )
             first = page.all("#approvals article.card")[0]
             return shown, page.text("approval-result"), first.get_attribute("data-reply")
+
+        try:
+            _, editing_note, own_marks = await in_thread(being_edited)
+        except BaseException:
+            desk.close()
+            raise
+        assert editing_note == "✎ 正在编辑此回复：审批员周洁", editing_note
+        assert own_marks == 0  # an approver's own editing is not marked on their own page
+        assert (await store.editing_now("0")) == []  # the mark was withdrawn, not left to lapse
 
         bulk_shown, result, next_first = await in_thread(bulk)
         with desk:  # the other desk learns it live, without reloading

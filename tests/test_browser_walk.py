@@ -304,8 +304,8 @@ async def test_every_page_in_both_languages_and_widths(
                             page.css('#search-form input[name="q"]').send_keys("烟囱")
                             page.css("#search-form button[type=submit]").click()
                         if name == "journey":
-                            page.until(lambda: page.all("#results button[data-journey]"))
-                            page.css("#results button[data-journey]").click()
+                            page.until(lambda: page.all("#results a[data-journey]"))
+                            page.css("#results a[data-journey]").click()
                         page.until(lambda r=ready: page.all(r))
                         check(report, name, lang, width)
             return report

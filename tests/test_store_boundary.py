@@ -295,6 +295,10 @@ async def test_reports_search_events_and_backlog(store: SqlStore) -> None:
         status_at="2026-12-07T08:00:00",
     )
     await store.update_inquiry("inq_1", ticket_id="T1")
+    for part in ("wang", "WAN", "an"):  # a part of the handle, in any case
+        found = await store.search_inquiries(InquirySearch(handle=part))
+        assert [r["inquiry_id"] for r in found] == ["inq_1"], part
+    assert await store.search_inquiries(InquirySearch(handle="w_ng")) == []  # _ is itself
     found = await store.search_inquiries(InquirySearch(text="100%"))
     assert [r["inquiry_id"] for r in found] == ["inq_1"]  # % is itself, not a wildcard
     assert [

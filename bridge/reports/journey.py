@@ -89,6 +89,8 @@ async def journey(store: Store, inquiry_id: str) -> dict[str, Any] | None:
         "audit": await store.audit_records_for(inquiry_id),
         # internal notes: for operators (the journey is an operator's page), never public
         "notes": [asdict(n) for n in await store.notes_for(inquiry_id)],
+        # 延期 requests, pending and decided
+        "extensions": [asdict(x) for x in await store.extensions_for(inquiry_id)],
     }
 
 

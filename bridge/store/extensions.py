@@ -50,6 +50,14 @@ class ExtensionsStore(StoreBase):
         )
         return n > 0
 
+    async def extensions_for(self, inquiry_id: str) -> list[CaseExtension]:
+        """A case's extension requests, oldest first (the journey shows them)."""
+        rows = await self.db.fetchall(
+            "SELECT * FROM case_extensions WHERE inquiry_id = ? ORDER BY requested_at",
+            (inquiry_id,),
+        )
+        return [CaseExtension(**r) for r in rows]
+
     async def approved_deadlines(self) -> dict[tuple[str, str, int], str]:
         """(department, ticket, cycle) -> the deadline its latest approved extension set."""
         rows = await self.db.fetchall(

@@ -162,9 +162,12 @@ class InquiriesStore(StoreBase):
         return self._inquiry(rows[0]) if rows else None
 
     async def conversation_inquiries(self, owner: str) -> list[StoredInquiry]:
-        """Every inquiry of one conversation: the first (``owner``) and its follow-ups."""
+        """Every inquiry of one conversation: the first (``owner``) and its follow-ups. Two
+        index lookups joined (SQLite answered ``inquiry_id = ? OR conversation = ?`` by
+        reading every inquiry in creation order: 200 ms at 100,000)."""
         rows = await self.db.fetchall(
-            "SELECT * FROM inquiries WHERE inquiry_id = ? OR conversation = ?"
+            "SELECT * FROM inquiries WHERE inquiry_id = ?"
+            " UNION SELECT * FROM inquiries WHERE conversation = ?"
             " ORDER BY created_at, inquiry_id",
             (owner, owner),
         )

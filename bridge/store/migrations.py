@@ -442,6 +442,24 @@ MIGRATIONS: list[str | dict[str, str]] = [
     );
     CREATE INDEX case_extensions_ticket ON case_extensions (department, ticket_id, cycle, state);
     """,
+    # 21: "being edited" marks on drafts awaiting approval (issue 23): who has a draft's box
+    # open, until when (renewed while it stays open; a lapsed mark means nothing)
+    """
+    CREATE TABLE draft_editing (
+        reply_id TEXT NOT NULL,
+        operator TEXT NOT NULL,
+        until TEXT NOT NULL,
+        PRIMARY KEY (reply_id, operator)
+    );
+    CREATE INDEX draft_editing_until ON draft_editing (until);
+    """,
+    # 22: the journey at 100,000 inquiries (issue 23): a case's tickets, its conversation and
+    # its extension requests were found by reading every row
+    """
+    CREATE INDEX tickets_inquiry ON tickets (inquiry_id);
+    CREATE INDEX inquiries_conversation ON inquiries (conversation);
+    CREATE INDEX case_extensions_inquiry ON case_extensions (inquiry_id, requested_at);
+    """,
 ]
 
 

@@ -25,7 +25,13 @@ from bridge.store.operators import (
     OperatorRow,
     OperatorSession,
 )
-from bridge.store.reports import InquirySearch, RateInquiry, RateTicket, TicketEventRow
+from bridge.store.reports import (
+    InquirySearch,
+    OpenTicket,
+    RateInquiry,
+    RateTicket,
+    TicketEventRow,
+)
 from bridge.store.reviews import HeldReview, ReviewHold
 from bridge.store.rows import (
     AccountBacklog,
@@ -198,6 +204,12 @@ class Store(Protocol):
 
     async def approval_queue_mark(self) -> tuple[int, str | None]: ...
 
+    async def mark_editing(self, reply_id: str, operator: str, until: str, now: str) -> None: ...
+
+    async def stop_editing(self, reply_id: str, operator: str) -> None: ...
+
+    async def editing_now(self, now: str) -> list[tuple[str, str]]: ...
+
     async def supersede_obsolete_drafts(self) -> int: ...
 
     async def approval_queue(
@@ -361,6 +373,8 @@ class Store(Protocol):
 
     async def get_extension(self, extension_id: str) -> CaseExtension | None: ...
 
+    async def extensions_for(self, inquiry_id: str) -> list[CaseExtension]: ...
+
     async def decide_extension(self, extension_id: str, state: str, actor: str) -> bool: ...
 
     async def approved_deadlines(self) -> dict[tuple[str, str, int], str]: ...
@@ -508,6 +522,12 @@ class Store(Protocol):
 
     # ---------------------------------------------------------------- reports, console
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]: ...
+
+    async def open_tickets(
+        self,
+        department: str | None = None,
+        started_by: Sequence[tuple[str, str, str]] | None = None,
+    ) -> list[OpenTicket]: ...
 
     async def tickets_of_inquiry(self, inquiry_id: str) -> list[StoredTicket]: ...
 

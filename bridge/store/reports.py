@@ -11,13 +11,15 @@ from typing import Any
 
 from bridge.store.base import StoreBase
 from bridge.store.rows import StoredTicket
+from schemas.states import ExtensionState
+from schemas.vocab import FINAL_STATUSES, Category
 
 
 @dataclass(frozen=True)
 class InquirySearch:
     """What the console's search asks for (``None``: any). ``text`` is matched literally
-    inside the redacted text; ``status`` is the inquiry's state or its ticket's status;
-    ``since`` inclusive, ``until`` exclusive."""
+    inside the redacted text, ``handle`` inside the citizen's handle (any case); ``status`` is
+    the inquiry's state or its ticket's status; ``since`` inclusive, ``until`` exclusive."""
 
     text: str | None = None
     handle: str | None = None
@@ -100,7 +102,65 @@ def like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+@dataclass(frozen=True)
+class OpenTicket:
+    """An open ticket with what its clock needs: the inquiry's category and when the current
+    handling cycle started (``reopened_at``, else ``created_at``)."""
+
+    department: str
+    ticket_id: str
+    inquiry_id: str
+    status: str
+    created_at: str
+    reopened_at: str | None
+    cycle: int
+    category: str | None
+
+
 class ReportsStore(StoreBase):
+    async def open_tickets(
+        self,
+        department: str | None = None,
+        started_by: Sequence[tuple[str, str, str]] | None = None,
+    ) -> list[OpenTicket]:
+        """Every ticket not at a final status (of one department), with its inquiry's
+        category: one read, for the overdue page's clocks. ``started_by``: only those of a
+        (department, category, latest start) listed whose current cycle started by then
+        (a missing category is ``other``), and those with an approved extension."""
+        finals = sorted(s.value for s in FINAL_STATUSES)
+        sql = (
+            "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
+            " t.reopened_at, t.cycle, i.category FROM tickets t"
+            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.status NOT IN ({', '.join('?' for _ in finals)})"
+        )
+        params: list[Any] = list(finals)
+        if department is not None:
+            sql += " AND t.department = ?"
+            params.append(department)
+        if started_by is None:
+            return [OpenTicket(**r) for r in await self.db.fetchall(sql, params)]
+        clauses = ["1 = 0"]
+        started: list[Any] = []
+        for dept, category, latest in started_by:
+            clauses.append(
+                "(t.department = ? AND COALESCE(i.category, ?) = ?"
+                " AND COALESCE(t.reopened_at, t.created_at) <= ?)"
+            )
+            started += [dept, Category.OTHER, category, latest]
+        rows = await self.db.fetchall(f"{sql} AND ({' OR '.join(clauses)})", params + started)
+        extended = await self.db.fetchall(
+            "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
+            " t.reopened_at, t.cycle, i.category FROM case_extensions e"
+            " JOIN tickets t ON t.department = e.department AND t.ticket_id = e.ticket_id"
+            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE e.state = ? AND t.status NOT IN ({', '.join('?' for _ in finals)})"
+            + (" AND t.department = ?" if department is not None else ""),
+            [ExtensionState.APPROVED, *params],
+        )
+        found = {(r["department"], r["ticket_id"]): r for r in [*rows, *extended]}
+        return [OpenTicket(**r) for r in found.values()]
+
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]:
         """Newest first, at most ``search.limit``: the inquiry's listed columns and its
         ticket's status (``ticket_status``), as the console serves them."""
@@ -114,9 +174,9 @@ class ReportsStore(StoreBase):
         if search.text:
             sql += " AND i.public_text LIKE ? ESCAPE '\\'"
             params.append(f"%{like_escape(search.text)}%")
-        if search.handle:
-            sql += " AND i.citizen_handle = ?"
-            params.append(search.handle)
+        if search.handle:  # a part of the handle, in any case
+            sql += " AND LOWER(i.citizen_handle) LIKE ? ESCAPE '\\'"
+            params.append(f"%{like_escape(search.handle.lower())}%")
         if search.ticket_id:
             sql += " AND i.ticket_id = ?"
             params.append(search.ticket_id)

@@ -1,8 +1,9 @@
 """The repository: every query of the bridge's durable state, one module per aggregate
 (``cursors``, ``inquiries``, ``tickets``, ``creates``, ``replies``, ``outbox``, ``follow_ups``,
 ``reviews``, ``flood``, ``held``, ``credentials``, ``operators``, ``operations``, ``reports``,
-``surveys``, ``incidents``), put together here as ``SqlStore`` over a ``Database`` driver
-(``bridge.store.drivers``) so the same portable SQL runs on SQLite and PostgreSQL.
+``surveys``, ``incidents``, ``notes``, ``extensions``, ``editing``), put together here as
+``SqlStore`` over a ``Database`` driver (``bridge.store.drivers``) so the same portable SQL
+runs on SQLite and PostgreSQL.
 
 ``SqlStore`` implements the ``Store`` protocol (``bridge.store.protocol``) that roles use. The
 schema is created and migrated at start (``bridge.store.migrations``).
@@ -15,6 +16,7 @@ from bridge.store.creates import CreatesStore
 from bridge.store.credentials import CredentialsStore
 from bridge.store.cursors import ANY_CURSOR, CursorsStore
 from bridge.store.drivers import PostgresDatabase, SqliteDatabase
+from bridge.store.editing import EditingStore
 from bridge.store.extensions import ExtensionsStore
 from bridge.store.flood import FloodStore
 from bridge.store.follow_ups import FollowUpsStore
@@ -51,6 +53,7 @@ class SqlStore(
     IncidentsStore,
     NotesStore,
     ExtensionsStore,
+    EditingStore,
 ):
     """All durable state of the bridge. Methods are small and idempotent where it matters.
 

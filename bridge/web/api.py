@@ -15,25 +15,30 @@ import contextlib
 import json
 import time
 import uuid
-from dataclasses import asdict
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel
 
-from bridge.reply import approval
+from bridge.reply import approval, public_text
 from bridge.reports import incidents
 from bridge.reports.journey import journey
 from bridge.runtime.http import json_error
 from bridge.sla import escalation, extension
+from bridge.store import iso
 from bridge.ticketing import actions
 from bridge.ticketing.role import publish_created
 from bridge.triage import incident_links
 from bridge.web.bodies import (
+    Body,
     BulkApproval,
     CaseNoteBody,
     CaseReturn,
+    EditingMark,
     Escalation,
     ExtensionDecision,
     ExtensionRequest,
@@ -47,7 +52,7 @@ from bridge.web.bodies import (
 )
 from bridge.web.server import actor_of, read_json, require_admin
 from schemas import routing
-from schemas.messages import TicketCommand
+from schemas.messages import ReplyRequest, TicketCommand
 from schemas.states import Decision
 from schemas.vocab import CreateState, InquiryState, TicketStatus
 
@@ -74,6 +79,13 @@ EVENTS_EVERY = 2.0
 EVENTS_FOR = 60.0
 RETRY_MS = 1000
 
+# What a case action may be refused with: each carries its HTTP status and reason.
+REFUSALS = (actions.CaseRefused, extension.ExtensionRefused, escalation.EscalationRefused)
+_B = TypeVar("_B", bound=Body)
+# An approver's "being edited" mark lasts this long unless the console renews it (it does every
+# EDITING_RENEW_S while the focus stays in the draft's box), so a closed tab leaves none behind.
+EDITING_FOR = timedelta(seconds=45)
+
 
 class OperatorApi:
     def __init__(self, ctx: BridgeContext) -> None:
@@ -87,13 +99,16 @@ class OperatorApi:
         """Server-sent events: ``approvals`` with ``{"waiting": N, "newest": "…"}`` whenever
         the queue changes (a decision, a new or superseded draft, in any process: the store is
         read every ``EVENTS_EVERY`` seconds), so an open console marks the cards another
-        approver decided without reloading what its own approver is typing."""
+        approver decided without reloading what its own approver is typing; and ``editing``
+        with ``{"editing": [{"reply_id": "…", "operator": "…"}]}`` whenever who is editing
+        which draft changes (``POST /api/approvals/{reply_id}/editing``)."""
         require_admin(request)
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
         )
         await resp.prepare(request)
         last: tuple[int, str | None] | None = None
+        last_editing: list[tuple[str, str]] | None = None
         until = time.monotonic() + EVENTS_FOR
         try:
             await resp.write(f"retry: {RETRY_MS}\n\n".encode())
@@ -103,6 +118,12 @@ class OperatorApi:
                     last = mark
                     data = json.dumps({"waiting": mark[0], "newest": mark[1]})
                     await resp.write(f"event: approvals\ndata: {data}\n\n".encode())
+                editing = await self.ctx.store.editing_now(iso(datetime.now(UTC)))
+                if editing != last_editing:
+                    last_editing = editing
+                    marks = [{"reply_id": r, "operator": o} for r, o in editing]
+                    data = json.dumps({"editing": marks}, ensure_ascii=False)
+                    await resp.write(f"event: editing\ndata: {data}\n\n".encode())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), EVENTS_EVERY)
         except (ConnectionResetError, ConnectionError):
@@ -116,6 +137,7 @@ class OperatorApi:
         r.add_post("/api/approvals/bulk", self.bulk_approve)  # before {reply_id}
         app.on_shutdown.append(self._close_streams)
         r.add_post("/api/approvals/{reply_id}", self.decide)
+        r.add_post("/api/approvals/{reply_id}/editing", self.editing)
         r.add_get("/api/inquiries/{inquiry_id}", self.trace)
         r.add_get("/api/incidents", self.list_surges)
         r.add_get("/api/incidents/{incident_id}", self.incident)
@@ -135,22 +157,39 @@ class OperatorApi:
         r.add_get("/api/escalations", self.list_escalations)
         r.add_post("/api/escalations/{inquiry_id}", self.escalate)
 
+    async def _case_action(
+        self,
+        request: web.Request,
+        model: type[_B],
+        act: Callable[[_B, str], Awaitable[object]],
+        status: int = 200,
+    ) -> web.Response:
+        """What every case action shares: the role, the body as ``model`` (its reason already
+        stripped), the acting operator, the action; a refusal answered with its status and
+        reason, else what the action returned as JSON with ``status``."""
+        require_admin(request)
+        raw = await read_json(request)
+        body = check(model, raw)
+        try:
+            done = await act(body, actor_of(request, raw))
+        except REFUSALS as exc:
+            return json_error(exc.status, exc.reason)
+        if isinstance(done, BaseModel):
+            return web.json_response(done.model_dump(mode="json"), status=status)
+        if is_dataclass(done) and not isinstance(done, type):
+            return web.json_response(asdict(done), status=status)
+        return web.json_response(done, status=status)
+
     async def escalate(self, request: web.Request) -> web.Response:
         """督办. Body ``{"reason": "…"}``: ``sla.escalated.<department>`` and an audit
         record; once per ticket and handling cycle (``bridge/sla/escalation.py``)."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(Escalation, raw)
-        try:
-            event = await escalation.escalate(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                body.reason.strip(),
-                actor_of(request, raw),
-            )
-        except escalation.EscalationRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(event.model_dump(mode="json"), status=202)
+        inquiry_id = request.match_info["inquiry_id"]
+        return await self._case_action(
+            request,
+            Escalation,
+            lambda body, actor: escalation.escalate(self.ctx, inquiry_id, body.reason, actor),
+            status=202,
+        )
 
     async def list_escalations(self, request: web.Request) -> web.Response:
         """The escalation list (``?department=ID``), newest first."""
@@ -171,7 +210,7 @@ class OperatorApi:
             return json_error(404, "no such inquiry")
         actor = actor_of(request, raw)
         note_id = body.note_id or uuid.uuid4().hex
-        note = await self.ctx.store.add_note(note_id, inquiry_id, actor, body.text.strip())
+        note = await self.ctx.store.add_note(note_id, inquiry_id, actor, body.text)
         if note.inquiry_id != inquiry_id:
             return json_error(409, "that note_id belongs to another case")
         if await self.ctx.store.record_once("case.noted", note.note_id):
@@ -189,72 +228,53 @@ class OperatorApi:
     async def request_extension(self, request: web.Request) -> web.Response:
         """延期. Body ``{"new_deadline": "…", "reason": "…"}``: a pending request, asked before
         the current deadline (``bridge/sla/extension.py``)."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(ExtensionRequest, raw)
-        try:
-            ext = await extension.request(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                body.new_deadline,
-                body.reason.strip(),
-                actor_of(request, raw),
-            )
-        except extension.ExtensionRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(asdict(ext), status=201)
+        inquiry_id = request.match_info["inquiry_id"]
+        return await self._case_action(
+            request,
+            ExtensionRequest,
+            lambda body, actor: extension.request(
+                self.ctx, inquiry_id, body.new_deadline, body.reason, actor
+            ),
+            status=201,
+        )
 
     async def decide_extension(self, request: web.Request) -> web.Response:
         """Body ``{"approve": true|false}``: an approver decides, before the old deadline."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(ExtensionDecision, raw)
-        try:
-            ext = await extension.decide(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                request.match_info["extension_id"],
-                body.approve,
-                actor_of(request, raw),
-            )
-        except extension.ExtensionRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(asdict(ext))
+        inquiry_id, extension_id = (
+            request.match_info["inquiry_id"],
+            request.match_info["extension_id"],
+        )
+        return await self._case_action(
+            request,
+            ExtensionDecision,
+            lambda body, actor: extension.decide(
+                self.ctx, inquiry_id, extension_id, body.approve, actor
+            ),
+        )
 
     async def return_case(self, request: web.Request) -> web.Response:
         """退单. Body ``{"reason": "…"}``: the case goes back to the triage review queue until
         an official re-routes it (``bridge/ticketing/actions.py``)."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(CaseReturn, raw)
         inquiry_id = request.match_info["inquiry_id"]
-        try:
-            ticket_id = await actions.return_case(
-                self.ctx, inquiry_id, body.reason.strip(), actor_of(request, raw)
-            )
-        except actions.CaseRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(
-            {"inquiry_id": inquiry_id, "ticket_id": ticket_id, "review": "returned"}, status=202
-        )
+
+        async def act(body: CaseReturn, actor: str) -> dict[str, str]:
+            ticket_id = await actions.return_case(self.ctx, inquiry_id, body.reason, actor)
+            return {"inquiry_id": inquiry_id, "ticket_id": ticket_id, "review": "returned"}
+
+        return await self._case_action(request, CaseReturn, act, status=202)
 
     async def reroute(self, request: web.Request) -> web.Response:
         """转派. Body ``{"department": "…", "reason": "…"}``: the case's ticket goes to another
         department (``bridge/ticketing/actions.py``); 202 once the command is on the bus."""
-        require_admin(request)
-        raw = await read_json(request)
-        body = check(Reroute, raw)
-        try:
-            done = await actions.reroute(
-                self.ctx,
-                request.match_info["inquiry_id"],
-                body.department,
-                body.reason.strip(),
-                actor_of(request, raw),
-            )
-        except actions.CaseRefused as exc:
-            return json_error(exc.status, exc.reason)
-        return web.json_response(asdict(done), status=202)
+        inquiry_id = request.match_info["inquiry_id"]
+        return await self._case_action(
+            request,
+            Reroute,
+            lambda body, actor: actions.reroute(
+                self.ctx, inquiry_id, body.department, body.reason, actor
+            ),
+            status=202,
+        )
 
     async def backlog(self, request: web.Request) -> web.Response:
         """What waits in the outbox per account; with pauses where this process runs it."""
@@ -394,6 +414,21 @@ class OperatorApi:
             return web.json_response(refused.body, status=refused.status)
         return web.json_response(decided)
 
+    async def editing(self, request: web.Request) -> web.Response:
+        """Body ``{"editing": true|false}``: the signed-in approver started (or renewed) or
+        stopped editing this draft; other open consoles mark its card (``approval_events``).
+        A mark lapses after ``EDITING_FOR`` unless renewed. 204."""
+        require_admin(request)
+        raw = await read_json(request)
+        body = check(EditingMark, raw)
+        reply_id, actor = request.match_info["reply_id"], actor_of(request, raw)
+        if body.editing:
+            now = datetime.now(UTC)
+            await self.ctx.store.mark_editing(reply_id, actor, iso(now + EDITING_FOR), iso(now))
+        else:
+            await self.ctx.store.stop_editing(reply_id, actor)
+        return web.Response(status=204)
+
     async def trace(self, request: web.Request) -> web.Response:
         """One inquiry's journey (``bridge.reports.journey``; ``govbridge trace`` prints the
         same)."""
@@ -402,6 +437,14 @@ class OperatorApi:
         data = await journey(self.ctx.store, inquiry_id)
         if data is None:
             return json_error(404, f"no inquiry {inquiry_id}")
+        # what each posted reply said to the citizen: its text through the same last
+        # personal-data gate the outbox passes it through (``bridge/reply/public_text.py``)
+        stored = {r.reply_id: r for r in await self.ctx.store.list_replies(inquiry_id=inquiry_id)}
+        for item in data["replies"]:
+            row = stored.get(item["reply_id"])
+            if row is not None and row.posted_at:
+                asked = ReplyRequest.model_validate_json(row.request_json)
+                item["posted_text"] = public_text.last_gate(row, asked).text
         return web.json_response(data)
 
     # ------------------------------------------------------------------ reconciliation

@@ -9,7 +9,7 @@ a model does not name are ignored (the console sends ``actor`` with some, read b
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from aiohttp import web
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
@@ -175,6 +176,18 @@ class Settlement(Body):
         return self
 
 
+# A case action's reason (转派, 退单, 延期, 督办): stripped, then 1-500 characters, so one of
+# blanks only is no reason and the handler gets it ready to record.
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+
+
+class EditingMark(Body):
+    """``POST /api/approvals/{reply_id}/editing``: the approver started or stopped editing."""
+
+    shape: ClassVar[str] = 'body must be {"editing": true|false}'
+    editing: bool
+
+
 class Reroute(Body):
     """``POST /api/cases/{inquiry_id}/reroute``: 转派 to another department, with a reason."""
 
@@ -185,13 +198,7 @@ class Reroute(Body):
     }
 
     department: str = Field(min_length=1, max_length=100)
-    reason: str = Field(min_length=1, max_length=500)
-
-    @model_validator(mode="after")
-    def _reason_said(self) -> Reroute:
-        if not self.reason.strip():
-            raise ValueError("reason must say why (1-500 characters)")
-        return self
+    reason: Reason
 
 
 class CaseReturn(Body):
@@ -200,13 +207,7 @@ class CaseReturn(Body):
     shape: ClassVar[str] = 'body must be {"reason": "..."}'
     problems: ClassVar[dict[str, str]] = {"reason": "reason must say why (1-500 characters)"}
 
-    reason: str = Field(min_length=1, max_length=500)
-
-    @model_validator(mode="after")
-    def _reason_said(self) -> CaseReturn:
-        if not self.reason.strip():
-            raise ValueError("reason must say why (1-500 characters)")
-        return self
+    reason: Reason
 
 
 class Escalation(Body):
@@ -215,13 +216,7 @@ class Escalation(Body):
     shape: ClassVar[str] = 'body must be {"reason": "..."}'
     problems: ClassVar[dict[str, str]] = {"reason": "reason must say why (1-500 characters)"}
 
-    reason: str = Field(min_length=1, max_length=500)
-
-    @model_validator(mode="after")
-    def _reason_said(self) -> Escalation:
-        if not self.reason.strip():
-            raise ValueError("reason must say why (1-500 characters)")
-        return self
+    reason: Reason
 
 
 class CaseNoteBody(Body):
@@ -234,14 +229,8 @@ class CaseNoteBody(Body):
         "note_id": "note_id must be 1-100 characters",
     }
 
-    text: str = Field(min_length=1, max_length=2000)
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
     note_id: str | None = Field(default=None, min_length=1, max_length=100)
-
-    @model_validator(mode="after")
-    def _text_said(self) -> CaseNoteBody:
-        if not self.text.strip():
-            raise ValueError("text must be the note (1-2000 characters)")
-        return self
 
 
 class ExtensionRequest(Body):
@@ -255,13 +244,7 @@ class ExtensionRequest(Body):
     }
 
     new_deadline: AwareDatetime
-    reason: str = Field(min_length=1, max_length=500)
-
-    @model_validator(mode="after")
-    def _reason_said(self) -> ExtensionRequest:
-        if not self.reason.strip():
-            raise ValueError("reason must say why (1-500 characters)")
-        return self
+    reason: Reason
 
 
 class ExtensionDecision(Body):

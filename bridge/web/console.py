@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from bridge.deadlines import deadline_for
 from bridge.inspect.inspection import inspect_accounts, read_timelines
+from bridge.reports.overdue import KINDS, overdue_page
 from bridge.reports.performance import (
     CST,
     check_window,
@@ -144,42 +144,44 @@ class ConsoleApi:
 
     # ------------------------------------------------------------------ SLA clocks
     async def overdue(self, request: web.Request) -> web.Response:
-        """Open tickets past their deadline or within ``sla.warn_before`` of it."""
+        """Open tickets past their deadline or within ``sla.warn_before`` of it, most overdue
+        first (``bridge.reports.overdue``): ``?department=&kind=(overdue|at_risk)&limit=
+        (1-200, 50)&offset=``; with ``total`` (matching) and the ``overdue`` and ``at_risk``
+        counts of the department filter."""
         require_admin(request)
-        now = datetime.now(UTC)
-        cfg, store = self.ctx.cfg, self.ctx.store
-        items: list[dict[str, Any]] = []
-        for t in await store.list_tickets():
-            if TicketStatus(t.status).is_final:
-                continue
-            try:
-                dept = cfg.department(t.department)
-            except KeyError:
-                continue
-            inquiry = await store.get_inquiry(t.inquiry_id)
-            category = inquiry.category if inquiry is not None else None
-            created = datetime.fromisoformat(t.created_at).astimezone(UTC)
-            deadline = deadline_for(dept, Category(category or "other"), created)
-            if deadline is None:
-                continue
-            left = (deadline - now).total_seconds()
-            if left > cfg.sla.warn_before.total_seconds():
-                continue
-            items.append(
-                {
-                    "department": dept.id,
-                    "department_name": dept.name,
-                    "ticket_id": t.ticket_id,
-                    "inquiry_id": t.inquiry_id,
-                    "status": t.status,
-                    "category": category,
-                    "deadline": deadline.isoformat(),
-                    "seconds_left": round(left),
-                    "overdue": left < 0,
-                }
-            )
-        items.sort(key=lambda i: i["seconds_left"])
-        return web.json_response({"tickets": items})
+        q = request.query
+        try:
+            limit = int(q.get("limit", "50"))
+            offset = int(q.get("offset", "0"))
+        except ValueError:
+            return json_error(400, "limit and offset must be integers")
+        if not 1 <= limit <= 200 or offset < 0:
+            return json_error(400, "limit must be 1 to 200 and offset 0 or more")
+        department = q.get("department") or None
+        if department is not None and department not in {d.id for d in self.ctx.cfg.departments}:
+            return json_error(400, f"unknown department {department!r}")
+        kind = q.get("kind") or None
+        if kind is not None and kind not in KINDS:
+            return json_error(400, "kind must be overdue or at_risk")
+        page = await overdue_page(
+            self.ctx.store,
+            self.ctx.cfg,
+            datetime.now(UTC),
+            department=department,
+            kind=kind,
+            limit=limit,
+            offset=offset,
+        )
+        return web.json_response(
+            {
+                "tickets": page.tickets,
+                "total": page.total,
+                "overdue": page.overdue,
+                "at_risk": page.at_risk,
+                "limit": limit,
+                "offset": offset,
+            }
+        )
 
     # ------------------------------------------------------------------ dead letters
     async def dead_letters(self, request: web.Request) -> web.Response:

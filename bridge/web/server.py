@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -70,7 +71,8 @@ def create_app(
 ) -> web.Application:
     # client_max_size is the hard cap; hook handlers check their own (smaller) limits.
     app = web.Application(
-        client_max_size=max(max_body_bytes, 1024 * 1024), middlewares=[_refuse_control]
+        client_max_size=max(max_body_bytes, 1024 * 1024),
+        middlewares=[_server_timing, _refuse_control],
     )
     app[METRICS_KEY] = metrics
     app[READINESS_KEY] = readiness
@@ -122,6 +124,22 @@ def client_address(request: web.Request) -> str:
 
 def has_control(text: str) -> bool:
     return _CONTROL.search(text) is not None
+
+
+@web.middleware
+async def _server_timing(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """``Server-Timing: app;dur=<ms>`` on every ``/api/`` answer: the server's share of the
+    request (the session check, the handler, the store), which a browser reads in its resource
+    timings (``scripts/bench_console_pages.py``) apart from the network and its own drawing.
+    Not on a stream, whose headers leave before its work."""
+    start = time.perf_counter()
+    response = await handler(request)
+    if request.path.startswith("/api/") and not response.prepared:
+        took = (time.perf_counter() - start) * 1000
+        response.headers["Server-Timing"] = f"app;dur={took:.1f}"
+    return response
 
 
 @web.middleware

@@ -59,6 +59,15 @@ const T = {
     draftRead: "回复草稿（只读）", pick: "选中以批量批准", approvedOne: "已批准。", rejectedOne: "已驳回。",
     pickFirst: "请先选中要批准的模板回复。",
     staleLive: "该回复已由其他审批人处理或已被新状态取代，未发布任何内容。请刷新。",
+    editingBy: "正在编辑此回复：",
+    backToSearch: "返回诉求查询", clock: "时限", "kind.overdue": "已逾期", "kind.at_risk": "临期",
+    citizen: "市民", repliesPosted: "回复", postedText: "已发布的文字", notes: "内部备注（不公开）",
+    caseActions: "办理操作", reroute: "转派", rerouteTo: "转派至", returnCase: "退单（派错了，退回核对）",
+    requestExtension: "申请延期", newDeadline: "新期限", approveExt: "批准延期", refuseExt: "不批准",
+    escalate: "督办", addNote: "添加备注", noteText: "备注内容", actionReason: "理由", extensions: "延期申请",
+    "ext.pending": "待批准", "ext.approved": "已批准", "ext.refused": "未批准", actionDone: "已提交：",
+    exportCsv: "导出CSV", handle: "市民账号", conversation: "同一对话", "search.limited": "只显示最新的 {n} 条，请缩小查询条件。",
+    "search.count": "共 {n} 条", requestedBy: "申请人", oldDeadline: "原期限", earlierTickets: "此前的工单",
   },
   en: {
     skip: "Skip to content", title: "govbridge operator console", signout: "Sign out",
@@ -117,6 +126,15 @@ const T = {
     draftRead: "Draft reply (read only)", pick: "Select for bulk approval", approvedOne: "Approved.", rejectedOne: "Rejected.",
     pickFirst: "Select the template drafts to approve first.",
     staleLive: "Another approver decided this reply, or a newer status superseded it; nothing was posted. Refresh.",
+    editingBy: "Being edited by ",
+    backToSearch: "Back to inquiry search", clock: "Clock", "kind.overdue": "Overdue", "kind.at_risk": "At risk",
+    citizen: "Citizen", repliesPosted: "Replies", postedText: "Text posted", notes: "Internal notes (never public)",
+    caseActions: "Case actions", reroute: "Re-route", rerouteTo: "Re-route to", returnCase: "Return (misrouted: back to review)",
+    requestExtension: "Request an extension", newDeadline: "New deadline", approveExt: "Approve extension", refuseExt: "Refuse",
+    escalate: "Escalate (supervise)", addNote: "Add note", noteText: "Note", actionReason: "Reason", extensions: "Extension requests",
+    "ext.pending": "pending", "ext.approved": "approved", "ext.refused": "refused", actionDone: "Done: ",
+    exportCsv: "Export CSV", handle: "Citizen handle", conversation: "Same conversation", "search.limited": "Only the newest {n} are shown: narrow the search.",
+    "search.count": "{n} found", requestedBy: "Requested by", oldDeadline: "Old deadline", earlierTickets: "Earlier tickets",
   },
 };
 
@@ -130,7 +148,7 @@ function applyLang() {
   $("lang").textContent = lang === "zh" ? "English" : "中文";
   $("lang").lang = lang === "zh" ? "en" : "zh-CN";
   document.title = t("title");
-  $("approval-pager").setAttribute("aria-label", lang === "zh" ? "分页" : "Pages");
+  for (const id of ["approval-pager", "overdue-pager"]) $(id).setAttribute("aria-label", lang === "zh" ? "分页" : "Pages");
   $("tabs").setAttribute("aria-label", lang === "zh" ? "页面" : "Console pages");
 }
 
@@ -203,11 +221,13 @@ function signedIn() {
 }
 
 function signedOut() {
-  me = null;
   unwatchQueue();
+  me = null;
   document.body.dataset.role = "";
   // what the last operator saw leaves the page with them
-  for (const id of [...Object.values(MAIN_BOX), "approval-count", "approval-result", "approval-page", "approval-live"]) if ($(id)) show(id);
+  for (const id of [...Object.values(MAIN_BOX), "approval-count", "approval-result", "approval-page", "approval-live",
+    "overdue-count", "overdue-page"]) if ($(id)) show(id);
+  lastResults = [];
   $("approval-filters").reset();
   QUEUE.offset = 0;
   $("tabs").hidden = true;
@@ -218,6 +238,7 @@ function signedOut() {
 }
 
 async function signOut() {
+  stopEditing();
   try { await api("/api/session", { method: "DELETE" }); } catch (e) { /* signed out anyway */ }
   signedOut();
 }
@@ -225,7 +246,7 @@ async function signOut() {
 // ------------------------------------------------------------------ pages
 const PAGES = {
   approvals: () => Promise.all([loadApprovals(), loadReview(), loadOutbox()]),
-  inquiries: () => Promise.resolve(),
+  inquiries: () => { fillSearch(); return Promise.resolve(); },
   overdue: () => loadOverdue(),
   incidents: () => loadIncidents(),
   dead: () => Promise.all([loadDeadLetters(), loadReconciliation()]),
@@ -237,19 +258,33 @@ const PAGES = {
 };
 
 const MAIN_BOX = {
-  approvals: "approvals", inquiries: "results", overdue: "overdue", incidents: "incidents", dead: "dead-letters",
+  approvals: "approvals", inquiries: "results", journey: "journey", overdue: "overdue", incidents: "incidents", dead: "dead-letters",
   accounts: "accounts", dashboard: "dashboard", ranking: "ranking", inspection: "inspection", audit: "audit",
 };
 
+// #approvals, #overdue, … one page each; #/inquiries/<id> one inquiry's journey, an address
+// of its own (shareable), under the inquiries tab.
+const JOURNEY_ADDRESS = /^#\/inquiries\/([^/]+)$/;
+const journeyHref = (id) => "#/inquiries/" + encodeURIComponent(id);
 function route() {
   if (!me) return;
-  const name = location.hash.slice(1) in PAGES ? location.hash.slice(1) : "approvals";
+  const one = location.hash.match(JOURNEY_ADDRESS);
+  const name = one ? "journey" : location.hash.slice(1) in PAGES ? location.hash.slice(1) : "approvals";
+  const tab = one ? "inquiries" : name;
   for (const page of document.querySelectorAll("main > section")) page.hidden = page.id !== "page-" + name;
   for (const link of document.querySelectorAll("#tabs a")) {
-    if (link.getAttribute("href") === "#" + name) link.setAttribute("aria-current", "page");
+    if (link.getAttribute("href") === "#" + tab) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  PAGES[name]().catch((e) => notice(MAIN_BOX[name], e.message));
+  const load = one ? () => openJourney(decodeURIComponent(one[1])) : PAGES[name];
+  load().catch((e) => notice(MAIN_BOX[name], e.message)).finally(() => rendered(name));
+}
+
+// Says on <body> what was last drawn with its data (data-rendered, and a count in
+// data-renders): what a browser script (scripts/bench_console_pages.py) or a test waits for.
+function rendered(what) {
+  document.body.dataset.rendered = what;
+  document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
 }
 
 async function loadReady() {
@@ -268,16 +303,19 @@ async function loadReady() {
 // nothing (the server answers 409 when the draft changed meanwhile). Template drafts can be
 // picked and approved together, each as shown. Keys: j/k move, a approve, e edit, r reject;
 // after a decision the focus stays on the card that takes the decided one's place.
-const QUEUE = { offset: 0, limit: 20, total: 0, focus: 0, mark: null };
+const QUEUE = { offset: 0, limit: 20, total: 0, focus: 0, mark: null, editing: [] };
+
+// A filter's <select>: "all" and the entries ([value, label]), keeping what was chosen.
+function fillSelect(id, entries) {
+  const select = $(id);
+  const keep = select.value;
+  select.replaceChildren(el("option", { value: "" }, t("all")),
+    ...entries.map(([value, label]) => el("option", { value }, label)));
+  select.value = entries.some(([v]) => v === keep) ? keep : "";
+}
 
 function fillFilters() {
-  const fill = (id, entries) => {
-    const select = $(id);
-    const keep = select.value;
-    select.replaceChildren(el("option", { value: "" }, t("all")),
-      ...entries.map(([value, label]) => el("option", { value }, label)));
-    select.value = entries.some(([v]) => v === keep) ? keep : "";
-  };
+  const fill = fillSelect;
   fill("af-department", Object.keys(labels.departments).map((id) => [id, deptName(id)]));
   fill("af-account", labels.accounts.map((a) => [a.key, accountName(a.platform, a.handle)]));
   fill("af-status", [...Object.keys(labels.statuses).map((s) => [s, statusName(s)]), ["note", statusName(null)]]);
@@ -318,6 +356,7 @@ async function loadApprovals(focusIndex = null) {
   const may = Boolean(me && me.may && me.may.approve);
   const cards = page.approvals.map((a) => approvalCard(a, may));
   show("approvals", ...cards);
+  markEditing();
   if (focusIndex !== null) {
     const all = approvalCards();
     const card = all[Math.min(focusIndex, all.length - 1)];
@@ -374,6 +413,7 @@ async function decide(button) {
   }
   try {
     await api(`/api/approvals/${encodeURIComponent(id)}`, { method: "POST", body: JSON.stringify(body) });
+    if (myEdit && myEdit.id === id) stopEditing();
     $("approval-result").textContent = body.decision === "reject" ? t("rejectedOne") : t("approvedOne");
     await loadApprovals(at);
   } catch (e) {
@@ -400,7 +440,7 @@ async function decide(button) {
     } else {
       $("msg-" + id).textContent = e.message;
     }
-  }
+  } finally { rendered("decided"); }
 }
 
 // Live: the server says when the queue changed (GET /api/approvals/events, server-sent
@@ -413,11 +453,65 @@ function watchQueue() {
   queueEvents.addEventListener("approvals", (event) => {
     queueChanged(JSON.parse(event.data)).catch(() => { /* the next event tries again */ });
   });
+  queueEvents.addEventListener("editing", (event) => {
+    QUEUE.editing = JSON.parse(event.data).editing || [];
+    markEditing();
+  });
 }
 function unwatchQueue() {
   if (queueEvents) queueEvents.close();
   queueEvents = null;
   QUEUE.mark = null;
+  QUEUE.editing = [];
+  stopEditing();
+}
+
+// "Being edited": when the focus enters a draft's box or its reason, the console tells the
+// server (POST /api/approvals/{id}/editing), renews it while the focus stays, and says when it
+// leaves; every other open console marks that card with the approver's name (the "editing"
+// server-sent event). A mark the server does not hear renewed lapses by itself.
+const EDITING_RENEW_MS = 20000;
+let myEdit = null; // {id, timer}
+function sayEditing(id, on) {
+  api(`/api/approvals/${encodeURIComponent(id)}/editing`, { method: "POST", body: JSON.stringify({ editing: on }) })
+    .catch(() => { /* a mark is a courtesy: it lapses by itself */ });
+}
+function stopEditing() {
+  if (!myEdit) return;
+  clearInterval(myEdit.timer);
+  if (me) sayEditing(myEdit.id, false);
+  myEdit = null;
+}
+function editingField(node) {
+  return node && node.closest ? node.closest("#approvals textarea[data-reply-text], #approvals input[data-reply-reason]") : null;
+}
+function editingStarted(event) {
+  const field = editingField(event.target);
+  if (!field || field.readOnly) return;
+  const id = field.closest("article.card").dataset.reply;
+  if (myEdit && myEdit.id === id) return;
+  stopEditing();
+  myEdit = { id, timer: setInterval(() => sayEditing(id, true), EDITING_RENEW_MS) };
+  sayEditing(id, true);
+}
+function editingEnded(event) {
+  if (!myEdit) return;
+  const next = editingField(event.relatedTarget);
+  if (next && next.closest("article.card").dataset.reply === myEdit.id) return; // box to reason
+  stopEditing();
+}
+function markEditing() {
+  const mine = me ? me.operator : null;
+  for (const card of approvalCards()) {
+    const id = card.dataset.reply;
+    const names = (QUEUE.editing || []).filter((m) => m.reply_id === id && m.operator !== mine).map((m) => m.operator);
+    const note = card.querySelector("[data-editing-note]");
+    card.classList.toggle("editing", names.length > 0);
+    if (!names.length) { if (note) note.remove(); continue; }
+    const said = t("editingBy") + names.join(lang === "zh" ? "、" : ", ");
+    if (note) note.textContent = said;
+    else card.prepend(el("p", { className: "warn editing-note", dataset: { editingNote: id } }, "✎ " + said));
+  }
 }
 
 async function queueChanged(mark) {
@@ -658,6 +752,38 @@ const REASONS = [
   [/^timed out after sending$/, () => lang === "zh"
     ? "已发送但等待应答超时，无法确认工单是否已建" : "sent, but no answer came in time: whether the ticket exists is unknown"],
 ];
+// The case API's refusals (bridge/ticketing/actions.py, bridge/sla/extension.py,
+// bridge/sla/escalation.py, bridge/web/bodies.py), in plain language.
+const CASE_REFUSALS = {
+  zh: [
+    [/^new_deadline must be after the current deadline$/, () => "新期限须晚于当前期限"],
+    [/^no such extension request on this case$/, () => "此案件没有这条延期申请"],
+    [/^no such inquiry$/, () => "没有这条诉求"],
+    [/^the case has no deadline to extend$/, () => "此案件没有可延长的期限"],
+    [/^the case has no ticket to supervise yet$/, () => "此案件尚未建单，无法督办"],
+    [/^the case has no ticket yet/, () => "此案件尚未建单"],
+    [/^the case is already escalated in this handling cycle$/, () => "本轮办理中已督办过"],
+    [/^the case is already returned and waits in the triage review$/, () => "此案件已退单，正在等待核对分派"],
+    [/^the case's ticket is not recorded$/, () => "没有此案件的工单记录"],
+    [/^the deadline has passed: an extension is asked before it$/, () => "期限已过：延期须在期限之前申请"],
+    [/^the old deadline has passed: too late to approve$/, () => "原期限已过，不能再批准延期"],
+    [/^the request was (already )?decided/, () => "该申请已被处理"],
+    [/^the ticket's create command was not kept$/, () => "建单指令未保存，无法转派"],
+    [/^the case is already with (.+)$/, () => "案件已在该部门"],
+    [/^the ticket is (\w+): nothing to (extend|supervise)$/, (m) => `工单${statusName(m[1])}，无需${m[2] === "extend" ? "延期" : "督办"}`],
+    [/^unknown department/, () => "没有这个部门"],
+    [/^reason must say why/, () => "请填写理由（1–500字）"],
+    [/^text must be the note/, () => "请填写备注（1–2000字）"],
+    [/^new_deadline must be an ISO 8601 time/, () => "请填写新期限"],
+  ],
+};
+function refusalText(message) {
+  for (const [pattern, say] of CASE_REFUSALS[lang] || []) {
+    const m = String(message).match(pattern);
+    if (m) return say(m);
+  }
+  return message;
+}
 function reasonText(reason) {
   if (!reason) return "";
   for (const [pattern, say] of REASONS) {
@@ -760,63 +886,207 @@ async function loadOutbox() {
   show("outbox", table([t("account"), t("waiting"), t("oldest"), t("failed"), t("paused")], rows));
 }
 
-// Inquiry search and one inquiry's journey.
+// Inquiry search (departments, statuses by name; the handle matched in part) and one
+// inquiry's journey at its own address (#/inquiries/<id>).
+const SEARCH_STATES = ["routed", "held_for_review", "ignored", "needs_reconciliation"];
+let lastResults = [];
+function fillSearch() {
+  fillSelect("sf-department", Object.keys(labels.departments).map((id) => [id, deptName(id)]));
+  fillSelect("sf-status", [...Object.keys(labels.statuses).map((st) => [st, statusName(st)]),
+    ...SEARCH_STATES.map((st) => [st, stateName(st)])]);
+}
+
 async function search(event) {
   event.preventDefault();
   const params = new URLSearchParams();
   for (const [k, v] of new FormData($("search-form")).entries()) if (String(v).trim()) params.set(k, String(v).trim());
   try {
-    const { inquiries } = await api("/api/inquiries?" + params.toString());
+    const { inquiries, limit } = await api("/api/inquiries?" + params.toString());
+    lastResults = inquiries;
     if (!inquiries.length) { show("results", muted(t("none"))); return; }
-    show("results", table([t("time"), t("department"), t("status"), t("ticket"), t("inquiry"), ""],
-      inquiries.map((i) => el("tr", {},
-        el("td", {}, when(i.created_at)), el("td", {}, deptName(i.department)),
-        el("td", {}, i.ticket_status ? statusName(i.ticket_status) : stateName(i.state)), el("td", {}, i.ticket_id || "-"),
-        el("td", {}, i.public_text || ""),
-        el("td", {}, el("button", { type: "button", dataset: { journey: i.inquiry_id } }, t("open")))))));
-  } catch (e) { notice("results", e.message); }
+    const said = inquiries.length >= limit ? t("search.limited") : t("search.count");
+    show("results",
+      el("p", { role: "status" }, said.replace("{n}", inquiries.length), " ",
+        el("button", { type: "button", id: "export-csv" }, t("exportCsv"))),
+      table([t("time"), t("handle"), t("department"), t("category"), t("status"), t("ticket"), t("inquiry"), ""],
+        inquiries.map((i) => el("tr", {},
+          el("td", {}, when(i.created_at)), el("td", {}, maskHandle(i.citizen_handle)), el("td", {}, deptName(i.department)),
+          el("td", {}, categoryName(i.category)),
+          el("td", {}, i.ticket_status ? statusName(i.ticket_status) : stateName(i.state)),
+          el("td", {}, i.ticket_id ? `${deptName(i.department)} ${i.ticket_id}` : "-"),
+          el("td", {}, i.public_text || ""),
+          el("td", {}, el("a", { href: journeyHref(i.inquiry_id), dataset: { journey: i.inquiry_id } }, t("open")))))));
+  } catch (e) { notice("results", e.message); } finally { rendered("search"); }
 }
+
+// The results as CSV (UTF-8 with a byte-order mark, so a spreadsheet reads the Chinese).
+function exportCsv() {
+  const cell = (v) => `"${String(v ?? "").replace(/"/g, '""')}"`;
+  const head = [t("time"), t("handle"), t("department"), t("category"), t("status"), t("ticket"), t("inquiry"), "id"];
+  const lines = [head, ...lastResults.map((i) => [when(i.created_at), maskHandle(i.citizen_handle), deptName(i.department),
+    categoryName(i.category), i.ticket_status ? statusName(i.ticket_status) : stateName(i.state), i.ticket_id || "",
+    i.public_text || "", i.inquiry_id])].map((row) => row.map(cell).join(","));
+  const blob = new Blob(["\ufeff" + lines.join("\r\n")], { type: "text/csv;charset=utf-8" });
+  const link = el("a", { href: URL.createObjectURL(blob), download: "inquiries.csv" });
+  document.body.append(link);
+  link.click();
+  link.remove();
+}
+
+const section = (title, ...children) => el("section", { className: "part" }, el("h3", {}, title), ...children);
 
 async function openJourney(id) {
-  try {
-    const j = await api(`/api/inquiries/${encodeURIComponent(id)}`);
-    const inq = j.inquiry;
-    const how = inq.explanation || {};
-    const steps = [
-      el("li", {}, `${when(inq.created_at)} ${t("received")}: ${accountName(inq.platform, inq.account)} · ${kindName(inq.kind)}`),
-      inq.department ? el("li", {}, `${t("routed")}: ${deptName(inq.department)} / ${categoryName(inq.category)} (${detailValue("decided_by", how.decided_by || "conversation")}` +
-        (how.confidence !== undefined ? `, ${how.confidence}` : "") + ")",
-        (how.evidence || []).length ? el("div", { className: "muted", lang: "zh-CN" }, (how.evidence || []).map((e) => e[0]).join("、")) : null) : null,
-      j.ticket ? el("li", {}, `${t("ticket")}: ${deptName(j.ticket.department)} ${j.ticket.ticket_id} (${statusName(j.ticket.status)})`) : null,
-      j.incident ? el("li", {}, `${t("nav.incidents")}: ${j.incident.incident_id} · ${t("role." + j.incident.case.role)}` +
-        ` · ${t("size")} ${j.incident.size || 1}` +
-        (j.incident.surge_at ? ` · ${t("surgeAt")} ${when(j.incident.surge_at)} · ${t("answerDue")} ${when(j.incident.public_answer_due)}` : "")) : null,
-      ...j.events.map((e) => el("li", {}, `${when(e.occurred_at)} ${t("status")}: ${statusName(e.status)} `,
-        el("span", { dataset: { verbatim: "" }, title: t("nativeStatus") }, `(${e.native_status})`))),
-      ...j.replies.map((r) => el("li", {}, `${when(r.created_at)} ${statusName(r.status)}: ${stateName(r.state)}` +
-        (r.decided_by ? ` · ${t("decidedBy")} ${r.decided_by}` : "") +
-        (r.posted_at ? ` · ${t("posted")} ${when(r.posted_at)}` : ""))),
-    ];
-    const trail = table([t("time"), t("action"), t("actor"), t("detail")], j.audit.map((a) => el("tr", {},
-      el("td", {}, when(a.at)), el("td", {}, actionName(a.action)), el("td", {}, actorName(a.actor)),
-      el("td", {}, detailText(a.detail)))), t("audit.title"));
-    show("journey", el("article", { className: "journey", tabIndex: -1, id: "journey-view" },
-      el("h3", {}, `${t("journey")} · ${inq.inquiry_id}`),
-      el("p", { className: "quote" }, inq.public_text || ""),
-      el("ol", {}, ...steps), trail));
-    $("journey-view").focus();
-  } catch (e) { notice("journey", e.message); }
+  const j = await api(`/api/inquiries/${encodeURIComponent(id)}`);
+  const inq = j.inquiry;
+  const how = inq.explanation || {};
+  const ticketName = (x) => `${deptName(x.department)} ${t("ticket")} ${x.ticket_id}`;
+  const steps = [
+    el("li", {}, `${when(inq.created_at)} ${t("received")}: ${accountName(inq.platform, inq.account)} · ${kindName(inq.kind)}`),
+    inq.department ? el("li", {}, `${t("routed")}: ${deptName(inq.department)} / ${categoryName(inq.category)} (${detailValue("decided_by", how.decided_by || "conversation")}` +
+      (how.confidence !== undefined ? `, ${how.confidence}` : "") + ")",
+      (how.evidence || []).length ? el("div", { className: "muted", lang: "zh-CN" }, (how.evidence || []).map((e) => e[0]).join("、")) : null) : null,
+    ...(j.tickets || []).filter((x) => !j.ticket || x.ticket_id !== j.ticket.ticket_id || x.department !== j.ticket.department)
+      .map((x) => el("li", {}, `${t("earlierTickets")}: ${ticketName(x)} (${statusName(x.status)})`)),
+    j.ticket ? el("li", {}, `${t("ticket")}: ${ticketName(j.ticket)} (${statusName(j.ticket.status)})`) : null,
+    j.incident ? el("li", {}, `${t("nav.incidents")}: ${j.incident.incident_id} · ${t("role." + j.incident.case.role)}` +
+      ` · ${t("size")} ${j.incident.size || 1}` +
+      (j.incident.surge_at ? ` · ${t("surgeAt")} ${when(j.incident.surge_at)} · ${t("answerDue")} ${when(j.incident.public_answer_due)}` : "")) : null,
+    ...j.events.map((e) => el("li", {}, `${when(e.occurred_at)} ${t("status")}: ${statusName(e.status)} `,
+      el("span", { dataset: { verbatim: "" }, title: t("nativeStatus") }, `(${e.native_status})`))),
+  ];
+  const replies = j.replies.map((r) => el("li", { dataset: { replyState: r.state } },
+    `${when(r.created_at)} ${statusName(r.status)}: ${stateName(r.state)}` +
+      (r.decided_by ? ` · ${t("decidedBy")} ${actorName(r.decided_by)}` : "") +
+      (r.posted_at ? ` · ${t("posted")} ${when(r.posted_at)}` : ""),
+    r.posted_text ? el("p", { className: "quote", dataset: { postedText: r.reply_id } }, r.posted_text) : null));
+  const conversation = (j.conversation || []).filter((c) => !c.first).map((c) => el("li", {},
+    `${when(c.created_at)} ${stateName(c.state)}: `, el("span", {}, c.public_text || "")));
+  const extensions = (j.extensions || []).map((x) => el("li", { dataset: { extension: x.extension_id } },
+    `${when(x.requested_at)} ${t("requestedBy")} ${actorName(x.requested_by)}: ${t("oldDeadline")} ${when(x.old_deadline)} → ${t("newDeadline")} ${when(x.new_deadline)} · ${x.reason} · ${t("ext." + x.state)}` +
+      (x.decided_by ? ` · ${t("decidedBy")} ${actorName(x.decided_by)}` : ""),
+    x.state === "pending" && me.may.approve ? el("span", {}, " ",
+      el("button", { type: "button", className: "primary", dataset: { extDecide: x.extension_id, approve: "1" } }, t("approveExt")),
+      el("button", { type: "button", dataset: { extDecide: x.extension_id, approve: "0" } }, t("refuseExt"))) : null));
+  const notes = (j.notes || []).map((n) => el("li", {}, `${when(n.created_at)} ${n.author}: `, el("span", {}, n.text)));
+  const trail = table([t("time"), t("action"), t("actor"), t("detail")], j.audit.map((a) => el("tr", {},
+    el("td", {}, when(a.at)), el("td", {}, actionName(a.action)), el("td", {}, actorName(a.actor)),
+    el("td", {}, detailText(a.detail)))), t("audit.title"));
+  show("journey", el("article", { className: "journey", tabIndex: -1, id: "journey-view", dataset: { inquiry: inq.inquiry_id } },
+    el("h3", {}, `${t("inquiry")} ${inq.inquiry_id}`),
+    el("p", { className: "muted" }, `${t("citizen")} ${maskHandle(inq.citizen_handle)} · ${accountName(inq.platform, inq.account)}` +
+      (j.ticket ? ` · ${ticketName(j.ticket)} · ${statusName(j.ticket.status)}` : "")),
+    el("p", { className: "quote" }, inq.public_text || ""),
+    conversation.length ? section(t("conversation"), el("ol", {}, ...conversation)) : null,
+    el("ol", {}, ...steps),
+    section(t("repliesPosted"), replies.length ? el("ol", {}, ...replies) : muted(t("none"))),
+    extensions.length ? section(t("extensions"), el("ol", {}, ...extensions)) : null,
+    section(t("notes"), notes.length ? el("ol", {}, ...notes) : muted(t("none"))),
+    me.may.approve ? caseActions(inq, j) : null,
+    trail));
+  $("journey-view").focus();
 }
 
-// Overdue and at risk, from the SLA clocks.
+// The case actions an operator's role allows (approver: 转派, 退单, 延期, notes, deciding an
+// extension; admin also 督办), each a small form calling the case API.
+function caseActions(inq, j) {
+  const reason = (action) => el("label", {}, t("actionReason") + " ",
+    el("input", { name: "reason", required: true, id: `ca-${action}-reason`, size: 24 }));
+  const form = (action, label, ...fields) => el("form", { className: "filters", dataset: { caseAction: action } },
+    ...fields, el("button", { type: "submit" }, label));
+  const others = Object.keys(labels.departments).filter((d) => d !== (j.ticket || inq).department);
+  const parts = [
+    j.ticket && others.length ? form("reroute", t("reroute"),
+      el("label", {}, t("rerouteTo") + " ", el("select", { name: "department", id: "ca-reroute-department" },
+        ...others.map((d) => el("option", { value: d }, deptName(d))))), reason("reroute")) : null,
+    j.ticket ? form("return", t("returnCase"), reason("return")) : null,
+    j.ticket ? form("extension", t("requestExtension"),
+      el("label", {}, lang === "zh" ? `${t("newDeadline")}（${zoneLabel()}）` : `${t("newDeadline")} (${zoneLabel()}) `,
+        el("input", { name: "new_deadline", type: "datetime-local", required: true, id: "ca-extension-deadline" })),
+      reason("extension")) : null,
+    me.may.admin && j.ticket ? form("escalate", t("escalate"), reason("escalate")) : null,
+    form("note", t("addNote"), el("label", {}, t("noteText") + " ",
+      el("textarea", { name: "text", required: true, id: "ca-note-text", rows: 2 }))),
+  ];
+  return section(t("caseActions"), ...parts, el("p", { id: "case-result", role: "status" }));
+}
+
+// "2026-12-20T18:00" typed in the configured zone, with that zone's offset.
+function zoned(local) {
+  const probe = new Date(local + "Z");
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-GB", { timeZone: labels.timezone, hourCycle: "h23",
+    year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" })
+    .formatToParts(probe).map((p) => [p.type, p.value]));
+  const shown = Date.UTC(+parts.year, +parts.month - 1, +parts.day, +parts.hour, +parts.minute);
+  const offset = Math.round((shown - probe.getTime()) / 60000);
+  const sign = offset < 0 ? "-" : "+";
+  const hh = String(Math.floor(Math.abs(offset) / 60)).padStart(2, "0"), mm = String(Math.abs(offset) % 60).padStart(2, "0");
+  return `${local.length === 16 ? local + ":00" : local}${sign}${hh}:${mm}`;
+}
+
+const CASE_CALLS = {
+  reroute: (id, f) => [`/api/cases/${id}/reroute`, { department: f.department.value, reason: f.reason.value }],
+  return: (id, f) => [`/api/cases/${id}/return`, { reason: f.reason.value }],
+  extension: (id, f) => [`/api/cases/${id}/extension`, { new_deadline: zoned(f.new_deadline.value), reason: f.reason.value }],
+  escalate: (id, f) => [`/api/escalations/${id}`, { reason: f.reason.value }],
+  note: (id, f) => [`/api/cases/${id}/notes`, { text: f.text.value }],
+};
+
+async function caseAction(event) {
+  const f = event.target.closest("form[data-case-action]");
+  if (!f) return;
+  event.preventDefault();
+  const id = $("journey-view").dataset.inquiry;
+  const action = f.dataset.caseAction;
+  const label = f.querySelector("button[type=submit]").textContent;
+  const [path, body] = CASE_CALLS[action](encodeURIComponent(id), f.elements);
+  await actOnCase(id, path, body, label);
+}
+
+async function decideExtension(button) {
+  const id = $("journey-view").dataset.inquiry;
+  await actOnCase(id, `/api/cases/${encodeURIComponent(id)}/extension/${encodeURIComponent(button.dataset.extDecide)}`,
+    { approve: button.dataset.approve === "1" }, button.textContent);
+}
+
+async function actOnCase(id, path, body, label) {
+  try {
+    await api(path, { method: "POST", body: JSON.stringify(body) });
+    await openJourney(id);
+    $("case-result").className = "ok";
+    $("case-result").textContent = t("actionDone") + label;
+  } catch (e) {
+    $("case-result").className = "bad";
+    $("case-result").textContent = `${label}${lang === "zh" ? "：" : ": "}${refusalText(e.message)}`;
+  } finally { rendered("case-action"); }
+}
+
+// Overdue and at risk, from the SLA clocks: paged, filtered, most overdue first, each linked to
+// its journey; red past the deadline, amber within the warning time.
+const OVERDUE = { offset: 0, limit: 50 };
 async function loadOverdue() {
-  const { tickets } = await api("/api/overdue");
-  if (!tickets.length) { show("overdue", muted(t("none"))); return; }
-  show("overdue", table([t("department"), t("ticket"), t("status"), t("deadline"), t("left"), ""],
-    tickets.map((x) => el("tr", {},
-      el("td", {}, x.department_name), el("td", {}, x.ticket_id), el("td", {}, statusName(x.status)),
-      el("td", {}, when(x.deadline)), el("td", {}, dueIn(x.seconds_left)),
-      el("td", { className: x.overdue ? "bad" : "warn" }, x.overdue ? t("overdue") : t("atRisk"))))));
+  fillSelect("od-department", Object.keys(labels.departments).map((id) => [id, deptName(id)]));
+  fillSelect("od-kind", [["overdue", t("kind.overdue")], ["at_risk", t("kind.at_risk")]]);
+  const params = new URLSearchParams();
+  for (const [key, value] of new FormData($("overdue-filters"))) if (value) params.set(key, value);
+  params.set("limit", OVERDUE.limit);
+  params.set("offset", OVERDUE.offset);
+  const r = await api("/api/overdue?" + params);
+  const first = r.total ? OVERDUE.offset + 1 : 0, last = OVERDUE.offset + r.tickets.length;
+  $("overdue-count").textContent = lang === "zh"
+    ? `已逾期 ${r.overdue} 件，临期 ${r.at_risk} 件；符合条件 ${r.total} 件，当前第 ${first}–${last} 件（最紧急的在前）`
+    : `${r.overdue} overdue, ${r.at_risk} at risk; ${r.total} match, showing ${first}–${last}, most urgent first`;
+  const pages = Math.max(1, Math.ceil(r.total / OVERDUE.limit));
+  $("overdue-page").textContent = lang === "zh" ? `第 ${Math.floor(OVERDUE.offset / OVERDUE.limit) + 1} / ${pages} 页`
+    : `Page ${Math.floor(OVERDUE.offset / OVERDUE.limit) + 1} of ${pages}`;
+  $("overdue-prev").disabled = OVERDUE.offset === 0;
+  $("overdue-next").disabled = last >= r.total;
+  if (!r.tickets.length) { show("overdue", muted(t("none"))); return; }
+  show("overdue", table([t("clock"), t("department"), t("ticket"), t("category"), t("status"), t("deadline"), t("left"), ""],
+    r.tickets.map((x) => el("tr", { dataset: { ticket: x.ticket_id } },
+      el("td", { className: x.overdue ? "bad" : "warn" }, (x.overdue ? "● " : "◐ ") + t(x.overdue ? "kind.overdue" : "kind.at_risk")),
+      el("td", {}, deptName(x.department, x.department_name)), el("td", {}, x.ticket_id), el("td", {}, categoryName(x.category)),
+      el("td", {}, statusName(x.status)), el("td", {}, when(x.deadline)), el("td", {}, dueIn(x.seconds_left)),
+      el("td", {}, el("a", { href: journeyHref(x.inquiry_id), dataset: { journey: x.inquiry_id } }, t("open")))))));
 }
 
 // Surges (size, growth, places, the 舆情 clock) and one incident's cases: split, merge.
@@ -1216,13 +1486,30 @@ document.addEventListener("DOMContentLoaded", async () => {
   });
   $("approval-bulk-approve").addEventListener("click", () => bulkApprove().catch((e) => { $("approval-result").textContent = e.message; }));
   document.addEventListener("keydown", queueKeys);
+  $("approvals").addEventListener("focusin", editingStarted);
+  $("approvals").addEventListener("focusout", editingEnded);
   delegate("review", "button[data-review-id]", checkCategory);
-  delegate("results", "button[data-journey]", (b) => openJourney(b.dataset.journey));
+  delegate("results", "#export-csv", exportCsv);
+  $("journey").addEventListener("submit", (event) => { caseAction(event).catch(() => {}); });
+  delegate("journey", "button[data-ext-decide]", decideExtension);
+  $("overdue-filters").addEventListener("submit", (event) => {
+    event.preventDefault();
+    OVERDUE.offset = 0;
+    loadOverdue().catch((e) => notice("overdue", e.message)).finally(() => rendered("overdue"));
+  });
+  $("overdue-prev").addEventListener("click", () => {
+    OVERDUE.offset = Math.max(0, OVERDUE.offset - OVERDUE.limit);
+    loadOverdue().catch((e) => notice("overdue", e.message)).finally(() => rendered("overdue"));
+  });
+  $("overdue-next").addEventListener("click", () => {
+    OVERDUE.offset += OVERDUE.limit;
+    loadOverdue().catch((e) => notice("overdue", e.message)).finally(() => rendered("overdue"));
+  });
   delegate("incidents", "button[data-incident]", (b) => openIncident(b.dataset.incident));
   delegate("incident", "button[data-split]", splitCase);
   delegate("incident", "button[data-merge-into]", mergeIncident);
   delegate("incident", "button[data-answered]", answerIncident);
-  delegate("incident", "button[data-journey]", (b) => { location.hash = "inquiries"; openJourney(b.dataset.journey); });
+  delegate("incident", "button[data-journey]", (b) => { location.hash = journeyHref(b.dataset.journey); });
   delegate("dead-letters", "button[data-dlq-action]", actOnDeadLetter);
   delegate("reconciliation", "button[data-reconcile]", reconcile);
   delegate("accounts", "button[data-token-adapter]", replaceToken);
