@@ -521,11 +521,9 @@ async function queueChanged(mark) {
   if ($("page-approvals").hidden || !approvalCards().length) return;
   const page = await api("/api/approvals?" + queueQuery());
   const standing = new Set(page.approvals.map((a) => a.reply_id));
-  let gone = 0;
   for (const card of approvalCards()) {
     const id = card.dataset.reply;
     if (standing.has(id) || card.classList.contains("stale")) continue;
-    gone += 1;
     card.classList.add("stale");
     for (const b of card.querySelectorAll("button[data-decision]")) b.disabled = true;
     const pick = card.querySelector("input[data-pick]");
@@ -536,10 +534,12 @@ async function queueChanged(mark) {
     const msg = $("msg-" + id);
     if (msg) msg.replaceChildren(said.textContent); else card.append(said);
   }
+  // the page's whole count, not this update's: two quick changes must not read "5 of 20"
+  const stale = approvalCards().filter((c) => c.classList.contains("stale")).length;
   const refresh = el("button", { type: "button", dataset: { refreshApprovals: "1" } }, t("refresh"));
   show("approval-live", lang === "zh"
-    ? `队列已更新：现共 ${page.total} 件待审核${gone ? `，本页 ${gone} 件已由他人处理或已被取代` : ""}。`
-    : `The queue changed: ${page.total} awaiting approval${gone ? `; ${gone} on this page decided by someone else or superseded` : ""}.`,
+    ? `队列已更新：现共 ${page.total} 件待审核${stale ? `，本页 ${stale} 件已由他人处理或已被取代` : ""}。`
+    : `The queue changed: ${page.total} awaiting approval${stale ? `; ${stale} on this page decided by someone else or superseded` : ""}.`,
   " ", refresh);
 }
 
