@@ -261,6 +261,15 @@ async def test_all_manual_approve_edit_reject_recorded(tmp_path: Path, world: Wo
                 f"{api.base}/api/inquiries/{inquiry['edit']}", headers=AUTH
             ) as resp:
                 page = await resp.json()
+            # the page adds to each posted reply the text the citizen was sent (the web layer
+            # passes it through the outbox's last gate): it is what the platform received
+            on_the_platform = {r["idempotency_key"]: r["text"] for r in world.replies("env12345")}
+            shown_posted = {}
+            for item in page["replies"]:
+                if "posted_text" in item:
+                    shown_posted[item["reply_id"]] = item.pop("posted_text")
+            assert shown_posted == {received["edit"]: on_the_platform[received["edit"]]}
+            assert shown_posted[received["edit"]] == masked_public
             assert page == await journey(daemon.ctx.store, inquiry["edit"])
             verdict = await audit.verify(daemon.ctx.store.db)
 

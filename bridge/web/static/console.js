@@ -292,8 +292,10 @@ async function loadReady() {
   const status = r.ready
     ? el("span", { className: "ok" }, t("ready"))
     : el("span", { className: "bad" }, t("notReady") + ": " + (r.not_ready || []).join(", "));
+  // a surge's "operation" is the category that surged (bridge/triage/incident_links.py)
+  const what = (a) => a.kind === "incident_surge" ? categoryName(a.operation) : t("op." + a.operation);
   const alerts = (r.alerts || []).map((a) => el("span", { className: "bad" },
-    ` ⚠ ${alertName(a.kind)} ${alertSubject(a.name)}${a.operation ? " (" + t("op." + a.operation) + ")" : ""}`));
+    ` ⚠ ${alertName(a.kind)} ${alertSubject(a.name)}${a.operation ? " (" + what(a) + ")" : ""}`));
   show("ready", status, ...alerts);
 }
 

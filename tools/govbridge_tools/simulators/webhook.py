@@ -51,6 +51,7 @@ class WebhookPlatformState:
     replies: dict[str, StoredReply] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     pushes: list[dict[str, Any]] = field(default_factory=list)
+    retried: int = 0  # pushes sent again after no answer within 5 s (``retries``)
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # ----------------------------------------------------------------- controls
@@ -70,9 +71,10 @@ class WebhookPlatformState:
         item.update(overrides)
         return item
 
-    async def push(self, items: list[dict[str, Any]]) -> int:
-        """POST a signed ``{"items": [...]}`` to ``push_url``; return the HTTP status."""
-        return await self.push_raw({"items": items})
+    async def push(self, items: list[dict[str, Any]], *, retries: int = 0) -> int:
+        """POST a signed ``{"items": [...]}`` to ``push_url``; return the HTTP status. With
+        ``retries``, a push not answered within 5 s is sent again, as platforms do."""
+        return await self.push_raw({"items": items}, retries=retries)
 
     async def push_fan_service(self, sender_id: str, text: str, receiver_id: str = "1") -> int:
         """POST a Weibo fan-service private message (same wire format as Weibo's push)."""
@@ -87,19 +89,26 @@ class WebhookPlatformState:
         }
         return await self.push_raw(doc)
 
-    async def push_raw(self, doc: Any) -> int:
+    async def push_raw(self, doc: Any, *, retries: int = 0) -> int:
         if self.push_url is None:
             raise RuntimeError("no push_url configured")
         body = json.dumps(doc, ensure_ascii=False).encode()
-        headers = {"Content-Type": "application/json", **signing.sign(self.secret, body)}
         self.pushes.append(doc)
         timeout = aiohttp.ClientTimeout(total=5)  # Weibo gives a push 5 s before it retries
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(self.push_url, data=body, headers=headers) as resp,
-        ):
-            await resp.read()
-            return resp.status
+        for attempt in range(retries + 1):
+            headers = {"Content-Type": "application/json", **signing.sign(self.secret, body)}
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as session,
+                    session.post(self.push_url, data=body, headers=headers) as resp,
+                ):
+                    await resp.read()
+                    return resp.status
+            except TimeoutError:
+                if attempt == retries:
+                    raise
+                self.retried += 1
+        raise AssertionError("unreachable")
 
     def set_outage(self, mode: str | None) -> None:
         if mode is not None and mode not in OUTAGE_MODES:
