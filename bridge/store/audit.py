@@ -19,13 +19,16 @@ link to them). A record without an HMAC after a signed one is not the bridge's.
 
 Records hold identifiers, states and actors, never citizens' text or personal data.
 Appends are serialised (a lock in the caller's transaction, taken as it commits), so the record
-of a change commits with the change itself or not at all.
+of a change commits with the change itself or not at all. A transaction's records are written in
+one statement, linked to the head this process wrote last (``ChainHead``): the INSERT only
+happens while the table still ends there, so another process's append costs a read and a retry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -186,6 +189,72 @@ def mac_problem(keys: Keyring, digest: str, mac: str | None) -> str | None:
     return None
 
 
+class ChainHead:
+    """The chain's head as this process last wrote it (one per database): the next append
+    links to it without reading it back, and its INSERT is guarded by it (written only while
+    the table still ends there), so a head another process moved since costs one read and a
+    second try, never a wrong link."""
+
+    def __init__(self) -> None:
+        self.seq: int | None = None
+        self.hash = GENESIS
+
+    def forget(self) -> None:
+        self.seq = None
+
+
+_COLUMNS = "seq, at, actor, action, inquiry_id, subject, detail, prev_hash, hash, mac"
+_ROW = "(CAST(? AS INTEGER), ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# one statement per transaction, whatever its number of records (statement text cached by size)
+_INSERTS: dict[int, str] = {}
+
+
+def _insert_sql(n: int) -> str:
+    sql = _INSERTS.get(n)
+    if sql is None:
+        sql = _INSERTS[n] = (
+            f"INSERT INTO audit_log ({_COLUMNS}) SELECT * FROM (VALUES "
+            + ", ".join([_ROW] * n)
+            + ") AS v WHERE (SELECT COALESCE(MAX(seq), 0) FROM audit_log) = CAST(? AS INTEGER)"
+        )
+    return sql
+
+
+Pending = tuple[str, str, str | None, str | None, str]  # actor, action, inquiry, subject, detail
+# Records waiting for their transaction's commit, per open transaction.
+_PENDING: weakref.WeakKeyDictionary[Any, list[Pending]] = weakref.WeakKeyDictionary()
+
+
+async def _write(tx: Executor, records: list[Pending]) -> None:
+    """Append ``records`` under the chain's lock, in one INSERT: linked to the head this
+    process wrote last, or (when another process moved it, or it is not known yet) to the
+    head read then."""
+    await tx.lock(LOCK_KEY)
+    head = tx.audit_head
+    for attempt in range(2):
+        if head.seq is None or attempt:
+            rows = await tx.fetchall("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            head.seq, head.hash = (
+                (int(rows[0]["seq"]), str(rows[0]["hash"])) if rows else (0, GENESIS)
+            )
+        seq, prev = head.seq, head.hash
+        assert seq is not None
+        params: list[Any] = []
+        at = _now()
+        for actor, action, inquiry_id, subject, text in records:
+            seq += 1
+            digest = record_hash(prev, seq, at, actor, action, inquiry_id, subject, text)
+            mac = record_mac(tx.audit_keys, digest)
+            params += [seq, at, actor, action, inquiry_id, subject, text, prev, digest, mac]
+            prev = digest
+        params.append(head.seq)
+        if await tx.execute(_insert_sql(len(records)), params) == len(records):
+            head.seq, head.hash = seq, prev
+            return
+        head.forget()  # another process appended since: read the head and try again
+    raise RuntimeError("the audit chain's head moved while its lock was held")
+
+
 async def append(
     db: Executor,
     action: str,
@@ -195,32 +264,32 @@ async def append(
     subject: str | None = None,
     **detail: Any,
 ) -> None:
-    """Append one record. In a transaction it is written as the transaction commits, so the
-    chain's lock (which every appending transaction shares, across processes) is held for
-    the commit only, not for the whole transaction; outside one, at once. The record is
-    signed with the executor's audit key (given when the store was opened)."""
+    """Append one record. In a transaction it is written as the transaction commits, with
+    every other record of that transaction in one statement, so the chain's lock (which every
+    appending transaction shares, across processes) is held for the commit only, not for the
+    whole transaction; outside one, at once. The record is signed with the executor's audit
+    key (given when the store was opened)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     text = json.dumps(
         {k: v for k, v in detail.items() if v is not None}, ensure_ascii=False, sort_keys=True
     )
+    record: Pending = (actor, action, inquiry_id, subject, text)
+    pending = _PENDING.get(db)
+    if pending is not None:
+        pending.append(record)
+        return
+    records = [record]
 
     async def write(tx: Executor) -> None:
-        await tx.lock(LOCK_KEY)
-        rows = await tx.fetchall("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        seq, prev = (int(rows[0]["seq"]) + 1, str(rows[0]["hash"])) if rows else (1, GENESIS)
-        at = _now()
-        digest = record_hash(prev, seq, at, actor, action, inquiry_id, subject, text)
-        mac = record_mac(tx.audit_keys, digest)
-        await tx.execute(
-            "INSERT INTO audit_log (seq, at, actor, action, inquiry_id, subject, detail,"
-            " prev_hash, hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, at, actor, action, inquiry_id, subject, text, prev, digest, mac),
-        )
+        _PENDING.pop(db, None)
+        await _write(tx, records)
 
-    if not db.defer(write):
+    if db.defer(write):
+        _PENDING[db] = records
+    else:
         async with db.transaction() as tx:
-            await write(tx)
+            await _write(tx, records)
 
 
 @dataclass(frozen=True)

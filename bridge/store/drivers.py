@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bridge.security.keyring import Keyring
+from bridge.store.audit import ChainHead
 from bridge.store.errors import store_errors
 from bridge.telemetry import timing
 
@@ -40,6 +41,11 @@ class Executor(Protocol):
     def audit_keys(self) -> Keyring:
         """The keys the audit trail's records written through it are signed with (given
         when the store is opened: a secret that is not in the database)."""
+        ...
+
+    @property
+    def audit_head(self) -> ChainHead:
+        """The audit chain's head as this process wrote it last (one per database)."""
         ...
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
@@ -75,6 +81,7 @@ class _SqliteTransaction:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self.audit_keys = db.audit_keys
+        self.audit_head = db.audit_head
         self.deferred: list[DeferredStep] = []
 
     def defer(self, step: DeferredStep) -> bool:
@@ -134,6 +141,7 @@ class SqliteDatabase:
     def __init__(self, path: str, audit_keys: Keyring | None = None) -> None:
         self.path = path
         self.audit_keys = audit_keys or Keyring("audit")
+        self.audit_head = ChainHead()
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -239,9 +247,10 @@ def _pg_count(status: str) -> int:
 class _PostgresTransaction:
     """Statements on one pooled connection inside ``conn.transaction()``."""
 
-    def __init__(self, conn: Any, audit_keys: Keyring) -> None:
+    def __init__(self, conn: Any, audit_keys: Keyring, audit_head: ChainHead) -> None:
         self.conn = conn
         self.audit_keys = audit_keys
+        self.audit_head = audit_head
         self.deferred: list[DeferredStep] = []
 
     def defer(self, step: DeferredStep) -> bool:
@@ -271,6 +280,7 @@ class PostgresDatabase:
     def __init__(self, dsn: str, audit_keys: Keyring | None = None) -> None:
         self.dsn = dsn
         self.audit_keys = audit_keys or Keyring("audit")
+        self.audit_head = ChainHead()
         self._pool: Any = None
 
     async def open(self) -> None:
@@ -291,7 +301,7 @@ class PostgresDatabase:
     async def transaction(self) -> AsyncIterator[Executor]:
         with timing.timed("store"), store_errors():
             async with self._pool.acquire() as conn, conn.transaction():
-                tx = _PostgresTransaction(conn, self.audit_keys)
+                tx = _PostgresTransaction(conn, self.audit_keys, self.audit_head)
                 yield tx
                 for step in tx.deferred:
                     await step(tx)
