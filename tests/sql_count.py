@@ -14,14 +14,16 @@ import contextlib
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bridge.security.keyring import Keyring
 from bridge.store import Database, Executor, SqlStore
-from bridge.store.audit import ChainHead
 from bridge.store.drivers import PostgresDatabase
+
+if TYPE_CHECKING:
+    from bridge.store.chainhead import ChainHead
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
 
@@ -31,34 +33,60 @@ class SqlCount:
     statements: int = 0
     transactions: int = 0
     rolled_back: int = 0
+    # transactions that wrote nothing (an outbox scan that found no reply to claim: how many
+    # there are depends on timing, not on the inquiries) and their statements
+    read_only: int = 0
+    read_only_statements: int = 0
     by_sql: Counter[str] = field(default_factory=Counter)
     by_task: Counter[str] = field(default_factory=Counter)
     by_stage_sql: Counter[str] = field(default_factory=Counter)
+    tx_by_stage: Counter[str] = field(default_factory=Counter)
     paused: bool = False
     locks_round_trip: bool = False  # PostgreSQL: an advisory lock is a statement of its own
+
+    def committed(self, what: str) -> None:
+        if self.paused:
+            return
+        self.transactions += 1
+        self.tx_by_stage[f"{_where():10s} {what}"] += 1
 
     def note(self, sql: str) -> None:
         if self.paused:
             return
         self.statements += 1
         self.by_sql[" ".join(sql.split())[:90]] += 1
-        stage = structlog.contextvars.get_contextvars().get("stage")
-        task = asyncio.current_task()
-        where = stage or (task.get_name() if task else "?")
+        where = _where()
         self.by_task[where] += 1
         self.by_stage_sql[f"{where:10s} {' '.join(sql.split())[:80]}"] += 1
 
+    @property
+    def working_statements(self) -> int:
+        """Statements less those of transactions that wrote nothing."""
+        return self.statements - self.read_only_statements
+
     def reset(self) -> None:
         self.statements = self.transactions = self.rolled_back = 0
+        self.read_only = self.read_only_statements = 0
         self.by_sql.clear()
         self.by_task.clear()
 
     def report(self) -> str:
-        lines = [f"{self.statements} statements in {self.transactions} transactions"]
+        lines = [
+            f"{self.statements} statements in {self.transactions} transactions, and"
+            f" {self.read_only} read-only transactions ({self.read_only_statements} statements)"
+        ]
         lines += [f"{n:5d}  {sql}" for sql, n in self.by_sql.most_common()]
         lines += [f"{n:5d}  task {name}" for name, n in self.by_task.most_common()]
         lines += [f"{n:5d}  {k}" for k, n in sorted(self.by_stage_sql.items())]
+        lines += [f"{n:5d}  tx {k}" for k, n in sorted(self.tx_by_stage.items())]
         return "\n".join(lines)
+
+
+def _where() -> str:
+    """The stage running (its log context), else the task's name."""
+    stage = structlog.contextvars.get_contextvars().get("stage")
+    task = asyncio.current_task()
+    return str(stage or (task.get_name() if task else "?"))
 
 
 class _CountingTx:
@@ -68,6 +96,16 @@ class _CountingTx:
         self.inner = inner
         self.count = count
         self.in_tx = in_tx
+        self.statements = 0
+        self.wrote = False
+        self.first = ""  # a transaction's first statement (its name in the report)
+
+    def _first(self, sql: str) -> None:
+        if self.in_tx and not self.first:
+            self.first = " ".join(sql.split())[:50]
+        self.statements += 1
+        if sql.lstrip().upper().startswith(WRITES):
+            self.wrote = True
 
     @property
     def audit_keys(self) -> Keyring:
@@ -79,21 +117,24 @@ class _CountingTx:
 
     async def lock(self, key: str) -> None:
         if self.count.locks_round_trip:
+            self.statements += 1
             self.count.note(f"(lock) {key.split(':')[0]}")
         await self.inner.lock(key)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._first(sql)
         self.count.note(sql)
         result = await self.inner.execute(sql, params)
-        if not self.in_tx and not self.count.paused and sql.lstrip().upper().startswith(WRITES):
-            self.count.transactions += 1
+        if not self.in_tx and sql.lstrip().upper().startswith(WRITES):
+            self.count.committed(" ".join(sql.split())[:60])
         return result
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        self._first(sql)
         self.count.note(sql)
         result = await self.inner.fetchall(sql, params)
-        if not self.in_tx and not self.count.paused and sql.lstrip().upper().startswith(WRITES):
-            self.count.transactions += 1  # INSERT … RETURNING outside a transaction
+        if not self.in_tx and sql.lstrip().upper().startswith(WRITES):
+            self.count.committed(" ".join(sql.split())[:60])  # INSERT … RETURNING
         return result
 
     async def executescript(self, sql: str) -> None:
@@ -114,16 +155,20 @@ class _CountingTx:
             yield self  # nested: part of the enclosing transaction
             return
         committed = False
+        counted = _CountingTx(self.inner, self.count, in_tx=True)
         try:
             async with self.inner.transaction() as tx:
-                yield _CountingTx(tx, self.count, in_tx=True)
+                counted.inner = tx
+                yield counted
             committed = True
         finally:
-            if not self.count.paused:
-                if committed:
-                    self.count.transactions += 1
-                else:
-                    self.count.rolled_back += 1
+            if committed and not counted.wrote and not self.count.paused:
+                self.count.read_only += 1
+                self.count.read_only_statements += counted.statements
+            elif committed:
+                self.count.committed(f"transaction of {counted.first}")
+            elif not self.count.paused:
+                self.count.rolled_back += 1
 
 
 class CountingDatabase(_CountingTx):

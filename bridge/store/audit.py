@@ -35,11 +35,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.security.keyring import Keyring
+from bridge.store.chainhead import GENESIS
 
 if TYPE_CHECKING:
     from bridge.store.drivers import Executor
 
-GENESIS = "0" * 64
 LOCK_KEY = "audit_log"
 PAGE = 1000
 _MAC_DOMAIN = b"govbridge-audit-v1:"
@@ -187,20 +187,6 @@ def mac_problem(keys: Keyring, digest: str, mac: str | None) -> str | None:
     if not keys.check(kid, value, _MAC_DOMAIN, digest.encode()):
         return "has an HMAC that does not match it"
     return None
-
-
-class ChainHead:
-    """The chain's head as this process last wrote it (one per database): the next append
-    links to it without reading it back, and its INSERT is guarded by it (written only while
-    the table still ends there), so a head another process moved since costs one read and a
-    second try, never a wrong link."""
-
-    def __init__(self) -> None:
-        self.seq: int | None = None
-        self.hash = GENESIS
-
-    def forget(self) -> None:
-        self.seq = None
 
 
 _COLUMNS = "seq, at, actor, action, inquiry_id, subject, detail, prev_hash, hash, mac"

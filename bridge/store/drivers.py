@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bridge.security.keyring import Keyring
-from bridge.store.audit import ChainHead
+from bridge.store.chainhead import ChainHead
 from bridge.store.errors import store_errors
 from bridge.telemetry import timing
 
@@ -275,18 +275,33 @@ class _PostgresTransaction:
 
 
 class PostgresDatabase:
-    """asyncpg pool; ``?`` placeholders are rewritten to ``$n``."""
+    """asyncpg pool; ``?`` placeholders are rewritten to ``$n``. Every statement with
+    arguments runs prepared: asyncpg keeps each connection's prepared statements by text
+    (``STATEMENT_CACHE``, more than the bridge's distinct statements), so the same few dozen
+    per inquiry are parsed and planned once per connection. ``pool_size``: connections at
+    most (the daemon sizes it to its handlers in flight, ``pool_size_for``)."""
 
-    def __init__(self, dsn: str, audit_keys: Keyring | None = None) -> None:
+    DEFAULT_POOL = 10
+    STATEMENT_CACHE = 512
+
+    def __init__(
+        self, dsn: str, audit_keys: Keyring | None = None, pool_size: int | None = None
+    ) -> None:
         self.dsn = dsn
         self.audit_keys = audit_keys or Keyring("audit")
         self.audit_head = ChainHead()
+        self.pool_size = pool_size or self.DEFAULT_POOL
         self._pool: Any = None
 
     async def open(self) -> None:
         import asyncpg  # optional dependency: pip install govbridge[postgres]
 
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            statement_cache_size=self.STATEMENT_CACHE,
+        )
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with timing.timed("store"), store_errors():
