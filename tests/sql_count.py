@@ -23,7 +23,7 @@ from bridge.store import Database, Executor, SqlStore
 from bridge.store.drivers import PostgresDatabase
 
 if TYPE_CHECKING:
-    from bridge.store.chainhead import ChainHead
+    from bridge.store.chainhead import ChainWriters
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
 
@@ -112,8 +112,11 @@ class _CountingTx:
         return self.inner.audit_keys
 
     @property
-    def audit_head(self) -> ChainHead:
-        return self.inner.audit_head
+    def audit_chains(self) -> ChainWriters:
+        return self.inner.audit_chains
+
+    def settled(self, step: Callable[[bool], None]) -> None:
+        self.inner.settled(step)
 
     async def lock(self, key: str) -> None:
         if self.count.locks_round_trip:

@@ -9,7 +9,8 @@ scans that found no reply, are left out, as their number depends on timing):
 
 - before issue 26 (d7c97a7): SQLite 52.0 statements in 13 transactions, PostgreSQL 61.1 in 13
   (14 of the statements the audit trail's: a head read and an INSERT per record);
-- now: SQLite 38.1 statements in 10, PostgreSQL 45.2 in 10. The issue's target
+- now: SQLite 38.1 statements in 10, PostgreSQL 41.4 in 10 (the audit trail: one INSERT per
+  transaction, no lock, no head read; one chain per writer). The issue's target
   (20 statements, 4 transactions) is not reached: see docs/performance.md.
 """
 
@@ -22,9 +23,10 @@ from govbridge_tools.simulators.webhook import WebhookPlatformState
 from govbridge_tools.testing import Simulators
 
 from bridge import daemon as daemon_module
-from bridge.store import SqlStore, open_store
+from bridge.store import SqlStore, audit, open_store
 from tests.conftest import bridge_config, eventually, running_bridge
 from tests.sql_count import SqlCount, counted_store
+from tests.test_audit import _drop_guards
 
 SECRET = "round-trips-secret"
 INQUIRIES = 12
@@ -103,9 +105,88 @@ async def test_statements_and_transactions_per_inquiry(
 
         await eventually(answered)
         count.paused = True
+        chains = daemon.ctx.store.database.audit_chains.started
     print(count.report())  # shown when it fails: which statements, from which stage
     postgres = store_url.startswith("postgresql")
-    assert count.transactions <= 10 * INQUIRIES
-    assert count.working_statements <= (46 if postgres else 39) * INQUIRIES
-    # no audit chain-head read once the process knows the head
-    assert count.by_sql["SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"] <= 1
+    # a few more on a busy machine: a handler retried (a ticket event before its ticket)
+    slack = INQUIRIES // 2
+    assert count.transactions <= 10 * INQUIRIES + slack
+    assert count.working_statements <= (42 if postgres else 39) * INQUIRIES + 4 * slack
+    # the audit trail's head is read once per chain a writer begins, never per record
+    assert count.by_sql["SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"] <= chains
+
+
+async def test_two_processes_append_to_chains_of_their_own(store_url: str) -> None:
+    """Two stores on one database stand for two processes: each appends to a chain of its own,
+    anchored to the trail's latest record when it began (one read per chain, none per record,
+    no lock they share), one INSERT per transaction; the trail verifies whole, and a
+    checkpoint names both chains' heads."""
+    counts = [SqlCount(), SqlCount()]
+    stores = [counted_store(await open_store(store_url), c) for c in counts]
+    try:
+        for n in range(6):
+            who = stores[(n // 2) % 2]  # A, A, B, B, A, A
+            async with who.transaction() as tx:
+                await tx.record_audit("reply.retried", inquiry_id=f"inq_{n}", subject="a")
+                await tx.record_audit("reply.retried", inquiry_id=f"inq_{n}", subject="b")
+        verdict = await stores[0].verify_audit()
+        assert verdict.ok and verdict.records == 12, verdict.problem
+        assert len(verdict.chains) == 2 and sorted(n for n, _ in verdict.chains.values()) == [
+            4,
+            8,
+        ]
+        head_reads = [c.by_sql["SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"]
+                      for c in counts]  # fmt: skip
+        assert head_reads == [1, 1]
+        inserts = [sum(n for sql, n in c.by_sql.items() if sql.startswith("INSERT INTO audit_log"))
+                   for c in counts]  # fmt: skip
+        assert inserts == [4, 2]
+        assert all("(lock)" not in sql for c in counts for sql in c.by_sql)
+        mark = await stores[1].audit_checkpoint()
+        assert len(mark.chains) == 2
+        assert (await stores[0].verify_audit(mark)).ok
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_store_from_before_the_chains_verifies_old_and_new_records(
+    store_url: str,
+) -> None:
+    """Records written before migration 21 (one chain in ``seq`` order, no writer) stay valid;
+    the first writer's chain is anchored to their head; an old record altered, deleted or
+    moved is still named."""
+    store = await open_store(store_url)
+    try:
+        keys = store.db.audit_keys
+        prev = audit.GENESIS
+        for seq in range(1, 6):  # as the bridge wrote them before issue 26
+            at = f"2026-11-30T0{seq}:00:00.000000+00:00"
+            digest = audit.record_hash(
+                prev, seq, at, "bridge", "reply.retried", "inq_old", "r", "{}"
+            )
+            await store.db.execute(
+                "INSERT INTO audit_log (seq, at, actor, action, inquiry_id, subject, detail,"
+                " prev_hash, hash, mac) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, at, "bridge", "reply.retried", "inq_old", "r", "{}", prev, digest,
+                 audit.record_mac(keys, digest)),
+            )  # fmt: skip
+            prev = digest
+        if store_url.startswith("postgresql"):  # as migration 21 starts the numbering there
+            await store.db.execute("ALTER TABLE audit_log ALTER COLUMN seq RESTART WITH 6")
+        for n in range(3):
+            await store.record_audit("reply.retried", inquiry_id="inq_new", subject=str(n))
+        verdict = await store.verify_audit()
+        assert verdict.ok and verdict.records == 8 and len(verdict.chains) == 1, verdict.problem
+        rows = await store.db.fetchall("SELECT * FROM audit_log WHERE seq = 6")
+        assert rows[0]["prev_seq"] == 5 and rows[0]["prev_hash"] == prev  # anchored
+        await _drop_guards(store)
+        await store.db.execute("UPDATE audit_log SET actor = 'someone' WHERE seq = 3")
+        verdict = await store.verify_audit()
+        assert verdict.first_bad == 3 and "altered" in str(verdict.problem)
+        await store.db.execute("UPDATE audit_log SET actor = 'bridge' WHERE seq = 3")
+        await store.db.execute("DELETE FROM audit_log WHERE seq = 5")
+        verdict = await store.verify_audit()
+        assert verdict.first_bad == 5 and "is missing" in str(verdict.problem)
+    finally:
+        await store.close()

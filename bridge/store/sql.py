@@ -65,7 +65,7 @@ def pool_size_for(handlers_in_flight: int) -> int:
     return max(POOL_MIN, min(POOL_MAX, handlers_in_flight))
 
 
-POOL_MIN, POOL_MAX = 10, 30
+POOL_MIN, POOL_MAX = 10, 20
 
 
 async def open_store(
