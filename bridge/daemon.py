@@ -34,7 +34,7 @@ from bridge.runtime.http import json_error
 from bridge.runtime.push import PushPipeline
 from bridge.runtime.worker import Worker
 from bridge.security.keyring import Keyring
-from bridge.store import Store, open_store
+from bridge.store import Store, open_store, pool_size_for
 from bridge.store.leases import leases_for
 from bridge.telemetry.metrics import Metrics
 from bridge.web.api import OperatorApi
@@ -48,6 +48,8 @@ from schemas.config import GovbridgeConfig
 log = structlog.get_logger("govbridge.daemon")
 
 ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "inspect", "http")
+# queues each role consumes (the PostgreSQL pool is sized by them)
+CONSUMING_STAGES = {"triage": 1, "ticketing": 1, "reply": 3}
 # Reports computed at once per process (each reads the whole store in a thread); more wait.
 REPORT_SLOTS = 2
 
@@ -148,8 +150,19 @@ class Daemon:
                     report[name] = {"error": type(exc).__name__}
         return report
 
+    def _handlers_in_flight(self) -> int:
+        """At most how many handlers this process runs at once: each consuming stage of its
+        roles takes ``prefetch`` messages (the reply role has three: reply, holding and
+        outbox)."""
+        stages = sum(CONSUMING_STAGES.get(name, 0) for name in self.role_names)
+        return stages * self.cfg.broker.prefetch
+
     async def start(self) -> None:
-        store = await open_store(self.cfg.store.url, Keyring("audit", self.cfg.audit.keys))
+        store = await open_store(
+            self.cfg.store.url,
+            Keyring("audit", self.cfg.audit.keys),
+            pool_size=pool_size_for(self._handlers_in_flight()),
+        )
         self.broker.on_unauthenticated = lambda refused: record_unauthenticated(store, refused)
         await self.broker.connect()
         token = self.cfg.http.admin_token

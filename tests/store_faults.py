@@ -15,7 +15,8 @@ from typing import Any
 
 from bridge.security.keyring import Keyring
 from bridge.store import SqlStore
-from bridge.store.drivers import DeferredStep, Executor
+from bridge.store.chainhead import ChainWriters
+from bridge.store.drivers import DeferredStep, Executor, SettledStep
 
 # point: (before or after the statement, how the statement starts, which occurrence)
 FAULT_POINTS: dict[str, tuple[str, str, int]] = {
@@ -24,8 +25,8 @@ FAULT_POINTS: dict[str, tuple[str, str, int]] = {
     "apply_status:ticket_moved": ("after", "UPDATE tickets SET status", 1),
     "apply_status:event_marked_applied": ("after", "UPDATE ticket_events SET applied", 1),
     # the reply stage's transaction: the replies decided (none recorded yet), then one recorded
-    "compose:replies_decided": ("before", "SELECT 1 AS x FROM replies", 1),
-    "compose:reply_recorded": ("before", "SELECT 1 AS x FROM replies", 2),
+    "compose:replies_decided": ("before", "SELECT reply_id, department, status, cycle, state", 1),
+    "compose:reply_recorded": ("before", "SELECT reply_id, department, status, cycle, state", 2),
 }
 
 Hook = Callable[[str, str], None]  # (before | after, statement)
@@ -42,6 +43,13 @@ class FaultyExecutor:
     @property
     def audit_keys(self) -> Keyring:
         return self.inner.audit_keys
+
+    @property
+    def audit_chains(self) -> ChainWriters:
+        return self.inner.audit_chains
+
+    def settled(self, step: SettledStep) -> None:
+        self.inner.settled(step)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.hook("before", sql)

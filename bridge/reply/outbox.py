@@ -342,7 +342,11 @@ class Outbox:
             await self._end_copy(reply, attempt, "refused", exc.reason)
             await self._fail(claim, request, f"platform refused the reply: {exc.reason}")
             return
-        if attempt is not None:
+        # the common case (one call, one copy) is noted with the post, in one transaction
+        kept = (
+            attempt if attempt is not None and not reply.uncertain and posted.external_ids else None
+        )
+        if attempt is not None and kept is None:
             sweep = await self._after_call(source, reply, attempt, posted)
         state = (
             ReplyState.UNDELIVERABLE
@@ -357,6 +361,7 @@ class Outbox:
             now=self.clock(),
             sweep_at=self.clock() + settle[0] if sweep else None,
             calls_used=None if attempt is not None else 0,
+            kept_copy=kept,
         ):
             log.warning("lease lost during the call; the reply may be looked for again")
         metrics.replies.labels(line.platform, posted.outcome).inc()

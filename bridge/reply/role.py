@@ -120,8 +120,14 @@ class ReplyRole:
             return
         async with store.transaction() as tx:
             approved = await self._apply_and_decide(tx, event, ticket, dept)
-        for request in approved:  # wake the outbox; the store already holds them
+        # wake the outbox (the store already holds them): confirms awaited together
+        if len(approved) == 1:
+            request = approved[0]
             await self.ctx.broker.publish(routing.reply_requested(request.platform), request)
+        elif approved:
+            await self.ctx.broker.publish_many(
+                [(routing.reply_requested(r.platform), r) for r in approved]
+            )
 
     async def _apply_and_decide(
         self, tx: Store, event: TicketEvent, ticket: StoredTicket, dept: DepartmentConfig
@@ -485,12 +491,12 @@ async def record_reply(store: Store, request: ReplyRequest, approval: str) -> bo
         request_json=request.model_dump_json(),
         cycle=request.cycle,
     )
-    stored = await store.get_reply(request.reply_id)
-    if stored is None or stored.state != ReplyState.APPROVED:
-        if added:
+    if added:  # written just now, in the state decided here
+        if not auto:
             log.info("reply awaits approval", reply_id=request.reply_id)
-        return False
-    return True
+        return auto
+    stored = await store.get_reply(request.reply_id)
+    return stored is not None and stored.state == ReplyState.APPROVED
 
 
 async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:

@@ -29,7 +29,7 @@ from bridge.store.rows import (
     StoredTicket,
     text_sha256,
 )
-from bridge.store.sql import SqlStore, open_store
+from bridge.store.sql import SqlStore, open_store, pool_size_for
 
 __all__ = [
     "MIGRATIONS",
@@ -54,5 +54,6 @@ __all__ = [
     "iso",
     "now_iso",
     "open_store",
+    "pool_size_for",
     "text_sha256",
 ]

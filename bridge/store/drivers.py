@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bridge.security.keyring import Keyring
+from bridge.store.chainhead import ChainWriters
 from bridge.store.errors import store_errors
 from bridge.telemetry import timing
 
 _T = TypeVar("_T")
 DeferredStep = Callable[["Executor"], Awaitable[None]]
+SettledStep = Callable[[bool], None]
 
 
 def now_iso() -> str:
@@ -42,6 +44,11 @@ class Executor(Protocol):
         when the store is opened: a secret that is not in the database)."""
         ...
 
+    @property
+    def audit_chains(self) -> ChainWriters:
+        """The audit trail's writers of this process (one set per database)."""
+        ...
+
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]: ...
@@ -54,8 +61,12 @@ class Executor(Protocol):
 
     def defer(self, step: DeferredStep) -> bool:
         """Inside a transaction: run ``step`` just before it commits (and not at all if it
-        rolls back), returning True; outside one, False (the caller runs it itself). Steps that
-        take a lock many transactions share (the audit trail's) hold it only for the commit."""
+        rolls back), returning True; outside one, False (the caller runs it itself)."""
+        ...
+
+    def settled(self, step: SettledStep) -> None:
+        """Inside a transaction: call ``step(committed)`` once it has committed or rolled
+        back (an audit writer given back); outside one, nothing to wait for: at once."""
         ...
 
     async def executescript(self, sql: str) -> None:
@@ -75,11 +86,16 @@ class _SqliteTransaction:
     def __init__(self, db: SqliteDatabase) -> None:
         self.db = db
         self.audit_keys = db.audit_keys
+        self.audit_chains = db.audit_chains
         self.deferred: list[DeferredStep] = []
+        self.on_settled: list[SettledStep] = []
 
     def defer(self, step: DeferredStep) -> bool:
         self.deferred.append(step)
         return True
+
+    def settled(self, step: SettledStep) -> None:
+        self.on_settled.append(step)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return await self.db.run(lambda c: c.execute(sql, tuple(params)).rowcount)
@@ -134,6 +150,7 @@ class SqliteDatabase:
     def __init__(self, path: str, audit_keys: Keyring | None = None) -> None:
         self.path = path
         self.audit_keys = audit_keys or Keyring("audit")
+        self.audit_chains = ChainWriters("sqlite")
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -187,25 +204,34 @@ class SqliteDatabase:
             async with self._lock:
                 await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
                 tx = _SqliteTransaction(self)
+                committed = False
                 try:
-                    yield tx
-                    for step in tx.deferred:
-                        await step(tx)
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
-                try:
-                    await self.run(lambda c: c.execute("COMMIT"))
-                except BaseException:
-                    if self.conn.in_transaction:
+                    try:
+                        yield tx
+                        for step in tx.deferred:
+                            await step(tx)
+                    except BaseException:
                         self.conn.execute("ROLLBACK")
-                    raise
+                        raise
+                    try:
+                        await self.run(lambda c: c.execute("COMMIT"))
+                    except BaseException:
+                        if self.conn.in_transaction:
+                            self.conn.execute("ROLLBACK")
+                        raise
+                    committed = True
+                finally:
+                    for settled in tx.on_settled:
+                        settled(committed)
 
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_SqliteTransaction.lock``)."""
 
     def defer(self, step: DeferredStep) -> bool:
         return False  # not in a transaction
+
+    def settled(self, step: SettledStep) -> None:
+        step(True)  # not in a transaction
 
     async def executescript(self, sql: str) -> None:
         async with self._lock:
@@ -239,14 +265,19 @@ def _pg_count(status: str) -> int:
 class _PostgresTransaction:
     """Statements on one pooled connection inside ``conn.transaction()``."""
 
-    def __init__(self, conn: Any, audit_keys: Keyring) -> None:
+    def __init__(self, conn: Any, audit_keys: Keyring, audit_chains: ChainWriters) -> None:
         self.conn = conn
         self.audit_keys = audit_keys
+        self.audit_chains = audit_chains
         self.deferred: list[DeferredStep] = []
+        self.on_settled: list[SettledStep] = []
 
     def defer(self, step: DeferredStep) -> bool:
         self.deferred.append(step)
         return True
+
+    def settled(self, step: SettledStep) -> None:
+        self.on_settled.append(step)
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         return _pg_count(await self.conn.execute(_pg_sql(sql), *params))
@@ -266,17 +297,33 @@ class _PostgresTransaction:
 
 
 class PostgresDatabase:
-    """asyncpg pool; ``?`` placeholders are rewritten to ``$n``."""
+    """asyncpg pool; ``?`` placeholders are rewritten to ``$n``. Every statement with
+    arguments runs prepared: asyncpg keeps each connection's prepared statements by text
+    (``STATEMENT_CACHE``, more than the bridge's distinct statements), so the same few dozen
+    per inquiry are parsed and planned once per connection. ``pool_size``: connections at
+    most (the daemon sizes it to its handlers in flight, ``pool_size_for``)."""
 
-    def __init__(self, dsn: str, audit_keys: Keyring | None = None) -> None:
+    DEFAULT_POOL = 10
+    STATEMENT_CACHE = 512
+
+    def __init__(
+        self, dsn: str, audit_keys: Keyring | None = None, pool_size: int | None = None
+    ) -> None:
         self.dsn = dsn
         self.audit_keys = audit_keys or Keyring("audit")
+        self.audit_chains = ChainWriters("postgresql")
+        self.pool_size = pool_size or self.DEFAULT_POOL
         self._pool: Any = None
 
     async def open(self) -> None:
         import asyncpg  # optional dependency: pip install govbridge[postgres]
 
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=10)
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            statement_cache_size=self.STATEMENT_CACHE,
+        )
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with timing.timed("store"), store_errors():
@@ -290,17 +337,28 @@ class PostgresDatabase:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         with timing.timed("store"), store_errors():
-            async with self._pool.acquire() as conn, conn.transaction():
-                tx = _PostgresTransaction(conn, self.audit_keys)
-                yield tx
-                for step in tx.deferred:
-                    await step(tx)
+            settled: list[SettledStep] = []
+            committed = False
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    tx = _PostgresTransaction(conn, self.audit_keys, self.audit_chains)
+                    settled = tx.on_settled
+                    yield tx
+                    for step in tx.deferred:
+                        await step(tx)
+                committed = True
+            finally:
+                for step_done in settled:
+                    step_done(committed)
 
     async def lock(self, key: str) -> None:
         """Only meaningful inside a transaction (see ``_PostgresTransaction.lock``)."""
 
     def defer(self, step: DeferredStep) -> bool:
         return False  # not in a transaction
+
+    def settled(self, step: SettledStep) -> None:
+        step(True)  # not in a transaction
 
     async def executescript(self, sql: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -35,22 +35,31 @@ class FloodStore(StoreBase):
         again."""
         async with self.transaction() as tx:
             await tx.db.lock(f"flood:{start.platform}:{start.author_id}")
-            done = await tx.db.fetchall(
-                "SELECT 1 AS admitted FROM conversation_starts WHERE inquiry_id = ?",
-                (start.inquiry_id,),
-            )
-            if done:
-                return True
-            await tx.db.execute(  # what has left the window is no longer needed
-                "DELETE FROM conversation_starts WHERE platform = ? AND author_id = ?"
-                " AND started_at <= ?",
-                (start.platform, start.author_id, iso(window_start)),
-            )
+            # one read: the author's starts per department within the window, those that
+            # have left it, and whether this one was admitted already (a redelivery)
             rows = await tx.db.fetchall(
-                "SELECT department, COUNT(*) AS n FROM conversation_starts"
-                " WHERE platform = ? AND author_id = ? GROUP BY department",
-                (start.platform, start.author_id),
+                "SELECT department,"
+                " SUM(CASE WHEN started_at > ? THEN 1 ELSE 0 END) AS n,"
+                " SUM(CASE WHEN started_at <= ? THEN 1 ELSE 0 END) AS expired,"
+                " SUM(CASE WHEN inquiry_id = ? THEN 1 ELSE 0 END) AS mine"
+                " FROM conversation_starts WHERE platform = ? AND author_id = ?"
+                " GROUP BY department",
+                (
+                    iso(window_start),
+                    iso(window_start),
+                    start.inquiry_id,
+                    start.platform,
+                    start.author_id,
+                ),
             )
+            if any(int(r["mine"]) for r in rows):
+                return True
+            if any(int(r["expired"]) for r in rows):  # no longer needed
+                await tx.db.execute(
+                    "DELETE FROM conversation_starts WHERE platform = ? AND author_id = ?"
+                    " AND started_at <= ?",
+                    (start.platform, start.author_id, iso(window_start)),
+                )
             started = {r["department"]: int(r["n"]) for r in rows}
             if overall and sum(started.values()) >= overall:
                 return False

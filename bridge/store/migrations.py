@@ -7,7 +7,7 @@ PostgreSQL alike, or a dict with one script per dialect.
 
 from __future__ import annotations
 
-from bridge.store.audit import KEYED_MIGRATION
+from bridge.store.audit import CHAINS_MIGRATION, KEYED_MIGRATION
 from bridge.store.audit import MIGRATION as AUDIT_MIGRATION
 from bridge.store.drivers import Database, Executor, SqliteDatabase
 
@@ -460,6 +460,8 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX inquiries_conversation ON inquiries (conversation);
     CREATE INDEX case_extensions_inquiry ON case_extensions (inquiry_id, requested_at);
     """,
+    # 23: the audit trail as one hash chain per writer (issue 26; bridge/store/audit.py)
+    CHAINS_MIGRATION,
 ]
 
 

@@ -15,6 +15,7 @@ from bridge.store.rows import (
     StoredReply,
 )
 from schemas.vocab import (
+    CopyFate,
     ReplyState,
     TicketStatus,
     rank_in_cycle,
@@ -217,15 +218,31 @@ class OutboxStore(RepliesStore):
         now: datetime | None = None,
         sweep_at: datetime | None = None,
         calls_used: int | None = None,
+        kept_copy: int | None = None,
     ) -> bool:
         """The platform call is over: the reply is posted (or undeliverable), its posts are
         recorded (a citizen answering one of them continues their conversation) and its
         quota slot is weighed by the posts it made (``calls_used`` when that differs: a
         copy found, not posted, used none). ``sweep_at``: an earlier call may still commit
-        a copy, so look once more then. False if the lease was lost meanwhile."""
+        a copy, so look once more then. ``kept_copy``: the number of the call whose copy
+        ``external_ids`` are (answered ``posted``, kept), noted in the same transaction.
+        False if the lease was lost meanwhile."""
         reply = claim.reply
         assert reply is not None
         async with self.transaction() as tx:
+            if kept_copy is not None:
+                await tx.db.execute(
+                    "UPDATE reply_copies SET answer = ?, fate = ?, external_ids = ?,"
+                    " detail = NULL, updated_at = ? WHERE reply_id = ? AND attempt = ?",
+                    (
+                        "posted",
+                        CopyFate.KEPT,
+                        json.dumps(list(external_ids)) if external_ids else None,
+                        now_iso(),
+                        reply.reply_id,
+                        kept_copy,
+                    ),
+                )
             done = await tx.db.execute(
                 "UPDATE replies SET state = ?, external_ids = ?, outcome = ?, posted_at = ?,"
                 " lease_until = NULL, failure = NULL, looks = 0, sweep_at = ?"

@@ -277,6 +277,7 @@ class Store(Protocol):
         now: datetime | None = None,
         sweep_at: datetime | None = None,
         calls_used: int | None = None,
+        kept_copy: int | None = None,
     ) -> bool: ...
 
     async def release_post(

@@ -44,11 +44,15 @@ class RepliesStore(StoreBase):
     ) -> bool:
         # The outbox's order when a quota binds: an inquiry's first reply (0), then final
         # answers (1), then the rest (2).
-        first = not await self.db.fetchall(
-            "SELECT 1 AS x FROM replies WHERE inquiry_id = ? LIMIT 1", (inquiry_id,)
-        )
-        priority = 0 if first else 1 if status in FINAL_STATUSES else 2
         async with self.transaction() as tx:
+            # one read of the inquiry's replies: is this its first, and which drafts a newer
+            # status supersedes
+            earlier = await tx.db.fetchall(
+                "SELECT reply_id, department, status, cycle, state FROM replies"
+                " WHERE inquiry_id = ?",
+                (inquiry_id,),
+            )
+            priority = 0 if not earlier else 1 if status in FINAL_STATUSES else 2
             n = await tx._insert_reply(
                 reply_id,
                 inquiry_id,
@@ -74,18 +78,28 @@ class RepliesStore(StoreBase):
                     cycle=cycle,
                 )
                 if status is not None:
-                    await tx._supersede_drafts(inquiry_id, reply_id, status, cycle)
+                    await tx._supersede_drafts(inquiry_id, reply_id, status, cycle, earlier)
         return n > 0
 
-    async def _supersede_drafts(self, inquiry_id: str, newer: str, status: str, cycle: int) -> None:
+    async def _supersede_drafts(
+        self,
+        inquiry_id: str,
+        newer: str,
+        status: str,
+        cycle: int,
+        earlier: list[dict[str, Any]],
+    ) -> None:
         """A newer status of the ticket makes its earlier status drafts still awaiting approval
         stale: they are superseded (a new version, never posted), so an approver who still has
-        one open is told so (409) instead of publishing an old status."""
-        rows = await self.db.fetchall(
-            "SELECT reply_id, department, status, cycle FROM replies WHERE inquiry_id = ?"
-            " AND reply_id <> ? AND status IS NOT NULL AND state = ?",
-            (inquiry_id, newer, ReplyState.AWAITING_APPROVAL),
-        )
+        one open is told so (409) instead of publishing an old status. ``earlier``: the
+        inquiry's replies as read in this transaction."""
+        rows = [
+            r
+            for r in earlier
+            if r["reply_id"] != newer
+            and r["status"] is not None
+            and r["state"] == ReplyState.AWAITING_APPROVAL
+        ]
         place = (cycle, rank_in_cycle(TicketStatus(status)))
         for row in rows:
             if (int(row["cycle"]), rank_in_cycle(TicketStatus(row["status"]))) >= place:
@@ -435,18 +449,14 @@ class RepliesStore(StoreBase):
         a process that dies during the call leaves the copy it may have made accounted for.
         Only the reply's lease holder calls this. Returns the call's number."""
         stamp = iso(now) if now is not None else now_iso()
-        async with self.transaction() as tx:
-            rows = await tx.db.fetchall(
-                "SELECT COALESCE(MAX(attempt), 0) AS n FROM reply_copies WHERE reply_id = ?",
-                (reply_id,),
-            )
-            attempt = int(rows[0]["n"]) + 1
-            await tx.db.execute(
-                "INSERT INTO reply_copies (reply_id, attempt, answer, fate, started_at,"
-                " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (reply_id, attempt, CopyAnswer.CALLING, CopyFate.PENDING, stamp, stamp),
-            )
-        return attempt
+        # the next number and the row in one statement (the lease holder is the only writer)
+        rows = await self.db.fetchall(
+            "INSERT INTO reply_copies (reply_id, attempt, answer, fate, started_at, updated_at)"
+            " SELECT ?, COALESCE(MAX(attempt), 0) + 1, ?, ?, ?, ? FROM reply_copies"
+            " WHERE reply_id = ? RETURNING attempt",
+            (reply_id, CopyAnswer.CALLING, CopyFate.PENDING, stamp, stamp, reply_id),
+        )
+        return int(rows[0]["attempt"])
 
     async def end_copy(
         self,

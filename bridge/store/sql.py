@@ -32,7 +32,7 @@ from bridge.store.reviews import ReviewsStore
 from bridge.store.surveys import SurveysStore
 from bridge.store.tickets import FINAL_RANK, TicketsStore
 
-__all__ = ["ANY_CURSOR", "FINAL_RANK", "SqlStore", "open_store"]
+__all__ = ["ANY_CURSOR", "FINAL_RANK", "SqlStore", "open_store", "pool_size_for"]
 
 
 class SqlStore(
@@ -61,20 +61,34 @@ class SqlStore(
     """
 
 
+def pool_size_for(handlers_in_flight: int) -> int:
+    """PostgreSQL connections for a process running that many handlers at once: one each,
+    within ``POOL_MIN``..``POOL_MAX`` (a handler holds a connection only for its statements
+    and transactions; three processes at the most stay under PostgreSQL's default 100)."""
+    return max(POOL_MIN, min(POOL_MAX, handlers_in_flight))
+
+
+POOL_MIN, POOL_MAX = 10, 20
+
+
 async def open_store(
-    url: str, audit_keys: Keyring | None = None, *, migrate: bool = True
+    url: str,
+    audit_keys: Keyring | None = None,
+    *,
+    migrate: bool = True,
+    pool_size: int | None = None,
 ) -> SqlStore:
     """Open and migrate the store named by a URL (``sqlite:///path`` or ``postgresql://…``);
     ``audit_keys`` sign the audit records it writes and check them (``[audit] keys``; none:
     the published development key); ``migrate=False`` for a second connection of a process
-    that has migrated already."""
+    that has migrated already; ``pool_size``: PostgreSQL connections at most (default 10)."""
     db: SqliteDatabase | PostgresDatabase
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         path = path[1:] if path.startswith("/") and not path.startswith("//") else path
         db = SqliteDatabase(path or ":memory:", audit_keys)
     else:
-        db = PostgresDatabase(url, audit_keys)
+        db = PostgresDatabase(url, audit_keys, pool_size)
     await db.open()
     store = SqlStore(db, database=db)
     try:

@@ -266,27 +266,30 @@ class TicketingRole:
 
     async def _record_created(self, command: TicketCommand, ticket: CreatedTicket) -> None:
         """The ticket exists: record it, mark the attempt and the inquiry, announce it."""
-        store, ref = self.ctx.store, command.reference
-        await store.record_ticket(
-            department=command.department,
-            ticket_id=ticket.ticket_id,
-            reference=ref,
-            inquiry_id=command.inquiry.inquiry_id,
-            thread_key=command.inquiry.thread_key,
-            status=ticket.status.value,
-            status_rank=ticket.status.rank,
-            native_status=ticket.native_status,
-            status_at=(ticket.created_at or datetime.now(UTC)).astimezone(UTC).isoformat(),
-        )
-        await store.set_create_state(ref, CreateState.CREATED, ticket_id=ticket.ticket_id)
-        # a re-route's department moves with the new ticket id in one statement: the new
-        # ticket is never paired with the old department (a case action reading it would fail)
-        await store.update_inquiry(
-            command.inquiry.inquiry_id,
-            state=InquiryState.TICKETED,
-            ticket_id=ticket.ticket_id,
-            department=command.department if command.action == "reroute" else KEEP,
-        )
+        ref = command.reference
+        # the three writes commit together (one transaction, one audit INSERT)
+        async with self.ctx.store.transaction() as store:
+            await store.record_ticket(
+                department=command.department,
+                ticket_id=ticket.ticket_id,
+                reference=ref,
+                inquiry_id=command.inquiry.inquiry_id,
+                thread_key=command.inquiry.thread_key,
+                status=ticket.status.value,
+                status_rank=ticket.status.rank,
+                native_status=ticket.native_status,
+                status_at=(ticket.created_at or datetime.now(UTC)).astimezone(UTC).isoformat(),
+            )
+            await store.set_create_state(ref, CreateState.CREATED, ticket_id=ticket.ticket_id)
+            # a re-route's department moves with the new ticket id in one statement: the new
+            # ticket is never paired with the old department (a case action reading it would
+            # fail)
+            await store.update_inquiry(
+                command.inquiry.inquiry_id,
+                state=InquiryState.TICKETED,
+                ticket_id=ticket.ticket_id,
+                department=command.department if command.action == "reroute" else KEEP,
+            )
         self.ctx.metrics.tickets.labels(command.department, "created").inc()
         log.info("ticket created", ticket_id=ticket.ticket_id, reference=ref)
         await publish_created(self.ctx, command, ticket.ticket_id, ticket.native_status)
