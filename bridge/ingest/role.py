@@ -4,7 +4,10 @@ Polled accounts: one loop per account reads ``fetch(cursor)`` pages, publishes e
 confirms, and only then stores the cursor, so a crash between fetch and confirm re-reads (and
 triage dedupes by the deterministic inquiry id) instead of losing. Pushing platforms:
 ``POST /hooks/sources/{account}`` verifies the HMAC signature, the replay window and the size,
-validates, publishes, and answers 202 only after the broker confirmed.
+validates, publishes, and answers 202 only after the broker confirmed. A Weibo fan-service push
+(answered 200 within 5 s whatever the broker does) is kept in the store first and published
+from there (``bridge.runtime.push``); this role runs the sweep that publishes what a stopped or
+dead process kept.
 
 A source that streams (``StreamsItems``: Mastodon with ``streaming = "auto"``) is read by a
 ``bridge.runtime.streaming.StreamLoop`` under the same lease: items are published as they
@@ -254,6 +257,8 @@ class IngestRole:
             poller.resumed.set()
 
     async def start(self) -> None:
+        # pushes kept but not published (their process stopped or died, the broker refused)
+        self.ctx.push.start()
         for acc in self.ctx.cfg.accounts:
             src = self.ctx.adapters.sources()[acc.key]
             if src.capabilities.pushes:
