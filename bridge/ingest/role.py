@@ -170,7 +170,9 @@ class AccountPoller:
             stop=self.stop,
             leases=self.ctx.leases,
             heartbeat_timeout=settings.heartbeat_timeout.total_seconds(),
-            catch_up_every=max(settings.catch_up.total_seconds(), 0.1),
+            # never slower than polling: what the stream does not carry (a stranger's private
+            # mention the server's policy filtered) is read at least every `poll`
+            catch_up_every=max(min(settings.catch_up, self.account.poll).total_seconds(), 0.1),
             max_backoff=max(settings.max_backoff.total_seconds(), 1.0),
             on_auth_error=self._auth_failed,
         )
