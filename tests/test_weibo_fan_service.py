@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from govbridge_tools.testing.sims import Running
 from adapters import fanservice
 from adapters.base import PermanentError
 from adapters.weibo import WeiboSource
-from bridge.store import open_store
+from bridge.store import SqlStore, open_store
+from bridge.store.pushes import KeptPush
 from schemas.config import GovbridgeConfig
 from schemas.messages import ReplyRequest
 from schemas.states import PostOutcome
@@ -361,6 +363,40 @@ async def _ready(port: int, proc: asyncio.subprocess.Process) -> bool:
             return resp.status == 200
     except aiohttp.ClientError:
         return False
+
+
+async def test_kept_pushes_are_claimed_once_and_handed_over(store: SqlStore) -> None:
+    """The store's side, on SQLite and PostgreSQL: a push is kept once (a duplicate changes
+    nothing), its owner's live claim keeps others off, a lapsed or given-up claim lets another
+    process take it, and a published one is nobody's to publish."""
+    now = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    push = KeptPush("k1", "fan-service push", "[]", now.isoformat())
+    until = now + timedelta(seconds=15)
+    assert await store.keep_push(push, owner="a", until=until)
+    assert not await store.keep_push(push, owner="b", until=until)  # a retry: dropped
+    assert await store.unpublished_pushes() == 1
+    assert await store.claim_unpublished_pushes(owner="b", now=now, until=until) == []
+    later = now + timedelta(seconds=20)  # a's claim lapsed (a died)
+    [taken] = await store.claim_unpublished_pushes(
+        owner="b", now=later, until=later + (until - now)
+    )
+    assert taken.push_key == "k1"
+    assert await store.release_push_claims("b", "k1") == 1  # b's broker refused: given up
+    [again] = await store.claim_unpublished_pushes(
+        owner="c", now=later, until=later + (until - now)
+    )
+    assert again == taken
+    await store.push_published("k1", now=later)
+    assert await store.is_push_published("k1") is True
+    assert await store.unpublished_pushes() == 0
+    assert (
+        await store.claim_unpublished_pushes(
+            owner="d", now=later + timedelta(hours=1), until=later + timedelta(hours=2)
+        )
+        == []
+    )
+    assert await store.forget_published_pushes(before=later + timedelta(days=4)) == 1
+    assert await store.is_push_published("k1") is None
 
 
 async def _true(value: bool) -> bool:

@@ -117,6 +117,13 @@ def register(sub: Any) -> None:
         help="inquiries an hour per account besides the bursts (first-response)",
     )
     p.add_argument("--burst", type=int, default=10, help="inquiries a burst (first-response)")
+    p.add_argument("--poll", default="60s", help="the polled accounts' quiet pace (first-response)")
+    p.add_argument(
+        "--calls-per-hour",
+        type=int,
+        default=150,
+        help="the Weibo accounts' call budget (first-response; 150: the test tier)",
+    )
     p.add_argument(
         "--burst-every", type=float, default=1200.0, help="seconds between bursts (first-response)"
     )

@@ -65,6 +65,8 @@ class Load:
     burst_span: float = 60.0
     duration: float = 1200.0
     seed: int = 12345
+    poll: str = "60s"  # the polled accounts' quiet pace
+    calls_per_hour: int = 150  # Weibo's test tier
 
     def schedule(self, channel: str) -> list[float]:
         """Seconds from the start at which this channel's citizens post."""
@@ -136,7 +138,8 @@ class Bench:
                 official_name=name,
                 official_uid=uid,
                 first_id=first,
-                limits=Limits(),  # the test tier: 150 calls, 30 posts, 60 comments an hour
+                # the test tier: 150 calls, 30 posts, 60 comments an hour
+                limits=Limits(calls=self.load.calls_per_hour),
                 appsecret=APPSECRET,
             )
             server = await AppServer(weibo_app(state)).start()
@@ -147,8 +150,8 @@ class Bench:
         self.sims["stream"] = mastodon
         o311 = await open311_sim.Open311Server(open311_sim.Open311State(agency="朝阳区")).start()
         self.servers.append(o311)
-        budget = {"max_calls": 150, "period": "1h"}
-        weibo = {"adapter": "weibo", "department": "district", "poll": "60s"}
+        budget = {"max_calls": self.load.calls_per_hour, "period": "1h"}
+        weibo = {"adapter": "weibo", "department": "district", "poll": self.load.poll}
         cfg = {
             "broker": {"url": amqp_url(), "exchange": self.exchange, "prefetch": 16},
             "store": {"url": f"sqlite:///{self.workdir}/bench.db"},
@@ -269,6 +272,8 @@ async def run(args: argparse.Namespace) -> int:
         burst=args.burst,
         burst_every=args.burst_every,
         duration=args.duration,
+        poll=args.poll,
+        calls_per_hour=args.calls_per_hour,
     )
     workdir = Path(tempfile.mkdtemp(prefix="govbridge-bench-fr-"))
     log_path = workdir / "govbridge.log"
