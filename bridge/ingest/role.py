@@ -12,8 +12,13 @@ dead process kept.
 A source that streams (``StreamsItems``: Mastodon with ``streaming = "auto"``) is read by a
 ``bridge.runtime.streaming.StreamLoop`` under the same lease: items are published as they
 arrive, and the same fetch → publish → store cursor step runs after every (re)connect and every
-``stream_catch_up``; what both ways bring is published once (``AccountPoller.seen``). A server
-without streaming is polled.
+``stream_catch_up`` or ``poll``, whichever is sooner (what the server does not stream, a
+stranger's filtered private mention, is read as soon as polling would); what both ways bring is
+published once (``AccountPoller.seen``). A server without streaming is polled.
+
+An account with ``call_budget`` is polled at the pace of ``bridge.runtime.pacing.PollPacer``
+(faster while citizens write, slower when quiet, never over the budget less posting's quota);
+its spend is kept beside the cursor (``pace:<account>``).
 
 Rate limits wait for the window; an auth failure pauses only that account with a visible alert
 (log, metric, ``/readyz``; operation ``poll``) until the token is replaced
