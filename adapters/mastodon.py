@@ -97,7 +97,7 @@ class MastodonConfig(AccountConfig):
     )
     timeout: Duration = timedelta(seconds=15)
     streaming: Literal["auto", "off"] = Field(
-        default="off",
+        default="auto",
         description="auto: also listen on the server's streaming API "
         "(GET /api/v1/streaming/user/notification, server-sent events) so a mention is "
         "published within moments instead of at the next poll; the REST read stays the "
