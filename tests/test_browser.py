@@ -122,9 +122,7 @@ class Page:
         self.base = base
         # a live page re-renders its lists: an element found a moment ago may be gone, which
         # is a reason to look again, not a failure
-        self.wait = WebDriverWait(
-            driver, 20, ignored_exceptions=(StaleElementReferenceException,)
-        )
+        self.wait = WebDriverWait(driver, 20, ignored_exceptions=(StaleElementReferenceException,))
 
     def css(self, selector: str) -> Any:
         from selenium.webdriver.common.by import By
