@@ -137,6 +137,7 @@ class FetchResult:
     cursor: str | None
     more: bool = False
     rejected: list[RejectedItem] = field(default_factory=list)
+    calls: int = 1  # platform calls the step took (what an account's call budget is spent on)
 
 
 @dataclass(frozen=True)

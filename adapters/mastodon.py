@@ -97,7 +97,7 @@ class MastodonConfig(AccountConfig):
     )
     timeout: Duration = timedelta(seconds=15)
     streaming: Literal["auto", "off"] = Field(
-        default="off",
+        default="auto",
         description="auto: also listen on the server's streaming API "
         "(GET /api/v1/streaming/user/notification, server-sent events) so a mention is "
         "published within moments instead of at the next poll; the REST read stays the "
@@ -111,9 +111,11 @@ class MastodonConfig(AccountConfig):
     )
     stream_catch_up: Duration = Field(
         default=timedelta(seconds=60),
-        description="While streaming, read the REST notifications this often anyway: what a "
-        "stream never carries (notifications filtered by the 4.3 policy are not streamed) "
-        "and what a half-dead connection lost are found within this time.",
+        description="While streaming, read the REST notifications this often anyway (or every "
+        "`poll` if that is sooner: streaming is never slower than polling): what a stream "
+        "never carries (notifications filtered by the 4.3 policy, e.g. a stranger's private "
+        "mention, are not streamed) and what a half-dead connection lost are found within "
+        "this time.",
     )
     stream_max_backoff: Duration = Field(
         default=timedelta(seconds=60),

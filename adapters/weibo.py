@@ -461,6 +461,7 @@ class WeiboSource:
             err, self._pending_error = self._pending_error, None
             raise err
         state = _load_cursor(cursor)
+        calls = 0 if self._uid is not None else 1  # the account's uid, asked once
         uid = await self.own_uid()
         for s in self.cfg.streams:
             state.setdefault(s, StreamCursor())
@@ -468,6 +469,7 @@ class WeiboSource:
         items: list[Inquiry] = []
         rejected: list[RejectedItem] = []
         for polled, stream in enumerate(todo):
+            calls += 1
             try:
                 new_state, page, bad = await self._read_page(stream, state[stream], uid)
             except AdapterError as e:
@@ -480,7 +482,9 @@ class WeiboSource:
             items.extend(page)
             rejected.extend(bad)
         more = self._pending_error is not None or any(state[s].draining for s in self.cfg.streams)
-        return FetchResult(items=items, cursor=_dump_cursor(state), more=more, rejected=rejected)
+        return FetchResult(
+            items=items, cursor=_dump_cursor(state), more=more, rejected=rejected, calls=calls
+        )
 
     async def _read_page(
         self, stream: str, cur: StreamCursor, uid: str

@@ -182,7 +182,7 @@ class Daemon:
             self.alerts,
             app,
             adapters,
-            PushPipeline(self.cfg.http, self.broker),
+            PushPipeline(self.cfg.http, self.broker, store),
             Credentials(self.cfg, store, adapters),
             HeldCommands(store, self.broker),
             leases=leases_for(self.cfg.store.url),

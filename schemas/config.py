@@ -503,6 +503,22 @@ class AccountConfig(BaseModel):
     reply_limit: RateLimitConfig | None = Field(
         default=None, description="Override the adapter's reply rate limit (posts per period)."
     )
+    call_budget: RateLimitConfig | None = Field(
+        default=None,
+        description="The platform's call budget for this account (Weibo test tier: 150 calls"
+        ' per "1h", posts included), counted in windows aligned on the period. Set, polling'
+        " adapts to activity (bridge/runtime/pacing.py): faster while citizens write, slower"
+        " when quiet, never over the budget less what posting may take (reply_limit). Unset:"
+        " polled every `poll`.",
+    )
+    poll_fastest: Duration = Field(
+        default=timedelta(seconds=10),
+        description="With call_budget: the shortest wait between polls while items arrive.",
+    )
+    poll_slowest: Duration = Field(
+        default=timedelta(minutes=10),
+        description="With call_budget: the longest wait between polls of a quiet account.",
+    )
     follow_redirects: Redirects = Field(
         default="off",
         description='HTTP redirects from the platform: "off" (never followed) or'

@@ -64,3 +64,17 @@ async def test_pipeline_bench_reports_every_key_and_answers_every_inquiry() -> N
 async def test_triage_stage_bench_finishes() -> None:
     report = await bench("--stage", "triage", "--messages", "200")
     assert report["stage"] == "triage" and report["bridge_msgs_per_s"] > 0
+
+
+async def test_first_response_bench_acknowledges_every_inquiry_on_every_channel() -> None:
+    report = await bench(
+        "--scenario", "first-response", "--duration", "20", "--per-hour", "720",
+        "--burst", "3", "--burst-every", "20", "--poll", "2s", "--calls-per-hour", "100000",
+        "--timeout", "120",
+    )  # fmt: skip
+    assert report["scenario"] == "first-response"
+    rows = {r["channel"]: r for r in report["channels"]}
+    assert set(rows) == {"poll", "push", "stream"}
+    for row in rows.values():
+        assert row["inquiries"] > 0 and row["acknowledged"] == row["inquiries"], row
+        assert row["p50_s"] is not None and row["within_3_min"] is not None

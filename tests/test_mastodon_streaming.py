@@ -221,6 +221,28 @@ async def test_a_silent_stream_is_reconnected_and_its_gap_read(tmp_path: Path) -
             assert sim.stream_connections == 2
 
 
+async def test_a_private_mention_the_stream_does_not_carry_is_read_within_poll(
+    tmp_path: Path,
+) -> None:
+    """A stranger's private mention is filtered by the server's notification policy and never
+    streamed; while streaming, the REST read runs at least every ``poll`` (not only every
+    ``stream_catch_up``), so the DM is read as soon as polling alone would read it. (With
+    streaming on, ``make demo`` recorded 20 of 22 inquiries: its two Mastodon DMs waited for
+    the 60 s catch-up, past the demo's 55 s.)"""
+    async with MastodonSimState() as sim:
+        citizen = await sim.create_citizen("qian_qi")
+        cfg = config(tmp_path, sim, poll="500ms", stream_catch_up="1h")
+        async with IngestTap(cfg.broker) as tap, running_bridge(cfg, ["ingest"]) as daemon:
+            account = poller(daemon, sim)
+            await eventually(
+                lambda: _true(account.stream_loop is not None and account.stream_loop.connections)
+            )
+            dm = await sim.direct_message(citizen, "我家楼下垃圾站气味很重，想私下反映")
+            await exactly_once(tap, sim, 1)
+            assert tap.external_ids == [str(dm["id"])]
+            assert account.streaming
+
+
 async def test_a_server_without_streaming_is_polled(tmp_path: Path) -> None:
     async with MastodonSimState(streaming=False) as sim:
         citizen = await sim.create_citizen("zhao_liu")

@@ -4,13 +4,21 @@ Polled accounts: one loop per account reads ``fetch(cursor)`` pages, publishes e
 confirms, and only then stores the cursor, so a crash between fetch and confirm re-reads (and
 triage dedupes by the deterministic inquiry id) instead of losing. Pushing platforms:
 ``POST /hooks/sources/{account}`` verifies the HMAC signature, the replay window and the size,
-validates, publishes, and answers 202 only after the broker confirmed.
+validates, publishes, and answers 202 only after the broker confirmed. A Weibo fan-service push
+(answered 200 within 5 s whatever the broker does) is kept in the store first and published
+from there (``bridge.runtime.push``); this role runs the sweep that publishes what a stopped or
+dead process kept.
 
 A source that streams (``StreamsItems``: Mastodon with ``streaming = "auto"``) is read by a
 ``bridge.runtime.streaming.StreamLoop`` under the same lease: items are published as they
 arrive, and the same fetch → publish → store cursor step runs after every (re)connect and every
-``stream_catch_up``; what both ways bring is published once (``AccountPoller.seen``). A server
-without streaming is polled.
+``stream_catch_up`` or ``poll``, whichever is sooner (what the server does not stream, a
+stranger's filtered private mention, is read as soon as polling would); what both ways bring is
+published once (``AccountPoller.seen``). A server without streaming is polled.
+
+An account with ``call_budget`` is polled at the pace of ``bridge.runtime.pacing.PollPacer``
+(faster while citizens write, slower when quiet, never over the budget less posting's quota);
+its spend is kept beside the cursor (``pace:<account>``).
 
 Rate limits wait for the window; an auth failure pauses only that account with a visible alert
 (log, metric, ``/readyz``; operation ``poll``) until the token is replaced
@@ -21,7 +29,10 @@ or a recheck succeeds; the cursor is kept throughout, and the next successful po
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import math
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -38,16 +49,19 @@ from adapters.base import (
     PermanentError,
     PushSource,
     QuerySignedPush,
+    RateLimit,
     Source,
     StreamEvent,
     StreamsItems,
     StreamUnavailable,
 )
 from bridge.ingest import rejected
+from bridge.runtime.pacing import PollPacer
 from bridge.runtime.polling import PollLoop
 from bridge.runtime.push import Parsed, PushRejected
 from bridge.runtime.streaming import StreamLoop
 from bridge.runtime.worker import Worker
+from bridge.store.errors import StoreUnavailable
 from schemas import routing
 from schemas.config import AccountConfig
 from schemas.messages import Inquiry
@@ -86,6 +100,31 @@ class AccountPoller:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     streaming: bool = field(default=False, init=False)
     stream_loop: StreamLoop | None = field(default=None, init=False)
+    # with the account's call_budget: polls paced by activity (bridge/runtime/pacing.py)
+    pacer: PollPacer | None = field(default=None, init=False)
+    _pace_loaded: bool = field(default=False, init=False)
+
+    def __post_init__(self) -> None:
+        budget = self.account.call_budget
+        if budget is None:
+            return
+        window = budget.period.total_seconds()
+        reserve = 0.0
+        quota = self.account.reply_limit or self._reply_rate_limit()
+        if quota is not None:  # posting shares the budget: its quota is kept for it
+            reserve = quota.max_calls * window / max(quota.period.total_seconds(), 1.0)
+        self.pacer = PollPacer(
+            budget=max(1, budget.max_calls - math.ceil(reserve)),
+            window=window,
+            base=self.account.poll.total_seconds(),
+            fastest=min(self.account.poll_fastest, self.account.poll).total_seconds(),
+            slowest=max(self.account.poll_slowest, self.account.poll).total_seconds(),
+            clock=time.time,
+        )
+
+    def _reply_rate_limit(self) -> RateLimit | None:
+        source = self.ctx.adapters.sources().get(self.key)
+        return source.capabilities.reply_rate_limit if source is not None else None
 
     @property
     def key(self) -> str:
@@ -111,7 +150,16 @@ class AccountPoller:
             on_auth_error=self._auth_failed,
             on_rate_limited=self._rate_limited,
             on_success=self._polled,
+            next_wait=self._next_wait if self.pacer is not None else None,
         )
+
+    def _next_wait(self, more: bool) -> float:
+        assert self.pacer is not None
+        return self.pacer.wait(more=more)
+
+    @property
+    def pace_name(self) -> str:
+        return f"pace:{self.key}"
 
     def _polled(self) -> None:
         self.ctx.alerts.succeeded("account_auth", self.key, "poll")
@@ -127,7 +175,9 @@ class AccountPoller:
             stop=self.stop,
             leases=self.ctx.leases,
             heartbeat_timeout=settings.heartbeat_timeout.total_seconds(),
-            catch_up_every=max(settings.catch_up.total_seconds(), 0.1),
+            # never slower than polling: what the stream does not carry (a stranger's private
+            # mention the server's policy filtered) is read at least every `poll`
+            catch_up_every=max(min(settings.catch_up, self.account.poll).total_seconds(), 0.1),
             max_backoff=max(settings.max_backoff.total_seconds(), 1.0),
             on_auth_error=self._auth_failed,
         )
@@ -190,8 +240,23 @@ class AccountPoller:
 
     async def _step(self) -> tuple[bool, list[str]]:
         """``step``: whether more remains, and the ids of the inquiries read."""
+        pacer = self.pacer
+        if pacer is not None and not self._pace_loaded:  # what this window has spent so far
+            pacer.load(await self.ctx.store.get_cursor(self.pace_name))
+            self._pace_loaded = True
+        if pacer is not None and not pacer.can_spend():
+            return False, []  # the window's budget is spent: the wait is until the next
         cursor = await self.ctx.store.get_cursor(self.cursor_name)
-        result = await self.source.fetch(cursor)
+        try:
+            result = await self.source.fetch(cursor)
+        except AdapterError:
+            if pacer is not None:  # a refused or failed call counts all the same
+                pacer.record(1, 0)
+                await self._keep_pace()
+            raise
+        if pacer is not None:
+            pacer.record(result.calls, len(result.items))
+            await self._keep_pace()
         # One bad item never blocks the stream: kept for the operator, then the cursor moves.
         items, unencodable = rejected.encodable(result.items)
         await rejected.keep(self.ctx, self.account, [*result.rejected, *unencodable])
@@ -209,6 +274,11 @@ class AccountPoller:
                 more=result.more,
             )
         return result.more, [i.inquiry_id for i in items]
+
+    async def _keep_pace(self) -> None:
+        assert self.pacer is not None
+        with contextlib.suppress(StoreUnavailable):  # kept at the next step
+            await self.ctx.store.set_cursor(self.pace_name, self.pacer.dump())
 
     async def _paused(self) -> None:
         """Wait until the token is replaced (or a recheck succeeds), keeping the cursor. The
@@ -242,9 +312,18 @@ class IngestRole:
         self._stop = asyncio.Event()
         self.pollers: dict[str, AccountPoller] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        ctx.details["polling"] = self._polling
         ctx.app.router.add_post("/hooks/sources/{account}", self.hook)
         ctx.app.router.add_get("/hooks/sources/{account}", self.verify_url)
         ctx.credentials.on_change(self._credentials_changed)
+
+    async def _polling(self) -> dict[str, Any]:
+        """For ``/readyz``: each paced account polled here, its budget, spend and next poll."""
+        return {
+            key: poller.pacer.describe()
+            for key, poller in self.pollers.items()
+            if poller.pacer is not None and not poller.streaming
+        }
 
     async def _credentials_changed(self, subject: str, actor: str) -> None:
         """A replaced token (here or in another process): the paused poller tries it now."""
@@ -254,6 +333,8 @@ class IngestRole:
             poller.resumed.set()
 
     async def start(self) -> None:
+        # pushes kept but not published (their process stopped or died, the broker refused)
+        self.ctx.push.start()
         for acc in self.ctx.cfg.accounts:
             src = self.ctx.adapters.sources()[acc.key]
             if src.capabilities.pushes:

@@ -61,6 +61,9 @@ class PollLoop:
     on_auth_error: Callable[[AuthError], Awaitable[float]] | None = None
     on_success: Callable[[], None] | None = None
     on_rate_limited: Callable[[], None] | None = None
+    # The wait after a step (``more``: a backlog remains), when an account's call budget
+    # paces the polls (``bridge.runtime.pacing``); None: ``interval``, at once while ``more``.
+    next_wait: Callable[[bool], float] | None = None
     acquire_every: float = 1.0
     # This process cannot publish (its broker connection is down) for this long: it lets the
     # lease go so a process that can takes over, and stays out for ``step_aside`` seconds.
@@ -145,6 +148,8 @@ class PollLoop:
             if isinstance(exc, PublishError) and self._cannot_publish_since is None:
                 self._cannot_publish_since = time.monotonic()
             wait = self._backoff
+            if self.next_wait is not None:  # a failed call is spent all the same
+                wait = max(wait, self.next_wait(False))
             log.warning("poll failed; will retry", poll=self.name, error=str(exc), in_s=wait)
             self._backoff = min(self._backoff * 2, ceiling)
             return wait
@@ -159,6 +164,8 @@ class PollLoop:
         self._cannot_publish_since = None
         if self.on_success is not None:
             self.on_success()
+        if self.next_wait is not None:
+            return self.next_wait(more)
         return 0.0 if more else self.interval
 
     async def _sleep(self, seconds: float) -> bool:

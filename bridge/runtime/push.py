@@ -14,10 +14,14 @@ and nobody can enumerate the configured handles.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import secrets
-from collections import OrderedDict
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -25,11 +29,14 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from adapters.signing import SignatureError, verify
-from bridge.runtime.broker import Broker, PublishError, UnencodableMessage
+from bridge.runtime.broker import Broker, PublishError, UnencodableMessage, encode_message
 from bridge.runtime.http import BodyError, json_error, read_limited_body
+from bridge.store import Store, iso
+from bridge.store.errors import StoreUnavailable
+from bridge.store.pushes import KeptPush
 from bridge.telemetry import timing
 from schemas.config import HttpConfig
-from schemas.messages import Message
+from schemas.messages import MESSAGE_MODELS, Message
 
 log = structlog.get_logger("govbridge.push")
 
@@ -58,15 +65,24 @@ Parser = Callable[[bytes], Parsed]
 
 @dataclass
 class PushPipeline:
-    """One per daemon: the limits of ``[http]``, the broker, and the in-flight count."""
+    """One per daemon: the limits of ``[http]``, the broker, the store (where query-signed
+    pushes are kept), and the in-flight count."""
 
     http: HttpConfig
     broker: Broker
+    store: Store
     in_flight: int = 0
     _decoy: str = field(default_factory=lambda: secrets.token_hex(32), repr=False)
-    # query-signed pushes (Weibo fan-service): inquiry ids being published / confirmed lately
-    _pending: dict[tuple[str, ...], asyncio.Task[None]] = field(default_factory=dict)
-    _confirmed: OrderedDict[tuple[str, ...], None] = field(default_factory=OrderedDict)
+    # query-signed pushes (Weibo fan-service) are kept in the store before they are answered
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
+    sweep_every: float = 2.0
+    remember_for: timedelta = timedelta(days=3)  # a late duplicate is dropped within this
+    _tasks: set[asyncio.Task[bool]] = field(default_factory=set)
+    _sweeper: asyncio.Task[None] | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _next_forget: datetime = field(default_factory=lambda: datetime.now(UTC))
     _stopping: bool = False
 
     async def handle(
@@ -129,14 +145,19 @@ class PushPipeline:
     ) -> web.Response:
         """A push signed in its query (Weibo fan-service), answered 200 within ``answer_within``.
 
-        Signature first (403 and nothing published when wrong), then parse, then publish with
-        confirm. A retry of a push being published waits for the same publish; a retry of one
-        already confirmed is answered 200 and dropped. When the broker has not confirmed within
-        ``answer_within`` the push is answered 200 anyway and its publish goes on (retried until
-        confirmed) in this process: Weibo would otherwise retry three times and give up.
+        Signature first (403 and nothing published when wrong), then parse, then the push is
+        kept in the store (``push_inbox``) and published from there: the answer waits for the
+        broker's confirm while there is time, and is 200 either way once the push is kept.
+        A push the broker has not confirmed is published by this process, or, when its claim
+        lapses (the process died) or is given up (it stopped, the broker refused), by any
+        process (``sweep``): Weibo would otherwise retry three times and give up, and a push
+        held only in memory would die with the process. A retry or a late duplicate finds
+        the kept row and is answered 200 and dropped. When the store cannot keep it in time
+        the push is published directly (200 once confirmed, 503 otherwise: Weibo retries).
         """
         with timing.stage("ingest"):
-            started = asyncio.get_running_loop().time()
+            clock = asyncio.get_running_loop().time
+            started = clock()
             try:
                 body = await read_limited_body(
                     request, self.http.max_body_bytes, self.http.body_timeout.total_seconds()
@@ -152,62 +173,151 @@ class PushPipeline:
             except (ValueError, RecursionError, OverflowError) as exc:
                 log.warning(f"{what} rejected: body not readable", error=type(exc).__name__)
                 return json_error(400, f"body not readable ({type(exc).__name__})")
-            key = tuple(
-                sorted(f"{rk}:{getattr(msg, 'inquiry_id', id(msg))}" for rk, msg in parsed.messages)
-            )
-            if not key:
+            if not parsed.messages:
                 return web.json_response(parsed.answer, status=200)
-            if key in self._confirmed:
-                log.info(f"{what} duplicate dropped", messages=len(key))
-                return web.json_response({**parsed.answer, "duplicate": True}, status=200)
-            task = self._pending.get(key)
-            duplicate = task is not None
-            if task is None and len(self._pending) >= self.http.max_inflight_pushes:
-                # kept in memory only up to the bound: beyond it the platform retries
-                return json_error(503, "too many pushes in flight; retry later")
-            if task is None:
-                task = asyncio.create_task(self._publish_until_confirmed(key, parsed))
-                self._pending[key] = task
-            left = max(0.1, answer_within - (asyncio.get_running_loop().time() - started))
             try:
-                await asyncio.wait_for(asyncio.shield(task), left)
+                encoded = _encode(parsed.messages)
+            except UnencodableMessage as exc:
+                return json_error(422, f"body has text that cannot be encoded: {exc}")
+            key = "|".join(sorted(f"{rk}:{_message_id(msg)}" for rk, msg in parsed.messages))
+
+            def left() -> float:
+                return max(0.1, answer_within - (clock() - started))
+
+            now = datetime.now(UTC)
+            kept = KeptPush(key, what, encoded, iso(now))
+            try:
+                fresh = await asyncio.wait_for(
+                    self.store.keep_push(kept, owner=self.owner, until=now + self._claim()),
+                    left() * 0.6,
+                )
+            except (StoreUnavailable, TimeoutError) as exc:
+                log.error(f"{what} could not be kept; publishing directly", error=repr(exc))
+                return await self._publish_unkept(parsed, left(), what)
+            if not fresh:
+                log.info(f"{what} duplicate dropped", messages=len(parsed.messages))
+                return web.json_response({**parsed.answer, "duplicate": True}, status=200)
+            task = asyncio.create_task(self._publish_kept(kept, parsed.on_published))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), left())
             except TimeoutError:
                 log.warning(f"{what} answered before the broker confirmed; kept, publishing")
                 return web.json_response(
-                    {**parsed.answer, "kept": True, "duplicate": duplicate}, status=200
+                    {**parsed.answer, "kept": True, "duplicate": False}, status=200
                 )
-            except UnencodableMessage as exc:
-                return json_error(422, f"body has text that cannot be encoded: {exc}")
-            return web.json_response({**parsed.answer, "duplicate": duplicate}, status=200)
+            return web.json_response({**parsed.answer, "duplicate": False}, status=200)
 
-    async def _publish_until_confirmed(self, key: tuple[str, ...], parsed: Parsed) -> None:
-        delay = 0.5
+    def _claim(self) -> timedelta:
+        """How long a process owns a kept push's publish: longer than one publish attempt
+        (the broker's confirm timeout), so only a dead or stopped owner's lapses."""
+        return self.broker.cfg.confirm_timeout + timedelta(seconds=5)
+
+    async def _publish_unkept(self, parsed: Parsed, within: float, what: str) -> web.Response:
         try:
-            while True:
-                try:
-                    await self.broker.publish_many(parsed.messages)
-                    break
-                except PublishError as exc:
-                    if self._stopping:
-                        log.error("push not confirmed at shutdown", error=str(exc))
-                        raise
-                    log.warning("push not confirmed; retrying", error=str(exc), delay=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-            self._confirmed[key] = None
-            while len(self._confirmed) > 100_000:
-                self._confirmed.popitem(last=False)
-            if parsed.on_published is not None:
-                parsed.on_published()
-        finally:
-            self._pending.pop(key, None)
+            await asyncio.wait_for(self.broker.publish_many(parsed.messages), within)
+        except (PublishError, TimeoutError) as exc:
+            log.error(f"{what} neither kept nor confirmed", error=repr(exc))
+            return json_error(503, "not kept; retry later", **{"Retry-After": "5"})
+        if parsed.on_published is not None:
+            parsed.on_published()
+        return web.json_response({**parsed.answer, "duplicate": False}, status=200)
+
+    async def _publish_kept(self, kept: KeptPush, on_published: Callable[[], None] | None) -> bool:
+        """One publish of a kept push by its owner; False (claim given up, the sweep retries)
+        when the broker did not confirm."""
+        try:
+            await self.broker.publish_many(_decode(kept.messages_json))
+        except PublishError as exc:
+            log.warning("kept push not confirmed; the sweep retries it", error=str(exc))
+            with contextlib.suppress(StoreUnavailable):
+                await self.store.release_push_claims(self.owner, kept.push_key)
+            self._wake.set()
+            return False
+        with contextlib.suppress(StoreUnavailable):  # unmarked: the sweep publishes it again
+            await self.store.push_published(kept.push_key, now=datetime.now(UTC))
+        if on_published is not None:
+            on_published()
+        return True
+
+    def start(self) -> None:
+        """Start the sweep that publishes kept pushes whose owner gave them up or died."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_loop(), name="push-sweep")
+
+    async def sweep(self) -> int:
+        """Publish the kept pushes no live process is publishing; how many were confirmed."""
+        now = datetime.now(UTC)
+        rows = await self.store.claim_unpublished_pushes(
+            owner=self.owner, now=now, until=now + self._claim()
+        )
+        done = 0
+        for row in rows:
+            if self._stopping:
+                break
+            if await self._publish_kept(row, None):
+                done += 1
+                log.info("kept push published", source=row.source, received_at=row.received_at)
+            else:
+                break  # the broker is away: the rest wait for the next round
+        if now >= self._next_forget:
+            self._next_forget = now + timedelta(hours=1)
+            await self.store.forget_published_pushes(before=now - self.remember_for)
+        return done
+
+    async def _sweep_loop(self) -> None:
+        delay = self.sweep_every
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.sweep()
+                delay = self.sweep_every
+            except Exception as exc:  # the store is away: next round
+                log.warning("push sweep failed", error=repr(exc))
+                delay = min(delay * 2, 30.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Give pushes answered before their confirm up to ``timeout`` to be confirmed."""
+        """Give pushes being published up to ``timeout``; what is left stays kept, its claim
+        given up so the next process to start (or another one running) publishes it."""
         self._stopping = True
-        tasks = list(self._pending.values())
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
+        tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=timeout)
             for t in tasks:
-                if not t.done():
-                    log.error("push still unconfirmed at shutdown; it is lost from this process")
+                t.cancel()
+        try:
+            released = await self.store.release_push_claims(self.owner)
+        except Exception as exc:
+            log.error("could not give up the claims of kept pushes", error=repr(exc))
+            return
+        if released:
+            log.warning(
+                "kept pushes not yet confirmed at shutdown; kept for the next process",
+                count=released,
+            )
+
+
+def _message_id(message: Message) -> str:
+    return str(getattr(message, "inquiry_id", None) or encode_message(message).decode())
+
+
+def _encode(messages: Sequence[tuple[str, Message]]) -> str:
+    """The messages as kept: routing key, model name, JSON body (``UnencodableMessage`` when
+    one has no encoding)."""
+    return json.dumps(
+        [[rk, type(msg).__name__, encode_message(msg).decode()] for rk, msg in messages],
+        ensure_ascii=False,
+    )
+
+
+def _decode(text: str) -> list[tuple[str, Message]]:
+    return [
+        (rk, MESSAGE_MODELS[name].model_validate_json(body)) for rk, name, body in json.loads(text)
+    ]

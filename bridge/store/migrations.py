@@ -462,6 +462,22 @@ MIGRATIONS: list[str | dict[str, str]] = [
     """,
     # 23: the audit trail as one hash chain per writer (issue 26; bridge/store/audit.py)
     CHAINS_MIGRATION,
+    # 24: pushes kept before they are answered (issue 25, must-show 1; bridge/store/pushes.py):
+    # a Weibo fan-service push is written here, answered 200, and published from here, so a
+    # slow or absent broker, or a restart, loses nothing; the row is also its dedupe record
+    """
+    CREATE TABLE push_inbox (
+        push_key TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        messages_json TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        published_at TEXT,
+        claimed_by TEXT,
+        claimed_until TEXT
+    );
+    CREATE INDEX push_inbox_unpublished ON push_inbox (received_at) WHERE published_at IS NULL;
+    CREATE INDEX push_inbox_published ON push_inbox (published_at);
+    """,
 ]
 
 

@@ -25,6 +25,7 @@ from bridge.store.operators import (
     OperatorRow,
     OperatorSession,
 )
+from bridge.store.pushes import KeptPush
 from bridge.store.reports import (
     InquirySearch,
     OpenTicket,
@@ -422,6 +423,23 @@ class Store(Protocol):
         overall: int,
         own: int,
     ) -> bool: ...
+
+    # ---------------------------------------------------------------- kept pushes
+    async def keep_push(self, push: KeptPush, *, owner: str, until: datetime) -> bool: ...
+
+    async def push_published(self, push_key: str, *, now: datetime) -> None: ...
+
+    async def is_push_published(self, push_key: str) -> bool | None: ...
+
+    async def claim_unpublished_pushes(
+        self, *, owner: str, now: datetime, until: datetime, limit: int = 100
+    ) -> list[KeptPush]: ...
+
+    async def release_push_claims(self, owner: str, push_key: str | None = None) -> int: ...
+
+    async def unpublished_pushes(self) -> int: ...
+
+    async def forget_published_pushes(self, *, before: datetime) -> int: ...
 
     # ---------------------------------------------------------------- held commands
     async def hold_command(self, command: HeldCommand, *, now: datetime) -> None: ...

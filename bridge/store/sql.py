@@ -1,9 +1,9 @@
 """The repository: every query of the bridge's durable state, one module per aggregate
 (``cursors``, ``inquiries``, ``tickets``, ``creates``, ``replies``, ``outbox``, ``follow_ups``,
 ``reviews``, ``flood``, ``held``, ``credentials``, ``operators``, ``operations``, ``reports``,
-``surveys``, ``incidents``, ``notes``, ``extensions``, ``editing``), put together here as
-``SqlStore`` over a ``Database`` driver (``bridge.store.drivers``) so the same portable SQL
-runs on SQLite and PostgreSQL.
+``surveys``, ``incidents``, ``notes``, ``extensions``, ``editing``, ``pushes``), put together
+here as ``SqlStore`` over a ``Database`` driver (``bridge.store.drivers``) so the same portable
+SQL runs on SQLite and PostgreSQL.
 
 ``SqlStore`` implements the ``Store`` protocol (``bridge.store.protocol``) that roles use. The
 schema is created and migrated at start (``bridge.store.migrations``).
@@ -27,6 +27,7 @@ from bridge.store.notes import NotesStore
 from bridge.store.operations import OperationsStore
 from bridge.store.operators import OperatorsStore
 from bridge.store.outbox import OutboxStore
+from bridge.store.pushes import PushesStore
 from bridge.store.reports import ReportsStore
 from bridge.store.reviews import ReviewsStore
 from bridge.store.surveys import SurveysStore
@@ -54,6 +55,7 @@ class SqlStore(
     NotesStore,
     ExtensionsStore,
     EditingStore,
+    PushesStore,
 ):
     """All durable state of the bridge. Methods are small and idempotent where it matters.
 

@@ -12,6 +12,10 @@ confirmed publish, ack); ``--stage triage`` the triage stage alone; ``--stage in
 incident engine alone (``govbridge_tools.bench.incidents``: the cost of one ``add()`` with
 100,000 inquiries in the window, and the memory the index takes; no broker). Results are
 reported as a ratio to the baseline: absolute numbers depend on the machine.
+
+``--scenario first-response`` measures something else: the citizen's wait from post to the
+first acknowledgement, per channel (polled, pushed, streamed), on the simulators under the
+platforms' quotas (``govbridge_tools.bench.first_response``).
 """
 
 from __future__ import annotations
@@ -94,6 +98,34 @@ def register(sub: Any) -> None:
         default=None,
         metavar="DIR",
         help="run the bridge processes from another checkout (before/after comparisons)",
+    )
+    p.add_argument(
+        "--scenario",
+        choices=["throughput", "first-response"],
+        default="throughput",
+        help="throughput: the --stage measurements; first-response: the citizen's wait from"
+        " post to first acknowledgement per channel (poll, push, stream) on the simulators"
+        " (govbridge_tools.bench.first_response)",
+    )
+    p.add_argument(
+        "--duration", type=float, default=1200.0, help="seconds of citizens (first-response)"
+    )
+    p.add_argument(
+        "--per-hour",
+        type=float,
+        default=30.0,
+        help="inquiries an hour per account besides the bursts (first-response)",
+    )
+    p.add_argument("--burst", type=int, default=10, help="inquiries a burst (first-response)")
+    p.add_argument("--poll", default="60s", help="the polled accounts' quiet pace (first-response)")
+    p.add_argument(
+        "--calls-per-hour",
+        type=int,
+        default=150,
+        help="the Weibo accounts' call budget (first-response; 150: the test tier)",
+    )
+    p.add_argument(
+        "--burst-every", type=float, default=1200.0, help="seconds between bursts (first-response)"
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=lambda args: asyncio.run(run_bench(args)))
@@ -312,6 +344,10 @@ async def _delete(url: str, cfg: BrokerConfig) -> None:
 
 
 async def run_bench(args: argparse.Namespace) -> int:
+    if args.scenario == "first-response":
+        from govbridge_tools.bench import first_response
+
+        return await first_response.run(args)
     if args.stage == "incidents":
         from govbridge_tools.bench import incidents
 

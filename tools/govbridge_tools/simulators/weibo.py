@@ -184,6 +184,7 @@ class WeiboState:
         self.dm_replies: list[dict[str, Any]] = []
         self._dm_last: dict[str, float] = {}
         self._push_seq = 0
+        self.last_push: tuple[bytes, str] | None = None
         self.users[self.official_uid] = SimUser(
             self.official_uid, self.official_name, verified_type=1, verified_reason="政府机构"
         )
@@ -355,6 +356,7 @@ class WeiboState:
         self._dm_last[str(sender_uid)] = self.now()
         query = self._signed_query(bad=bad_signature)
         ctype = "text/xml" if xml else "application/json"
+        self.last_push = (body, ctype)
         statuses: list[int] = []
 
         async def deliver(http: aiohttp.ClientSession, copy: int) -> int:
@@ -392,6 +394,23 @@ class WeiboState:
                     if statuses[-1] == 200 or 400 <= statuses[-1] < 500:
                         break
         return statuses
+
+    async def redeliver_last(self) -> int:
+        """A late duplicate: the last pushed message delivered once more (signed anew, as a
+        retry is); its status."""
+        assert self.hook_url is not None and self.last_push is not None, "push first"
+        body, ctype = self.last_push
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                self.hook_url,
+                params=self._signed_query(),
+                data=body,
+                headers={"Content-Type": ctype},
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp,
+        ):
+            return resp.status
 
     # ------------------------------------------------------------------ operator: token, limits
 
