@@ -161,7 +161,7 @@ class Daemon:
         store = await open_store(
             self.cfg.store.url,
             Keyring("audit", self.cfg.audit.keys),
-            pool_size=pool_size_for(self._handlers_in_flight()),
+            pool_size=pool_size_for(self._handlers_in_flight(), self.cfg.store.pool_size),
         )
         self.broker.on_unauthenticated = lambda refused: record_unauthenticated(store, refused)
         await self.broker.connect()

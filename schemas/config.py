@@ -122,6 +122,14 @@ class BrokerConfig(Strict):
 
 class StoreConfig(Strict):
     url: str = Field(default="sqlite:///./govbridge.db", pattern=r"^(sqlite|postgres(ql)?)://")
+    pool_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=200,
+        description="PostgreSQL connections a process opens at most (default: one per handler"
+        " in flight, 4 to 10). Processes x pool_size must stay under the server's"
+        " max_connections (100 by default) with room for the console and tools.",
+    )
 
 
 class HttpConfig(Strict):

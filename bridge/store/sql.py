@@ -63,14 +63,18 @@ class SqlStore(
     """
 
 
-def pool_size_for(handlers_in_flight: int) -> int:
-    """PostgreSQL connections for a process running that many handlers at once: one each,
-    within ``POOL_MIN``..``POOL_MAX`` (a handler holds a connection only for its statements
-    and transactions; three processes at the most stay under PostgreSQL's default 100)."""
+def pool_size_for(handlers_in_flight: int, configured: int | None = None) -> int:
+    """PostgreSQL connections for a process running that many handlers at once: ``[store]
+    pool_size`` when set, else one each within ``POOL_MIN``..``POOL_MAX`` (a handler holds a
+    connection only for its statements and transactions). At 20 a process, six test processes
+    beside each other exhausted PostgreSQL's default 100 ("too many clients"): a deployment of
+    many processes sets pool_size so that processes x pool_size stays under max_connections."""
+    if configured is not None:
+        return configured
     return max(POOL_MIN, min(POOL_MAX, handlers_in_flight))
 
 
-POOL_MIN, POOL_MAX = 10, 20
+POOL_MIN, POOL_MAX = 4, 10
 
 
 async def open_store(
