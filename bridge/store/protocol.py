@@ -549,6 +549,38 @@ class Store(Protocol):
 
     async def last_replies(self, posted: str) -> dict[tuple[str, str], str]: ...
 
+    async def period_inquiries(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str | None]]: ...
+
+    async def ignored_reasons(
+        self, since: str, until: str, through: bool, ignored: str
+    ) -> dict[str | None, int]: ...
+
+    async def first_inquiry_at(self) -> str | None: ...
+
+    async def unanswered_inquiries(
+        self, left_out: Sequence[str], posted: str, backlog: Sequence[str]
+    ) -> list[dict[str, Any]]: ...
+
+    async def open_ticket_hours(self, final: Sequence[str]) -> list[tuple[str, str, str, int]]: ...
+
+    async def open_ticket_times(
+        self, final: Sequence[str], department: str, category: str, hour: str
+    ) -> list[str]: ...
+
+    async def period_tickets(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> tuple[dict[str, int], list[RateTicket]]: ...
+
+    async def final_hours(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> list[tuple[str, str, int]]: ...
+
+    async def reply_counts(
+        self, since: str, until: str, through: bool, posted: str, awaiting: str
+    ) -> dict[str, tuple[int, int]]: ...
+
     async def record_survey_result(
         self,
         *,

@@ -303,3 +303,147 @@ class ReportsStore(StoreBase):
             (platform, account, since.isoformat(timespec="microseconds")),
         )
         return int(rows[0]["used"] or 0) if rows else 0
+
+    # ------------------------------------------------------------ the dashboard's reads
+    # A period is ``since`` to ``until``, ISO times as stored; ``until`` inclusive when
+    # ``through`` (a period up to now), exclusive otherwise.
+
+    async def period_inquiries(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str | None]]:
+        """The inquiries recorded in the period with a department and a state not in
+        ``left_out``: (department, state, created_at, when its first reply in state
+        ``posted`` was posted), no text."""
+        marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            "SELECT i.department, i.state, i.created_at,"
+            " (SELECT MIN(r.posted_at) FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ?) AS first_reply_at"
+            " FROM inquiries i WHERE i.created_at >= ?"
+            f" AND i.created_at {'<=' if through else '<'} ?"
+            f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})",
+            (posted, since, until, *left_out),
+        )
+        return [(r["department"], r["state"], r["created_at"], r["first_reply_at"]) for r in rows]
+
+    async def ignored_reasons(
+        self, since: str, until: str, through: bool, ignored: str
+    ) -> dict[str | None, int]:
+        """The inquiries in state ``ignored`` recorded in the period, counted by reason."""
+        rows = await self.db.fetchall(
+            "SELECT reason, COUNT(*) AS n FROM inquiries WHERE state = ? AND created_at >= ?"
+            f" AND created_at {'<=' if through else '<'} ? GROUP BY reason",
+            (ignored, since, until),
+        )
+        return {r["reason"]: int(r["n"]) for r in rows}
+
+    async def first_inquiry_at(self) -> str | None:
+        rows = await self.db.fetchall("SELECT MIN(created_at) AS at FROM inquiries")
+        return rows[0]["at"] if rows else None
+
+    async def unanswered_inquiries(
+        self, left_out: Sequence[str], posted: str, backlog: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Every inquiry with a department, a state not in ``left_out``, no reply posted
+        (state ``posted`` with a time) and none in a ``backlog`` state, in recording order:
+        inquiry_id, platform, account, department, category, created_at."""
+        out_marks = ", ".join("?" for _ in left_out)
+        backlog_marks = ", ".join("?" for _ in backlog)
+        return await self.db.fetchall(
+            "SELECT i.inquiry_id, i.platform, i.account, i.department, i.category, i.created_at"
+            f" FROM inquiries i WHERE i.department IS NOT NULL AND i.state NOT IN ({out_marks})"
+            " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ? AND r.posted_at IS NOT NULL)"
+            " AND NOT EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
+            f"  AND w.state IN ({backlog_marks}))"
+            " ORDER BY i.created_at, i.inquiry_id",
+            (*left_out, posted, *backlog),
+        )
+
+    async def open_ticket_hours(self, final: Sequence[str]) -> list[tuple[str, str, str, int]]:
+        """The tickets not at a ``final`` status counted per (department, inquiry's category
+        or ``other``, hour of creation as stored: ``2026-12-07T09``)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT t.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
+            " SUBSTR(t.created_at, 1, 13) AS hour, COUNT(*) AS n"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.status NOT IN ({marks})"
+            " GROUP BY 1, 2, 3",
+            (Category.OTHER, *final),
+        )
+        return [(r["department"], r["category"], r["hour"], int(r["n"])) for r in rows]
+
+    async def open_ticket_times(
+        self, final: Sequence[str], department: str, category: str, hour: str
+    ) -> list[str]:
+        """When each ticket of one ``open_ticket_hours`` group was created."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT t.created_at FROM tickets t LEFT JOIN inquiries i"
+            " ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.status NOT IN ({marks}) AND t.department = ?"
+            " AND COALESCE(NULLIF(i.category, ''), ?) = ? AND SUBSTR(t.created_at, 1, 13) = ?",
+            (*final, department, Category.OTHER, category, hour),
+        )
+        return [r["created_at"] for r in rows]
+
+    async def period_tickets(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> tuple[dict[str, int], list[RateTicket]]:
+        """The tickets created in the period: counted per department, and those at a
+        ``final`` status with their inquiry's category and when they first reached one."""
+        cmp = "<=" if through else "<"
+        rows = await self.db.fetchall(
+            "SELECT department, COUNT(*) AS n FROM tickets WHERE created_at >= ?"
+            f" AND created_at {cmp} ? GROUP BY department",
+            (since, until),
+        )
+        marks = ", ".join("?" for _ in final)
+        done = await self.db.fetchall(
+            "SELECT t.department, t.ticket_id, t.status, t.created_at, i.category, i.platform,"
+            " i.account,"
+            " (SELECT MIN(e.recorded_at) FROM ticket_events e WHERE e.department = t.department"
+            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
+            " AS final_at"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.created_at >= ? AND t.created_at {cmp} ? AND t.status IN ({marks})",
+            (*final, since, until, *final),
+        )
+        return {r["department"]: int(r["n"]) for r in rows}, [RateTicket(**r) for r in done]
+
+    async def final_hours(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> list[tuple[str, str, int]]:
+        """The tickets that first reached a ``final`` status (an applied event) in the
+        period, counted per (department, hour as stored)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT f.department, SUBSTR(f.at, 1, 13) AS hour, COUNT(*) AS n FROM"
+            " (SELECT department, ticket_id, MIN(recorded_at) AS at FROM ticket_events"
+            f"  WHERE applied = 1 AND status IN ({marks}) GROUP BY department, ticket_id) f"
+            " JOIN tickets t ON t.department = f.department AND t.ticket_id = f.ticket_id"
+            f" WHERE f.at >= ? AND f.at {'<=' if through else '<'} ?"
+            " GROUP BY 1, 2",
+            (*final, since, until),
+        )
+        return [(r["department"], r["hour"], int(r["n"])) for r in rows]
+
+    async def reply_counts(
+        self, since: str, until: str, through: bool, posted: str, awaiting: str
+    ) -> dict[str, tuple[int, int]]:
+        """Per department: the replies posted in the period, and those in state
+        ``awaiting`` now."""
+        out: dict[str, list[int]] = {}
+        for r in await self.db.fetchall(
+            "SELECT department, COUNT(*) AS n FROM replies WHERE state = ? AND posted_at >= ?"
+            f" AND posted_at {'<=' if through else '<'} ? GROUP BY department",
+            (posted, since, until),
+        ):
+            out.setdefault(r["department"], [0, 0])[0] = int(r["n"])
+        for r in await self.db.fetchall(
+            "SELECT department, COUNT(*) AS n FROM replies WHERE state = ? GROUP BY department",
+            (awaiting,),
+        ):
+            out.setdefault(r["department"], [0, 0])[1] = int(r["n"])
+        return {d: (p, a) for d, (p, a) in out.items()}
