@@ -197,34 +197,53 @@ async def department_reports(
             day = hour_day[hour] = _day(datetime.fromisoformat(stored))
         return day
 
-    # the backlog, as of now: inquiries unanswered beyond the first-response limit
-    for i in await store.unanswered_inquiries(
-        (*left_out, InquiryState.APPENDED), ReplyState.POSTED, BACKLOG_STATES
-    ):
-        rep = reports.get(i["department"])
-        received = _ts(i["created_at"])
-        if rep is None or received is None:
+    # the backlog, as of now: inquiries unanswered beyond the first-response limit, counted
+    # per hour of arrival; an account is listed by its first such inquiry
+    skipped = (*left_out, InquiryState.APPENDED)
+    first_late: dict[tuple[str, str], str] = {}  # (department, account key): created_at id
+    for g in await store.unanswered_hours(skipped, ReplyState.POSTED, BACKLOG_STATES):
+        rep = reports.get(g["department"])
+        if rep is None:
             continue
-        limit = _first_response_deadline(
-            cfg.department(rep.department), i["category"], received, clock
-        )
-        if limit is not None and now > limit:
-            rep.unanswered_overdue += 1
-            account = cfg.key_on(i["platform"], i["account"])
-            if account not in rep.zombie_accounts:
-                rep.zombie_accounts.append(account)
-    # the period's inquiries
-    waits: dict[str, list[float]] = {d: [] for d in reports}
-    for dept_id, state, created_at, first_reply_at in await store.period_inquiries(
-        first, last_text, through, left_out, ReplyState.POSTED
+        dept, cat = _first_response_rule(configured[rep.department], g["category"])
+        next_hour, earliest, latest, bounded = _hour_bounds(clock, dept, cat, g["hour"])
+        if earliest is None or latest is None:
+            continue
+        late, earliest_late = 0, None
+        if bounded and latest < now:
+            late, earliest_late = int(g["n"]), g["first"]
+        elif bounded and earliest >= now:
+            continue
+        else:
+            for created_at, inquiry_id in await store.unanswered_in_hour(
+                skipped, ReplyState.POSTED, BACKLOG_STATES, g, next_hour
+            ):
+                limit = clock.deadline(dept, cat, _ts(created_at) or now)
+                if limit is not None and now > limit:
+                    late += 1
+                    mark = f"{created_at} {inquiry_id}"
+                    earliest_late = mark if earliest_late is None else min(earliest_late, mark)
+        if late and earliest_late is not None:
+            rep.unanswered_overdue += late
+            key = (rep.department, cfg.key_on(g["platform"], g["account"]))
+            first_late[key] = min(first_late.get(key, earliest_late), earliest_late)
+    for (dept_id, account), _ in sorted(first_late.items(), key=lambda kv: kv[1]):
+        reports[dept_id].zombie_accounts.append(account)
+    # the period's inquiries: counted per hour; the answered ones read for the median wait
+    for dept_id, hour, appended, n in await store.period_inquiry_hours(
+        first, last_text, through, left_out, InquiryState.APPENDED
     ):
         rep = reports.get(dept_id)
         if rep is None:
             continue
-        rep.inquiries += 1
-        rep.appended += state == InquiryState.APPENDED
-        daily[dept_id][day_of(created_at)]["received"] += 1
-        if first_reply_at:
+        rep.inquiries += n
+        rep.appended += n if appended else 0
+        daily[dept_id][day_of(hour + ":00:00+00:00")]["received"] += n
+    waits: dict[str, list[float]] = {d: [] for d in reports}
+    for dept_id, created_at, first_reply_at in await store.period_first_replies(
+        first, last_text, through, left_out, ReplyState.POSTED
+    ):
+        if dept_id in waits:
             waits[dept_id].append(
                 (
                     datetime.fromisoformat(first_reply_at) - datetime.fromisoformat(created_at)
@@ -237,24 +256,19 @@ async def department_reports(
         if rep is None:
             continue
         dept, cat = configured[dept_id], Category(category)
-        opens = datetime.fromisoformat(hour + ":00:00+00:00")
-        earliest = clock.deadline(dept, cat, opens)
-        latest = clock.deadline(dept, cat, opens + timedelta(hours=1, microseconds=-1))
+        next_hour, earliest, latest, bounded = _hour_bounds(clock, dept, cat, hour)
         if earliest is None or latest is None:
             continue
-        # within one local day a later start has a later deadline (the same day found, or
-        # the same span added): the hour's first and last bound all of them
-        zone = earliest.tzinfo
-        one_day = (
-            opens.astimezone(zone).date()
-            == (opens + timedelta(hours=1, microseconds=-1)).astimezone(zone).date()
-        )
-        if one_day and latest < now:
+        if bounded and latest < now:
             rep.open_overdue += n
-        elif one_day and earliest - now > warn:
+        elif bounded and earliest >= now and latest - now <= warn:
+            rep.open_at_risk += n
+        elif bounded and earliest - now > warn:
             continue
         else:
-            for created_at in await store.open_ticket_times(FINAL, dept_id, category, hour):
+            for created_at in await store.open_ticket_times(
+                FINAL, dept_id, category, hour, next_hour
+            ):
                 deadline = clock.deadline(dept, cat, _ts(created_at) or now)
                 assert deadline is not None
                 if now > deadline:
@@ -355,11 +369,48 @@ def _first_response_deadline(
     clock: DeadlineClock | None = None,
 ) -> datetime | None:
     """The first-response limit (``sla.first_response``), else the category's limit."""
-    deadline = clock.deadline if clock is not None else deadline_for
-    if "first_response" in dept.sla:
+    probe, cat = _first_response_rule(dept, category)
+    return (clock.deadline if clock is not None else deadline_for)(probe, cat, received)
+
+
+_PROBES: dict[int, tuple[DepartmentConfig, DepartmentConfig]] = {}
+
+
+def _first_response_rule(
+    dept: DepartmentConfig, category: str | None
+) -> tuple[DepartmentConfig, Category]:
+    """What the first response is held to: the department's ``sla.first_response`` (as the
+    limit of ``other``), else the category's limit."""
+    if "first_response" not in dept.sla:
+        return dept, Category(category or "other")
+    known = _PROBES.get(id(dept))
+    if known is None or known[0] is not dept:
         probe = dept.model_copy(update={"sla": {"other": dept.sla["first_response"]}})
-        return deadline(probe, Category.OTHER, received)
-    return deadline(dept, Category(category or "other"), received)
+        known = _PROBES[id(dept)] = (dept, probe)
+    return known[1], Category.OTHER
+
+
+def _hour_bounds(
+    clock: DeadlineClock, dept: DepartmentConfig, category: Category, hour: str
+) -> tuple[str, datetime | None, datetime | None, bool]:
+    """For the starts within an hour as stored (``2026-12-07T09``): the next hour as stored,
+    the deadlines of the hour's first and last microsecond, and whether these two bound every
+    start's in between: when the hour is within one local day (a later start then has a later
+    deadline: the same day found, or the same span added)."""
+    opens = datetime.fromisoformat(hour + ":00:00+00:00")
+    ends = opens + timedelta(hours=1, microseconds=-1)
+    next_hour = iso(opens + timedelta(hours=1))[:13]
+    earliest = clock.deadline(dept, category, opens)
+    latest = clock.deadline(dept, category, ends)
+    if earliest is None or latest is None:
+        return next_hour, earliest, latest, False
+    zone = earliest.tzinfo
+    return (
+        next_hour,
+        earliest,
+        latest,
+        opens.astimezone(zone).date() == ends.astimezone(zone).date(),
+    )
 
 
 def render_table(reports: list[DepartmentReport], ignored: dict[str, int]) -> str:

@@ -549,9 +549,13 @@ class Store(Protocol):
 
     async def last_replies(self, posted: str) -> dict[tuple[str, str], str]: ...
 
-    async def period_inquiries(
+    async def period_inquiry_hours(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], appended: str
+    ) -> list[tuple[str, str, bool, int]]: ...
+
+    async def period_first_replies(
         self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
-    ) -> list[tuple[str, str, str, str | None]]: ...
+    ) -> list[tuple[str, str, str]]: ...
 
     async def ignored_reasons(
         self, since: str, until: str, through: bool, ignored: str
@@ -559,14 +563,23 @@ class Store(Protocol):
 
     async def first_inquiry_at(self) -> str | None: ...
 
-    async def unanswered_inquiries(
+    async def unanswered_hours(
         self, left_out: Sequence[str], posted: str, backlog: Sequence[str]
     ) -> list[dict[str, Any]]: ...
+
+    async def unanswered_in_hour(
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        group: dict[str, Any],
+        next_hour: str,
+    ) -> list[tuple[str, str]]: ...
 
     async def open_ticket_hours(self, final: Sequence[str]) -> list[tuple[str, str, str, int]]: ...
 
     async def open_ticket_times(
-        self, final: Sequence[str], department: str, category: str, hour: str
+        self, final: Sequence[str], department: str, category: str, hour: str, next_hour: str
     ) -> list[str]: ...
 
     async def period_tickets(

@@ -308,23 +308,39 @@ class ReportsStore(StoreBase):
     # A period is ``since`` to ``until``, ISO times as stored; ``until`` inclusive when
     # ``through`` (a period up to now), exclusive otherwise.
 
-    async def period_inquiries(
-        self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
-    ) -> list[tuple[str, str, str, str | None]]:
+    async def period_inquiry_hours(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], appended: str
+    ) -> list[tuple[str, str, bool, int]]:
         """The inquiries recorded in the period with a department and a state not in
-        ``left_out``: (department, state, created_at, when its first reply in state
-        ``posted`` was posted), no text."""
+        ``left_out``, counted per (department, hour as stored, whether ``appended``)."""
         marks = ", ".join("?" for _ in left_out)
         rows = await self.db.fetchall(
-            "SELECT i.department, i.state, i.created_at,"
-            " (SELECT MIN(r.posted_at) FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-            "  AND r.state = ?) AS first_reply_at"
-            " FROM inquiries i WHERE i.created_at >= ?"
+            "SELECT department, SUBSTR(created_at, 1, 13) AS hour,"
+            " CASE WHEN state = ? THEN 1 ELSE 0 END AS appended, COUNT(*) AS n"
+            " FROM inquiries WHERE created_at >= ?"
+            f" AND created_at {'<=' if through else '<'} ?"
+            f" AND department IS NOT NULL AND state NOT IN ({marks}) GROUP BY 1, 2, 3",
+            (appended, since, until, *left_out),
+        )
+        return [(r["department"], r["hour"], bool(r["appended"]), int(r["n"])) for r in rows]
+
+    async def period_first_replies(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str]]:
+        """Of the inquiries ``period_inquiry_hours`` counts, those with a reply in state
+        ``posted`` that has a time: (department, created_at, when the first was posted)."""
+        marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            "SELECT i.department, i.created_at, MIN(r.posted_at) AS first_reply_at"
+            " FROM inquiries i JOIN replies r ON r.inquiry_id = i.inquiry_id"
+            " AND r.state = ? AND r.posted_at IS NOT NULL"
+            " WHERE i.created_at >= ?"
             f" AND i.created_at {'<=' if through else '<'} ?"
-            f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})",
+            f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})"
+            " GROUP BY i.inquiry_id, i.department, i.created_at",
             (posted, since, until, *left_out),
         )
-        return [(r["department"], r["state"], r["created_at"], r["first_reply_at"]) for r in rows]
+        return [(r["department"], r["created_at"], r["first_reply_at"]) for r in rows]
 
     async def ignored_reasons(
         self, since: str, until: str, through: bool, ignored: str
@@ -341,24 +357,54 @@ class ReportsStore(StoreBase):
         rows = await self.db.fetchall("SELECT MIN(created_at) AS at FROM inquiries")
         return rows[0]["at"] if rows else None
 
-    async def unanswered_inquiries(
+    _UNANSWERED = (
+        " FROM inquiries i WHERE i.department IS NOT NULL AND i.state NOT IN ({out})"
+        " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+        "  AND r.state = ? AND r.posted_at IS NOT NULL)"
+        " AND NOT EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
+        "  AND w.state IN ({backlog}))"
+    )
+
+    async def unanswered_hours(
         self, left_out: Sequence[str], posted: str, backlog: Sequence[str]
     ) -> list[dict[str, Any]]:
         """Every inquiry with a department, a state not in ``left_out``, no reply posted
-        (state ``posted`` with a time) and none in a ``backlog`` state, in recording order:
-        inquiry_id, platform, account, department, category, created_at."""
-        out_marks = ", ".join("?" for _ in left_out)
-        backlog_marks = ", ".join("?" for _ in backlog)
-        return await self.db.fetchall(
-            "SELECT i.inquiry_id, i.platform, i.account, i.department, i.category, i.created_at"
-            f" FROM inquiries i WHERE i.department IS NOT NULL AND i.state NOT IN ({out_marks})"
-            " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-            "  AND r.state = ? AND r.posted_at IS NOT NULL)"
-            " AND NOT EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
-            f"  AND w.state IN ({backlog_marks}))"
-            " ORDER BY i.created_at, i.inquiry_id",
-            (*left_out, posted, *backlog),
+        (state ``posted`` with a time) and none in a ``backlog`` state, counted per
+        (department, category or ``other``, platform, account, hour recorded as stored),
+        with the first of each group (``first``: created_at and inquiry_id)."""
+        where = self._UNANSWERED.format(
+            out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
         )
+        return await self.db.fetchall(
+            "SELECT i.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
+            " i.platform, i.account, SUBSTR(i.created_at, 1, 13) AS hour, COUNT(*) AS n,"
+            " MIN(i.created_at || ' ' || i.inquiry_id) AS first"
+            f"{where} GROUP BY 1, 2, 3, 4, 5",
+            (Category.OTHER, *left_out, posted, *backlog),
+        )
+
+    async def unanswered_in_hour(
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        group: dict[str, Any],
+        next_hour: str,
+    ) -> list[tuple[str, str]]:
+        """The inquiries of one ``unanswered_hours`` group: (created_at, inquiry_id)."""
+        where = self._UNANSWERED.format(
+            out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
+        )
+        rows = await self.db.fetchall(
+            f"SELECT i.created_at, i.inquiry_id{where} AND i.department = ?"
+            " AND COALESCE(NULLIF(i.category, ''), ?) = ? AND i.platform = ? AND i.account = ?"
+            " AND i.created_at >= ? AND i.created_at < ?",
+            (
+                *left_out, posted, *backlog, group["department"], Category.OTHER,
+                group["category"], group["platform"], group["account"], group["hour"], next_hour,
+            ),
+        )  # fmt: skip
+        return [(r["created_at"], r["inquiry_id"]) for r in rows]
 
     async def open_ticket_hours(self, final: Sequence[str]) -> list[tuple[str, str, str, int]]:
         """The tickets not at a ``final`` status counted per (department, inquiry's category
@@ -375,16 +421,18 @@ class ReportsStore(StoreBase):
         return [(r["department"], r["category"], r["hour"], int(r["n"])) for r in rows]
 
     async def open_ticket_times(
-        self, final: Sequence[str], department: str, category: str, hour: str
+        self, final: Sequence[str], department: str, category: str, hour: str, next_hour: str
     ) -> list[str]:
-        """When each ticket of one ``open_ticket_hours`` group was created."""
+        """When each ticket of one ``open_ticket_hours`` group was created (from ``hour``
+        to ``next_hour``, both as stored: ``2026-12-07T09``)."""
         marks = ", ".join("?" for _ in final)
         rows = await self.db.fetchall(
             "SELECT t.created_at FROM tickets t LEFT JOIN inquiries i"
             " ON i.inquiry_id = t.inquiry_id"
             f" WHERE t.status NOT IN ({marks}) AND t.department = ?"
-            " AND COALESCE(NULLIF(i.category, ''), ?) = ? AND SUBSTR(t.created_at, 1, 13) = ?",
-            (*final, department, Category.OTHER, category, hour),
+            " AND COALESCE(NULLIF(i.category, ''), ?) = ?"
+            " AND t.created_at >= ? AND t.created_at < ?",
+            (*final, department, Category.OTHER, category, hour, next_hour),
         )
         return [r["created_at"] for r in rows]
 
