@@ -201,12 +201,32 @@ async def department_reports(
     # per hour of arrival; an account is listed by its first such inquiry
     skipped = (*left_out, InquiryState.APPENDED)
     first_late: dict[tuple[str, str], str] = {}  # (department, account key): created_at id
-    for g in await store.unanswered_hours(skipped, ReplyState.POSTED, BACKLOG_STATES):
+    # only the departments and categories with a limit: the others are never late
+    answer_limited = [
+        f"{d.id}/{c.value}"
+        for d in wanted
+        for c in Category
+        if _first_response_rule(d, c.value)[1].value in _first_response_rule(d, c.value)[0].sla
+    ]
+    bounds: dict[tuple[str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
+
+    def hour_bounds(
+        dept: DepartmentConfig, cat: Category, hour: str
+    ) -> tuple[str, datetime | None, datetime | None, bool]:
+        key = (dept.id, cat.value, hour)
+        known = bounds.get(key)
+        if known is None:
+            known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
+        return known
+
+    for g in await store.unanswered_hours(
+        skipped, ReplyState.POSTED, BACKLOG_STATES, answer_limited
+    ):
         rep = reports.get(g["department"])
         if rep is None:
             continue
         dept, cat = _first_response_rule(configured[rep.department], g["category"])
-        next_hour, earliest, latest, bounded = _hour_bounds(clock, dept, cat, g["hour"])
+        next_hour, earliest, latest, bounded = hour_bounds(dept, cat, g["hour"])
         if earliest is None or latest is None:
             continue
         late, earliest_late = 0, None
@@ -251,12 +271,14 @@ async def department_reports(
             )
     # the backlog, as of now: open tickets past or near their deadline
     warn = cfg.sla.warn_before
-    for dept_id, category, hour, n in await store.open_ticket_hours(FINAL):
+    limited = [f"{d.id}/{c.value}" for d in wanted for c in Category if c.value in d.sla]
+    bounds.clear()  # the same hours, other rules
+    for dept_id, category, hour, n in await store.open_ticket_hours(FINAL, limited):
         rep = reports.get(dept_id)
         if rep is None:
             continue
         dept, cat = configured[dept_id], Category(category)
-        next_hour, earliest, latest, bounded = _hour_bounds(clock, dept, cat, hour)
+        next_hour, earliest, latest, bounded = hour_bounds(dept, cat, hour)
         if earliest is None or latest is None:
             continue
         if bounded and latest < now:

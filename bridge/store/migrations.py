@@ -460,6 +460,14 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX inquiries_conversation ON inquiries (conversation);
     CREATE INDEX case_extensions_inquiry ON case_extensions (inquiry_id, requested_at);
     """,
+    # 23: the dashboard at 100,000 inquiries (issue 23): an inquiry's replies by state and
+    # posting time without reading each reply row, and inquiries by state and time
+    """
+    CREATE INDEX replies_inquiry_state ON replies (inquiry_id, state, posted_at);
+    CREATE INDEX replies_state_posted ON replies (state, posted_at);
+    CREATE INDEX inquiries_state_created ON inquiries (state, created_at);
+    CREATE INDEX tickets_status_created ON tickets (status, created_at);
+    """,
 ]
 
 

@@ -564,7 +564,11 @@ class Store(Protocol):
     async def first_inquiry_at(self) -> str | None: ...
 
     async def unanswered_hours(
-        self, left_out: Sequence[str], posted: str, backlog: Sequence[str]
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        limited: Sequence[str],
     ) -> list[dict[str, Any]]: ...
 
     async def unanswered_in_hour(
@@ -576,7 +580,9 @@ class Store(Protocol):
         next_hour: str,
     ) -> list[tuple[str, str]]: ...
 
-    async def open_ticket_hours(self, final: Sequence[str]) -> list[tuple[str, str, str, int]]: ...
+    async def open_ticket_hours(
+        self, final: Sequence[str], limited: Sequence[str]
+    ) -> list[tuple[str, str, str, int]]: ...
 
     async def open_ticket_times(
         self, final: Sequence[str], department: str, category: str, hour: str, next_hour: str

@@ -332,9 +332,8 @@ class ReportsStore(StoreBase):
         marks = ", ".join("?" for _ in left_out)
         rows = await self.db.fetchall(
             "SELECT i.department, i.created_at, MIN(r.posted_at) AS first_reply_at"
-            " FROM inquiries i JOIN replies r ON r.inquiry_id = i.inquiry_id"
-            " AND r.state = ? AND r.posted_at IS NOT NULL"
-            " WHERE i.created_at >= ?"
+            " FROM replies r JOIN inquiries i ON i.inquiry_id = r.inquiry_id"
+            " WHERE r.state = ? AND r.posted_at IS NOT NULL AND i.created_at >= ?"
             f" AND i.created_at {'<=' if through else '<'} ?"
             f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})"
             " GROUP BY i.inquiry_id, i.department, i.created_at",
@@ -366,12 +365,19 @@ class ReportsStore(StoreBase):
     )
 
     async def unanswered_hours(
-        self, left_out: Sequence[str], posted: str, backlog: Sequence[str]
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        limited: Sequence[str],
     ) -> list[dict[str, Any]]:
         """Every inquiry with a department, a state not in ``left_out``, no reply posted
         (state ``posted`` with a time) and none in a ``backlog`` state, counted per
         (department, category or ``other``, platform, account, hour recorded as stored),
-        with the first of each group (``first``: created_at and inquiry_id)."""
+        with the first of each group (``first``: created_at and inquiry_id); only those of
+        a department and category ``limited`` lists (``urban/complaint``)."""
+        if not limited:
+            return []
         where = self._UNANSWERED.format(
             out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
         )
@@ -379,8 +385,9 @@ class ReportsStore(StoreBase):
             "SELECT i.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
             " i.platform, i.account, SUBSTR(i.created_at, 1, 13) AS hour, COUNT(*) AS n,"
             " MIN(i.created_at || ' ' || i.inquiry_id) AS first"
-            f"{where} GROUP BY 1, 2, 3, 4, 5",
-            (Category.OTHER, *left_out, posted, *backlog),
+            f"{where} AND i.department || '/' || COALESCE(NULLIF(i.category, ''), ?)"
+            f" IN ({', '.join('?' for _ in limited)}) GROUP BY 1, 2, 3, 4, 5",
+            (Category.OTHER, *left_out, posted, *backlog, Category.OTHER, *limited),
         )
 
     async def unanswered_in_hour(
@@ -406,17 +413,23 @@ class ReportsStore(StoreBase):
         )  # fmt: skip
         return [(r["created_at"], r["inquiry_id"]) for r in rows]
 
-    async def open_ticket_hours(self, final: Sequence[str]) -> list[tuple[str, str, str, int]]:
+    async def open_ticket_hours(
+        self, final: Sequence[str], limited: Sequence[str]
+    ) -> list[tuple[str, str, str, int]]:
         """The tickets not at a ``final`` status counted per (department, inquiry's category
-        or ``other``, hour of creation as stored: ``2026-12-07T09``)."""
+        or ``other``, hour of creation as stored: ``2026-12-07T09``); only those of a
+        department and category ``limited`` lists (``urban/complaint``)."""
+        if not limited:
+            return []
         marks = ", ".join("?" for _ in final)
         rows = await self.db.fetchall(
             "SELECT t.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
             " SUBSTR(t.created_at, 1, 13) AS hour, COUNT(*) AS n"
             " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
             f" WHERE t.status NOT IN ({marks})"
-            " GROUP BY 1, 2, 3",
-            (Category.OTHER, *final),
+            " AND t.department || '/' || COALESCE(NULLIF(i.category, ''), ?)"
+            f" IN ({', '.join('?' for _ in limited)}) GROUP BY 1, 2, 3",
+            (Category.OTHER, *final, Category.OTHER, *limited),
         )
         return [(r["department"], r["category"], r["hour"], int(r["n"])) for r in rows]
 
