@@ -11,8 +11,10 @@ import statistics
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from bridge.config import parse_config
-from bridge.deadlines import deadline_for
+from bridge.deadlines import DeadlineClock, deadline_for
 from bridge.reports.performance import (
     BACKLOG_STATES,
     FINAL,
@@ -22,6 +24,7 @@ from bridge.reports.performance import (
     _first_response_deadline,
     _ts,
     department_reports,
+    rank_months,
 )
 from bridge.store import NewInquiry, Store
 from schemas.config import GovbridgeConfig
@@ -314,3 +317,24 @@ async def test_the_seed_covers_what_the_dashboard_counts(sqlite_store: Store) ->
     assert total["resolved_in_time"] < total["resolved"]
     assert len(ignored) >= 2
     assert any(r.zombie_accounts for r in reports)
+
+
+async def test_ranking_reports_what_it_did(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The twelve months' ranking with each department's working days looked up once
+    (``DeadlineClock``) ranks as it did with ``deadline_for`` asked for every row."""
+    await seed(sqlite_store)
+    cfg = CFG
+    for now in (NOW, NOW + timedelta(days=3, hours=5)):
+        got = [r.as_dict() for r in await rank_months(sqlite_store, cfg, now)]
+        with monkeypatch.context() as m:
+            m.setattr(
+                DeadlineClock,
+                "deadline",
+                lambda self, dept, category, start: deadline_for(dept, category, start),
+            )
+            want = [r.as_dict() for r in await rank_months(sqlite_store, cfg, now)]
+        assert got == want
+        counted = [s for month in got for s in month["departments"] if s["on_time_counted"]]
+        assert counted and any(s["response_counted"] for month in got for s in month["departments"])

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any, Generic, TypeVar
 
-from bridge.deadlines import DeadlineClock, calendar_of, deadline_for
+from bridge.deadlines import DeadlineClock, deadline_for
 from bridge.store import Store, StoredInquiry, iso, open_store
 from bridge.store.reports import RateInquiry, RateTicket, asked_time
 from bridge.store.surveys import SurveyResult
@@ -820,6 +820,11 @@ class _Timed(Generic[T]):
         self.times = [when for when, _ in rows]
         self.rows = [row for _, row in rows]
 
+    def timed_between(self, start: datetime, end: datetime) -> list[tuple[datetime, T]]:
+        """``between`` with each row's time."""
+        first, last = bisect.bisect_left(self.times, start), bisect.bisect_left(self.times, end)
+        return list(zip(self.times[first:last], self.rows[first:last], strict=True))
+
     def between(self, start: datetime, end: datetime) -> list[T]:
         return self.rows[
             bisect.bisect_left(self.times, start) : bisect.bisect_left(self.times, end)
@@ -873,6 +878,7 @@ def _compute_ranking(
     period: Period,
     now: datetime,
     department: str | None = None,
+    clock: DeadlineClock | None = None,
 ) -> Ranking:
     ranking_cfg = cfg.ranking
     wanted = [d for d in cfg.departments if department is None or d.id == department]
@@ -889,7 +895,7 @@ def _compute_ranking(
         for d in wanted
     }
 
-    calendars = {d.id: calendar_of(d) for d in wanted}
+    clock = clock or DeadlineClock()
     keys: dict[tuple[str, str], str] = {}
 
     def sheets(dept: str | None, platform: str, account: str) -> list[Rates]:
@@ -909,17 +915,14 @@ def _compute_ranking(
         return out
 
     start, end = period.start, period.end
-    for i in facts.inquiries.between(start, end):  # 响应率
-        received = asked_at(i)
+    for received, i in facts.inquiries.timed_between(start, end):  # 响应率
         if (
             i.state in (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)  # 回访 answers too
             or i.department not in probes
             or received is None
         ):
             continue
-        limit = deadline_for(
-            probes[i.department], Category.OTHER, received, calendar=calendars[i.department]
-        )
+        limit = clock.deadline(probes[i.department], Category.OTHER, received)
         answered = _ts(i.first_reply_at)
         if answered is None and (limit is None or now <= limit):
             continue  # not answered yet, still within the limit
@@ -954,9 +957,7 @@ def _compute_ranking(
             continue
         assert created is not None
         category = Category(t.category or "other")
-        deadline = deadline_for(
-            dept_cfg[t.department], category, created, calendar=calendars[t.department]
-        )
+        deadline = clock.deadline(dept_cfg[t.department], category, created)
         done = _ts(t.final_at)
         if t.status in FINAL:
             in_time = deadline is None or (done is not None and done <= deadline)
@@ -1001,7 +1002,8 @@ async def rank_months(
     now = now or datetime.now(UTC)
     periods = last_months(min(ending or now, now), months)
     facts = await _read_facts(store, periods[0].start, periods[-1].end)
-    return [_compute_ranking(facts, cfg, p, now) for p in periods]
+    clock = DeadlineClock()  # one for the months: each working day looked up once
+    return [_compute_ranking(facts, cfg, p, now, clock=clock) for p in periods]
 
 
 def _pct(value: float | None) -> str:
