@@ -549,6 +549,21 @@ class Store(Protocol):
 
     async def last_replies(self, posted: str) -> dict[tuple[str, str], str]: ...
 
+    async def inspection_counts(
+        self,
+        since: str,
+        until: str,
+        late_before: str,
+        left_out: Sequence[str],
+        posted: str,
+        awaiting: Sequence[str],
+        queued: Sequence[str],
+    ) -> list[tuple[str, str, str, int]]: ...
+
+    async def inspection_answers(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str]]: ...
+
     async def period_inquiry_hours(
         self, since: str, until: str, through: bool, left_out: Sequence[str], appended: str
     ) -> list[tuple[str, str, bool, int]]: ...

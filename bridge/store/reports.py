@@ -508,3 +508,59 @@ class ReportsStore(StoreBase):
         ):
             out.setdefault(r["department"], [0, 0])[1] = int(r["n"])
         return {d: (p, a) for d, (p, a) in out.items()}
+
+    # ------------------------------------------------------------ the inspection's reads
+    _ASKED = (
+        "CASE WHEN i.posted_at IS NOT NULL AND i.posted_at < i.created_at"
+        " THEN i.posted_at ELSE i.created_at END"
+    )
+
+    async def inspection_counts(
+        self,
+        since: str,
+        until: str,
+        late_before: str,
+        left_out: Sequence[str],
+        posted: str,
+        awaiting: Sequence[str],
+        queued: Sequence[str],
+    ) -> list[tuple[str, str, str, int]]:
+        """The inquiries asked (``asked_time``) from ``since`` to ``until`` inclusive and
+        recorded from ``since``, of a state not in ``left_out``, counted per (platform,
+        account, what became of them): ``answered`` (a reply in state ``posted`` has a
+        time), else ``awaiting`` or ``queued`` (a reply in one of those states), else
+        ``late`` (asked before ``late_before``) or ``recent``."""
+        a_marks = ", ".join("?" for _ in awaiting)
+        q_marks = ", ".join("?" for _ in queued)
+        o_marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            "SELECT i.platform, i.account, CASE"
+            " WHEN EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ? AND r.posted_at IS NOT NULL) THEN 'answered'"
+            " WHEN EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
+            f"  AND w.state IN ({a_marks})) THEN 'awaiting'"
+            " WHEN EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = i.inquiry_id"
+            f"  AND q.state IN ({q_marks})) THEN 'queued'"
+            f" WHEN {self._ASKED} < ? THEN 'late' ELSE 'recent' END AS kind, COUNT(*) AS n"
+            f" FROM inquiries i WHERE i.created_at >= ? AND {self._ASKED} >= ?"
+            f" AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks}) GROUP BY 1, 2, 3",
+            (posted, *awaiting, *queued, late_before, since, since, until, *left_out),
+        )
+        return [(r["platform"], r["account"], r["kind"], int(r["n"])) for r in rows]
+
+    async def inspection_answers(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str]]:
+        """Of the inquiries ``inspection_counts`` counts as ``answered``: (platform,
+        account, when asked, when the first reply was posted)."""
+        o_marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            f"SELECT i.platform, i.account, {self._ASKED} AS asked,"
+            " MIN(r.posted_at) AS first_reply_at"
+            " FROM replies r JOIN inquiries i ON i.inquiry_id = r.inquiry_id"
+            " WHERE r.state = ? AND r.posted_at IS NOT NULL AND i.created_at >= ?"
+            f" AND {self._ASKED} >= ? AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks})"
+            " GROUP BY i.inquiry_id, i.platform, i.account, i.created_at, i.posted_at",
+            (posted, since, since, until, *left_out),
+        )
+        return [(r["platform"], r["account"], r["asked"], r["first_reply_at"]) for r in rows]
