@@ -123,10 +123,10 @@ async def inspect_accounts(
     # counted by the store per account and what became of each inquiry; only the answered
     # ones read row by row, for the median wait
     left_out = (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)  # 回访 answers too
-    first, last = iso(start), iso(now)
+    period_from, period_to = iso(start), iso(now)
     for platform, handle, kind, n in await store.inspection_counts(
-        first,
-        last,
+        period_from,
+        period_to,
         iso(now - cfg.inspection.unanswered_after),
         left_out,
         ReplyState.POSTED,
@@ -147,7 +147,7 @@ async def inspect_accounts(
         elif kind == "late":
             row.unanswered += n
     for platform, handle, asked, first_reply_at in await store.inspection_answers(
-        first, last, left_out, ReplyState.POSTED
+        period_from, period_to, left_out, ReplyState.POSTED
     ):
         account = cfg.account_on(platform, handle)
         if account is not None:
