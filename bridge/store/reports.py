@@ -536,17 +536,18 @@ class ReportsStore(StoreBase):
         rows = await self.db.fetchall(
             "SELECT i.platform, i.account, CASE"
             " WHEN EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-            "  AND r.state = ? AND r.posted_at IS NOT NULL) THEN 'answered'"
+            "  AND r.state = ? AND r.posted_at IS NOT NULL) THEN 1"
             " WHEN EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
-            f"  AND w.state IN ({a_marks})) THEN 'awaiting'"
+            f"  AND w.state IN ({a_marks})) THEN 2"
             " WHEN EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = i.inquiry_id"
-            f"  AND q.state IN ({q_marks})) THEN 'queued'"
-            f" WHEN {self._ASKED} < ? THEN 'late' ELSE 'recent' END AS kind, COUNT(*) AS n"
+            f"  AND q.state IN ({q_marks})) THEN 3"
+            f" WHEN {self._ASKED} < ? THEN 4 ELSE 5 END AS kind, COUNT(*) AS n"
             f" FROM inquiries i WHERE i.created_at >= ? AND {self._ASKED} >= ?"
             f" AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks}) GROUP BY 1, 2, 3",
             (posted, *awaiting, *queued, late_before, since, since, until, *left_out),
         )
-        return [(r["platform"], r["account"], r["kind"], int(r["n"])) for r in rows]
+        kinds = {1: "answered", 2: "awaiting", 3: "queued", 4: "late", 5: "recent"}
+        return [(r["platform"], r["account"], kinds[r["kind"]], int(r["n"])) for r in rows]
 
     async def inspection_answers(
         self, since: str, until: str, left_out: Sequence[str], posted: str
