@@ -208,12 +208,12 @@ async def department_reports(
         for c in Category
         if _first_response_rule(d, c.value)[1].value in _first_response_rule(d, c.value)[0].sla
     ]
-    bounds: dict[tuple[str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
+    bounds: dict[tuple[str, str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
 
     def hour_bounds(
         dept: DepartmentConfig, cat: Category, hour: str
     ) -> tuple[str, datetime | None, datetime | None, bool]:
-        key = (dept.id, cat.value, hour)
+        key = (dept.id, cat.value, dept.sla.get(cat.value) or "", hour)  # the rule and hour
         known = bounds.get(key)
         if known is None:
             known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
@@ -272,7 +272,6 @@ async def department_reports(
     # the backlog, as of now: open tickets past or near their deadline
     warn = cfg.sla.warn_before
     limited = [f"{d.id}/{c.value}" for d in wanted for c in Category if c.value in d.sla]
-    bounds.clear()  # the same hours, other rules
     for dept_id, category, hour, n in await store.open_ticket_hours(FINAL, limited):
         rep = reports.get(dept_id)
         if rep is None:

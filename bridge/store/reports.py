@@ -96,6 +96,11 @@ class RateTicket:
     final_at: str | None
 
 
+# Every stored time (``iso``) is at least this: ``posted_at >= ANY_TIME`` is a range on an
+# index where ``IS NOT NULL`` is not.
+ANY_TIME = "0"
+
+
 def like_escape(text: str) -> str:
     """``text`` matched as itself by ``LIKE … ESCAPE '\\'`` (``%`` and ``_`` are not
     wildcards)."""
@@ -332,12 +337,14 @@ class ReportsStore(StoreBase):
         marks = ", ".join("?" for _ in left_out)
         rows = await self.db.fetchall(
             "SELECT i.department, i.created_at, MIN(r.posted_at) AS first_reply_at"
-            " FROM replies r JOIN inquiries i ON i.inquiry_id = r.inquiry_id"
-            " WHERE r.state = ? AND r.posted_at IS NOT NULL AND i.created_at >= ?"
-            f" AND i.created_at {'<=' if through else '<'} ?"
+            # the posted replies found by their index on (state, posted time), then their
+            # inquiries: CROSS JOIN keeps SQLite in that order whatever its statistics say
+            " FROM replies r CROSS JOIN inquiries i"
+            " WHERE i.inquiry_id = r.inquiry_id AND r.state = ? AND r.posted_at >= ?"
+            f" AND i.created_at >= ? AND i.created_at {'<=' if through else '<'} ?"
             f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})"
             " GROUP BY i.inquiry_id, i.department, i.created_at",
-            (posted, since, until, *left_out),
+            (posted, ANY_TIME, since, until, *left_out),
         )
         return [(r["department"], r["created_at"], r["first_reply_at"]) for r in rows]
 
@@ -558,10 +565,11 @@ class ReportsStore(StoreBase):
         rows = await self.db.fetchall(
             f"SELECT i.platform, i.account, {self._ASKED} AS asked,"
             " MIN(r.posted_at) AS first_reply_at"
-            " FROM replies r JOIN inquiries i ON i.inquiry_id = r.inquiry_id"
-            " WHERE r.state = ? AND r.posted_at IS NOT NULL AND i.created_at >= ?"
-            f" AND {self._ASKED} >= ? AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks})"
+            " FROM replies r CROSS JOIN inquiries i"  # the posted replies first, as above
+            " WHERE i.inquiry_id = r.inquiry_id AND r.state = ? AND r.posted_at >= ?"
+            f" AND i.created_at >= ? AND {self._ASKED} >= ? AND {self._ASKED} <= ?"
+            f" AND i.state NOT IN ({o_marks})"
             " GROUP BY i.inquiry_id, i.platform, i.account, i.created_at, i.posted_at",
-            (posted, since, since, until, *left_out),
+            (posted, ANY_TIME, since, since, until, *left_out),
         )
         return [(r["platform"], r["account"], r["asked"], r["first_reply_at"]) for r in rows]
