@@ -185,3 +185,36 @@ def format_deadline(when: datetime | None, tz: tzinfo | None = None) -> str:
     if tz is not None:
         when = (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(tz)
     return when.strftime("%Y年%m月%d日").replace("年0", "年").replace("月0", "月")
+
+
+class DeadlineClock:
+    """``deadline_for`` for many starts: each department's calendar made once, and a limit
+    of N working days looked up once per (department, N, local day) (it ends at the start's
+    time of day on the day found). The same answers as ``deadline_for``."""
+
+    def __init__(self) -> None:
+        self._calendars: dict[str, WorkCalendar] = {}
+        self._days: dict[tuple[str, int, date], date] = {}
+
+    def deadline(
+        self, dept: DepartmentConfig, category: Category, start: datetime
+    ) -> datetime | None:
+        limit = dept.sla.get(category.value)
+        if limit is None:
+            return None
+        m = _SLA.match(limit)
+        if m is None:
+            return None
+        cal = self._calendars.get(dept.id)
+        if cal is None:
+            cal = self._calendars[dept.id] = calendar_of(dept)
+        local = cal.local(start)
+        n, unit = int(m.group(1)), m.group(2)
+        if unit == "wd":
+            key = (dept.id, n, local.date())
+            day = self._days.get(key)
+            if day is None:
+                day = self._days[key] = cal.add_working_days(local.date(), n)
+            return local.replace(year=day.year, month=day.month, day=day.day)
+        step = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+        return cal.local(start + step)

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any, Generic, TypeVar
 
-from bridge.deadlines import calendar_of, deadline_for
+from bridge.deadlines import DeadlineClock, deadline_for
 from bridge.store import Store, StoredInquiry, iso, open_store
 from bridge.store.reports import RateInquiry, RateTicket, asked_time
 from bridge.store.surveys import SurveyResult
@@ -157,104 +157,179 @@ async def department_reports(
 ) -> tuple[list[DepartmentReport], dict[str, int]]:
     """Reports per configured department (or only ``department``) for the period from
     ``since`` (everything when None) to ``until`` (exclusive; None: to ``now``), plus ignored
-    inquiries counted by reason. The backlog is always as of ``now``."""
+    inquiries counted by reason. The backlog is always as of ``now``.
+
+    The store counts what it can (tickets, replies, ignored inquiries, open tickets per hour
+    of creation); only the period's inquiries (for the median first reply), its final
+    tickets and the open tickets whose deadline falls in an hour near now are read row by
+    row. Times are compared as stored (``iso``: fixed-width UTC)."""
     now = now or datetime.now(UTC)
-    start = since or datetime.min.replace(tzinfo=UTC)
-
-    def in_period(value: str | None) -> bool:
-        when = _ts(value)
-        if when is None or when < start:
-            return False
-        return when < until if until is not None else when <= now
-
-    inquiries = await store.list_inquiries()
-    tickets = await store.list_tickets()
-    replies = await store.list_replies()
-    resolved_at: dict[tuple[str, str], datetime] = {}
-    for key, first in (await store.first_applied(FINAL)).items():
-        at = _ts(first)
-        if at is not None:
-            resolved_at[key] = at
-    flagged = await store.list_create_attempts(CreateState.NEEDS_RECONCILIATION)
-    first_reply: dict[str, datetime] = {}
-    in_backlog: set[str] = set()  # a reply waits for an approver or a posting slot
-    for r in replies:
-        posted = _ts(r.posted_at)
-        if r.state == ReplyState.POSTED and posted is not None:
-            first_reply[r.inquiry_id] = min(first_reply.get(r.inquiry_id, posted), posted)
-        elif r.state in BACKLOG_STATES:
-            in_backlog.add(r.inquiry_id)
-    by_id = {i.inquiry_id: i for i in inquiries}
-    ignored: dict[str, int] = {}
+    first = iso(since) if since is not None else "0000"
+    through = until is None
+    last_text = iso(now) if until is None else iso(until)
+    clock = DeadlineClock()
+    left_out = (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)
     wanted = [d for d in cfg.departments if department is None or d.id == department]
     reports = {d.id: DepartmentReport(d.id, d.name) for d in wanted}
+    configured = {d.id: d for d in wanted}
+    ignored: dict[str, int] = {}
+    if department is None:
+        for reason, n in (
+            await store.ignored_reasons(first, last_text, through, InquiryState.IGNORED)
+        ).items():
+            ignored[reason or "?"] = ignored.get(reason or "?", 0) + n
     last = now if until is None else min(now, until - timedelta(microseconds=1))
-    days = _days(since or min((_ts(i.created_at) or now for i in inquiries), default=now), last)
+    if since is None:
+        oldest = await store.first_inquiry_at()
+        days = _days(_ts(oldest) or now, last)
+    else:
+        days = _days(since, last)
     daily: dict[str, dict[str, dict[str, Any]]] = {
         d: {day: {"day": day, "received": 0, "resolved": 0} for day in days} for d in reports
     }
+    hour_day: dict[str, str] = {}
+
+    def day_of(stored: str) -> str:
+        """The CST day of a stored time, found once per hour (CST is a whole hours' offset)."""
+        hour = stored[:13]
+        day = hour_day.get(hour)
+        if day is None:
+            day = hour_day[hour] = _day(datetime.fromisoformat(stored))
+        return day
+
+    # the backlog, as of now: inquiries unanswered beyond the first-response limit, counted
+    # per hour of arrival; an account is listed by its first such inquiry
+    skipped = (*left_out, InquiryState.APPENDED)
+    first_late: dict[tuple[str, str], str] = {}  # (department, account key): created_at id
+    # only the departments and categories with a limit: the others are never late
+    answer_limited = [
+        f"{d.id}/{c.value}"
+        for d in wanted
+        for c in Category
+        if _first_response_rule(d, c.value)[1].value in _first_response_rule(d, c.value)[0].sla
+    ]
+    bounds: dict[tuple[str, str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
+
+    def hour_bounds(
+        dept: DepartmentConfig, cat: Category, hour: str
+    ) -> tuple[str, datetime | None, datetime | None, bool]:
+        key = (dept.id, cat.value, dept.sla.get(cat.value) or "", hour)  # the rule and hour
+        known = bounds.get(key)
+        if known is None:
+            known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
+        return known
+
+    for g in await store.unanswered_hours(
+        skipped, ReplyState.POSTED, BACKLOG_STATES, answer_limited
+    ):
+        rep = reports.get(g["department"])
+        if rep is None:
+            continue
+        dept, cat = _first_response_rule(configured[rep.department], g["category"])
+        next_hour, earliest, latest, bounded = hour_bounds(dept, cat, g["hour"])
+        if earliest is None or latest is None:
+            continue
+        late, earliest_late = 0, None
+        if bounded and latest < now:
+            late, earliest_late = int(g["n"]), g["first"]
+        elif bounded and earliest >= now:
+            continue
+        else:
+            for created_at, inquiry_id in await store.unanswered_in_hour(
+                skipped, ReplyState.POSTED, BACKLOG_STATES, g, next_hour
+            ):
+                limit = clock.deadline(dept, cat, _ts(created_at) or now)
+                if limit is not None and now > limit:
+                    late += 1
+                    mark = f"{created_at} {inquiry_id}"
+                    earliest_late = mark if earliest_late is None else min(earliest_late, mark)
+        if late and earliest_late is not None:
+            rep.unanswered_overdue += late
+            key = (rep.department, cfg.key_on(g["platform"], g["account"]))
+            first_late[key] = min(first_late.get(key, earliest_late), earliest_late)
+    for (dept_id, account), _ in sorted(first_late.items(), key=lambda kv: kv[1]):
+        reports[dept_id].zombie_accounts.append(account)
+    # the period's inquiries: counted per hour; the answered ones read for the median wait
+    for dept_id, hour, appended, n in await store.period_inquiry_hours(
+        first, last_text, through, left_out, InquiryState.APPENDED
+    ):
+        rep = reports.get(dept_id)
+        if rep is None:
+            continue
+        rep.inquiries += n
+        rep.appended += n if appended else 0
+        daily[dept_id][day_of(hour + ":00:00+00:00")]["received"] += n
     waits: dict[str, list[float]] = {d: [] for d in reports}
+    for dept_id, created_at, first_reply_at in await store.period_first_replies(
+        first, last_text, through, left_out, ReplyState.POSTED
+    ):
+        if dept_id in waits:
+            waits[dept_id].append(
+                (
+                    datetime.fromisoformat(first_reply_at) - datetime.fromisoformat(created_at)
+                ).total_seconds()
+            )
+    # the backlog, as of now: open tickets past or near their deadline
+    warn = cfg.sla.warn_before
+    limited = [f"{d.id}/{c.value}" for d in wanted for c in Category if c.value in d.sla]
+    for dept_id, category, hour, n in await store.open_ticket_hours(FINAL, limited):
+        rep = reports.get(dept_id)
+        if rep is None:
+            continue
+        dept, cat = configured[dept_id], Category(category)
+        next_hour, earliest, latest, bounded = hour_bounds(dept, cat, hour)
+        if earliest is None or latest is None:
+            continue
+        if bounded and latest < now:
+            rep.open_overdue += n
+        elif bounded and earliest >= now and latest - now <= warn:
+            rep.open_at_risk += n
+        elif bounded and earliest - now > warn:
+            continue
+        else:
+            for created_at in await store.open_ticket_times(
+                FINAL, dept_id, category, hour, next_hour
+            ):
+                deadline = clock.deadline(dept, cat, _ts(created_at) or now)
+                assert deadline is not None
+                if now > deadline:
+                    rep.open_overdue += 1
+                elif deadline - now <= warn:
+                    rep.open_at_risk += 1
+    # the period's tickets: resolved, in time, how long it took; resolved per day
+    created_in, finals = await store.period_tickets(first, last_text, through, FINAL)
+    for dept_id, n in created_in.items():
+        if dept_id in reports:
+            reports[dept_id].tickets += n
     durations: dict[str, list[float]] = {d: [] for d in reports}
-    for i in inquiries:
-        received = _ts(i.created_at)
-        if i.state == InquiryState.IGNORED:
-            if in_period(i.created_at) and department is None:
-                ignored[i.reason or "?"] = ignored.get(i.reason or "?", 0) + 1
-            continue
-        if i.state == InquiryState.SURVEY_ANSWER:  # the citizen answering the 回访 question
-            continue
-        rep = reports.get(i.department or "")
-        if rep is None or received is None:
-            continue
-        answered = first_reply.get(i.inquiry_id)
-        if answered is None and i.state != InquiryState.APPENDED and i.inquiry_id not in in_backlog:
-            dept = cfg.department(rep.department)
-            limit = _first_response_deadline(dept, i, received)
-            if limit is not None and now > limit:
-                rep.unanswered_overdue += 1
-                account = cfg.key_on(i.platform, i.account)
-                if account not in rep.zombie_accounts:
-                    rep.zombie_accounts.append(account)
-        if not in_period(i.created_at):
-            continue
-        rep.inquiries += 1
-        rep.appended += i.state == InquiryState.APPENDED
-        daily[rep.department][_day(received)]["received"] += 1
-        if answered:
-            waits[rep.department].append((answered - received).total_seconds())
-    for t in tickets:
+    for t in finals:
         rep = reports.get(t.department)
         if rep is None:
             continue
-        dept = cfg.department(t.department)
-        inquiry = by_id.get(t.inquiry_id)
-        category = Category((inquiry.category if inquiry else None) or "other")
         created = _ts(t.created_at) or now
-        deadline = deadline_for(dept, category, created)
-        done = resolved_at.get((t.department, t.ticket_id))
-        if t.status not in FINAL and deadline is not None:  # the backlog, as of now
-            if now > deadline:
-                rep.open_overdue += 1
-            elif deadline - now <= cfg.sla.warn_before:
-                rep.open_at_risk += 1
-        if done is not None and in_period(done.isoformat()) and _day(done) in daily[rep.department]:
-            daily[rep.department][_day(done)]["resolved"] += 1
-        if not in_period(t.created_at):
-            continue
-        rep.tickets += 1
-        if t.status in FINAL:
-            rep.resolved += 1
-            if deadline is None or (done is not None and done <= deadline):
-                rep.resolved_in_time += 1
-            if done is not None:
-                durations[rep.department].append((done - created).total_seconds())
-    for r in replies:
-        rep = reports.get(r.department)
-        if rep is None:
-            continue
-        rep.replies_posted += r.state == ReplyState.POSTED and in_period(r.posted_at)
-        rep.awaiting_approval += r.state == ReplyState.AWAITING_APPROVAL
-    for f in flagged:
+        deadline = clock.deadline(
+            configured[t.department], Category(t.category or "other"), created
+        )
+        done = _ts(t.final_at)
+        rep.resolved += 1
+        if deadline is None or (done is not None and done <= deadline):
+            rep.resolved_in_time += 1
+        if done is not None:
+            durations[t.department].append((done - created).total_seconds())
+    for dept_id, hour, n in await store.final_hours(first, last_text, through, FINAL):
+        if dept_id in reports:
+            day = day_of(hour + ":00:00+00:00")
+            if day in daily[dept_id]:
+                daily[dept_id][day]["resolved"] += n
+    for dept_id, (posted, awaiting) in (
+        await store.reply_counts(
+            first, last_text, through, ReplyState.POSTED, ReplyState.AWAITING_APPROVAL
+        )
+    ).items():
+        if dept_id in reports:
+            reports[dept_id].replies_posted += posted
+            reports[dept_id].awaiting_approval += awaiting
+    for f in await store.list_create_attempts(CreateState.NEEDS_RECONCILIATION):
         if f.department in reports:
             reports[f.department].needs_reconciliation += 1
     for dept_id, rep in reports.items():
@@ -309,13 +384,54 @@ async def _apart(cfg: GovbridgeConfig, work: Callable[[Store], Awaitable[T]]) ->
 
 
 def _first_response_deadline(
-    dept: DepartmentConfig, inquiry: StoredInquiry, received: datetime
+    dept: DepartmentConfig,
+    category: str | None,
+    received: datetime,
+    clock: DeadlineClock | None = None,
 ) -> datetime | None:
     """The first-response limit (``sla.first_response``), else the category's limit."""
-    if "first_response" in dept.sla:
+    probe, cat = _first_response_rule(dept, category)
+    return (clock.deadline if clock is not None else deadline_for)(probe, cat, received)
+
+
+_PROBES: dict[int, tuple[DepartmentConfig, DepartmentConfig]] = {}
+
+
+def _first_response_rule(
+    dept: DepartmentConfig, category: str | None
+) -> tuple[DepartmentConfig, Category]:
+    """What the first response is held to: the department's ``sla.first_response`` (as the
+    limit of ``other``), else the category's limit."""
+    if "first_response" not in dept.sla:
+        return dept, Category(category or "other")
+    known = _PROBES.get(id(dept))
+    if known is None or known[0] is not dept:
         probe = dept.model_copy(update={"sla": {"other": dept.sla["first_response"]}})
-        return deadline_for(probe, Category.OTHER, received)
-    return deadline_for(dept, Category(inquiry.category or "other"), received)
+        known = _PROBES[id(dept)] = (dept, probe)
+    return known[1], Category.OTHER
+
+
+def _hour_bounds(
+    clock: DeadlineClock, dept: DepartmentConfig, category: Category, hour: str
+) -> tuple[str, datetime | None, datetime | None, bool]:
+    """For the starts within an hour as stored (``2026-12-07T09``): the next hour as stored,
+    the deadlines of the hour's first and last microsecond, and whether these two bound every
+    start's in between: when the hour is within one local day (a later start then has a later
+    deadline: the same day found, or the same span added)."""
+    opens = datetime.fromisoformat(hour + ":00:00+00:00")
+    ends = opens + timedelta(hours=1, microseconds=-1)
+    next_hour = iso(opens + timedelta(hours=1))[:13]
+    earliest = clock.deadline(dept, category, opens)
+    latest = clock.deadline(dept, category, ends)
+    if earliest is None or latest is None:
+        return next_hour, earliest, latest, False
+    zone = earliest.tzinfo
+    return (
+        next_hour,
+        earliest,
+        latest,
+        opens.astimezone(zone).date() == ends.astimezone(zone).date(),
+    )
 
 
 def render_table(reports: list[DepartmentReport], ignored: dict[str, int]) -> str:
@@ -703,6 +819,11 @@ class _Timed(Generic[T]):
         self.times = [when for when, _ in rows]
         self.rows = [row for _, row in rows]
 
+    def timed_between(self, start: datetime, end: datetime) -> list[tuple[datetime, T]]:
+        """``between`` with each row's time."""
+        first, last = bisect.bisect_left(self.times, start), bisect.bisect_left(self.times, end)
+        return list(zip(self.times[first:last], self.rows[first:last], strict=True))
+
     def between(self, start: datetime, end: datetime) -> list[T]:
         return self.rows[
             bisect.bisect_left(self.times, start) : bisect.bisect_left(self.times, end)
@@ -756,6 +877,7 @@ def _compute_ranking(
     period: Period,
     now: datetime,
     department: str | None = None,
+    clock: DeadlineClock | None = None,
 ) -> Ranking:
     ranking_cfg = cfg.ranking
     wanted = [d for d in cfg.departments if department is None or d.id == department]
@@ -772,7 +894,7 @@ def _compute_ranking(
         for d in wanted
     }
 
-    calendars = {d.id: calendar_of(d) for d in wanted}
+    clock = clock or DeadlineClock()
     keys: dict[tuple[str, str], str] = {}
 
     def sheets(dept: str | None, platform: str, account: str) -> list[Rates]:
@@ -792,17 +914,14 @@ def _compute_ranking(
         return out
 
     start, end = period.start, period.end
-    for i in facts.inquiries.between(start, end):  # 响应率
-        received = asked_at(i)
+    for received, i in facts.inquiries.timed_between(start, end):  # 响应率
         if (
             i.state in (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)  # 回访 answers too
             or i.department not in probes
             or received is None
         ):
             continue
-        limit = deadline_for(
-            probes[i.department], Category.OTHER, received, calendar=calendars[i.department]
-        )
+        limit = clock.deadline(probes[i.department], Category.OTHER, received)
         answered = _ts(i.first_reply_at)
         if answered is None and (limit is None or now <= limit):
             continue  # not answered yet, still within the limit
@@ -837,9 +956,7 @@ def _compute_ranking(
             continue
         assert created is not None
         category = Category(t.category or "other")
-        deadline = deadline_for(
-            dept_cfg[t.department], category, created, calendar=calendars[t.department]
-        )
+        deadline = clock.deadline(dept_cfg[t.department], category, created)
         done = _ts(t.final_at)
         if t.status in FINAL:
             in_time = deadline is None or (done is not None and done <= deadline)
@@ -884,7 +1001,8 @@ async def rank_months(
     now = now or datetime.now(UTC)
     periods = last_months(min(ending or now, now), months)
     facts = await _read_facts(store, periods[0].start, periods[-1].end)
-    return [_compute_ranking(facts, cfg, p, now) for p in periods]
+    clock = DeadlineClock()  # one for the months: each working day looked up once
+    return [_compute_ranking(facts, cfg, p, now, clock=clock) for p in periods]
 
 
 def _pct(value: float | None) -> str:

@@ -478,6 +478,16 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX push_inbox_unpublished ON push_inbox (received_at) WHERE published_at IS NULL;
     CREATE INDEX push_inbox_published ON push_inbox (published_at);
     """,
+    # 25: the dashboard at 100,000 inquiries (issue 23): an inquiry's replies by state and
+    # posting time without reading each reply row, inquiries by state and time (and the
+    # period's counted from the index alone), tickets by status and time
+    """
+    CREATE INDEX replies_inquiry_state ON replies (inquiry_id, state, posted_at);
+    CREATE INDEX replies_state_posted ON replies (state, posted_at);
+    CREATE INDEX inquiries_state_created ON inquiries (state, created_at);
+    CREATE INDEX inquiries_created_state ON inquiries (created_at, state, department);
+    CREATE INDEX tickets_status_created ON tickets (status, created_at);
+    """,
 ]
 
 

@@ -568,6 +568,72 @@ class Store(Protocol):
 
     async def last_replies(self, posted: str) -> dict[tuple[str, str], str]: ...
 
+    async def inspection_counts(
+        self,
+        since: str,
+        until: str,
+        late_before: str,
+        left_out: Sequence[str],
+        posted: str,
+        awaiting: Sequence[str],
+        queued: Sequence[str],
+    ) -> list[tuple[str, str, str, int]]: ...
+
+    async def inspection_answers(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str]]: ...
+
+    async def period_inquiry_hours(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], appended: str
+    ) -> list[tuple[str, str, bool, int]]: ...
+
+    async def period_first_replies(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str]]: ...
+
+    async def ignored_reasons(
+        self, since: str, until: str, through: bool, ignored: str
+    ) -> dict[str | None, int]: ...
+
+    async def first_inquiry_at(self) -> str | None: ...
+
+    async def unanswered_hours(
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        limited: Sequence[str],
+    ) -> list[dict[str, Any]]: ...
+
+    async def unanswered_in_hour(
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        group: dict[str, Any],
+        next_hour: str,
+    ) -> list[tuple[str, str]]: ...
+
+    async def open_ticket_hours(
+        self, final: Sequence[str], limited: Sequence[str]
+    ) -> list[tuple[str, str, str, int]]: ...
+
+    async def open_ticket_times(
+        self, final: Sequence[str], department: str, category: str, hour: str, next_hour: str
+    ) -> list[str]: ...
+
+    async def period_tickets(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> tuple[dict[str, int], list[RateTicket]]: ...
+
+    async def final_hours(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> list[tuple[str, str, int]]: ...
+
+    async def reply_counts(
+        self, since: str, until: str, through: bool, posted: str, awaiting: str
+    ) -> dict[str, tuple[int, int]]: ...
+
     async def record_survey_result(
         self,
         *,

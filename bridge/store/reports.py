@@ -96,6 +96,11 @@ class RateTicket:
     final_at: str | None
 
 
+# Every stored time (``iso``) is at least this: ``posted_at >= ANY_TIME`` is a range on an
+# index where ``IS NOT NULL`` is not.
+ANY_TIME = "0"
+
+
 def like_escape(text: str) -> str:
     """``text`` matched as itself by ``LIKE … ESCAPE '\\'`` (``%`` and ``_`` are not
     wildcards)."""
@@ -303,3 +308,268 @@ class ReportsStore(StoreBase):
             (platform, account, since.isoformat(timespec="microseconds")),
         )
         return int(rows[0]["used"] or 0) if rows else 0
+
+    # ------------------------------------------------------------ the dashboard's reads
+    # A period is ``since`` to ``until``, ISO times as stored; ``until`` inclusive when
+    # ``through`` (a period up to now), exclusive otherwise.
+
+    async def period_inquiry_hours(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], appended: str
+    ) -> list[tuple[str, str, bool, int]]:
+        """The inquiries recorded in the period with a department and a state not in
+        ``left_out``, counted per (department, hour as stored, whether ``appended``)."""
+        marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            "SELECT department, SUBSTR(created_at, 1, 13) AS hour,"
+            " CASE WHEN state = ? THEN 1 ELSE 0 END AS appended, COUNT(*) AS n"
+            " FROM inquiries WHERE created_at >= ?"
+            f" AND created_at {'<=' if through else '<'} ?"
+            f" AND department IS NOT NULL AND state NOT IN ({marks}) GROUP BY 1, 2, 3",
+            (appended, since, until, *left_out),
+        )
+        return [(r["department"], r["hour"], bool(r["appended"]), int(r["n"])) for r in rows]
+
+    async def period_first_replies(
+        self, since: str, until: str, through: bool, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str]]:
+        """Of the inquiries ``period_inquiry_hours`` counts, those with a reply in state
+        ``posted`` that has a time: (department, created_at, when the first was posted)."""
+        marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            "SELECT i.department, i.created_at, MIN(r.posted_at) AS first_reply_at"
+            # the posted replies found by their index on (state, posted time), then their
+            # inquiries: CROSS JOIN keeps SQLite in that order whatever its statistics say
+            " FROM replies r CROSS JOIN inquiries i"
+            " WHERE i.inquiry_id = r.inquiry_id AND r.state = ? AND r.posted_at >= ?"
+            f" AND i.created_at >= ? AND i.created_at {'<=' if through else '<'} ?"
+            f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})"
+            " GROUP BY i.inquiry_id, i.department, i.created_at",
+            (posted, ANY_TIME, since, until, *left_out),
+        )
+        return [(r["department"], r["created_at"], r["first_reply_at"]) for r in rows]
+
+    async def ignored_reasons(
+        self, since: str, until: str, through: bool, ignored: str
+    ) -> dict[str | None, int]:
+        """The inquiries in state ``ignored`` recorded in the period, counted by reason."""
+        rows = await self.db.fetchall(
+            "SELECT reason, COUNT(*) AS n FROM inquiries WHERE state = ? AND created_at >= ?"
+            f" AND created_at {'<=' if through else '<'} ? GROUP BY reason",
+            (ignored, since, until),
+        )
+        return {r["reason"]: int(r["n"]) for r in rows}
+
+    async def first_inquiry_at(self) -> str | None:
+        rows = await self.db.fetchall("SELECT MIN(created_at) AS at FROM inquiries")
+        return rows[0]["at"] if rows else None
+
+    _UNANSWERED = (
+        " FROM inquiries i WHERE i.department IS NOT NULL AND i.state NOT IN ({out})"
+        " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+        "  AND r.state = ? AND r.posted_at IS NOT NULL)"
+        " AND NOT EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
+        "  AND w.state IN ({backlog}))"
+    )
+
+    async def unanswered_hours(
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        limited: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """Every inquiry with a department, a state not in ``left_out``, no reply posted
+        (state ``posted`` with a time) and none in a ``backlog`` state, counted per
+        (department, category or ``other``, platform, account, hour recorded as stored),
+        with the first of each group (``first``: created_at and inquiry_id); only those of
+        a department and category ``limited`` lists (``urban/complaint``)."""
+        if not limited:
+            return []
+        where = self._UNANSWERED.format(
+            out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
+        )
+        return await self.db.fetchall(
+            "SELECT i.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
+            " i.platform, i.account, SUBSTR(i.created_at, 1, 13) AS hour, COUNT(*) AS n,"
+            " MIN(i.created_at || ' ' || i.inquiry_id) AS first"
+            f"{where} AND i.department || '/' || COALESCE(NULLIF(i.category, ''), ?)"
+            f" IN ({', '.join('?' for _ in limited)}) GROUP BY 1, 2, 3, 4, 5",
+            (Category.OTHER, *left_out, posted, *backlog, Category.OTHER, *limited),
+        )
+
+    async def unanswered_in_hour(
+        self,
+        left_out: Sequence[str],
+        posted: str,
+        backlog: Sequence[str],
+        group: dict[str, Any],
+        next_hour: str,
+    ) -> list[tuple[str, str]]:
+        """The inquiries of one ``unanswered_hours`` group: (created_at, inquiry_id)."""
+        where = self._UNANSWERED.format(
+            out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
+        )
+        rows = await self.db.fetchall(
+            f"SELECT i.created_at, i.inquiry_id{where} AND i.department = ?"
+            " AND COALESCE(NULLIF(i.category, ''), ?) = ? AND i.platform = ? AND i.account = ?"
+            " AND i.created_at >= ? AND i.created_at < ?",
+            (
+                *left_out, posted, *backlog, group["department"], Category.OTHER,
+                group["category"], group["platform"], group["account"], group["hour"], next_hour,
+            ),
+        )  # fmt: skip
+        return [(r["created_at"], r["inquiry_id"]) for r in rows]
+
+    async def open_ticket_hours(
+        self, final: Sequence[str], limited: Sequence[str]
+    ) -> list[tuple[str, str, str, int]]:
+        """The tickets not at a ``final`` status counted per (department, inquiry's category
+        or ``other``, hour of creation as stored: ``2026-12-07T09``); only those of a
+        department and category ``limited`` lists (``urban/complaint``)."""
+        if not limited:
+            return []
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT t.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
+            " SUBSTR(t.created_at, 1, 13) AS hour, COUNT(*) AS n"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.status NOT IN ({marks})"
+            " AND t.department || '/' || COALESCE(NULLIF(i.category, ''), ?)"
+            f" IN ({', '.join('?' for _ in limited)}) GROUP BY 1, 2, 3",
+            (Category.OTHER, *final, Category.OTHER, *limited),
+        )
+        return [(r["department"], r["category"], r["hour"], int(r["n"])) for r in rows]
+
+    async def open_ticket_times(
+        self, final: Sequence[str], department: str, category: str, hour: str, next_hour: str
+    ) -> list[str]:
+        """When each ticket of one ``open_ticket_hours`` group was created (from ``hour``
+        to ``next_hour``, both as stored: ``2026-12-07T09``)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT t.created_at FROM tickets t LEFT JOIN inquiries i"
+            " ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.status NOT IN ({marks}) AND t.department = ?"
+            " AND COALESCE(NULLIF(i.category, ''), ?) = ?"
+            " AND t.created_at >= ? AND t.created_at < ?",
+            (*final, department, Category.OTHER, category, hour, next_hour),
+        )
+        return [r["created_at"] for r in rows]
+
+    async def period_tickets(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> tuple[dict[str, int], list[RateTicket]]:
+        """The tickets created in the period: counted per department, and those at a
+        ``final`` status with their inquiry's category and when they first reached one."""
+        cmp = "<=" if through else "<"
+        rows = await self.db.fetchall(
+            "SELECT department, COUNT(*) AS n FROM tickets WHERE created_at >= ?"
+            f" AND created_at {cmp} ? GROUP BY department",
+            (since, until),
+        )
+        marks = ", ".join("?" for _ in final)
+        done = await self.db.fetchall(
+            "SELECT t.department, t.ticket_id, t.status, t.created_at, i.category, i.platform,"
+            " i.account,"
+            " (SELECT MIN(e.recorded_at) FROM ticket_events e WHERE e.department = t.department"
+            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
+            " AS final_at"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            f" WHERE t.created_at >= ? AND t.created_at {cmp} ? AND t.status IN ({marks})",
+            (*final, since, until, *final),
+        )
+        return {r["department"]: int(r["n"]) for r in rows}, [RateTicket(**r) for r in done]
+
+    async def final_hours(
+        self, since: str, until: str, through: bool, final: Sequence[str]
+    ) -> list[tuple[str, str, int]]:
+        """The tickets that first reached a ``final`` status (an applied event) in the
+        period, counted per (department, hour as stored)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT f.department, SUBSTR(f.at, 1, 13) AS hour, COUNT(*) AS n FROM"
+            " (SELECT department, ticket_id, MIN(recorded_at) AS at FROM ticket_events"
+            f"  WHERE applied = 1 AND status IN ({marks}) GROUP BY department, ticket_id) f"
+            " JOIN tickets t ON t.department = f.department AND t.ticket_id = f.ticket_id"
+            f" WHERE f.at >= ? AND f.at {'<=' if through else '<'} ?"
+            " GROUP BY 1, 2",
+            (*final, since, until),
+        )
+        return [(r["department"], r["hour"], int(r["n"])) for r in rows]
+
+    async def reply_counts(
+        self, since: str, until: str, through: bool, posted: str, awaiting: str
+    ) -> dict[str, tuple[int, int]]:
+        """Per department: the replies posted in the period, and those in state
+        ``awaiting`` now."""
+        out: dict[str, list[int]] = {}
+        for r in await self.db.fetchall(
+            "SELECT department, COUNT(*) AS n FROM replies WHERE state = ? AND posted_at >= ?"
+            f" AND posted_at {'<=' if through else '<'} ? GROUP BY department",
+            (posted, since, until),
+        ):
+            out.setdefault(r["department"], [0, 0])[0] = int(r["n"])
+        for r in await self.db.fetchall(
+            "SELECT department, COUNT(*) AS n FROM replies WHERE state = ? GROUP BY department",
+            (awaiting,),
+        ):
+            out.setdefault(r["department"], [0, 0])[1] = int(r["n"])
+        return {d: (p, a) for d, (p, a) in out.items()}
+
+    # ------------------------------------------------------------ the inspection's reads
+    _ASKED = (
+        "CASE WHEN i.posted_at IS NOT NULL AND i.posted_at < i.created_at"
+        " THEN i.posted_at ELSE i.created_at END"
+    )
+
+    async def inspection_counts(
+        self,
+        since: str,
+        until: str,
+        late_before: str,
+        left_out: Sequence[str],
+        posted: str,
+        awaiting: Sequence[str],
+        queued: Sequence[str],
+    ) -> list[tuple[str, str, str, int]]:
+        """The inquiries asked (``asked_time``) from ``since`` to ``until`` inclusive and
+        recorded from ``since``, of a state not in ``left_out``, counted per (platform,
+        account, what became of them): ``answered`` (a reply in state ``posted`` has a
+        time), else ``awaiting`` or ``queued`` (a reply in one of those states), else
+        ``late`` (asked before ``late_before``) or ``recent``."""
+        a_marks = ", ".join("?" for _ in awaiting)
+        q_marks = ", ".join("?" for _ in queued)
+        o_marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            "SELECT i.platform, i.account, CASE"
+            " WHEN EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ? AND r.posted_at IS NOT NULL) THEN 1"
+            " WHEN EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
+            f"  AND w.state IN ({a_marks})) THEN 2"
+            " WHEN EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = i.inquiry_id"
+            f"  AND q.state IN ({q_marks})) THEN 3"
+            f" WHEN {self._ASKED} < ? THEN 4 ELSE 5 END AS kind, COUNT(*) AS n"
+            f" FROM inquiries i WHERE i.created_at >= ? AND {self._ASKED} >= ?"
+            f" AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks}) GROUP BY 1, 2, 3",
+            (posted, *awaiting, *queued, late_before, since, since, until, *left_out),
+        )
+        kinds = {1: "answered", 2: "awaiting", 3: "queued", 4: "late", 5: "recent"}
+        return [(r["platform"], r["account"], kinds[r["kind"]], int(r["n"])) for r in rows]
+
+    async def inspection_answers(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str]]:
+        """Of the inquiries ``inspection_counts`` counts as ``answered``: (platform,
+        account, when asked, when the first reply was posted)."""
+        o_marks = ", ".join("?" for _ in left_out)
+        rows = await self.db.fetchall(
+            f"SELECT i.platform, i.account, {self._ASKED} AS asked,"
+            " MIN(r.posted_at) AS first_reply_at"
+            " FROM replies r CROSS JOIN inquiries i"  # the posted replies first, as above
+            " WHERE i.inquiry_id = r.inquiry_id AND r.state = ? AND r.posted_at >= ?"
+            f" AND i.created_at >= ? AND {self._ASKED} >= ? AND {self._ASKED} <= ?"
+            f" AND i.state NOT IN ({o_marks})"
+            " GROUP BY i.inquiry_id, i.platform, i.account, i.created_at, i.posted_at",
+            (posted, ANY_TIME, since, since, until, *left_out),
+        )
+        return [(r["platform"], r["account"], r["asked"], r["first_reply_at"]) for r in rows]
