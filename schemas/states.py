@@ -82,6 +82,7 @@ class SurveyOutcome(StrEnum):
     ANSWERED = "answered"  # the citizen's answer said solved or not, or how satisfied, or both
     UNRATED = "unrated"  # still unclear after the one re-ask (sarcasm, a contradiction, …)
     NO_RESPONSE = "no_response"  # silence for the configured period
+    NOT_ASKED = "not_asked"  # an approver rejected the question: no result, counted nowhere
 
 
 class SurveyAskState(StrEnum):

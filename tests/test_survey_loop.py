@@ -533,3 +533,79 @@ async def test_the_question_waits_for_an_approver_and_its_silence_only_once_post
     assert unasked == 0 and results_while_waiting == []
     assert asked == 1
     assert (result.outcome, result.asks) == ("no_response", 1)
+
+
+async def test_a_question_the_approver_rejects_ends_the_survey_without_a_result(
+    tmp_path: Path, open311: Open311Server
+) -> None:
+    """An approver rejects the 回访 question (say, the citizen asked not to be contacted): it
+    is never posted, its silence is not counted as no response, the 回访 is closed as
+    ``not_asked`` (it stayed open for ever before), and the citizen's next message is a new
+    inquiry, not read as an answer to a question they never saw."""
+    import aiohttp
+
+    platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
+    hooks = await AppServer(webhook_app(platform)).start()
+    cfg = bridge_config(
+        tmp_path,
+        departments=[{**transport(open311), "approval": "all-manual"}],
+        accounts=[hotline(hooks.url)],
+        survey={"delay": "300ms", "answer_within": "1s", "check_every": "100ms"},
+    )
+    auth = {"Authorization": "Bearer test-admin-token"}
+    try:
+        async with running_bridge(cfg) as daemon, aiohttp.ClientSession(headers=auth) as http:
+            assert daemon.ctx is not None
+            store = daemon.ctx.store
+            scene = Scene(platform, store)
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            platform.push_url = f"{base}/hooks/sources/hotline"
+
+            async def waiting() -> list[dict[str, Any]]:
+                async with http.get(f"{base}/api/approvals") as resp:
+                    items: list[dict[str, Any]] = (await resp.json())["approvals"]
+                    return items
+
+            async def decide_one(decision: str) -> str:
+                async def one() -> bool:
+                    return bool(await waiting())
+
+                await eventually(one)
+                (item,) = await waiting()
+                body = {"decision": decision, "version": item["version"], "reason": "市民不愿回访"}
+                async with http.post(f"{base}/api/approvals/{item['reply_id']}", json=body) as r:
+                    assert r.status == 200, await r.text()
+                return str(item["text"])
+
+            assert await platform.push([item("c-1", "公交站台顶棚漏雨", "41")]) == 202
+            assert "已受理" in await decide_one("approve")
+            await scene.until("c-1", "已受理")
+            (ticket_id,) = open311.state.tickets
+            open311.state.set_status(ticket_id, "fixed", None)
+            assert RESOLVED in await decide_one("approve")
+            await scene.until("c-1", RESOLVED)
+            assert ASK in await decide_one("reject")
+
+            async def closed() -> bool:
+                ask = await store.get_survey_ask("transport", ticket_id, 0)
+                return ask is not None and ask.state == "done"
+
+            await eventually(closed)
+            ask = await store.get_survey_ask("transport", ticket_id, 0)
+            # the citizen writes again in the same thread: a new matter, not an answer
+            answer = item("c-1-r", "已经解决了，谢谢", "41", parent_id="c-1")
+            assert await platform.push([answer]) == 202
+
+            async def recorded() -> bool:
+                return len(await store.list_inquiries()) == 2
+
+            await eventually(recorded)
+            await asyncio.sleep(1.0)  # a late reading of it as an answer would land now
+            results = await store.survey_results(_EPOCH, _FAR)
+            inquiries = {i.external_id: i for i in await store.list_inquiries()}
+    finally:
+        await hooks.stop()
+    assert ask is not None and ask.outcome == "not_asked"
+    assert scene.count("c-1", ASK) == 0  # never posted
+    assert results == []  # no result: not no_response, not answered
+    assert inquiries["c-1-r"].state != "survey_answer"

@@ -41,7 +41,7 @@ from bridge.store.surveys import survey_reply_id
 from schemas import routing, stages
 from schemas.config import DepartmentConfig
 from schemas.messages import ReplyRequest, SlaEvent, ThreadRef, TicketEvent, stable_id
-from schemas.states import SurveyAskState
+from schemas.states import SurveyAskState, SurveyOutcome
 from schemas.vocab import (
     REPLY_FINISHED_STATES,
     Category,
@@ -374,6 +374,18 @@ class ReplyRole:
             # approver or a posting slot).
             key = "survey_again" if ask.state == SurveyAskState.REASKED else "survey"
             reply = await store.get_reply(survey_reply_id(ask.inquiry_id, key, ask.cycle))
+            if reply is not None and reply.state == ReplyState.REJECTED:
+                # an approver decided the citizen is not to be asked: the 回访 ends without a
+                # result (no silence counted, no later message read as its answer)
+                if await store.move_survey_ask(
+                    ask,
+                    from_state=ask.state,
+                    to_state=SurveyAskState.DONE,
+                    outcome=SurveyOutcome.NOT_ASKED,
+                ):
+                    ended += 1
+                    log.info("survey not asked", ticket_id=ask.ticket_id, cycle=ask.cycle)
+                continue
             if reply is None or reply.posted_at is None:
                 continue
             if datetime.fromisoformat(reply.posted_at) + cfg.survey.answer_within > now:
