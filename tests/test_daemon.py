@@ -559,3 +559,37 @@ async def test_a_connection_cut_while_starting_is_ridden_out(
         await worker.stop()
         await broker.close()
         await delete_topology(cfg)
+
+
+async def test_a_consumer_started_while_the_connection_is_down_waits_for_it(
+    proxy: TcpProxy,
+) -> None:
+    """A cut just before a consumer starts: the robust connection is down, and opening a
+    channel raises aiormq's bare ``RuntimeError("... closed")``. A bridge starting under the
+    chaos suite's cuts exited on it (exit 1, two citizens unanswered); now it waits for the
+    connection and starts the consumer."""
+    cfg = broker_config(url=SecretStr(proxy.url()), connect_timeout="30s")
+    broker = Broker(cfg)
+    handled: list[str] = []
+
+    async def handle(event: TicketEvent, _: Delivery) -> None:
+        handled.append(event.event_id)
+
+    worker = Worker(broker, Stage("reply", TicketEvent, handle))
+    try:
+        await broker.connect()
+        proxy.refuse(True)
+        assert proxy.cut() >= 1
+        await wait_until(lambda: not broker.connected, "the connection noticed the cut")
+        starting = asyncio.create_task(worker.start())
+        await asyncio.sleep(1.0)
+        assert not starting.done()  # waiting for the connection, not failed
+        proxy.refuse(False)
+        await asyncio.wait_for(starting, 30)
+        await broker.publish("ticket.updated.transport", event(2))
+        await wait_until(lambda: handled == ["ev-2"], "the consumer started after the cut")
+    finally:
+        proxy.refuse(False)
+        await worker.stop()
+        await broker.close()
+        await delete_topology(cfg)

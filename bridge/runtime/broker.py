@@ -55,6 +55,8 @@ CONNECTION_LOST: tuple[type[BaseException], ...] = (
     aio_pika.exceptions.ChannelInvalidStateError,
     ConnectionError,
 )
+# ... and aiormq's connection.channel() while the connection is down (a bare RuntimeError)
+CONNECTION_LOST_OR_CLOSED: tuple[type[BaseException], ...] = (*CONNECTION_LOST, RuntimeError)
 
 
 class PublishError(Exception):
@@ -167,7 +169,11 @@ class Broker:
             try:
                 await step()
                 return
-            except CONNECTION_LOST as exc:
+            except CONNECTION_LOST_OR_CLOSED as exc:
+                # aiormq's connection.channel() raises a bare RuntimeError("... closed") while
+                # the robust connection is down: a cut too, but only then
+                if not isinstance(exc, CONNECTION_LOST) and self.connected:
+                    raise
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self.connection is None:
                     raise BrokerUnavailable(f"RabbitMQ lost while starting: {exc!r}") from exc
