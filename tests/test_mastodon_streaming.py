@@ -199,8 +199,11 @@ async def test_a_burst_over_a_dropping_stream_is_each_one_inquiry(
             assert sorted(held) == sorted(posted)
             loop = account.stream_loop
             assert account.streaming and loop is not None
-            await eventually(lambda: _true(loop.connections == 6))
-            assert sim.stream_connections == 6
+            # five drops, five reconnects; on a loaded machine a late heartbeat (5 s here) may
+            # add one more, which is the bridge doing its job (seen: 7 at load 9 and six workers)
+            await eventually(
+                lambda: _true(loop.connections >= 6 and sim.stream_connections == loop.connections)
+            )
 
 
 async def test_a_silent_stream_is_reconnected_and_its_gap_read(tmp_path: Path) -> None:
