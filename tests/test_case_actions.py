@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from govbridge_tools.simulators.webhook import WebhookPlatformState
 from govbridge_tools.simulators.webhook import create_app as webhook_app
 from govbridge_tools.testing import BusTap
 
+from bridge.runtime.context import BridgeContext
 from bridge.store import Store
 from schemas import routing
 from schemas.config import GovbridgeConfig
@@ -117,62 +120,95 @@ def two_departments(
     )
 
 
-async def test_reroute_makes_one_ticket_in_the_new_system_and_one_reply(
-    tmp_path: Path, open311: Open311Server, rest: RestSimServer
-) -> None:
+@dataclass
+class Case:
+    """One citizen's case on the running bridge, ticketed on Open311 and told 已受理."""
+
+    platform: WebhookPlatformState
+    ctx: BridgeContext
+    http: aiohttp.ClientSession
+    api: str
+    inquiry_id: str
+    tap: BusTap | None
+
+    @property
+    def bus(self) -> BusTap:
+        """The tap asked for with ``a_case(..., tap=...)``."""
+        assert self.tap is not None, "a_case(..., tap=...) binds it"
+        return self.tap
+
+    def sent(self) -> list[str]:
+        """What the platform holds as sent to this case's citizen, in order."""
+        return sent_to(self.platform, self.inquiry_id)
+
+
+@asynccontextmanager
+async def a_case(
+    tmp_path: Path, open311: Open311Server, rest: RestSimServer, tap: str | None = None
+) -> AsyncIterator[Case]:
+    """The scene every test here starts from: the bridge for two departments, one complaint
+    pushed, its ticket on Open311 and its 已受理 posted (``tap``: a bus tap bound first)."""
     platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
     hooks = await AppServer(webhook_app(platform)).start()
     cfg = two_departments(tmp_path, open311, rest, hooks.url)
     try:
-        async with (
-            running_bridge(cfg) as daemon,
-            aiohttp.ClientSession(headers=AUTH) as http,
-        ):
+        async with AsyncExitStack() as stack:
+            bus = None
+            if tap is not None:
+                bus = await stack.enter_async_context(BusTap(cfg.broker, tap, declare=True))
+            daemon = await stack.enter_async_context(running_bridge(cfg))
+            http = await stack.enter_async_context(aiohttp.ClientSession(headers=AUTH))
             assert daemon.ctx is not None
-            store = daemon.ctx.store
-            platform.push_url = f"http://127.0.0.1:{daemon.http_port}/hooks/sources/hotline"
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            platform.push_url = f"{base}/hooks/sources/hotline"
             assert await platform.push([item("c-1", "公交站台旁边的人行道塌了一块", "41")]) == 202
-            inquiry_id = await only_inquiry(store)
+            inquiry_id = await only_inquiry(daemon.ctx.store)
 
             async def received() -> bool:
                 return any("已受理" in t for t in sent_to(platform, inquiry_id))
 
             await eventually(received, 30)
-            (old,) = open311.state.tickets
-            url = f"http://127.0.0.1:{daemon.http_port}/api/cases/{inquiry_id}/reroute"
-            body = {"department": "urban", "reason": "人行道归城管养护"}
-            async with http.post(url, json={"department": "urban"}) as resp:
-                assert resp.status == 400  # a reason is required
-            async with http.post(url, json={"department": "nowhere", "reason": "x"}) as resp:
-                assert resp.status == 400
-            for _ in range(2):  # the operator's retry sends the same command
-                async with http.post(url, json=body) as resp:
-                    assert resp.status == 202, await resp.text()
-                    done = await resp.json()
-            assert done["from_ticket_id"] == old and done["department"] == "urban"
-
-            async def rerouted() -> bool:
-                return any("已转办至市城管委" in t for t in sent_to(platform, inquiry_id))
-
-            await eventually(rerouted, 30)
-            # a redelivery of the command, after the new ticket exists
-            attempt = await store.get_create_attempt(done["reference"])
-            assert attempt is not None and attempt.command_json
-            command = TicketCommand.model_validate_json(attempt.command_json)
-            assert command.action == "reroute"
-            await daemon.ctx.broker.publish(routing.inquiry_routed("urban"), command)
-            # the old department closes its ticket later: the citizen is not told
-            open311.state.set_status(old, "closed", None)
-            await asyncio.sleep(3)  # time for the redelivery and a few polls to do anything
-            row = await store.get_inquiry(inquiry_id)
-            old_row = await store.get_ticket("transport", old)
-            audit = await store.audit_records_for(inquiry_id)
-            api = f"http://127.0.0.1:{daemon.http_port}/api"
-            async with http.get(f"{api}/inquiries/{inquiry_id}") as resp:
-                trace = await resp.json()
+            yield Case(platform, daemon.ctx, http, f"{base}/api", inquiry_id, bus)
     finally:
         await hooks.stop()
-    sent = sent_to(platform, inquiry_id)
+
+
+async def test_reroute_makes_one_ticket_in_the_new_system_and_one_reply(
+    tmp_path: Path, open311: Open311Server, rest: RestSimServer
+) -> None:
+    async with a_case(tmp_path, open311, rest) as case:
+        (old,) = open311.state.tickets
+        url = f"{case.api}/cases/{case.inquiry_id}/reroute"
+        body = {"department": "urban", "reason": "人行道归城管养护"}
+        async with case.http.post(url, json={"department": "urban"}) as resp:
+            assert resp.status == 400  # a reason is required
+        async with case.http.post(url, json={"department": "nowhere", "reason": "x"}) as resp:
+            assert resp.status == 400
+        for _ in range(2):  # the operator's retry sends the same command
+            async with case.http.post(url, json=body) as resp:
+                assert resp.status == 202, await resp.text()
+                done = await resp.json()
+        assert done["from_ticket_id"] == old and done["department"] == "urban"
+
+        async def rerouted() -> bool:
+            return any("已转办至市城管委" in t for t in case.sent())
+
+        await eventually(rerouted, 30)
+        # a redelivery of the command, after the new ticket exists
+        attempt = await case.ctx.store.get_create_attempt(done["reference"])
+        assert attempt is not None and attempt.command_json
+        command = TicketCommand.model_validate_json(attempt.command_json)
+        assert command.action == "reroute"
+        await case.ctx.broker.publish(routing.inquiry_routed("urban"), command)
+        # the old department closes its ticket later: the citizen is not told
+        open311.state.set_status(old, "closed", None)
+        await asyncio.sleep(3)  # time for the redelivery and a few polls to do anything
+        row = await case.ctx.store.get_inquiry(case.inquiry_id)
+        old_row = await case.ctx.store.get_ticket("transport", old)
+        audit = await case.ctx.store.audit_records_for(case.inquiry_id)
+        async with case.http.get(f"{case.api}/inquiries/{case.inquiry_id}") as resp:
+            trace = await resp.json()
+    sent = case.sent()
     (new,) = rest.state.tickets  # exactly one ticket in the new system
     assert rest.state.tickets[new]["external_ref"] == done["reference"]
     updates = open311.state.client_updates(old)
@@ -205,69 +241,49 @@ def test_case_actions_need_the_approver_role() -> None:
 async def test_a_returned_case_waits_in_the_review_queue_until_it_is_rerouted(
     tmp_path: Path, open311: Open311Server, rest: RestSimServer
 ) -> None:
-    platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
-    hooks = await AppServer(webhook_app(platform)).start()
-    cfg = two_departments(tmp_path, open311, rest, hooks.url)
-    try:
-        async with (
-            running_bridge(cfg) as daemon,
-            aiohttp.ClientSession(headers=AUTH) as http,
-        ):
-            assert daemon.ctx is not None
-            store = daemon.ctx.store
-            api = f"http://127.0.0.1:{daemon.http_port}/api"
-            platform.push_url = f"http://127.0.0.1:{daemon.http_port}/hooks/sources/hotline"
-            assert await platform.push([item("c-1", "公交站台旁边的人行道塌了一块", "41")]) == 202
-            inquiry_id = await only_inquiry(store)
+    async with a_case(tmp_path, open311, rest) as case:
+        url = f"{case.api}/cases/{case.inquiry_id}/return"
+        async with case.http.post(url, json={}) as resp:
+            assert resp.status == 400  # the reason is required
+        async with case.http.post(url, json={"reason": "  "}) as resp:
+            assert resp.status == 400
+        async with case.http.post(url, json={"reason": "人行道不归交通委管"}) as resp:
+            assert resp.status == 202, await resp.text()
+        async with case.http.post(url, json={"reason": "再退一次"}) as resp:
+            assert resp.status == 409  # it already waits there
+        async with case.http.get(f"{case.api}/triage/review") as resp:
+            listed = await resp.json()
 
-            async def received() -> bool:
-                return any("已受理" in t for t in sent_to(platform, inquiry_id))
+        async def told() -> bool:
+            return any("重新分派" in t for t in case.sent())
 
-            await eventually(received, 30)
-            url = f"{api}/cases/{inquiry_id}/return"
-            async with http.post(url, json={}) as resp:
-                assert resp.status == 400  # the reason is required
-            async with http.post(url, json={"reason": "  "}) as resp:
-                assert resp.status == 400
-            async with http.post(url, json={"reason": "人行道不归交通委管"}) as resp:
-                assert resp.status == 202, await resp.text()
-            async with http.post(url, json={"reason": "再退一次"}) as resp:
-                assert resp.status == 409  # it already waits there
-            async with http.get(f"{api}/triage/review") as resp:
-                listed = await resp.json()
+        await eventually(told, 30)
+        # the review's category check does not file a returned case: it is re-routed
+        async with case.http.post(
+            f"{case.api}/triage/review/{case.inquiry_id}", json={"category": "complaint"}
+        ) as resp:
+            assert resp.status == 409
+        row = await case.ctx.store.get_inquiry(case.inquiry_id)
+        body = {"department": "urban", "reason": "人行道归城管养护"}
+        async with case.http.post(f"{case.api}/cases/{case.inquiry_id}/reroute", json=body) as resp:
+            assert resp.status == 202, await resp.text()
 
-            async def told() -> bool:
-                return any("重新分派" in t for t in sent_to(platform, inquiry_id))
+        async def rerouted() -> bool:
+            return any("已转办至市城管委" in t for t in case.sent())
 
-            await eventually(told, 30)
-            # the review's category check does not file a returned case: it is re-routed
-            async with http.post(
-                f"{api}/triage/review/{inquiry_id}", json={"category": "complaint"}
-            ) as resp:
-                assert resp.status == 409
-            row = await store.get_inquiry(inquiry_id)
-            body = {"department": "urban", "reason": "人行道归城管养护"}
-            async with http.post(f"{api}/cases/{inquiry_id}/reroute", json=body) as resp:
-                assert resp.status == 202, await resp.text()
-
-            async def rerouted() -> bool:
-                return any("已转办至市城管委" in t for t in sent_to(platform, inquiry_id))
-
-            await eventually(rerouted, 30)
-            await asyncio.sleep(1)
-            async with http.get(f"{api}/triage/review") as resp:
-                after = await resp.json()
-            review = await store.get_review(inquiry_id)
-            audit = await store.audit_records_for(inquiry_id)
-            final = await store.get_inquiry(inquiry_id)
-    finally:
-        await hooks.stop()
-    held = [h for h in listed["held"] if h["inquiry_id"] == inquiry_id]
+        await eventually(rerouted, 30)
+        await asyncio.sleep(1)
+        async with case.http.get(f"{case.api}/triage/review") as resp:
+            after = await resp.json()
+        review = await case.ctx.store.get_review(case.inquiry_id)
+        audit = await case.ctx.store.audit_records_for(case.inquiry_id)
+        final = await case.ctx.store.get_inquiry(case.inquiry_id)
+    held = [h for h in listed["held"] if h["inquiry_id"] == case.inquiry_id]
     assert len(held) == 1 and held[0]["reason"] == "returned", listed
     assert row is not None and row.state == "held_for_review"
-    assert not [h for h in after["held"] if h["inquiry_id"] == inquiry_id]
+    assert not [h for h in after["held"] if h["inquiry_id"] == case.inquiry_id]
     assert review is not None and review.state == "confirmed" and review.released_at
-    sent = sent_to(platform, inquiry_id)
+    sent = case.sent()
     assert sum("重新分派" in t for t in sent) == 1, sent
     assert sum("已转办至市城管委" in t for t in sent) == 1, sent
     assert len(open311.state.tickets) == 1 and len(rest.state.tickets) == 1
@@ -278,108 +294,67 @@ async def test_a_returned_case_waits_in_the_review_queue_until_it_is_rerouted(
 async def test_an_escalation_emits_its_event_and_is_listed(
     tmp_path: Path, open311: Open311Server, rest: RestSimServer
 ) -> None:
-    platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
-    hooks = await AppServer(webhook_app(platform)).start()
-    cfg = two_departments(tmp_path, open311, rest, hooks.url)
-    try:
-        async with (
-            BusTap(cfg.broker, "sla.escalated.#", declare=True) as tap,
-            running_bridge(cfg) as daemon,
-            aiohttp.ClientSession(headers=AUTH) as http,
-        ):
-            assert daemon.ctx is not None
-            store = daemon.ctx.store
-            api = f"http://127.0.0.1:{daemon.http_port}/api"
-            platform.push_url = f"http://127.0.0.1:{daemon.http_port}/hooks/sources/hotline"
-            assert await platform.push([item("c-1", "公交站台旁边的人行道塌了一块", "41")]) == 202
-            inquiry_id = await only_inquiry(store)
+    async with a_case(tmp_path, open311, rest, tap="sla.escalated.#") as case:
+        tap = case.bus
+        (old,) = open311.state.tickets
+        url = f"{case.api}/escalations/{case.inquiry_id}"
+        async with case.http.post(url, json={}) as resp:
+            assert resp.status == 400
+        async with case.http.post(
+            url, json={"reason": "逾期未处理，联系13800138000的市民已投诉三次"}
+        ) as resp:
+            assert resp.status == 202, await resp.text()
+        async with case.http.post(url, json={"reason": "再督办"}) as resp:
+            assert resp.status == 409  # once per handling cycle
 
-            async def ticketed() -> bool:
-                row = await store.get_inquiry(inquiry_id)
-                return row is not None and row.state == "ticketed"
+        async def emitted() -> bool:
+            return bool(tap.on("sla.escalated.transport"))
 
-            await eventually(ticketed, 30)
-            (old,) = open311.state.tickets
-            url = f"{api}/escalations/{inquiry_id}"
-            async with http.post(url, json={}) as resp:
-                assert resp.status == 400
-            async with http.post(
-                url, json={"reason": "逾期未处理，联系13800138000的市民已投诉三次"}
-            ) as resp:
-                assert resp.status == 202, await resp.text()
-            async with http.post(url, json={"reason": "再督办"}) as resp:
-                assert resp.status == 409  # once per handling cycle
-
-            async def emitted() -> bool:
-                return bool(tap.on("sla.escalated.transport"))
-
-            await eventually(emitted, 20)
-            async with http.get(f"{api}/escalations?department=transport") as resp:
-                listed = (await resp.json())["escalations"]
-            async with http.get(f"{api}/escalations?department=urban") as resp:
-                other = (await resp.json())["escalations"]
-            await asyncio.sleep(0.5)
-            seen = tap.on("sla.escalated.transport")
-    finally:
-        await hooks.stop()
+        await eventually(emitted, 20)
+        async with case.http.get(f"{case.api}/escalations?department=transport") as resp:
+            listed = (await resp.json())["escalations"]
+        async with case.http.get(f"{case.api}/escalations?department=urban") as resp:
+            other = (await resp.json())["escalations"]
+        await asyncio.sleep(0.5)
+        seen = tap.on("sla.escalated.transport")
     assert len(seen) == 1
     event = SlaEvent.model_validate_json(seen[0].body)
     assert (event.event, event.ticket_id, event.actor) == ("escalated", old, "admin-token")
     assert event.reason is not None and "13800138000" not in event.reason
-    assert [(e["inquiry_id"], e["ticket_id"]) for e in listed] == [(inquiry_id, old)]
+    assert [(e["inquiry_id"], e["ticket_id"]) for e in listed] == [(case.inquiry_id, old)]
     assert other == []
     # nothing of it reached the citizen
-    assert not any("督办" in t for t in sent_to(platform, inquiry_id))
+    assert not any("督办" in t for t in case.sent())
 
 
 async def test_internal_notes_are_kept_and_shown_but_never_reach_a_platform(
     tmp_path: Path, open311: Open311Server, rest: RestSimServer
 ) -> None:
-    platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
-    hooks = await AppServer(webhook_app(platform)).start()
-    cfg = two_departments(tmp_path, open311, rest, hooks.url)
     secret_words = "内部备注：施工方是领导亲戚，先别回复"
-    try:
-        async with (
-            BusTap(cfg.broker, "#", declare=True) as tap,
-            running_bridge(cfg) as daemon,
-            aiohttp.ClientSession(headers=AUTH) as http,
-        ):
-            assert daemon.ctx is not None
-            store = daemon.ctx.store
-            api = f"http://127.0.0.1:{daemon.http_port}/api"
-            platform.push_url = f"http://127.0.0.1:{daemon.http_port}/hooks/sources/hotline"
-            assert await platform.push([item("c-1", "公交站台旁边的人行道塌了一块", "41")]) == 202
-            inquiry_id = await only_inquiry(store)
+    async with a_case(tmp_path, open311, rest, tap="#") as case:
+        tap = case.bus
+        (old,) = open311.state.tickets
+        url = f"{case.api}/cases/{case.inquiry_id}/notes"
+        async with case.http.post(url, json={"text": " "}) as resp:
+            assert resp.status == 400
+        for _ in range(2):  # a retried request: one note
+            async with case.http.post(url, json={"text": secret_words, "note_id": "n-1"}) as resp:
+                assert resp.status == 201, await resp.text()
+        async with case.http.post(f"{case.api}/cases/inq_nope/notes", json={"text": "x"}) as resp:
+            assert resp.status == 404
+        # the case moves on: its replies go out, the note does not
+        open311.state.set_status(old, "closed", None)
 
-            async def received() -> bool:
-                return any("已受理" in t for t in sent_to(platform, inquiry_id))
+        async def resolved() -> bool:  # its status reply (已办结 or 已关闭) is posted
+            return len(case.sent()) >= 2
 
-            await eventually(received, 30)
-            (old,) = open311.state.tickets
-            url = f"{api}/cases/{inquiry_id}/notes"
-            async with http.post(url, json={"text": " "}) as resp:
-                assert resp.status == 400
-            for _ in range(2):  # a retried request: one note
-                async with http.post(url, json={"text": secret_words, "note_id": "n-1"}) as resp:
-                    assert resp.status == 201, await resp.text()
-            async with http.post(f"{api}/cases/inq_nope/notes", json={"text": "x"}) as resp:
-                assert resp.status == 404
-            # the case moves on: its replies go out, the note does not
-            open311.state.set_status(old, "closed", None)
-
-            async def resolved() -> bool:  # its status reply (已办结 or 已关闭) is posted
-                return len(sent_to(platform, inquiry_id)) >= 2
-
-            await eventually(resolved, 30)
-            async with http.get(url) as resp:
-                notes = (await resp.json())["notes"]
-            async with http.get(f"{api}/inquiries/{inquiry_id}") as resp:
-                trace = await resp.json()
-            await asyncio.sleep(0.5)
-    finally:
-        await hooks.stop()
-    replies = platform.reply_list()
+        await eventually(resolved, 30)
+        async with case.http.get(url) as resp:
+            notes = (await resp.json())["notes"]
+        async with case.http.get(f"{case.api}/inquiries/{case.inquiry_id}") as resp:
+            trace = await resp.json()
+        await asyncio.sleep(0.5)
+    replies = case.platform.reply_list()
     assert replies and not any(secret_words in r["text"] for r in replies)
     assert not any("内部备注" in r["text"] for r in replies)
     assert tap.seen and not any(secret_words.encode() in s.body for s in tap.seen)
@@ -396,71 +371,49 @@ async def test_an_extension_approved_before_the_deadline_moves_it_and_is_told(
 ) -> None:
     from bridge.sla.role import SlaRole
 
-    platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
-    hooks = await AppServer(webhook_app(platform)).start()
-    cfg = two_departments(tmp_path, open311, rest, hooks.url)
-    try:
-        async with (
-            BusTap(cfg.broker, "sla.extended.#", declare=True) as tap,
-            running_bridge(cfg) as daemon,
-            aiohttp.ClientSession(headers=AUTH) as http,
-        ):
-            assert daemon.ctx is not None
-            store = daemon.ctx.store
-            api = f"http://127.0.0.1:{daemon.http_port}/api"
-            platform.push_url = f"http://127.0.0.1:{daemon.http_port}/hooks/sources/hotline"
-            assert await platform.push([item("c-1", "公交站台旁边的人行道塌了一块", "41")]) == 202
-            inquiry_id = await only_inquiry(store)
-
-            async def received() -> bool:
-                return any("已受理" in t for t in sent_to(platform, inquiry_id))
-
-            await eventually(received, 30)
-            (old_ticket,) = open311.state.tickets
-            url = f"{api}/cases/{inquiry_id}/extension"
-            async with http.post(url, json={"new_deadline": "2099-06-01T18:00:00+08:00"}) as resp:
-                assert resp.status == 400  # the reason is required
-            async with http.post(
-                url, json={"new_deadline": "2000-01-01T00:00:00+08:00", "reason": "x"}
+    async with a_case(tmp_path, open311, rest, tap="sla.extended.#") as case:
+        tap = case.bus
+        (old_ticket,) = open311.state.tickets
+        url = f"{case.api}/cases/{case.inquiry_id}/extension"
+        async with case.http.post(url, json={"new_deadline": "2099-06-01T18:00:00+08:00"}) as resp:
+            assert resp.status == 400  # the reason is required
+        async with case.http.post(
+            url, json={"new_deadline": "2000-01-01T00:00:00+08:00", "reason": "x"}
+        ) as resp:
+            assert resp.status == 400  # not after the current deadline
+        # a refused request: nothing moves, nothing is told
+        body = {"new_deadline": "2099-05-01T18:00:00+08:00", "reason": "需协调多部门"}
+        async with case.http.post(url, json=body) as resp:
+            assert resp.status == 201, await resp.text()
+            refused = await resp.json()
+        async with case.http.post(
+            f"{url}/{refused['extension_id']}", json={"approve": False}
+        ) as resp:
+            assert resp.status == 200
+        body = {"new_deadline": "2099-06-01T18:00:00+08:00", "reason": "需协调多部门施工"}
+        async with case.http.post(url, json=body) as resp:
+            assert resp.status == 201, await resp.text()
+            ext = await resp.json()
+        old = datetime.fromisoformat(ext["old_deadline"])
+        assert ext["state"] == "pending" and old > datetime.now(old.tzinfo)
+        for expect in (200, 409):  # decided once; a second decision is refused
+            async with case.http.post(
+                f"{url}/{ext['extension_id']}", json={"approve": True}
             ) as resp:
-                assert resp.status == 400  # not after the current deadline
-            # a refused request: nothing moves, nothing is told
-            body = {"new_deadline": "2099-05-01T18:00:00+08:00", "reason": "需协调多部门"}
-            async with http.post(url, json=body) as resp:
-                assert resp.status == 201, await resp.text()
-                refused = await resp.json()
-            async with http.post(
-                f"{url}/{refused['extension_id']}", json={"approve": False}
-            ) as resp:
-                assert resp.status == 200
-            body = {"new_deadline": "2099-06-01T18:00:00+08:00", "reason": "需协调多部门施工"}
-            async with http.post(url, json=body) as resp:
-                assert resp.status == 201, await resp.text()
-                ext = await resp.json()
-            old = datetime.fromisoformat(ext["old_deadline"])
-            assert ext["state"] == "pending" and old > datetime.now(old.tzinfo)
-            for expect in (200, 409):  # decided once; a second decision is refused
-                async with http.post(
-                    f"{url}/{ext['extension_id']}", json={"approve": True}
-                ) as resp:
-                    assert resp.status == expect, await resp.text()
+                assert resp.status == expect, await resp.text()
 
-            async def told() -> bool:
-                return any("已延长至2099年6月1日" in t for t in sent_to(platform, inquiry_id))
+        async def told() -> bool:
+            return any("已延长至2099年6月1日" in t for t in case.sent())
 
-            await eventually(told, 30)
-            # the SLA clock: a day past the old deadline is no breach any more
-            events = await SlaRole(daemon.ctx).scan(now=old + timedelta(days=1))
-            late = await SlaRole(daemon.ctx).scan(
-                now=datetime.fromisoformat("2099-06-02T00:00:00+08:00")
-            )
-            await asyncio.sleep(0.5)
-            seen = tap.on("sla.extended.transport")
-    finally:
-        await hooks.stop()
+        await eventually(told, 30)
+        # the SLA clock: a day past the old deadline is no breach any more
+        events = await SlaRole(case.ctx).scan(now=old + timedelta(days=1))
+        late = await SlaRole(case.ctx).scan(now=datetime.fromisoformat("2099-06-02T00:00:00+08:00"))
+        await asyncio.sleep(0.5)
+        seen = tap.on("sla.extended.transport")
     assert not [e for e in events if e.ticket_id == old_ticket and e.event == "breached"]
     assert "breached" in [e.event for e in late if e.ticket_id == old_ticket]  # the new one
     assert len(seen) == 1
-    sent = sent_to(platform, inquiry_id)
+    sent = case.sent()
     assert sum("已延长至" in t for t in sent) == 1, sent
     assert not any("2099年5月1日" in t for t in sent)
