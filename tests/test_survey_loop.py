@@ -19,10 +19,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from govbridge_tools.kit import AppServer
 from govbridge_tools.simulators.open311 import Open311Server, Open311State
@@ -461,14 +464,41 @@ def transport_stub() -> dict[str, Any]:
     }
 
 
-async def test_the_question_waits_for_an_approver_and_its_silence_only_once_posted(
-    tmp_path: Path, open311: Open311Server
-) -> None:
-    """An ``all-manual`` department: the question is a reply like any other, so it waits in
-    /api/approvals; while it waits the citizen has not been asked and no silence is counted;
-    approved, it is posted once and its silence then ends the 回访 as no response."""
-    import aiohttp
+@dataclass
+class ManualCase:
+    """An all-manual department's resolved case whose 回访 question is the next draft: the
+    scene, its store and ticket, and the approval queue as an approver uses it."""
 
+    scene: Scene
+    store: Store
+    ticket_id: str
+    http: aiohttp.ClientSession
+    base: str
+
+    async def waiting(self) -> list[dict[str, Any]]:
+        async with self.http.get(f"{self.base}/api/approvals") as resp:
+            items: list[dict[str, Any]] = (await resp.json())["approvals"]
+            return items
+
+    async def decide(self, decision: str) -> str:
+        """Decide the one draft waiting (once there is one); returns its text."""
+
+        async def one() -> bool:
+            return bool(await self.waiting())
+
+        await eventually(one)
+        (item,) = await self.waiting()
+        body = {"decision": decision, "version": item["version"], "reason": "市民不愿回访"}
+        async with self.http.post(f"{self.base}/api/approvals/{item['reply_id']}", json=body) as r:
+            assert r.status == 200, await r.text()
+        return str(item["text"])
+
+
+@asynccontextmanager
+async def a_resolved_manual_case(
+    tmp_path: Path, open311: Open311Server
+) -> AsyncIterator[ManualCase]:
+    """One complaint in an ``all-manual`` department, its 已受理 and 已办结 approved and posted."""
     platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
     hooks = await AppServer(webhook_app(platform)).start()
     cfg = bridge_config(
@@ -481,54 +511,48 @@ async def test_the_question_waits_for_an_approver_and_its_silence_only_once_post
     try:
         async with running_bridge(cfg) as daemon, aiohttp.ClientSession(headers=auth) as http:
             assert daemon.ctx is not None
-            store = daemon.ctx.store
-            scene = Scene(platform, store)
+            scene = Scene(platform, daemon.ctx.store)
             base = f"http://127.0.0.1:{daemon.http_port}"
             platform.push_url = f"{base}/hooks/sources/hotline"
-
-            async def waiting() -> list[dict[str, Any]]:
-                async with http.get(f"{base}/api/approvals") as resp:
-                    items: list[dict[str, Any]] = (await resp.json())["approvals"]
-                    return items
-
-            async def approve_one() -> str:
-                async def one() -> bool:
-                    return bool(await waiting())
-
-                await eventually(one)
-                (item,) = await waiting()
-                body = {"decision": "approve", "version": item["version"]}
-                async with http.post(f"{base}/api/approvals/{item['reply_id']}", json=body) as r:
-                    assert r.status == 200, await r.text()
-                return str(item["text"])
-
+            case = ManualCase(scene, daemon.ctx.store, "", http, base)
             assert await platform.push([item("c-1", "公交站台顶棚漏雨", "41")]) == 202
-            assert "已受理" in await approve_one()
+            assert "已受理" in await case.decide("approve")
             await scene.until("c-1", "已受理")
-            (ticket_id,) = open311.state.tickets
-            open311.state.set_status(ticket_id, "fixed", None)
-            assert RESOLVED in await approve_one()
+            (case.ticket_id,) = open311.state.tickets
+            open311.state.set_status(case.ticket_id, "fixed", None)
+            assert RESOLVED in await case.decide("approve")
             await scene.until("c-1", RESOLVED)
-
-            async def question_waits() -> bool:
-                return any(ASK in i["text"] for i in await waiting())
-
-            await eventually(question_waits)
-            await asyncio.sleep(2.0)  # twice answer_within: not silence, it was never asked
-            held = await store.get_survey_ask("transport", ticket_id, 0)
-            unasked = scene.count("c-1", ASK)
-            results_while_waiting = await store.survey_results(_EPOCH, _FAR)
-            assert ASK in await approve_one()
-            await scene.until("c-1", ASK)
-
-            async def concluded() -> bool:
-                return bool(await store.survey_results(_EPOCH, _FAR))
-
-            await eventually(concluded)
-            (result,) = await store.survey_results(_EPOCH, _FAR)
-            asked = scene.count("c-1", ASK)
+            yield case
     finally:
         await hooks.stop()
+
+
+async def test_the_question_waits_for_an_approver_and_its_silence_only_once_posted(
+    tmp_path: Path, open311: Open311Server
+) -> None:
+    """An ``all-manual`` department: the question is a reply like any other, so it waits in
+    /api/approvals; while it waits the citizen has not been asked and no silence is counted;
+    approved, it is posted once and its silence then ends the 回访 as no response."""
+    async with a_resolved_manual_case(tmp_path, open311) as case:
+        store, scene = case.store, case.scene
+
+        async def question_waits() -> bool:
+            return any(ASK in i["text"] for i in await case.waiting())
+
+        await eventually(question_waits)
+        await asyncio.sleep(2.0)  # twice answer_within: not silence, it was never asked
+        held = await store.get_survey_ask("transport", case.ticket_id, 0)
+        unasked = scene.count("c-1", ASK)
+        results_while_waiting = await store.survey_results(_EPOCH, _FAR)
+        assert ASK in await case.decide("approve")
+        await scene.until("c-1", ASK)
+
+        async def concluded() -> bool:
+            return bool(await store.survey_results(_EPOCH, _FAR))
+
+        await eventually(concluded)
+        (result,) = await store.survey_results(_EPOCH, _FAR)
+        asked = scene.count("c-1", ASK)
     assert held is not None and held.state == "asked"
     assert unasked == 0 and results_while_waiting == []
     assert asked == 1
@@ -542,69 +566,27 @@ async def test_a_question_the_approver_rejects_ends_the_survey_without_a_result(
     is never posted, its silence is not counted as no response, the 回访 is closed as
     ``not_asked`` (it stayed open for ever before), and the citizen's next message is a new
     inquiry, not read as an answer to a question they never saw."""
-    import aiohttp
+    async with a_resolved_manual_case(tmp_path, open311) as case:
+        store, scene = case.store, case.scene
+        assert ASK in await case.decide("reject")
 
-    platform = WebhookPlatformState(secret=SECRET, account_handle="hotline")
-    hooks = await AppServer(webhook_app(platform)).start()
-    cfg = bridge_config(
-        tmp_path,
-        departments=[{**transport(open311), "approval": "all-manual"}],
-        accounts=[hotline(hooks.url)],
-        survey={"delay": "300ms", "answer_within": "1s", "check_every": "100ms"},
-    )
-    auth = {"Authorization": "Bearer test-admin-token"}
-    try:
-        async with running_bridge(cfg) as daemon, aiohttp.ClientSession(headers=auth) as http:
-            assert daemon.ctx is not None
-            store = daemon.ctx.store
-            scene = Scene(platform, store)
-            base = f"http://127.0.0.1:{daemon.http_port}"
-            platform.push_url = f"{base}/hooks/sources/hotline"
+        async def closed() -> bool:
+            ask = await store.get_survey_ask("transport", case.ticket_id, 0)
+            return ask is not None and ask.state == "done"
 
-            async def waiting() -> list[dict[str, Any]]:
-                async with http.get(f"{base}/api/approvals") as resp:
-                    items: list[dict[str, Any]] = (await resp.json())["approvals"]
-                    return items
+        await eventually(closed)
+        ask = await store.get_survey_ask("transport", case.ticket_id, 0)
+        # the citizen writes again in the same thread: a new matter, not an answer
+        answer = item("c-1-r", "已经解决了，谢谢", "41", parent_id="c-1")
+        assert await scene.platform.push([answer]) == 202
 
-            async def decide_one(decision: str) -> str:
-                async def one() -> bool:
-                    return bool(await waiting())
+        async def recorded() -> bool:
+            return len(await store.list_inquiries()) == 2
 
-                await eventually(one)
-                (item,) = await waiting()
-                body = {"decision": decision, "version": item["version"], "reason": "市民不愿回访"}
-                async with http.post(f"{base}/api/approvals/{item['reply_id']}", json=body) as r:
-                    assert r.status == 200, await r.text()
-                return str(item["text"])
-
-            assert await platform.push([item("c-1", "公交站台顶棚漏雨", "41")]) == 202
-            assert "已受理" in await decide_one("approve")
-            await scene.until("c-1", "已受理")
-            (ticket_id,) = open311.state.tickets
-            open311.state.set_status(ticket_id, "fixed", None)
-            assert RESOLVED in await decide_one("approve")
-            await scene.until("c-1", RESOLVED)
-            assert ASK in await decide_one("reject")
-
-            async def closed() -> bool:
-                ask = await store.get_survey_ask("transport", ticket_id, 0)
-                return ask is not None and ask.state == "done"
-
-            await eventually(closed)
-            ask = await store.get_survey_ask("transport", ticket_id, 0)
-            # the citizen writes again in the same thread: a new matter, not an answer
-            answer = item("c-1-r", "已经解决了，谢谢", "41", parent_id="c-1")
-            assert await platform.push([answer]) == 202
-
-            async def recorded() -> bool:
-                return len(await store.list_inquiries()) == 2
-
-            await eventually(recorded)
-            await asyncio.sleep(1.0)  # a late reading of it as an answer would land now
-            results = await store.survey_results(_EPOCH, _FAR)
-            inquiries = {i.external_id: i for i in await store.list_inquiries()}
-    finally:
-        await hooks.stop()
+        await eventually(recorded)
+        await asyncio.sleep(1.0)  # a late reading of it as an answer would land now
+        results = await store.survey_results(_EPOCH, _FAR)
+        inquiries = {i.external_id: i for i in await store.list_inquiries()}
     assert ask is not None and ask.outcome == "not_asked"
     assert scene.count("c-1", ASK) == 0  # never posted
     assert results == []  # no result: not no_response, not answered
