@@ -101,6 +101,20 @@ class RateTicket:
 ANY_TIME = "0"
 
 
+def _rate_ticket_select(finals: int) -> str:
+    """A ticket with its inquiry's category and account and when an applied event of one of
+    ``finals`` final statuses (bound first) was first recorded: the rates' ticket row."""
+    marks = ", ".join("?" for _ in range(finals))
+    return (
+        "SELECT t.department, t.ticket_id, t.status, t.created_at, i.category, i.platform,"
+        " i.account,"
+        " (SELECT MIN(e.recorded_at) FROM ticket_events e WHERE e.department = t.department"
+        f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
+        " AS final_at"
+        " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+    )
+
+
 def like_escape(text: str) -> str:
     """``text`` matched as itself by ``LIKE … ESCAPE '\\'`` (``%`` and ``_`` are not
     wildcards)."""
@@ -278,15 +292,8 @@ class ReportsStore(StoreBase):
         """The tickets created from ``since`` to ``until`` (ISO times as stored), with their
         inquiry's category and account and when an applied event of a ``final`` status was
         first recorded."""
-        marks = ", ".join("?" for _ in final)
         rows = await self.db.fetchall(
-            "SELECT t.department, t.ticket_id, t.status, t.created_at, i.category, i.platform,"
-            " i.account,"
-            " (SELECT MIN(e.recorded_at) FROM ticket_events e WHERE e.department = t.department"
-            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
-            " AS final_at"
-            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
-            " WHERE t.created_at >= ? AND t.created_at < ?",
+            _rate_ticket_select(len(final)) + " WHERE t.created_at >= ? AND t.created_at < ?",
             (*final, since, until),
         )
         return [RateTicket(**r) for r in rows]
@@ -469,13 +476,8 @@ class ReportsStore(StoreBase):
         )
         marks = ", ".join("?" for _ in final)
         done = await self.db.fetchall(
-            "SELECT t.department, t.ticket_id, t.status, t.created_at, i.category, i.platform,"
-            " i.account,"
-            " (SELECT MIN(e.recorded_at) FROM ticket_events e WHERE e.department = t.department"
-            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
-            " AS final_at"
-            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
-            f" WHERE t.created_at >= ? AND t.created_at {cmp} ? AND t.status IN ({marks})",
+            _rate_ticket_select(len(final))
+            + f" WHERE t.created_at >= ? AND t.created_at {cmp} ? AND t.status IN ({marks})",
             (*final, since, until, *final),
         )
         return {r["department"]: int(r["n"]) for r in rows}, [RateTicket(**r) for r in done]
