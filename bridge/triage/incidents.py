@@ -47,7 +47,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
 
 from bridge.triage.classify import _content_text, _get_tokenizer, _is_punctuation_run
 
@@ -543,6 +542,10 @@ class IncidentIndex:
         """Incidents found to be one: an incident id -> the id it joined (union-find)."""
         self._newest: datetime | None = None
         self._seq = 0
+        # datasketch imports scipy (0.35 s of every process's start): only an index loads it
+        from datasketch import MinHash, MinHashLSH
+
+        self._minhash = MinHash
         self._perm = MinHash(num_perm=self.config.num_perm)  # its permutations, reused
         # datasketch's choice of bands (b) and rows per band (r) for the threshold
         lsh = MinHashLSH(threshold=self.config.lsh_threshold, num_perm=self.config.num_perm)
@@ -586,7 +589,7 @@ class IncidentIndex:
         the features' crc32, which stands in for its sha1 of each feature)."""
         if not hashes:
             return _NO_BANDS
-        m = MinHash(
+        m = self._minhash(
             num_perm=self.config.num_perm,
             hashfunc=int,
             permutations=self._perm.permutations,

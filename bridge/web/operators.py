@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -79,8 +80,14 @@ _hasher = PasswordHasher()
 # Argon2 verifications at once per process: each takes the hasher's memory cost (64 MiB), so
 # 64 parallel sign-ins cost 2 x 64 MiB, not 64 x 64 MiB; the rest wait their turn.
 ARGON2_SLOTS = 2
-# verified against when the name is unknown, so a wrong name takes as long as a wrong password
-_DUMMY = _hasher.hash(secrets.token_hex(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the name is unknown, so a wrong name takes as long as a wrong
+    password (made at the first sign-in, not when the module loads: 0.14 s of CPU and 64 MiB
+    that a process without a console never needs)."""
+    return _hasher.hash(secrets.token_hex(16))
 
 
 def required_role(method: str, path: str) -> str:
@@ -181,7 +188,7 @@ async def sign_in(
     """A new session for a right name and password of an enabled operator, else None.
     ``slots`` bounds the Argon2 verifications running at once."""
     found = await store.operator_credentials(name)
-    stored = found.password_hash if found is not None else _DUMMY
+    stored = found.password_hash if found is not None else _dummy_hash()
     ok: bool
     async with slots if slots is not None else contextlib.nullcontext():
         try:
