@@ -238,8 +238,18 @@ class TicketingConfig(BaseModel):
     poll: Duration = timedelta(seconds=60)
     create_lease: Duration = Field(
         default=timedelta(minutes=2),
-        description="How long a create in flight elsewhere is awaited before it is presumed"
-        " crashed and the ticket is looked up (or the inquiry flagged for reconciliation).",
+        description="Upper bound only: a create whose process lived but got no answer (a"
+        " timeout, a 502/504: the backend may still commit it) is looked up by reference (or"
+        " the inquiry flagged for reconciliation) after this long. A create whose process died"
+        " is taken over as soon as its lease (tied to the process's database session or"
+        " flock) is free, not after this.",
+    )
+    create_settle: Duration = Field(
+        default=timedelta(seconds=20),
+        description="After a create's process died, a ticket not found by reference is"
+        " looked up again and only then created once the attempt is this old (a request the"
+        " dead process sent may still be committing; keep it above the adapter's timeout)."
+        " Capped by create_lease.",
     )
     follow_redirects: Redirects = Field(
         default="off",
