@@ -51,6 +51,7 @@ SLOW_SUITES = (
     "test_delivery.py",
     "test_e2e.py",
     "test_fuzz_http.py",
+    "test_first_response_outages.py",
     "test_fuzz_parsers.py",
     "test_late_commits.py",
     "test_many_processes.py",
