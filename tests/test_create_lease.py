@@ -72,3 +72,46 @@ async def test_a_create_held_by_a_live_process_waits_and_is_taken_over_when_it_d
         assert (attempt.state, attempt.attempts) == ("created", 2)  # taken over once
     assert state.requests_by_route[POST] == 1
     assert references(state) == Counter({cmd.reference: 1})
+
+
+async def test_a_live_create_without_an_answer_is_looked_up_only_after_create_lease(
+    tmp_path: Path,
+    open311_sim: Open311Server,  # noqa: F811
+) -> None:
+    """The process lived but had no answer (its client timed out after 1 s; the server commits
+    the ticket 2.5 s after the request): its lease is free, but the attempt is marked "no
+    answer", so it is looked up only after ``create_lease`` (4 s), and found: one ticket. (With
+    ``create_settle`` at zero, a takeover as after a death would have created a second.)"""
+    state = open311_sim.state
+    state.create_delay, state.create_commits_late = 2.5, True
+    ticketing = open311_ticketing(
+        open311_sim.base_url,
+        searchable=True,
+        timeout="1s",
+        create_lease="4s",
+        create_settle="0s",
+        breaker_failures=100,
+    )
+    cfg = bridge_config(tmp_path, departments=[department(ticketing)])
+    cmd = command(2, uuid.uuid4().hex[:8])
+    async with running_bridge(cfg, ["ticketing"], in_memory=True) as daemon:
+        assert daemon.ctx is not None
+        store = daemon.ctx.store
+        await send(daemon, cmd)
+
+        async def no_answer() -> bool:
+            attempt = await store.get_create_attempt(cmd.reference)
+            return attempt is not None and (attempt.detail or "").startswith("no answer")
+
+        await eventually(no_answer)
+
+        async def recorded() -> bool:
+            return await store.ticket_by_reference(cmd.reference) is not None
+
+        await eventually(recorded)
+        row = await store.ticket_by_reference(cmd.reference)
+        assert row is not None
+    assert state.requests_by_route[POST] == 1
+    assert references(state) == Counter({cmd.reference: 1})
+    (ticket,) = state.tickets.values()
+    assert row.ticket_id == ticket.id
