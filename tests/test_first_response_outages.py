@@ -1,10 +1,14 @@
 """Answered within the first-response limit even when something is down (issue 25, must show 4):
 three bridge processes on PostgreSQL, and
 
-- ``two SIGKILLs during creates``: the Open311 server is slow to answer a create (it stores the
-  ticket at once and answers a second later), and twice the process waiting for such an answer
-  is killed (the simulator names it) and restarted. Its creates are taken over as soon as its
-  database session is gone (the create lease), not after ``create_lease``;
+- ``two SIGKILLs during creates``: the Open311 server is slow to answer a create (a second),
+  and twice the process waiting for such an answer is killed (the simulator names it) and
+  restarted. Its creates are taken over as soon as its database session is gone (the create
+  lease), not after ``create_lease``. For the first kill the server has stored the ticket before
+  answering (the takeover finds it at once); for the second it stores it only when it answers,
+  a second after the request, whether or not the client is still there (the takeover does not
+  find it at once, looks again after ``create_settle`` and finds it; the citizen meanwhile has
+  the holding acknowledgement when the limit's half comes first);
 - ``an outage far longer than the limit``: the ticket system answers 503 for 10/3 of the
   first-response limit while citizens keep writing. Each citizen gets the holding
   acknowledgement (no number yet) within the limit, then 已受理 with the number once the system
@@ -19,10 +23,11 @@ only before the 已受理, no other reply, no duplicate ticket.
 Scaled clock: the issue's limit is 3 minutes and its outage 10 minutes. Here every duration of
 the service is a twentieth of its real value (``GOVBRIDGE_FIRST_RESPONSE_SCALE``, 0.05): the
 limit 9 s, the outage 30 s, the acknowledgement due at half the limit (4.5 s) and looked for
-every 0.5 s (10 s real), the outbox lease, settle waits, ``create_settle`` and the ticket
-system's breaker cool-down a twentieth of their defaults; ``create_lease`` (the wait for a live
-holder that got no answer) is left at ten minutes, so no create here is saved by waiting it
-out. ``GOVBRIDGE_FIRST_RESPONSE_SCALE=1`` runs the issue's own minutes (about half an hour).
+every 0.5 s (10 s real), the outbox lease, settle waits and the ticket system's breaker
+cool-down a twentieth of their defaults (``create_settle`` 4 s, above the adapter's 3 s
+timeout); ``create_lease`` (the wait for a live holder that got no answer) is left at ten
+minutes, so no create here is saved by waiting it out. ``GOVBRIDGE_FIRST_RESPONSE_SCALE=1``
+runs the issue's own minutes (about half an hour).
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ def scaled_cluster(tmp_path: Path) -> Cluster:
             # only for a live holder without an answer: a dead holder's create must not
             # wait for it (the issue's run waited 300 s), so it is left long, unscaled
             "create_lease": "10m",
-            "create_settle": _s(max(1.0, 20 * SCALE)),
+            # above the adapter's timeout, as in production (20 s > 15 s)
+            "create_settle": _s(max(4.0, 20 * SCALE)),
             "breaker_cooldown": _s(30 * SCALE),
             "timeout": _s(max(3.0, 15 * SCALE)),
         },
@@ -124,10 +130,15 @@ def judge(cluster: Cluster, name: str) -> dict[str, Any]:
         "first_answer_s_max": round(max(firsts), 2) if firsts else None,
         "holding_acknowledgements": len(acked),
         "acknowledgement_s_max": round(max(s for s, _ in acked), 2) if acked else None,
+        "number_s_max": max(
+            (s for replies in got.values() for s, t in replies if RECEIVED in t), default=None
+        ),
         "numbers_told": len(numbers),
         "numbers_distinct": len(set(numbers)),
         "limit_s": LIMIT,
     }
+    if figures["number_s_max"] is not None:
+        figures["number_s_max"] = round(figures["number_s_max"], 2)
     print(json.dumps(figures, ensure_ascii=False), flush=True)
     # No duplicate ticket, and one ticket per inquiry.
     assert figures["tickets"] == figures["inquiries"], figures
@@ -173,7 +184,9 @@ async def test_two_sigkills_during_creates_everyone_answered_within_the_limit(
     kills: list[float] = []
     try:
         killed = 0
-        for _ in range(2):
+        for round_ in range(2):
+            # second round: a slow commit (stored only when answered, even to a dead client)
+            cluster.open311.create_commits_late = round_ == 1
             # Citizens write; once a process is waiting for a create's answer, it dies.
             cluster.add_inquiries(6)
 
