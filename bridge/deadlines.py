@@ -33,7 +33,15 @@ from schemas.vocab import Category
 
 log = structlog.get_logger("govbridge.deadlines")
 
-_SLA = re.compile(r"^\s*(\d+)\s*(wd|d|h|m)\s*$")
+_SLA = re.compile(r"^\s*(\d+)\s*(wd|d|h|m|s)\s*$")
+
+# "s" (seconds) exists for tests that run the service's clocks scaled down.
+_STEPS = {
+    "d": timedelta(days=1),
+    "h": timedelta(hours=1),
+    "m": timedelta(minutes=1),
+    "s": timedelta(seconds=1),
+}
 
 LIBRARY_VERSION: str = getattr(chinese_calendar, "__version__", "?")
 # The years chinese-calendar carries (it raises NotImplementedError outside them).
@@ -173,7 +181,7 @@ def deadline_for(
     if unit == "wd":
         day = cal.add_working_days(local.date(), n)
         return local.replace(year=day.year, month=day.month, day=day.day)
-    step = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+    step = _STEPS[unit] * n
     return cal.local(start + step)
 
 
@@ -216,5 +224,5 @@ class DeadlineClock:
             if day is None:
                 day = self._days[key] = cal.add_working_days(local.date(), n)
             return local.replace(year=day.year, month=day.month, day=day.day)
-        step = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
+        step = _STEPS[unit] * n
         return cal.local(start + step)

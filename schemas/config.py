@@ -50,13 +50,14 @@ def parse_duration(value: object) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
-_SLA = re.compile(r"^\s*(\d+)\s*(wd|d|h|m)\s*$")
+_SLA = re.compile(r"^\s*(\d+)\s*(wd|d|h|m|s)\s*$")
 
 
 def _check_sla(value: str) -> str:
     if not _SLA.match(value):
         raise ValueError(
-            f"not a time limit: {value!r} (use e.g. '2h', '3d', '10wd' = working days)"
+            f"not a time limit: {value!r} (use e.g. '3m', '2h', '3d', '10wd' = working days;"
+            " 's' seconds for scaled tests)"
         )
     return value.strip()
 
@@ -238,8 +239,18 @@ class TicketingConfig(BaseModel):
     poll: Duration = timedelta(seconds=60)
     create_lease: Duration = Field(
         default=timedelta(minutes=2),
-        description="How long a create in flight elsewhere is awaited before it is presumed"
-        " crashed and the ticket is looked up (or the inquiry flagged for reconciliation).",
+        description="Upper bound only: a create whose process lived but got no answer (a"
+        " timeout, a 502/504: the backend may still commit it) is looked up by reference (or"
+        " the inquiry flagged for reconciliation) after this long. A create whose process died"
+        " is taken over as soon as its lease (tied to the process's database session or"
+        " flock) is free, not after this.",
+    )
+    create_settle: Duration = Field(
+        default=timedelta(seconds=20),
+        description="After a create's process died, a ticket not found by reference is"
+        " looked up again and only then created once the attempt is this old (a request the"
+        " dead process sent may still be committing; keep it above the adapter's timeout)."
+        " Capped by create_lease.",
     )
     follow_redirects: Redirects = Field(
         default="off",
@@ -462,7 +473,7 @@ class DepartmentConfig(Strict):
     def _reply_keys(cls, v: dict[str, str]) -> dict[str, str]:
         allowed = (
             {s.value for s in TicketStatus}
-            | {"holding", "note"}
+            | {"holding", "note", "acknowledged"}
             | FOLLOW_UP_TEMPLATES
             | SURVEY_TEMPLATES
             | INCIDENT_TEMPLATES
@@ -616,12 +627,38 @@ class RouteConfig(Strict):
 
 
 class SlaConfig(Strict):
-    """``[sla]``: how the deadline watcher runs."""
+    """``[sla]``: how the deadline watcher runs, and the holding acknowledgement of inquiries
+    still without a ticket (``bridge/sla/acknowledge.py``)."""
 
     check_every: Duration = timedelta(minutes=5)
     warn_before: Duration = Field(
         default=timedelta(days=1), description="Publish sla.warning this long before a deadline."
     )
+    acknowledge: bool = Field(
+        default=True,
+        description="A citizen whose inquiry has no ticket and no reply acknowledge_at into"
+        " the first-response limit (the ticket system is down, a create is in doubt,"
+        " ticketing is held for a refused key) gets the holding acknowledgement without a"
+        " ticket number (template acknowledged), once; the number follows with 已受理.",
+    )
+    acknowledge_at: float = Field(
+        default=0.5,
+        ge=0,
+        lt=1,
+        description="When the holding acknowledgement is due: this share of the first-response"
+        " limit (sla.first_response, else [ranking].first_response) after the citizen's post.",
+    )
+    acknowledge_every: Duration = Field(
+        default=timedelta(seconds=10),
+        description="How often inquiries still without a ticket are looked for (keep it well"
+        " under the first-response limit's remaining share).",
+    )
+
+    @model_validator(mode="after")
+    def _positive_acknowledge_every(self) -> SlaConfig:
+        if self.acknowledge_every <= timedelta(0):
+            raise ValueError("acknowledge_every must be positive")
+        return self
 
 
 class SurveyConfig(Strict):

@@ -256,7 +256,9 @@ class ReplyPosted(Message):
 class SlaEvent(Message):
     """A deadline warning or breach, or a supervisor's 督办 (``escalated``: ``actor`` and
     ``reason`` say who and why), or an approved 延期 (``extended``: ``deadline`` is the new
-    one; the reply role tells the citizen). ``sla.<event>.<department>``."""
+    one; the reply role tells the citizen). ``holding_reply`` without ``ticket_id``: an
+    inquiry still has no ticket near its first-response limit (``deadline`` is that limit);
+    the reply role acknowledges it without a number. ``sla.<event>.<department>``."""
 
     event: Literal["warning", "breached", "holding_reply", "escalated", "extended"]
     department: str

@@ -58,6 +58,7 @@ class Cluster:
     poll: str = "200ms"
     sync_poll: str = "300ms"
     extra_config: dict[str, Any] = field(default_factory=dict)
+    ticketing: dict[str, Any] = field(default_factory=dict)  # the department's, on top
     accounts: list[Account] = field(default_factory=list)
     open311: Open311State = field(default_factory=lambda: Open311State(agency="市交通委"))
     posts: list[tuple[str, int]] = field(default_factory=list)  # every inquiry, in order
@@ -126,6 +127,7 @@ class Cluster:
                         "poll": self.sync_poll,
                         # a create cut off by a fault is looked up by reference after this
                         "create_lease": "20s",
+                        **self.ticketing,
                     },
                 }
             ],

@@ -51,6 +51,7 @@ SLOW_SUITES = (
     "test_delivery.py",
     "test_e2e.py",
     "test_fuzz_http.py",
+    "test_first_response_outages.py",
     "test_fuzz_parsers.py",
     "test_late_commits.py",
     "test_many_processes.py",
@@ -70,6 +71,7 @@ LONGEST = (
     "tests/test_ticketing.py::test_backend_down_a_minute",
     "tests/test_no_leaks.py",
     "tests/test_many_processes.py",
+    "tests/test_first_response_outages.py",
 )
 # Suites with module-scoped fixtures (a browser, a RabbitMQ node of their own, simulators in a
 # process, a parser's npm install): kept on one xdist worker (``--dist loadgroup``) so that the

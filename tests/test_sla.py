@@ -9,10 +9,12 @@ from typing import Any
 
 from govbridge_tools.testing import BusTap
 
+from bridge.reply.role import ReplyRole
+from bridge.runtime.worker import Delivery
 from bridge.sla.role import SlaRole
 from bridge.store import NewInquiry
 from schemas.messages import ThreadRef
-from tests.conftest import bridge_config, memory_of, running_bridge
+from tests.conftest import bridge_config, eventually, memory_of, running_bridge
 
 DEPT = {
     "id": "urban",
@@ -98,3 +100,98 @@ async def test_holding_reply_warning_and_breach_each_once(tmp_path: Path) -> Non
     assert sorted(b["ticket_id"] for b in holding) == ["T1", "T2", "T3"]
     assert all("仍在办理中" in b["text"] and b["templated"] for b in holding)
     assert daemon.metrics.sla_events.labels("urban", "breached")._value.get() == 1
+
+
+async def waiting(store: Any, n: int, dept: str, posted_ago: timedelta, **extra: Any) -> None:
+    """An inquiry routed to ``dept`` and still without a ticket, posted ``posted_ago``."""
+    posted = datetime.now(UTC) - posted_ago
+    inquiry_id = f"inq_w{n}"
+    await store.record_inquiry(
+        NewInquiry(
+            inquiry_id=inquiry_id,
+            platform="webhook",
+            account="hotline",
+            kind="mention",
+            thread_key=f"w{n}",
+            state=extra.pop("state", "routed"),
+            department=dept,
+            category="complaint",
+            citizen_handle=f"市民{n}",
+            visibility="public",
+            thread_json=ThreadRef(root_id=f"w{n}").model_dump_json(),
+            conversation=extra.pop("conversation", inquiry_id),
+            posted_at=posted.isoformat(),
+        )
+    )
+    await store.db.execute(
+        "UPDATE inquiries SET created_at = ? WHERE inquiry_id = ?",
+        ((posted + timedelta(seconds=1)).isoformat(), inquiry_id),
+    )
+
+
+async def test_inquiry_without_a_ticket_is_acknowledged_once_before_its_first_response_limit(
+    tmp_path: Path,
+) -> None:
+    """Half-way to the first-response limit (2 minutes here) an inquiry with no ticket and no
+    reply gets the holding acknowledgement without a number, once, through its department's
+    approval mode; one not due yet, one already answered, a follow-up and noise get none."""
+    quick = {**DEPT, "sla": {"first_response": "2m"}}
+    manual = {**DEPT, "id": "water", "name": "市水务局", "approval": "all-manual"}
+    cfg = bridge_config(
+        tmp_path,
+        departments=[quick, manual],
+        accounts=[ACCOUNT],
+        sla={"check_every": "1h", "acknowledge_every": "1h"},
+        ranking={"first_response": "4m"},  # water's limit: acknowledged after 2 minutes
+    )
+    async with running_bridge(cfg, ["sla", "reply"], in_memory=True) as daemon:
+        assert daemon.ctx is not None
+        store = daemon.ctx.store
+        watch = BusTap(memory_of(daemon), ("sla.#", "reply.requested.#"))
+        async with watch:
+            await waiting(store, 1, "urban", timedelta(seconds=70))  # due (60 s)
+            await waiting(store, 2, "urban", timedelta(seconds=30))  # not yet
+            await waiting(store, 3, "urban", timedelta(seconds=70), state="triaged")  # due
+            await waiting(store, 4, "urban", timedelta(seconds=70), conversation="inq_w1")
+            await waiting(store, 5, "urban", timedelta(seconds=70), state="ignored")  # noise
+            await waiting(store, 6, "urban", timedelta(seconds=70))  # answered already
+            await store.add_reply(
+                reply_id="rep-6",
+                inquiry_id="inq_w6",
+                platform="webhook",
+                account="hotline",
+                department="urban",
+                status="received",
+                templated=True,
+                state="posted",
+                request_json="{}",
+            )
+            await waiting(store, 7, "water", timedelta(seconds=70))  # its limit is 4 m
+            await waiting(store, 8, "water", timedelta(seconds=130))  # due, all-manual
+            role = daemon.ctx.roles["sla"]
+            assert isinstance(role, SlaRole)
+            first = await role.acknowledgements.scan()
+            second = await role.acknowledgements.scan()  # nothing happens twice
+            await watch.wait_for(2, "reply.requested.webhook")
+
+            async def composed() -> bool:
+                return len(await store.list_replies()) == 4  # rep-6 and the three new
+
+            await eventually(composed)
+            # A replay of an acknowledgement (two SLA processes published it) adds nothing.
+            reply_role = daemon.ctx.roles["reply"]
+            assert isinstance(reply_role, ReplyRole)
+            await reply_role.hold(first[0], Delivery(attempt=0))
+        replies = {r.inquiry_id: r for r in await store.list_replies()}
+
+    assert sorted(e.inquiry_id for e in first) == ["inq_w1", "inq_w3", "inq_w8"]
+    assert all(e.event == "holding_reply" and e.ticket_id is None for e in first)
+    assert second == []
+    assert sorted(replies) == ["inq_w1", "inq_w3", "inq_w6", "inq_w8"]
+    assert replies["inq_w1"].text == "您好，您的诉求已收到，正在登记转办，办理编号稍后告知。"
+    assert (replies["inq_w1"].state, replies["inq_w3"].state) == ("approved", "approved")
+    assert replies["inq_w8"].state == "awaiting_approval"  # all-manual: an official decides
+    assert replies["inq_w1"].status is None
+    requested = [json.loads(s.body) for s in watch.seen if s.routing_key.startswith("reply.")]
+    assert {b["inquiry_id"] for b in requested} == {"inq_w1", "inq_w3"}
+    assert all(b["ticket_id"] is None for b in requested)

@@ -65,8 +65,9 @@ def open311_ticketing(base_url: str, **overrides: Any) -> dict[str, Any]:
         "long": 116.4,
         "poll": "0s",  # no sync role here; keep the department quiet anyway
         "timeout": "2s",
-        # the crashed process's create is presumed dead after 1 s (default 2 min)
-        "create_lease": "1s",
+        # A crashed process's create is taken over once its lease is free (the holder gone),
+        # never by waiting out create_lease: ten minutes here, longer than any test.
+        "create_lease": "10m",
     }
     block.update(overrides)
     return block

@@ -2,8 +2,9 @@
 
 Three workers: ``reply`` turns ticket events into replies, ``holding`` answers the SLA clock's
 ``sla.holding_reply.<department>`` (a ticket waited half its time with no news: "still in
-progress, answer by …"), and ``outbox`` hands approved replies to the posting dispatchers
-(``bridge/reply/outbox.py``).
+progress, answer by …"; or, without a ticket id, an inquiry still without a ticket near its
+first-response limit: "received, the number follows"), and ``outbox`` hands approved replies to
+the posting dispatchers (``bridge/reply/outbox.py``).
 
 Composing: applying an event to its ticket and deciding its replies is one transaction, so a
 crash between any two statements loses nothing (the redelivery applies it all). An event that
@@ -294,7 +295,12 @@ class ReplyRole:
     # ------------------------------------------------------------------ holding replies
     async def hold(self, event: SlaEvent, _: Delivery) -> None:
         """The SLA clock found a ticket past half its time with no news since 已受理: tell the
-        citizen it is still in progress and by when they will hear (once per inquiry)."""
+        citizen it is still in progress and by when they will hear (once per inquiry). Without
+        a ticket id: an inquiry still without a ticket near its first-response limit, told it
+        was received (``acknowledged``)."""
+        if event.event == "holding_reply" and event.ticket_id is None:
+            await self._acknowledge(event)
+            return
         if event.event not in ("holding_reply", "extended") or event.ticket_id is None:
             raise DeadLetter(f"sla event {event.event} asks for no holding reply", "malformed")
         store = self.ctx.store
@@ -326,6 +332,39 @@ class ReplyRole:
             **_reply_base(inquiry, dept, ticket.ticket_id, ticket.cycle),
         )
         await queue_reply(self.ctx, request, dept.approval)
+
+    async def _acknowledge(self, event: SlaEvent) -> None:
+        """The holding acknowledgement without a ticket number (``acknowledged``): once per
+        inquiry (a stable reply id: two SLA processes, or a replay, record one reply), through
+        the department's approval mode and the outbox like every reply, and not at all once
+        the 已受理 (with the number) is composed."""
+        store = self.ctx.store
+        inquiry = await store.get_inquiry(event.inquiry_id)
+        if inquiry is None:
+            raise DeadLetter(
+                f"acknowledgement of unknown inquiry {event.inquiry_id}", "unknown_inquiry"
+            )
+        try:
+            dept = self.ctx.cfg.department(event.department)
+        except KeyError:
+            raise DeadLetter(
+                f"unknown department {event.department!r}", "unknown_department"
+            ) from None
+        received = status_reply_id(inquiry.inquiry_id, TicketStatus.RECEIVED, 0)
+        if inquiry.ticket_id is not None or await store.get_reply(received) is not None:
+            log.info("ticket number known already; no holding acknowledgement")
+            return
+        category = Category(inquiry.category or event.category)
+        text = render(dept, "acknowledged", ticket_id="", category=category)
+        request = ReplyRequest(
+            reply_id=acknowledgement_reply_id(inquiry.inquiry_id),
+            text=pii.redact_text(text),
+            status=None,
+            templated=True,
+            **_reply_base(inquiry, dept, None, 0),
+        )
+        await queue_reply(self.ctx, request, dept.approval)
+        log.info("holding acknowledgement composed", department=dept.id)
 
     # ------------------------------------------------------------------ 回访
     async def _survey_loop(self) -> None:
@@ -439,7 +478,7 @@ class ReplyRole:
 
 
 def _reply_base(
-    inquiry: StoredInquiry, dept: DepartmentConfig, ticket_id: str, cycle: int
+    inquiry: StoredInquiry, dept: DepartmentConfig, ticket_id: str | None, cycle: int
 ) -> dict[str, Any]:
     """What every reply to an inquiry shares: where it goes and to whom (triage records the
     thread and visibility with every inquiry; a row without them fails here as it always did)."""
@@ -478,6 +517,11 @@ def survey_due(delay: timedelta | str, dept: DepartmentConfig, final_at: datetim
     cal = calendar_of(dept)
     day = cal.add_working_days(cal.local(final_at).date(), 1)
     return datetime.combine(day, time(9, 0), tzinfo=cal.tz).astimezone(UTC)
+
+
+def acknowledgement_reply_id(inquiry_id: str) -> str:
+    """The one holding acknowledgement an inquiry without a ticket gets."""
+    return stable_id("rep", inquiry_id, "acknowledged")
 
 
 def status_reply_id(inquiry_id: str, status: TicketStatus, cycle: int) -> str:

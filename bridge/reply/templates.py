@@ -20,6 +20,9 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "note": "{department}答复（工单{ticket_id}）：{note}",
     "extended": "您好，工单{ticket_id}的办理时限已延长至{deadline}，{department}将在此前答复您。",
     "holding": "您好，工单{ticket_id}仍在办理中，{department}将在{deadline}前答复。",
+    # The holding acknowledgement of an inquiry still without a ticket before its
+    # first-response limit (bridge/sla/acknowledge.py): no number yet; 已受理 brings it.
+    "acknowledged": "您好，您的诉求已收到，正在登记转办，办理编号稍后告知。",
     # A follow-up's acknowledgement says what happened to it, and promises handling only
     # where it reached someone who handles it.
     "follow_up": "您好，您补充的内容已补充到工单{ticket_id}，{department}会一并办理。",

@@ -9,17 +9,23 @@ limit for the inquiry's category, counted in working days where configured):
 - past the deadline → ``sla.breached.<department>`` (and a warning log line).
 Each event happens once per ticket (recorded in the store), however often the role runs and
 however many processes run it.
+
+Beside it, every ``[sla] acknowledge_every``, the holding acknowledgement of inquiries still
+without a ticket near their first-response limit (``bridge/sla/acknowledge.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 import structlog
 
 from bridge.deadlines import deadline_for
+from bridge.runtime.context import sleep_or_stop
 from bridge.runtime.periodic import PeriodicRole
+from bridge.sla.acknowledge import Acknowledgements
 from schemas import routing
 from schemas.messages import SlaEvent
 from schemas.vocab import Category, TicketStatus
@@ -33,8 +39,33 @@ log = structlog.get_logger("govbridge.sla")
 class SlaRole(PeriodicRole):
     name = "sla"
 
+    def __init__(self, ctx: BridgeContext) -> None:
+        super().__init__(ctx)
+        self.acknowledgements = Acknowledgements(ctx)
+        self._ack_task: asyncio.Task[None] | None = None
+
     def interval(self) -> float:
         return self.ctx.cfg.sla.check_every.total_seconds()
+
+    async def start(self) -> None:
+        await super().start()
+        self._ack_task = asyncio.create_task(self._acknowledge_loop(), name="sla:acknowledge")
+
+    async def stop(self) -> None:
+        await super().stop()  # sets the stop event the acknowledgement loop waits on
+        if self._ack_task is not None:
+            await asyncio.wait([self._ack_task], timeout=10)
+
+    async def _acknowledge_loop(self) -> None:
+        """Every ``[sla] acknowledge_every``: the holding acknowledgements due
+        (``bridge/sla/acknowledge.py``). A failed look is logged; the next runs on time."""
+        while not await sleep_or_stop(
+            self._stop, self.ctx.cfg.sla.acknowledge_every.total_seconds()
+        ):
+            try:
+                await self.acknowledgements.scan()
+            except Exception as exc:
+                log.warning("acknowledgement scan failed", error=repr(exc))
 
     async def scan(self, now: datetime | None = None) -> list[SlaEvent]:
         """One pass over open tickets; returns the events emitted (each at most once)."""

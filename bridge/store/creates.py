@@ -42,7 +42,8 @@ class CreatesStore(StoreBase):
         record; a later one takes it over only from ``not_sent`` (nothing reached the
         backend), ``rejected`` (the backend refused it: a replay after a fix may create) or,
         with ``expected_updated_at``, from the ``attempted`` record it has just inspected
-        (compare-and-set: the earlier attempt's lease expired and the ticket was not found).
+        (compare-and-set: the earlier attempt's holder is gone and the ticket was not found;
+        its ``detail`` is cleared, so the new attempt starts without an earlier "no answer").
         ``command_json`` keeps the command so an operator can have it run again.
         """
         now = now_iso()
@@ -56,8 +57,8 @@ class CreatesStore(StoreBase):
             return True
         if expected_updated_at is not None:
             taken = await self.db.execute(
-                "UPDATE create_attempts SET attempts = attempts + 1, updated_at = ?"
-                " WHERE reference = ? AND state = ? AND updated_at = ?",
+                "UPDATE create_attempts SET attempts = attempts + 1, updated_at = ?,"
+                " detail = NULL WHERE reference = ? AND state = ? AND updated_at = ?",
                 (now, reference, CreateState.ATTEMPTED, expected_updated_at),
             )
         else:

@@ -135,6 +135,32 @@ class InquiriesStore(StoreBase):
         rows = await self.db.fetchall("SELECT * FROM inquiries WHERE inquiry_id = ?", (inquiry_id,))
         return self._inquiry(rows[0]) if rows else None
 
+    async def inquiries_awaiting_acknowledgement(
+        self, since: str, *, mark: str
+    ) -> list[StoredInquiry]:
+        """New conversations received since ``since`` that have no ticket, no reply of any
+        kind and no ``mark`` in ``once_marks`` (their holding acknowledgement not published
+        yet): the SLA role's candidates (``bridge/sla/acknowledge.py``). Few at any time:
+        those in flight and those stuck (a ticket system down, a create in doubt, commands
+        held for a refused key). Follow-ups are not among them (their ticket exists)."""
+        rows = await self.db.fetchall(
+            "SELECT i.* FROM inquiries i WHERE i.state IN (?, ?, ?) AND i.created_at >= ?"
+            " AND i.ticket_id IS NULL"
+            " AND (i.conversation IS NULL OR i.conversation = i.inquiry_id)"
+            " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id)"
+            " AND NOT EXISTS (SELECT 1 FROM once_marks m"
+            " WHERE m.kind = ? AND m.key = i.inquiry_id)"
+            " ORDER BY i.created_at",
+            (
+                InquiryState.TRIAGED,
+                InquiryState.ROUTED,
+                InquiryState.NEEDS_RECONCILIATION,
+                since,
+                mark,
+            ),
+        )
+        return [self._inquiry(r) for r in rows]
+
     async def list_inquiries(self) -> list[StoredInquiry]:
         rows = await self.db.fetchall("SELECT * FROM inquiries ORDER BY created_at, inquiry_id")
         return [self._inquiry(r) for r in rows]

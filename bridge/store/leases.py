@@ -1,5 +1,6 @@
-"""Leases that let exactly one process poll each named thing, however many processes run,
-on the engine the store has (``bridge.runtime.polling`` explains their use):
+"""Leases that let exactly one process poll each named thing, or create one ticket, however
+many processes run, on the engine the store has (``bridge.runtime.polling`` and
+``bridge.ticketing.role`` explain their use):
 
 - PostgreSQL: a session-level advisory lock (``pg_try_advisory_lock``) taken on one dedicated
   connection per process. When the holder dies its connection closes and PostgreSQL releases the
@@ -31,6 +32,16 @@ log = structlog.get_logger("govbridge.polling")
 # Advisory-lock namespace (the two-int form keeps these apart from the store's one-int
 # transaction locks): "gb" in ASCII.
 PG_LOCK_NAMESPACE = 0x6762
+# Leases named "create:<reference>" (a ticket create in flight, bridge/ticketing/role.py) have
+# their own namespace, "gc": millions of names over the years, hashed to 32 bits, never share
+# a key with a poll lease (a poller holds its lease for good).
+PG_CREATE_NAMESPACE = 0x6763
+
+
+def pg_namespace(name: str) -> int:
+    return PG_CREATE_NAMESPACE if name.startswith("create:") else PG_LOCK_NAMESPACE
+
+
 # Keepalive settings on the lease connection, both ends: idle 5 s, then 3 probes 2 s apart.
 PG_KEEPALIVE = {"idle": 5, "interval": 2, "count": 3}
 
@@ -89,14 +100,24 @@ class FileLeases:
         if name in self._fds:
             return False
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path(name), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        path = self._path(name)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            # A releaser removes the file while it holds the lock: the file locked here may
+            # have been removed meanwhile (then it locks nothing anyone else can see): again.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fds[name] = fd
+                return True
             os.close(fd)
-            return False
-        self._fds[name] = fd
-        return True
 
     async def still_held(self, name: str) -> bool:
         return name in self._fds
@@ -104,7 +125,11 @@ class FileLeases:
     async def release(self, name: str) -> None:
         fd = self._fds.pop(name, None)
         if fd is not None:
-            os.close(fd)  # closing the descriptor drops the flock
+            # Removed while still locked (a create lease per ticket would otherwise leave a
+            # file per ticket behind), then closed: closing the descriptor drops the flock.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path(name))
+            os.close(fd)
 
     async def close(self) -> None:
         for name in list(self._fds):
@@ -173,7 +198,7 @@ class PostgresLeases:
         if name in self._held:
             return False
         got = await self._fetchval(
-            "SELECT pg_try_advisory_lock($1::int, hashtext($2))", PG_LOCK_NAMESPACE, name
+            "SELECT pg_try_advisory_lock($1::int, hashtext($2))", pg_namespace(name), name
         )
         if got:
             self._held.add(name)
@@ -194,7 +219,7 @@ class PostgresLeases:
         self._held.discard(name)
         with contextlib.suppress(StoreUnavailable):
             await self._fetchval(
-                "SELECT pg_advisory_unlock($1::int, hashtext($2))", PG_LOCK_NAMESPACE, name
+                "SELECT pg_advisory_unlock($1::int, hashtext($2))", pg_namespace(name), name
             )
 
     async def close(self) -> None:

@@ -1,12 +1,22 @@
 """ticketing: routed inquiries become tickets in the department's own system, exactly once.
 
-Create: a durable "create attempted" record is written before the call. On redelivery of an
-attempted-but-unrecorded create the ticket is looked up by the bridge's reference where the
-backend can search (or the create simply repeated where it takes an idempotency key);
-otherwise the inquiry is flagged ``needs_reconciliation`` (log, metric, ``/api/reconciliation``)
-and no second ticket is made; an official settles it (``POST /api/reconciliation/{inquiry}``:
-attach the existing ticket, or declare it not created so the create runs again). A definite
-refusal (validation, unknown service) releases the claim, so a replay after the fix creates.
+Create: a durable "create attempted" record is written before the call, under the lease
+``create:<reference>`` (``bridge.store.leases``: a PostgreSQL session advisory lock, or a
+flock beside a SQLite file), which lives exactly as long as the process holding it. Another
+delivery that finds the attempt while the lease is held waits a second and looks again (a live
+process is at it). One that finds it with the lease free knows the holder is gone and takes
+over at once: the ticket is looked up by the bridge's reference where the backend can search
+(not found: looked up again once the attempt is ``create_settle`` old, since a request the
+dead process sent may still be committing, then created), or the create simply repeated where
+it takes an idempotency key; otherwise the inquiry is flagged ``needs_reconciliation`` (log,
+metric, ``/api/reconciliation``) and no second ticket is made; an official settles it (``POST
+/api/reconciliation/{inquiry}``: attach the existing ticket, or declare it not created so the
+create runs again). A live holder that got no answer (a timeout, a 502/504) marks the attempt
+``no answer``; it is looked up only after ``create_lease`` (the backend may commit it late).
+A definite refusal (validation, unknown service) releases the claim, so a replay after the fix
+creates. Meanwhile the citizen is not left in silence: the SLA role's holding acknowledgement
+(``bridge/sla/acknowledge.py``) answers an inquiry still without a ticket before its
+first-response limit.
 
 Append: a citizen's follow-up goes onto their conversation's ticket; where the ticket system
 takes no follow-ups (capability ``appends`` false) it goes the way the department configured
@@ -65,6 +75,16 @@ if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
 
 log = structlog.get_logger("govbridge.ticketing")
+
+# A delivery that finds a create held by a live process looks again this soon.
+HELD_ELSEWHERE = timedelta(seconds=1)
+# The detail of an attempt whose holder lived but had no answer (a timeout, a 502/504).
+UNCERTAIN = "no answer: "
+
+
+def create_lease_name(reference: str) -> str:
+    """The lease a create of ``reference`` is held under (``bridge.store.leases``)."""
+    return f"create:{reference}"
 
 
 class TicketingRole:
@@ -191,6 +211,21 @@ class TicketingRole:
         if recorded is not None:  # already done: make sure the event went out
             await publish_created(self.ctx, command, recorded.ticket_id, recorded.native_status)
             return
+        # The create is held under a lease tied to this process's life (its PostgreSQL
+        # session, or its flock beside a SQLite file): taken before the attempt is claimed,
+        # released after the outcome is recorded. Whoever finds an attempt while the lease is
+        # held knows a live process is at it; a free lease over an unfinished attempt means
+        # its holder is gone (killed, or finished without learning the outcome).
+        lease = create_lease_name(ref)
+        if not await self.ctx.leases.try_acquire(lease):
+            raise Retry(f"create of {ref} in progress elsewhere", HELD_ELSEWHERE, counts=False)
+        try:
+            await self._create_leased(system, command)
+        finally:
+            await self.ctx.leases.release(lease)
+
+    async def _create_leased(self, system: TicketSystem, command: TicketCommand) -> None:
+        store, ref = self.ctx.store, command.reference
         attempt = await store.get_create_attempt(ref)
         if attempt is not None and attempt.state == CreateState.NEEDS_RECONCILIATION:
             log.warning("create awaits reconciliation; not creating again", reference=ref)
@@ -198,18 +233,29 @@ class TicketingRole:
         ticket: CreatedTicket | None = None
         expected: str | None = None
         if attempt is not None and attempt.state == CreateState.ATTEMPTED:
-            # Another delivery (here or in another process) may be creating it right now:
-            # wait for its lease before presuming it crashed.
-            lease = self.ctx.cfg.department(command.department).ticketing.create_lease
+            # Started and never finished, and nobody holds its lease: its holder died, or
+            # (``UNCERTAIN``) it lived but had no answer (a timeout, a 502), so the backend may
+            # still commit that request: only then is ``create_lease`` waited out.
+            cfg = self.ctx.cfg.department(command.department).ticketing
             age = datetime.now(UTC) - datetime.fromisoformat(attempt.updated_at)
-            if age < lease:
-                raise Retry(f"create of {ref} in progress elsewhere", lease - age, counts=False)
+            if (attempt.detail or "").startswith(UNCERTAIN) and age < cfg.create_lease:
+                raise Retry(
+                    f"create of {ref} had no answer; looked up after create_lease",
+                    cfg.create_lease - age,
+                    counts=False,
+                )
             expected = attempt.updated_at
             caps = system.capabilities
+            log.info("create taken over from a holder that is gone", reference=ref)
             if caps.search_by_reference:
                 ticket = await system.find_by_reference(ref)
+                settle = min(cfg.create_settle, cfg.create_lease)
                 if ticket is not None:
                     log.info("earlier create found by reference", ticket_id=ticket.ticket_id)
+                elif age < settle:
+                    # A request the dead holder sent may still be committing: look again
+                    # before creating (the citizen has had the holding acknowledgement).
+                    raise Retry(f"create of {ref} not found yet", settle - age, counts=False)
             elif not caps.idempotent_create:
                 await store.set_create_state(
                     ref,
@@ -254,6 +300,9 @@ class TicketingRole:
         except TransientError as exc:
             if exc.not_sent:  # certainly not created: a redelivery may simply create
                 await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])
+            else:  # no answer: the backend may still commit it (looked up after create_lease)
+                detail = (UNCERTAIN + exc.reason)[:200]
+                await store.set_create_state(ref, CreateState.ATTEMPTED, detail=detail)
             raise
         except AuthError as exc:  # refused before anything was made
             await store.set_create_state(ref, CreateState.NOT_SENT, detail=exc.reason[:200])

@@ -24,7 +24,10 @@ record's ``updated_datetime`` microseconds after its ``requested_datetime``; and
 
 Operator controls (Python methods and ``/_sim/...``): move a ticket through its lifecycle with a
 note, outages (``"503"`` answers or ``"refuse"``: the socket stops listening, then listens again
-on the same port), a request counter, runtime mode switches.
+on the same port), a request counter, runtime mode switches, and ``create_delay`` (a slow
+backend: a create stored at once and answered that much later, or with ``create_commits_late``
+stored only then, even when the client gave up; ``answering`` names the clients waiting for such
+an answer, so a test can kill a process in the middle of its create).
 """
 
 from __future__ import annotations
@@ -268,6 +271,12 @@ class Open311State:
         self._ticket_ids = itertools.count(1001)
         self._update_ids = itertools.count(5001)
         self.outage: str | None = None
+        # A slow backend: a create is stored at once and answered this many seconds later
+        # (a client that dies meanwhile never learns the id); ``answering`` holds the
+        # User-Agent of every create being answered now (which process is mid-create).
+        self.create_delay = 0.0
+        self.create_commits_late = False  # stored only after create_delay (a slow commit)
+        self.answering: list[str] = []
         self.request_count = 0
         self.requests_by_route: Counter[str] = Counter()
         # (unix time, method, route, User-Agent): who asked what, when (which process)
@@ -836,7 +845,22 @@ def create_app(state: Open311State) -> web.Application:
 
     async def post_requests(request: web.Request) -> web.Response:
         form = await request.post()
-        result = state.create_request(form)
+        late = state.create_commits_late and state.create_delay > 0
+        result = {} if late else state.create_request(form)
+        if state.create_delay > 0:
+            stored = result
+
+            async def answer() -> dict[str, Any]:
+                await asyncio.sleep(state.create_delay)
+                return state.create_request(form) if late else stored
+
+            agent = request.headers.get("User-Agent", "")
+            state.answering.append(agent)
+            try:
+                # a task of its own: a client that gives up does not stop a late commit
+                result = await asyncio.shield(asyncio.ensure_future(answer()))
+            finally:
+                state.answering.remove(agent)
         return render(request.match_info["fmt"], "service_requests", [result])
 
     async def get_requests(request: web.Request) -> web.Response:
@@ -926,6 +950,8 @@ def create_app(state: Open311State) -> web.Application:
             "searchable",
             "token_mode",
             "token_delay",
+            "create_delay",
+            "create_commits_late",
             "uppercase_statuses",
             "extended_in_requests",
         }
