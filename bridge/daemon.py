@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import importlib
 import signal
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
@@ -35,6 +36,7 @@ from bridge.runtime.push import PushPipeline
 from bridge.runtime.worker import Worker
 from bridge.security.keyring import Keyring
 from bridge.store import Store, open_store, pool_size_for
+from bridge.store.errors import StoreUnavailable
 from bridge.store.leases import leases_for
 from bridge.telemetry.metrics import Metrics
 from bridge.web.api import OperatorApi
@@ -46,6 +48,7 @@ from bridge.web.triage_review import TriageReviewApi
 from schemas.config import GovbridgeConfig
 
 log = structlog.get_logger("govbridge.daemon")
+T = TypeVar("T")
 
 ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "inspect", "http")
 # queues each role consumes (the PostgreSQL pool is sized by them)
@@ -157,11 +160,30 @@ class Daemon:
         stages = sum(CONSUMING_STAGES.get(name, 0) for name in self.role_names)
         return stages * self.cfg.broker.prefetch
 
+    async def _riding_out_store(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        """Run a start-up ``step`` again while the store is unreachable, until
+        ``[store] connect_timeout``: a store cut while the processes migrate (the chaos suite's
+        store outage began while three were starting) ended every one of them."""
+        deadline = time.monotonic() + self.cfg.store.connect_timeout.total_seconds()
+        pause = 0.25
+        while True:
+            try:
+                return await step()
+            except (StoreUnavailable, OSError) as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("store unreachable while starting; again", step=what, error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
     async def start(self) -> None:
-        store = await open_store(
-            self.cfg.store.url,
-            Keyring("audit", self.cfg.audit.keys),
-            pool_size=pool_size_for(self._handlers_in_flight(), self.cfg.store.pool_size),
+        store = await self._riding_out_store(
+            lambda: open_store(
+                self.cfg.store.url,
+                Keyring("audit", self.cfg.audit.keys),
+                pool_size=pool_size_for(self._handlers_in_flight(), self.cfg.store.pool_size),
+            ),
+            "open and migrate the store",
         )
         self.broker.on_unauthenticated = lambda refused: record_unauthenticated(store, refused)
         await self.broker.connect()
@@ -189,7 +211,7 @@ class Daemon:
         )
         # Replacements stored earlier (or by another process) before any adapter is used; the
         # alerts and held commands every process shares.
-        await self._sync_shared()
+        await self._riding_out_store(self._sync_shared, "read the shared state")
         app.router.add_get("/", self._console)
         app.router.add_get("/console.js", self._console)
         app.router.add_get("/console.css", self._console)

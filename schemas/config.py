@@ -131,6 +131,11 @@ class StoreConfig(Strict):
         " in flight, 4 to 10). Processes x pool_size must stay under the server's"
         " max_connections (100 by default) with room for the console and tools.",
     )
+    connect_timeout: Duration = Field(
+        default=timedelta(seconds=60),
+        description="While a process starts, the store unreachable (or cut mid-migration) is"
+        " tried again for this long before the process gives up.",
+    )
 
 
 class HttpConfig(Strict):

@@ -318,12 +318,13 @@ class PostgresDatabase:
     async def open(self) -> None:
         import asyncpg  # optional dependency: pip install govbridge[postgres]
 
-        self._pool = await asyncpg.create_pool(
-            self.dsn,
-            min_size=1,
-            max_size=self.pool_size,
-            statement_cache_size=self.STATEMENT_CACHE,
-        )
+        with store_errors():  # unreachable at start: the daemon tries again (connect_timeout)
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                statement_cache_size=self.STATEMENT_CACHE,
+            )
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with timing.timed("store"), store_errors():
