@@ -187,11 +187,10 @@ class TicketingRole:
 
     async def _create(self, system: TicketSystem, command: TicketCommand) -> None:
         store, ref = self.ctx.store, command.reference
-        recorded = await store.ticket_by_reference(ref)
+        recorded, attempt = await store.create_records(ref)  # one read: ticket and attempt
         if recorded is not None:  # already done: make sure the event went out
             await publish_created(self.ctx, command, recorded.ticket_id, recorded.native_status)
             return
-        attempt = await store.get_create_attempt(ref)
         if attempt is not None and attempt.state == CreateState.NEEDS_RECONCILIATION:
             log.warning("create awaits reconciliation; not creating again", reference=ref)
             return
