@@ -82,12 +82,18 @@ class OutboxStore(RepliesStore):
         ready_params = (stamp, posting, stamp, approved, stamp)
         # both in one statement (each part its own LIMIT 1 on the claim index): the first
         # row of the first part that has one (``pick``) is the reply to take
+        # (``others``: whether its inquiry has another status reply that is pending or posted;
+        # without one, a status reply is the one to post and overtakes nothing: no more read)
         rows = await self.db.fetchall(
-            "SELECT * FROM (SELECT r.*, 0 AS pick FROM replies r WHERE r.platform = ?"
+            "SELECT u.*, EXISTS (SELECT 1 FROM replies o WHERE o.inquiry_id = u.inquiry_id"
+            " AND o.reply_id <> u.reply_id AND o.status IS NOT NULL"
+            " AND (o.state IN (?, ?) OR (o.state = ? AND o.lease_until < ?))) AS others FROM"
+            " (SELECT * FROM (SELECT r.*, 0 AS pick FROM replies r WHERE r.platform = ?"
             " AND r.account = ? AND r.state = ? AND r.lease_until < ?" + ready + ") AS expired"
             " UNION ALL SELECT * FROM (SELECT r.*, 1 AS pick FROM replies r"
-            " WHERE r.platform = ? AND r.account = ? AND r.state = ?" + ready + ") AS ready",
+            " WHERE r.platform = ? AND r.account = ? AND r.state = ?" + ready + ") AS ready) u",
             (
+                *(approved, ReplyState.POSTED, posting, stamp),
                 *(platform, account, posting, stamp, *ready_params),
                 *(platform, account, approved, *ready_params),
             ),
@@ -109,7 +115,7 @@ class OutboxStore(RepliesStore):
         first: StoredReply = self._reply(rows[0])
         chosen: StoredReply | None = first
         superseded: list[str] = []
-        if first.status is not None:
+        if first.status is not None and rows[0]["others"]:
             chosen, superseded = await self._latest_status_reply(first, stamp, merge=pressed)
         for reply_id in superseded:
             await self.db.execute(
