@@ -281,7 +281,9 @@ class Outbox:
                 else:
                     log.warning("earlier reply not in the thread after every look; posting again")
             if posted is None:
-                attempt = await store.start_copy(reply.reply_id, self.clock())
+                attempt = claim.copy  # noted with the claim
+                if attempt is None:
+                    attempt = await store.start_copy(reply.reply_id, self.clock())
                 with timing.timed("http"):
                     posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
             self.ctx.alerts.succeeded("account_auth", line.key, "post")

@@ -148,7 +148,10 @@ class OutboxStore(RepliesStore):
             (call_id, platform, account, chosen.reply_id, stamp),
         )
         claimed = self._reply(taken[0])
-        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded))
+        # the call's copy row with the claim (one transaction before the call, not two),
+        # unless the reply is uncertain: then it is looked for first
+        copy = None if claimed.uncertain else await self.start_copy(claimed.reply_id, now)
+        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded), copy=copy)
 
     async def _quota_wait(
         self,
