@@ -367,3 +367,29 @@ def test_a_street_lamp_is_not_a_street() -> None:
     assert places.streets == frozenset()
     assert places.sites == frozenset({"红星小区"})
     assert places_of("光明路口的路灯坏了").streets == frozenset({"光明路"})
+
+
+def test_minhash_and_bands_are_datasketchs() -> None:
+    """The index computes MinHash signatures and LSH bands itself (importing datasketch
+    imports scipy, 44 MB of every triage process): the same numbers as datasketch 2.0's
+    ``MinHash(num_perm)`` (scheme affine32, seed 1) and ``MinHashLSH(threshold, num_perm)``."""
+    np = pytest.importorskip("numpy")
+    datasketch = pytest.importorskip("datasketch")
+    from bridge.triage.incidents import lsh_bands, minhash_permutations, minhash_signature
+
+    for threshold in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9):
+        for num_perm in (32, 64, 128):
+            lsh = datasketch.MinHashLSH(threshold=threshold, num_perm=num_perm)
+            assert lsh_bands(threshold, num_perm) == (lsh.b, lsh.r)
+    rng = np.random.default_rng(7)
+    for num_perm in (64, 128):
+        ref = datasketch.MinHash(num_perm=num_perm)
+        perm = minhash_permutations(num_perm)
+        assert (ref.permutations[0] == perm[0]).all() and (ref.permutations[1] == perm[1]).all()
+        for _ in range(20):
+            hashes = [int(h) for h in rng.integers(0, 2**32, int(rng.integers(1, 40)))]
+            m = datasketch.MinHash(
+                num_perm=num_perm, hashfunc=int, permutations=ref.permutations, scheme=ref.scheme
+            )
+            m.update_batch(hashes)
+            assert (m.hashvalues == minhash_signature(perm, hashes)).all()

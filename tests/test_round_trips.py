@@ -9,9 +9,12 @@ scans that found no reply, are left out, as their number depends on timing):
 
 - before issue 26 (d7c97a7): SQLite 52.0 statements in 13 transactions, PostgreSQL 61.1 in 13
   (14 of the statements the audit trail's: a head read and an INSERT per record);
-- now: SQLite 38.1 statements in 10, PostgreSQL 41.4 in 10 (the audit trail: one INSERT per
-  transaction, no lock, no head read; one chain per writer). The issue's target
-  (20 statements, 4 transactions) is not reached: see docs/performance.md.
+- after the one-chain-per-writer audit trail (f999b89): SQLite 38.1 statements in 10,
+  PostgreSQL 41.4 in 10 (the audit trail: one INSERT per transaction, no lock, no head read);
+- now: SQLite 28.2 statements in 9, PostgreSQL 31.0-31.4 in 9 (reads joined, writes with
+  RETURNING, the flood limit and a reply's priority decided in their INSERTs, the post call's
+  copy row written with the claim). The issue's target (20 statements, 4 transactions) is not
+  reached: see docs/performance.md for what is left and why.
 """
 
 from __future__ import annotations
@@ -108,10 +111,15 @@ async def test_statements_and_transactions_per_inquiry(
         chains = daemon.ctx.store.database.audit_chains.started
     print(count.report())  # shown when it fails: which statements, from which stage
     postgres = store_url.startswith("postgresql")
-    # a few more on a busy machine: a handler retried (a ticket event before its ticket)
+    # a few more on a busy machine: a handler retried (a ticket event before its ticket; on
+    # PostgreSQL an alert's shared state written while the pool was short); tight enough that
+    # one more statement per inquiry fails on SQLite (28.2 measured: 338 of 348 allowed)
     slack = INQUIRIES // 2
-    assert count.transactions <= 10 * INQUIRIES + slack
-    assert count.working_statements <= (42 if postgres else 39) * INQUIRIES + 4 * slack
+    assert count.transactions <= 9 * INQUIRIES + slack
+    assert (
+        count.working_statements
+        <= (31 if postgres else 28) * INQUIRIES + (3 if postgres else 2) * slack
+    )
     # the audit trail's head is read once per chain a writer begins, never per record
     assert count.by_sql["SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"] <= chains
 

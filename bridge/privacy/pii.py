@@ -807,7 +807,7 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     ``str()`` and replaced by their masked text only when they would leak.
     """
     if isinstance(value, str):
-        return redact_text(value)
+        return _scrub_text(value)
     if value is None or isinstance(value, bool | float):
         return value
     if isinstance(value, int):
@@ -830,6 +830,25 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     except Exception:
         return value
     return redact_text(s) if contains_personal_data(s) else value
+
+
+# Log fields repeat from line to line (an inquiry's id, its stage, its department): each
+# short text is searched once, while this many are remembered (then forgotten all at once).
+_SCRUBBED_MAX = 4096
+_SCRUBBED_LEN = 200
+_scrubbed: dict[str, str] = {}
+
+
+def _scrub_text(text: str) -> str:
+    """``redact_text(text)``, remembered for short texts."""
+    if len(text) > _SCRUBBED_LEN:
+        return redact_text(text)
+    done = _scrubbed.get(text)
+    if done is None:
+        if len(_scrubbed) >= _SCRUBBED_MAX:
+            _scrubbed.clear()
+        done = _scrubbed[text] = redact_text(text)
+    return done
 
 
 def redact_processor(logger: Any, method_name: str, event_dict: Any) -> Any:

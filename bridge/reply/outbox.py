@@ -281,7 +281,9 @@ class Outbox:
                 else:
                     log.warning("earlier reply not in the thread after every look; posting again")
             if posted is None:
-                attempt = await store.start_copy(reply.reply_id, self.clock())
+                attempt = claim.copy  # noted with the claim
+                if attempt is None:
+                    attempt = await store.start_copy(reply.reply_id, self.clock())
                 with timing.timed("http"):
                     posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
             self.ctx.alerts.succeeded("account_auth", line.key, "post")
@@ -353,7 +355,7 @@ class Outbox:
             if posted.outcome == PostOutcome.UNDELIVERABLE
             else ReplyState.POSTED
         )
-        if not await store.finish_post(
+        finished = await store.finish_post(
             claim,
             state=state,
             external_ids=posted.external_ids,
@@ -362,11 +364,17 @@ class Outbox:
             sweep_at=self.clock() + settle[0] if sweep else None,
             calls_used=None if attempt is not None else 0,
             kept_copy=kept,
-        ):
+        )
+        if not finished:
             log.warning("lease lost during the call; the reply may be looked for again")
         metrics.replies.labels(line.platform, posted.outcome).inc()
         log.info("reply posted", outcome=posted.outcome, looks_again=sweep)
-        await self._announce(reply.reply_id)
+        # recorded just now as posted with these ids: announced without reading it back
+        # (the lease lost: whatever the store holds now is announced)
+        await self._announce(
+            reply.reply_id,
+            _posted_event(reply, posted.external_ids, posted.outcome) if finished else None,
+        )
 
     async def _end_copy(
         self, reply: StoredReply, attempt: int | None, answer: str, detail: str
@@ -635,24 +643,17 @@ class Outbox:
                 failed_at=self.clock(),
             )
 
-    async def _announce(self, reply_id: str) -> None:
+    async def _announce(self, reply_id: str, event: ReplyPosted | None = None) -> None:
         """``reply.posted.<platform>`` for a posted reply, once it is confirmed (retried by
-        housekeeping until then)."""
-        reply = await self.ctx.store.get_reply(reply_id)
-        if reply is None:
-            return
+        housekeeping until then). ``event``: what was just recorded (else read from the
+        store)."""
+        if event is None:
+            reply = await self.ctx.store.get_reply(reply_id)
+            if reply is None:
+                return
+            event = _posted_event(reply, reply.external_ids, reply.outcome)
         try:
-            await self.ctx.broker.publish(
-                routing.reply_posted(reply.platform),
-                ReplyPosted(
-                    reply_id=reply.reply_id,
-                    inquiry_id=reply.inquiry_id,
-                    platform=reply.platform,
-                    account=reply.account,
-                    external_ids=reply.external_ids,
-                    outcome=_outcome(reply.outcome),
-                ),
-            )
+            await self.ctx.broker.publish(routing.reply_posted(event.platform), event)
         except Exception as exc:
             log.warning("reply.posted not confirmed; will announce again", error=repr(exc))
             return
@@ -671,7 +672,8 @@ class Outbox:
                 return
             try:
                 for reply in await self.ctx.store.unannounced_posts():
-                    await self._announce(reply.reply_id)
+                    event = _posted_event(reply, reply.external_ids, reply.outcome)
+                    await self._announce(reply.reply_id, event)
                 accounts = [(x.platform, x.account.handle) for x in self.lines.values()]
                 for reply in await self.ctx.store.due_sweeps(self.clock(), accounts):
                     await self._sweep(reply)
@@ -705,3 +707,15 @@ def _outcome(stored: str | None) -> PostOutcome:
     """A stored outcome as the message says it (a row without one was posted)."""
     known = {o.value for o in PostOutcome}
     return PostOutcome(stored) if stored in known else PostOutcome.POSTED
+
+
+def _posted_event(reply: StoredReply, external_ids: list[str], outcome: str | None) -> ReplyPosted:
+    """``reply.posted``'s message for ``reply``, posted as ``external_ids`` with ``outcome``."""
+    return ReplyPosted(
+        reply_id=reply.reply_id,
+        inquiry_id=reply.inquiry_id,
+        platform=reply.platform,
+        account=reply.account,
+        external_ids=external_ids,
+        outcome=_outcome(outcome),
+    )

@@ -100,7 +100,8 @@ class ReplyRole:
     # ------------------------------------------------------------------ compose
     async def compose(self, event: TicketEvent, _: Delivery) -> None:
         store = self.ctx.store
-        ticket = await store.get_ticket(event.department, event.ticket_id)
+        # one read: the ticket and its inquiry (what the replies are composed from)
+        ticket, inquiry = await store.ticket_and_inquiry(event.department, event.ticket_id)
         if ticket is None:
             known = event.reference is not None and (
                 await store.get_create_attempt(event.reference) is not None
@@ -120,7 +121,7 @@ class ReplyRole:
             await self._acknowledge_follow_up(event, ticket, dept)
             return
         async with store.transaction() as tx:
-            approved = await self._apply_and_decide(tx, event, ticket, dept)
+            approved = await self._apply_and_decide(tx, event, ticket, inquiry, dept)
         # wake the outbox (the store already holds them): confirms awaited together
         if len(approved) == 1:
             request = approved[0]
@@ -131,10 +132,16 @@ class ReplyRole:
             )
 
     async def _apply_and_decide(
-        self, tx: Store, event: TicketEvent, ticket: StoredTicket, dept: DepartmentConfig
+        self,
+        tx: Store,
+        event: TicketEvent,
+        ticket: StoredTicket,
+        inquiry: StoredInquiry | None,
+        dept: DepartmentConfig,
     ) -> list[ReplyRequest]:
         """In one transaction: record the event, move the ticket, record its replies.
-        Returns the replies that may go out now."""
+        Returns the replies that may go out now. ``ticket`` and ``inquiry`` as read just
+        before (the ticket's cycle, when the event does not move it, is the one read)."""
         new, applied, cycle = await tx.apply_status(
             department=event.department,
             ticket_id=event.ticket_id,
@@ -143,13 +150,13 @@ class ReplyRole:
             status_rank=event.status.rank,
             native_status=event.native_status,
             occurred_at=iso(event.occurred_at),
+            read=ticket,
         )
         if event.source == "create":
             applied = True  # the ticket row was written with "received" when it was created
         if not applied and not event.note:
             log.info("event does not move the ticket; no reply", status=event.status.value, new=new)
             return []
-        inquiry = await tx.get_inquiry(ticket.inquiry_id)
         if inquiry is None:
             raise DeadLetter(f"ticket {event.ticket_id} has no recorded inquiry", "unknown_ticket")
         requests = self._compose(event, inquiry, ticket, dept, cycle, applied)

@@ -80,19 +80,27 @@ class OutboxStore(RepliesStore):
             " ORDER BY r.priority, r.created_at LIMIT 1"
         )
         ready_params = (stamp, posting, stamp, approved, stamp)
+        # both in one statement (each part its own LIMIT 1 on the claim index): the first
+        # row of the first part that has one (``pick``) is the reply to take
+        # (``others``: whether its inquiry has another status reply that is pending or posted;
+        # without one, a status reply is the one to post and overtakes nothing: no more read)
         rows = await self.db.fetchall(
-            "SELECT r.* FROM replies r WHERE r.platform = ? AND r.account = ?"
-            " AND r.state = ? AND r.lease_until < ?" + ready,
-            (platform, account, posting, stamp, *ready_params),
+            "SELECT u.*, EXISTS (SELECT 1 FROM replies o WHERE o.inquiry_id = u.inquiry_id"
+            " AND o.reply_id <> u.reply_id AND o.status IS NOT NULL"
+            " AND (o.state IN (?, ?) OR (o.state = ? AND o.lease_until < ?))) AS others FROM"
+            " (SELECT * FROM (SELECT r.*, 0 AS pick FROM replies r WHERE r.platform = ?"
+            " AND r.account = ? AND r.state = ? AND r.lease_until < ?" + ready + ") AS expired"
+            " UNION ALL SELECT * FROM (SELECT r.*, 1 AS pick FROM replies r"
+            " WHERE r.platform = ? AND r.account = ? AND r.state = ?" + ready + ") AS ready) u",
+            (
+                *(approved, ReplyState.POSTED, posting, stamp),
+                *(platform, account, posting, stamp, *ready_params),
+                *(platform, account, approved, *ready_params),
+            ),
         )
         if not rows:
-            rows = await self.db.fetchall(
-                "SELECT r.* FROM replies r WHERE r.platform = ? AND r.account = ?"
-                " AND r.state = ?" + ready,
-                (platform, account, approved, *ready_params),
-            )
-        if not rows:
             return ReplyClaim(None)
+        rows.sort(key=lambda r: int(r["pick"]))
         pressed = False  # the quota, not the platform, decides when replies go out
         if quota is not None:
             wait, free = await self._quota_wait(platform, account, now, lease, *quota)
@@ -107,7 +115,7 @@ class OutboxStore(RepliesStore):
         first: StoredReply = self._reply(rows[0])
         chosen: StoredReply | None = first
         superseded: list[str] = []
-        if first.status is not None:
+        if first.status is not None and rows[0]["others"]:
             chosen, superseded = await self._latest_status_reply(first, stamp, merge=pressed)
         for reply_id in superseded:
             await self.db.execute(
@@ -123,12 +131,12 @@ class OutboxStore(RepliesStore):
             )
         if chosen is None:  # everything pending was overtaken by what is already posted
             return ReplyClaim(None, superseded=tuple(superseded))
-        taken = await self.db.execute(
+        taken = await self.db.fetchall(  # the claimed row as it is now: no read back
             "UPDATE replies SET state = ?, lease_owner = ?, lease_until = ?,"
             " post_attempts = post_attempts + 1,"
             " uncertain = CASE WHEN state = ? THEN 1 ELSE uncertain END"
             " WHERE reply_id = ?"
-            " AND (state = ? OR (state = ? AND lease_until < ?))",
+            " AND (state = ? OR (state = ? AND lease_until < ?)) RETURNING *",
             (posting, owner, iso(now + lease), posting, chosen.reply_id, approved, posting, stamp),
         )
         if not taken:
@@ -139,8 +147,11 @@ class OutboxStore(RepliesStore):
             " VALUES (?, ?, ?, ?, ?)",
             (call_id, platform, account, chosen.reply_id, stamp),
         )
-        claimed = await self.get_reply(chosen.reply_id)
-        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded))
+        claimed = self._reply(taken[0])
+        # the call's copy row with the claim (one transaction before the call, not two),
+        # unless the reply is uncertain: then it is looked for first
+        copy = None if claimed.uncertain else await self.start_copy(claimed.reply_id, now)
+        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded), copy=copy)
 
     async def _quota_wait(
         self,

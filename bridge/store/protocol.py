@@ -122,6 +122,24 @@ class Store(Protocol):
         self, since: str, *, mark: str
     ) -> list[StoredInquiry]: ...
 
+    async def inquiry_and_open_surveys(
+        self, inquiry_id: str, platform: str, account: str
+    ) -> tuple[StoredInquiry | None, int]:
+        """``get_inquiry`` and ``open_surveys_of`` in one statement."""
+        ...
+
+    async def ticket_and_inquiry(
+        self, department: str, ticket_id: str
+    ) -> tuple[StoredTicket | None, StoredInquiry | None]:
+        """A ticket and its inquiry in one statement."""
+        ...
+
+    async def create_records(
+        self, reference: str
+    ) -> tuple[StoredTicket | None, CreateAttempt | None]:
+        """``ticket_by_reference`` and ``get_create_attempt`` in one statement."""
+        ...
+
     async def list_inquiries(self) -> list[StoredInquiry]: ...
 
     async def claim_thread(self, thread_key: str, inquiry_id: str, reference: str) -> str: ...
@@ -158,6 +176,7 @@ class Store(Protocol):
         status_rank: int,
         native_status: str,
         occurred_at: str,
+        read: StoredTicket | None = None,
     ) -> AppliedEvent: ...
 
     async def get_create_attempt(self, reference: str) -> CreateAttempt | None: ...

@@ -45,15 +45,11 @@ class RepliesStore(StoreBase):
         # The outbox's order when a quota binds: an inquiry's first reply (0), then final
         # answers (1), then the rest (2).
         async with self.transaction() as tx:
-            # one read of the inquiry's replies: is this its first, and which drafts a newer
-            # status supersedes
-            earlier = await tx.db.fetchall(
-                "SELECT reply_id, department, status, cycle, state FROM replies"
-                " WHERE inquiry_id = ?",
-                (inquiry_id,),
-            )
-            priority = 0 if not earlier else 1 if status in FINAL_STATUSES else 2
-            n = await tx._insert_reply(
+            # whether it is the inquiry's first is decided by the INSERT itself (priority 0);
+            # the inquiry's earlier replies are read only when there are some and a newer
+            # status may supersede drafts among them
+            later = 1 if status in FINAL_STATUSES else 2
+            priority = await tx._insert_reply(
                 reply_id,
                 inquiry_id,
                 platform,
@@ -64,9 +60,9 @@ class RepliesStore(StoreBase):
                 state,
                 request_json,
                 cycle,
-                priority,
+                later,
             )
-            if n > 0:
+            if priority is not None:
                 await tx.record_audit(
                     "reply.drafted",
                     inquiry_id=inquiry_id,
@@ -77,9 +73,14 @@ class RepliesStore(StoreBase):
                     state=state,
                     cycle=cycle,
                 )
-                if status is not None:
+                if status is not None and priority != 0:
+                    earlier = await tx.db.fetchall(
+                        "SELECT reply_id, department, status, cycle, state FROM replies"
+                        " WHERE inquiry_id = ?",
+                        (inquiry_id,),
+                    )
                     await tx._supersede_drafts(inquiry_id, reply_id, status, cycle, earlier)
-        return n > 0
+        return priority is not None
 
     async def _supersede_drafts(
         self,
@@ -130,13 +131,16 @@ class RepliesStore(StoreBase):
         state: str,
         request_json: str,
         cycle: int,
-        priority: int,
-    ) -> int:
-        return await self.db.execute(
+        later: int,
+    ) -> int | None:
+        """The reply's row, unless it is there already (None); its priority (returned) is 0
+        when the inquiry has no other reply, else ``later``."""
+        rows = await self.db.fetchall(
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
             " templated, state, request_json, created_at, cycle, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (reply_id) DO NOTHING",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN EXISTS (SELECT 1 FROM replies"
+            " WHERE inquiry_id = ?) THEN ? ELSE 0 END)"
+            " ON CONFLICT (reply_id) DO NOTHING RETURNING priority",
             (
                 reply_id,
                 inquiry_id,
@@ -149,9 +153,11 @@ class RepliesStore(StoreBase):
                 request_json,
                 now_iso(),
                 cycle,
-                priority,
+                inquiry_id,
+                later,
             ),
         )
+        return int(rows[0]["priority"]) if rows else None
 
     @staticmethod
     def _reply(row: dict[str, Any]) -> StoredReply:

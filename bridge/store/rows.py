@@ -146,6 +146,10 @@ class ReplyClaim:
     call_id: str | None = None
     wait_until: datetime | None = None
     superseded: tuple[str, ...] = ()
+    copy: int | None = None
+    """The number of the post call this claim makes, its copy row written with the claim
+    (``start_copy``'s, in the claim's transaction); None when the reply is uncertain (it is
+    looked for first, and a call noted only if one is made)."""
 
 
 @dataclass(frozen=True)

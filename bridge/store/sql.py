@@ -23,6 +23,7 @@ from bridge.store.follow_ups import FollowUpsStore
 from bridge.store.held import HeldStore
 from bridge.store.incidents import IncidentsStore
 from bridge.store.inquiries import InquiriesStore
+from bridge.store.lookups import LookupsStore
 from bridge.store.notes import NotesStore
 from bridge.store.operations import OperationsStore
 from bridge.store.operators import OperatorsStore
@@ -56,6 +57,7 @@ class SqlStore(
     ExtensionsStore,
     EditingStore,
     PushesStore,
+    LookupsStore,
 ):
     """All durable state of the bridge. Methods are small and idempotent where it matters.
 

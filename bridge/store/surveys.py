@@ -96,7 +96,7 @@ class SurveyAsk:
 
 
 _ASK_COLUMNS = [f.name for f in dataclasses.fields(SurveyAsk)]
-_OPEN = (SurveyAskState.ASKED, SurveyAskState.REASKED)
+OPEN_ASKS = _OPEN = (SurveyAskState.ASKED, SurveyAskState.REASKED)
 
 
 class SurveysStore(StoreBase):

@@ -133,6 +133,7 @@ class TicketsStore(StoreBase):
         status_rank: int,
         native_status: str,
         occurred_at: str,
+        read: StoredTicket | None = None,
     ) -> AppliedEvent:
         """Record a ticket event and apply it if it takes the ticket forward.
 
@@ -148,10 +149,21 @@ class TicketsStore(StoreBase):
         One transaction (and part of the caller's, when it holds one): the reply stage
         records the event, moves the ticket and decides the replies together, so a crash
         between any two statements leaves either nothing or everything.
+
+        ``read``: the ticket as the caller read it just before; when the event does not move
+        the ticket, its cycle is the one read (not read again). The cycle of an event that
+        moves it is the moved row's.
         """
         async with self.transaction() as tx:
             return await tx._apply_status(
-                department, ticket_id, event_id, status, status_rank, native_status, occurred_at
+                department,
+                ticket_id,
+                event_id,
+                status,
+                status_rank,
+                native_status,
+                occurred_at,
+                read,
             )
 
     async def _apply_status(
@@ -163,6 +175,7 @@ class TicketsStore(StoreBase):
         status_rank: int,
         native_status: str,
         occurred_at: str,
+        read: StoredTicket | None = None,
     ) -> AppliedEvent:
         inserted = await self.db.execute(
             "INSERT INTO ticket_events (department, event_id, ticket_id, status, native_status,"
@@ -178,11 +191,11 @@ class TicketsStore(StoreBase):
             row = rows[0] if rows else {"applied": 0, "cycle": None}
             return AppliedEvent(False, bool(row["applied"]), int(row["cycle"] or 0))
         if status == "reopened":
-            moved = await self.db.execute(
+            rows = await self.db.fetchall(
                 "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?,"
                 " status_at = ?, cycle = cycle + 1, reopened_at = ?"
                 " WHERE department = ? AND ticket_id = ? AND status_rank >= ?"
-                " AND (reopened_at IS NULL OR reopened_at <= ?)",
+                " AND (reopened_at IS NULL OR reopened_at <= ?) RETURNING cycle, inquiry_id",
                 (
                     status,
                     REOPENED_RANK_IN_CYCLE,
@@ -196,10 +209,10 @@ class TicketsStore(StoreBase):
                 ),
             )
         else:
-            moved = await self.db.execute(
+            rows = await self.db.fetchall(
                 "UPDATE tickets SET status = ?, status_rank = ?, native_status = ?, status_at = ?"
                 " WHERE department = ? AND ticket_id = ? AND status_rank < ?"
-                " AND (reopened_at IS NULL OR reopened_at <= ?)",
+                " AND (reopened_at IS NULL OR reopened_at <= ?) RETURNING cycle, inquiry_id",
                 (
                     status,
                     status_rank,
@@ -211,10 +224,14 @@ class TicketsStore(StoreBase):
                     occurred_at,
                 ),
             )
-        rows = await self.db.fetchall(
-            "SELECT cycle, inquiry_id FROM tickets WHERE department = ? AND ticket_id = ?",
-            (department, ticket_id),
-        )
+        moved = len(rows)
+        if not moved and read is not None:
+            rows = [{"cycle": read.cycle, "inquiry_id": read.inquiry_id}]
+        elif not moved:
+            rows = await self.db.fetchall(
+                "SELECT cycle, inquiry_id FROM tickets WHERE department = ? AND ticket_id = ?",
+                (department, ticket_id),
+            )
         cycle = int(rows[0]["cycle"]) if rows else 0
         if moved:
             await self.db.execute(

@@ -39,10 +39,12 @@ def configure_logging(level: str = "info", json: bool | None = None, cache: bool
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     processors.append(secrets_processor)  # renders an exception first, so both see its text
     processors.append(redact_processor)
+    # the time after the redactor: it is the bridge's own, and searching it for personal
+    # data was a third of the redactor's work per line
+    processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     processors.append(structlog.processors.format_exc_info if json else structlog.dev.set_exc_info)
     renderer: Any = (
         structlog.processors.JSONRenderer(ensure_ascii=False)

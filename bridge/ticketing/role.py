@@ -206,16 +206,12 @@ class TicketingRole:
         task.add_done_callback(self._releases.discard)
 
     async def _create(self, system: TicketSystem, command: TicketCommand) -> None:
-        store, ref = self.ctx.store, command.reference
-        recorded = await store.ticket_by_reference(ref)
-        if recorded is not None:  # already done: make sure the event went out
-            await publish_created(self.ctx, command, recorded.ticket_id, recorded.native_status)
-            return
+        ref = command.reference
         # The create is held under a lease tied to this process's life (its PostgreSQL
-        # session, or its flock beside a SQLite file): taken before the attempt is claimed,
-        # released after the outcome is recorded. Whoever finds an attempt while the lease is
-        # held knows a live process is at it; a free lease over an unfinished attempt means
-        # its holder is gone (killed, or finished without learning the outcome).
+        # session, or its flock beside a SQLite file): taken before the attempt is read and
+        # claimed, released after the outcome is recorded. Whoever finds an attempt while the
+        # lease is held knows a live process is at it; a free lease over an unfinished attempt
+        # means its holder is gone (killed, or finished without learning the outcome).
         lease = create_lease_name(ref)
         if not await self.ctx.leases.try_acquire(lease):
             raise Retry(f"create of {ref} in progress elsewhere", HELD_ELSEWHERE, counts=False)
@@ -226,7 +222,10 @@ class TicketingRole:
 
     async def _create_leased(self, system: TicketSystem, command: TicketCommand) -> None:
         store, ref = self.ctx.store, command.reference
-        attempt = await store.get_create_attempt(ref)
+        recorded, attempt = await store.create_records(ref)  # one read: ticket and attempt
+        if recorded is not None:  # already done: make sure the event went out
+            await publish_created(self.ctx, command, recorded.ticket_id, recorded.native_status)
+            return
         if attempt is not None and attempt.state == CreateState.NEEDS_RECONCILIATION:
             log.warning("create awaits reconciliation; not creating again", reference=ref)
             return

@@ -17,10 +17,12 @@ private tokenizer whose cache lives under ``$GOVBRIDGE_CACHE_DIR`` /
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import heapq
 import json
 import logging
+import marshal
 import math
 import operator
 import os
@@ -138,11 +140,67 @@ def _get_tokenizer() -> jieba.Tokenizer:
 
                     jieba.setLogLevel(logging.WARNING)
                     logging.getLogger("jieba").setLevel(logging.WARNING)
-                    tok = jieba.Tokenizer()
+                    tok = _compact_tokenizer()
                     tok.tmp_dir = _cache_dir()
                     tok.initialize()
                 _tokenizer = tok
     return _tokenizer
+
+
+class _Utf8Keys(dict[bytes, int]):
+    """jieba's prefix dictionary (498,113 words and prefixes) with UTF-8 bytes keys: about
+    half the memory of str keys (15 MB of a process), looked up with str keys as jieba does
+    (a tenth slower segmentation: about 20 µs a text)."""
+
+    __slots__ = ()
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key.encode() if isinstance(key, str) else key)
+
+    def __getitem__(self, key: Any) -> int:
+        return dict.__getitem__(self, key.encode() if isinstance(key, str) else key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, key.encode() if isinstance(key, str) else key, default)
+
+    def __setitem__(self, key: Any, value: int) -> None:
+        dict.__setitem__(self, key.encode() if isinstance(key, str) else key, value)
+
+
+def _compact_tokenizer() -> jieba.Tokenizer:
+    """A jieba tokenizer whose prefix dictionary has UTF-8 keys, built once from jieba's own
+    dictionary as jieba builds it (``Tokenizer.gen_pfdict``) and kept in a cache file of our
+    own: loaded straight into the compact form (converting jieba's loaded dictionary does not
+    give the strings' memory back to the system). The same segmentation as jieba's."""
+    import jieba
+
+    class CompactTokenizer(jieba.Tokenizer):
+        def initialize(self, dictionary: Any = None) -> None:
+            if self.initialized:  # type: ignore[has-type]
+                return
+            name = f"govbridge-jieba-{jieba.__version__}-utf8.cache"
+            cache = os.path.join(self.tmp_dir or tempfile.gettempdir(), name)
+            try:
+                with open(cache, "rb") as f:
+                    freq, total = marshal.load(f)
+            except (OSError, ValueError, EOFError, TypeError):
+                freq, total = {}, 0
+                with self.get_dict_file() as f:
+                    for line in f:
+                        word, n = line.strip().decode("utf-8").split(" ")[:2]
+                        freq[word.encode()] = int(n)
+                        total += int(n)
+                        for end in range(1, len(word)):
+                            freq.setdefault(word[:end].encode(), 0)
+                tmp = f"{cache}.{os.getpid()}.tmp"
+                with contextlib.suppress(OSError):
+                    with open(tmp, "wb") as f:
+                        marshal.dump((freq, total), f)
+                    os.replace(tmp, cache)
+            self.FREQ, self.total = _Utf8Keys(freq), total
+            self.initialized = True
+
+    return CompactTokenizer()
 
 
 def _token_ids(text: str) -> list[int]:

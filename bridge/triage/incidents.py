@@ -37,6 +37,7 @@ size, growth per hour and places.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 import zlib
@@ -542,14 +543,9 @@ class IncidentIndex:
         """Incidents found to be one: an incident id -> the id it joined (union-find)."""
         self._newest: datetime | None = None
         self._seq = 0
-        # datasketch imports scipy (0.35 s of every process's start): only an index loads it
-        from datasketch import MinHash, MinHashLSH
-
-        self._minhash = MinHash
-        self._perm = MinHash(num_perm=self.config.num_perm)  # its permutations, reused
+        self._perm = minhash_permutations(self.config.num_perm)  # reused for every signature
         # datasketch's choice of bands (b) and rows per band (r) for the threshold
-        lsh = MinHashLSH(threshold=self.config.lsh_threshold, num_perm=self.config.num_perm)
-        self._b, self._r = int(lsh.b), int(lsh.r)
+        self._b, self._r = lsh_bands(self.config.lsh_threshold, self.config.num_perm)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -589,14 +585,8 @@ class IncidentIndex:
         the features' crc32, which stands in for its sha1 of each feature)."""
         if not hashes:
             return _NO_BANDS
-        m = self._minhash(
-            num_perm=self.config.num_perm,
-            hashfunc=int,
-            permutations=self._perm.permutations,
-            scheme=self._perm.scheme,
-        )
-        m.update_batch(hashes)
-        rows = m.hashvalues[: self._b * self._r].astype(np.uint64).reshape(self._b, self._r)
+        signature = minhash_signature(self._perm, hashes)
+        rows = signature[: self._b * self._r].astype(np.uint64).reshape(self._b, self._r)
         keys = rows[:, 0].copy()
         for j in range(1, self._r):
             keys = keys * np.uint64(0x9E3779B97F4A7C15) ^ rows[:, j]
@@ -955,3 +945,68 @@ def pairwise_scores(
     recall = both / true_pairs if true_pairs else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+# -- MinHash and LSH bands, as datasketch 2.0 computes them ----------------------------------
+# (its default scheme "affine32", seed 1, and MinHashLSH's choice of bands; the same numbers,
+# tests/test_incidents.py compares them with datasketch's own). Not datasketch itself:
+# importing it imports scipy (for the bands' integrals), about 44 MB of a process's memory.
+
+_FMIX32 = (
+    np.uint32(16),
+    np.uint32(0x85EBCA6B),
+    np.uint32(13),
+    np.uint32(0xC2B2AE35),
+    np.uint32(16),
+)
+
+
+def minhash_permutations(num_perm: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The affine permutations ``a * h + b`` (mod 2^32, ``a`` odd) of datasketch's
+    ``MinHash(num_perm, seed)``."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return a, b
+
+
+def minhash_signature(perm: tuple[np.ndarray, np.ndarray], hashes: list[int]) -> np.ndarray:
+    """The MinHash signature (uint32 per permutation) of 32-bit feature hashes: each hash
+    pre-mixed by the MurmurHash3 finalizer, then permuted; the least per permutation."""
+    hv = np.array(hashes, dtype=np.uint32).reshape(-1, 1)
+    s1, m1, s2, m2, s3 = _FMIX32
+    hv = hv ^ (hv >> s1)
+    hv = hv * m1
+    hv = hv ^ (hv >> s2)
+    hv = hv * m2
+    hv = hv ^ (hv >> s3)
+    a, b = perm
+    phv = hv * a + b
+    return np.minimum(np.full(len(a), np.uint32(0xFFFFFFFF), dtype=np.uint32), phv.min(axis=0))
+
+
+def _simpson(lo: float, hi: float, steps: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Points and weights of Simpson's rule on [lo, hi] (the integrands are smooth)."""
+    x = np.linspace(lo, hi, steps + 1)
+    w = np.where(np.arange(steps + 1) % 2 == 1, 4.0, 2.0)
+    w[0] = w[-1] = 1.0
+    return x, w * (hi - lo) / steps / 3
+
+
+@functools.cache
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """Bands and rows per band that minimise the false positive and false negative
+    probabilities, weighted equally (datasketch's ``MinHashLSH(threshold, num_perm)``)."""
+    best, opt = float("inf"), (0, 0)
+    below, wb = _simpson(0.0, threshold)
+    above, wa = _simpson(threshold, 1.0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = float(wb @ (1 - (1 - below ** float(r)) ** float(b)))
+            fn = float(wa @ ((1 - above ** float(r)) ** float(b)))
+            error = fp * 0.5 + fn * 0.5
+            if error < best:
+                best, opt = error, (b, r)
+    if opt[0] < 2:  # as datasketch refuses it
+        raise ValueError("The number of bands are too small (b < 2)")
+    return opt

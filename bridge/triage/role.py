@@ -96,7 +96,11 @@ class TriageRole:
 
     async def handle(self, inquiry: Inquiry, delivery: Delivery) -> None:
         store = self.ctx.store
-        existing = await store.get_inquiry(inquiry.inquiry_id)
+        # one read: the inquiry as recorded (a redelivery) and whether a 回访 question
+        # waits for an answer on its account
+        existing, open_surveys = await store.inquiry_and_open_surveys(
+            inquiry.inquiry_id, inquiry.platform, inquiry.account
+        )
         if existing is not None and await survey_answers.resend_reopen(
             self.ctx, inquiry, existing.public_text or "", existing
         ):
@@ -121,9 +125,7 @@ class TriageRole:
             else:
                 await store.update_inquiry(inquiry.inquiry_id, **fields)
 
-        if not inquiry.author.is_official and await store.open_surveys_of(
-            inquiry.platform, inquiry.account
-        ):
+        if not inquiry.author.is_official and open_surveys:
             # A 回访 question waits on this account: a message in the asked citizen's own
             # conversation is its answer (a bare "4" or "👍" too, which noise would drop).
             asked = await conversations.asked_conversation(store, inquiry)
