@@ -28,8 +28,7 @@ from typing import Any, Generic, TypeVar
 
 from bridge.deadlines import DeadlineClock, deadline_for
 from bridge.store import Store, StoredInquiry, iso, open_store
-from bridge.store.reports import RateInquiry, RateTicket, asked_time
-from bridge.store.surveys import SurveyResult
+from bridge.store.reports import RateInquiry, asked_time
 from schemas.config import DepartmentConfig, GovbridgeConfig, RankWeights
 from schemas.states import SurveyOutcome
 from schemas.vocab import (
@@ -830,28 +829,46 @@ class _Timed(Generic[T]):
         ]
 
 
+# Of the inquiries asked in a period, these are not ranked: noise, and 回访 answers.
+RANK_LEFT_OUT = (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)
+InquiryGroup = tuple[str, str, str, str, str | None, int]
+TicketGroup = tuple[str, str, str, str, str, str | None, bool, int]
+ResultGroup = tuple[str, str, str, str, bool | None, str | None, str, int]
+
+
 @dataclass
 class _Facts:
-    """What the rates are computed from, read once for any number of periods: the inquiries
-    (by when they were asked), tickets (by creation) of those periods (slim rows, no text)
-    and their 回访 results (by conclusion)."""
+    """What the rates are computed from, read once for any number of periods, counted by
+    the store where it can (``ranked_inquiries``, ``ranked_tickets``, ``survey_counts``):
+    the inquiries by when they were asked (the unanswered ones per hour), the tickets by
+    creation (the open ones per hour), the 回访 results per hour of conclusion; and the
+    window they were read for (``first``, ``last``), to read an hour again row by row."""
 
-    inquiries: _Timed[RateInquiry]
-    tickets: _Timed[RateTicket]
-    results: _Timed[SurveyResult]
+    inquiries: _Timed[InquiryGroup]
+    tickets: _Timed[TicketGroup]
+    results: _Timed[ResultGroup]
+    first: str
+    last: str
+
+
+def _stored_time(text: str) -> datetime:
+    """A time as stored, or an hour as stored (``2026-12-07T09``: its first microsecond)."""
+    if len(text) == 13:
+        return datetime.fromisoformat(text + ":00:00+00:00")
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 async def _read_facts(store: Store, since: datetime, until: datetime) -> _Facts:
     first, last = iso(since), iso(until)
-    inquiries = await store.rate_inquiries(
-        first, last, ReplyState.POSTED, REPLY_AWAITING_STATES, REPLY_QUEUED_STATES
-    )
-    tickets = await store.rate_tickets(first, last, FINAL)
-    results = await store.survey_results(since, until)
+    inquiries = await store.ranked_inquiries(first, last, RANK_LEFT_OUT, ReplyState.POSTED)
+    tickets = await store.ranked_tickets(first, last, FINAL)
+    results = await store.survey_counts(since, until)
     return _Facts(
-        _Timed([(when, i) for i in inquiries if (when := asked_at(i)) is not None]),
-        _Timed([(when, t) for t in tickets if (when := _ts(t.created_at)) is not None]),
-        _Timed([(when, r) for r in results if (when := _ts(r.concluded_at)) is not None]),
+        _Timed([(_stored_time(g[3]), g) for g in inquiries]),
+        _Timed([(_stored_time(g[4]), g) for g in tickets]),
+        _Timed([(_stored_time(g[6]), g) for g in results]),
+        first,
+        last,
     )
 
 
@@ -871,7 +888,8 @@ def _rank(standings: list[Standing], weights: RankWeights) -> list[Standing]:
     return sorted(standings, key=lambda s: (s.rank is None, s.rank or 0, s.key))
 
 
-def _compute_ranking(
+async def _compute_ranking(
+    store: Store,
     facts: _Facts,
     cfg: GovbridgeConfig,
     period: Period,
@@ -879,6 +897,10 @@ def _compute_ranking(
     department: str | None = None,
     clock: DeadlineClock | None = None,
 ) -> Ranking:
+    """The ranking of ``period`` (whole hours of UTC: local days) from ``facts``. A group
+    of an hour (unanswered inquiries, open tickets) is counted as a whole when every
+    deadline of the hour has passed, or none has (``_hour_bounds``); an hour that straddles
+    now is read again from the store row by row."""
     ranking_cfg = cfg.ranking
     wanted = [d for d in cfg.departments if department is None or d.id == department]
     depts = {d.id: Standing("department", d.id, d.name, d.id) for d in wanted}
@@ -896,6 +918,16 @@ def _compute_ranking(
 
     clock = clock or DeadlineClock()
     keys: dict[tuple[str, str], str] = {}
+    bounds: dict[tuple[str, str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
+
+    def hour_bounds(
+        dept: DepartmentConfig, cat: Category, hour: str
+    ) -> tuple[str, datetime | None, datetime | None, bool]:
+        key = (dept.id, cat.value, dept.sla.get(cat.value) or "", hour)  # the rule and hour
+        known = bounds.get(key)
+        if known is None:
+            known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
+        return known
 
     def sheets(dept: str | None, platform: str, account: str) -> list[Rates]:
         """The department's and the account's counts a row adds to."""
@@ -914,59 +946,107 @@ def _compute_ranking(
         return out
 
     start, end = period.start, period.end
-    for received, i in facts.inquiries.timed_between(start, end):  # 响应率
-        if (
-            i.state in (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)  # 回访 answers too
-            or i.department not in probes
-            or received is None
-        ):
+    # 响应率: an unanswered inquiry counts (as late) once its limit has passed
+    for received, (dept_id, platform, account, asked, replied, n) in facts.inquiries.timed_between(
+        start, end
+    ):
+        probe = probes.get(dept_id)
+        if probe is None:
             continue
-        limit = clock.deadline(probes[i.department], Category.OTHER, received)
-        answered = _ts(i.first_reply_at)
-        if answered is None and (limit is None or now <= limit):
-            continue  # not answered yet, still within the limit
-        in_time = answered is not None and (limit is None or answered <= limit)
-        for rates in sheets(i.department, i.platform, i.account):
-            rates.response_counted += 1
-            rates.responded_in_time += in_time
-    shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
-    for res in facts.results.between(start, end):  # 解决率, 满意率
-        for rates in sheets(res.department, res.platform, res.account):
-            if res.outcome == SurveyOutcome.UNRATED:
-                rates.unrated += 1
-            elif res.outcome == SurveyOutcome.NO_RESPONSE:
-                rates.no_response += 1
-                if ranking_cfg.no_response != "exclude":
-                    counted = ranking_cfg.no_response == "satisfied"
-                    rates.resolution_counted += 1
-                    rates.satisfaction_counted += 1
-                    rates.solved += counted
-                    rates.satisfied += float(counted)
-            else:
-                rates.answered += 1
-                if res.solved is not None:
-                    rates.resolution_counted += 1
-                    rates.solved += res.solved
-                if res.satisfaction is not None:
-                    rates.satisfaction_counted += 1
-                    rates.satisfied += shares.get(res.satisfaction, 0.0)
-    for t in facts.tickets.between(start, end):  # 按时率
-        created = _ts(t.created_at)
-        if t.department not in depts or created is None:
-            continue
-        assert created is not None
-        category = Category(t.category or "other")
-        deadline = clock.deadline(dept_cfg[t.department], category, created)
-        done = _ts(t.final_at)
-        if t.status in FINAL:
-            in_time = deadline is None or (done is not None and done <= deadline)
-        elif deadline is not None and now > deadline:
-            in_time = False
+        if replied is not None:
+            limit = clock.deadline(probe, Category.OTHER, received)
+            answered = _ts(replied)
+            in_time = answered is not None and (limit is None or answered <= limit)
+            counted, in_time_n = n, n if in_time else 0
         else:
-            continue  # open and not yet due
-        for rates in sheets(t.department, t.platform or "?", t.account or "?"):
-            rates.on_time_counted += 1
-            rates.on_time += in_time
+            next_hour, earliest, latest, bounded = hour_bounds(probe, Category.OTHER, asked)
+            if earliest is None or latest is None:
+                continue  # no limit: an unanswered inquiry is never late
+            if bounded and latest < now:
+                counted, in_time_n = n, 0
+            elif bounded and earliest >= now:
+                continue  # not answered yet, still within the limit
+            else:
+                counted, in_time_n = 0, 0
+                for text in await store.unanswered_asked(
+                    facts.first,
+                    facts.last,
+                    RANK_LEFT_OUT,
+                    ReplyState.POSTED,
+                    (dept_id, platform, account),
+                    asked,
+                    next_hour,
+                ):
+                    limit = clock.deadline(probe, Category.OTHER, _stored_time(text))
+                    counted += limit is not None and now > limit
+                if not counted:
+                    continue
+        for rates in sheets(dept_id, platform, account):
+            rates.response_counted += counted
+            rates.responded_in_time += in_time_n
+    shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
+    for _, (dept_id, platform, account, outcome, solved, satisfaction, _, n) in (
+        facts.results.timed_between(start, end)  # 解决率, 满意率
+    ):
+        for rates in sheets(dept_id, platform, account):
+            for _ in range(n):  # one by one: the satisfied shares added as they always were
+                if outcome == SurveyOutcome.UNRATED:
+                    rates.unrated += 1
+                elif outcome == SurveyOutcome.NO_RESPONSE:
+                    rates.no_response += 1
+                    if ranking_cfg.no_response != "exclude":
+                        counted_as = ranking_cfg.no_response == "satisfied"
+                        rates.resolution_counted += 1
+                        rates.satisfaction_counted += 1
+                        rates.solved += counted_as
+                        rates.satisfied += float(counted_as)
+                else:
+                    rates.answered += 1
+                    if solved is not None:
+                        rates.resolution_counted += 1
+                        rates.solved += solved
+                    if satisfaction is not None:
+                        rates.satisfaction_counted += 1
+                        rates.satisfied += shares.get(satisfaction, 0.0)
+    # 按时率: an open ticket counts (as late) once its deadline has passed
+    for created, (
+        dept_id,
+        category,
+        platform,
+        account,
+        at,
+        final_at,
+        done,
+        n,
+    ) in facts.tickets.timed_between(start, end):
+        if dept_id not in depts:
+            continue
+        cat = Category(category)
+        if done:
+            deadline = clock.deadline(dept_cfg[dept_id], cat, created)
+            finished = _ts(final_at)
+            in_time = deadline is None or (finished is not None and finished <= deadline)
+            counted, on_time = n, n if in_time else 0
+        else:
+            next_hour, earliest, latest, bounded = hour_bounds(dept_cfg[dept_id], cat, at)
+            if earliest is None or latest is None:
+                continue  # no deadline: an open ticket is never late
+            if bounded and latest < now:
+                counted, on_time = n, 0
+            elif bounded and earliest >= now:
+                continue  # open and not yet due
+            else:
+                counted, on_time = 0, 0
+                for text in await store.open_created(
+                    FINAL, (dept_id, category, platform, account), at, next_hour
+                ):
+                    deadline = clock.deadline(dept_cfg[dept_id], cat, _stored_time(text))
+                    counted += deadline is not None and now > deadline
+                if not counted:
+                    continue
+        for rates in sheets(dept_id, platform, account):
+            rates.on_time_counted += counted
+            rates.on_time += on_time
     return Ranking(
         period,
         ranking_cfg.weights,
@@ -986,7 +1066,7 @@ async def rank_period(
     """The rates, scores and ranks of every department and account over ``period``."""
     now = now or datetime.now(UTC)
     facts = await _read_facts(store, period.start, period.end)
-    return _compute_ranking(facts, cfg, period, now, department)
+    return await _compute_ranking(store, facts, cfg, period, now, department)
 
 
 async def rank_months(
@@ -1002,7 +1082,7 @@ async def rank_months(
     periods = last_months(min(ending or now, now), months)
     facts = await _read_facts(store, periods[0].start, periods[-1].end)
     clock = DeadlineClock()  # one for the months: each working day looked up once
-    return [_compute_ranking(facts, cfg, p, now, clock=clock) for p in periods]
+    return [await _compute_ranking(store, facts, cfg, p, now, clock=clock) for p in periods]
 
 
 def _pct(value: float | None) -> str:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.store.base import StoreBase
+from bridge.store.drivers import iso
 from bridge.store.rows import StoredTicket
 from schemas.states import ExtensionState
 from schemas.vocab import FINAL_STATUSES, Category
@@ -315,6 +316,144 @@ class ReportsStore(StoreBase):
             (platform, account, since.isoformat(timespec="microseconds")),
         )
         return int(rows[0]["used"] or 0) if rows else 0
+
+    # ------------------------------------------------------------ the ranking's reads
+    # The rates are counted from groups: what the store can count is counted per hour (the
+    # periods are whole local days, so whole hours of UTC); only the rows whose figure
+    # depends on their own time are returned one by one (answered inquiries, final tickets).
+    def _ranked_inquiries(self, left_out: Sequence[str]) -> str:
+        """Per inquiry of a window (``?`` bound: the posted state, since, until, until, the
+        states ``left_out``, then ``extra`` conditions): department, platform, account, when
+        asked (``asked_time``) and when its first reply in the posted state was posted."""
+        marks = ", ".join("?" for _ in left_out)
+        return (
+            f"SELECT i.department, i.platform, i.account, {self._ASKED} AS asked,"
+            " (SELECT MIN(r.posted_at) FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ?) AS first_reply_at"
+            " FROM inquiries i WHERE i.created_at >= ? AND (i.created_at < ? OR i.posted_at < ?)"
+            f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})"
+        )
+
+    async def ranked_inquiries(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str, str | None, int]]:
+        """The inquiries ``rate_inquiries`` reads (with a department, of a state not in
+        ``left_out``): those answered (a reply in state ``posted`` has a time) one by one,
+        (department, platform, account, when asked, when first answered, 1); the others
+        counted per (department, platform, account, hour asked as stored, None, n)."""
+        rows = await self.db.fetchall(
+            "SELECT department, platform, account, CASE WHEN first_reply_at IS NULL"
+            " THEN SUBSTR(asked, 1, 13) ELSE asked END AS asked, first_reply_at,"
+            f" COUNT(*) AS n FROM ({self._ranked_inquiries(left_out)}) s"
+            " GROUP BY 1, 2, 3, 4, 5",
+            (posted, since, until, until, *left_out),
+        )
+        return [
+            (
+                r["department"], r["platform"], r["account"], r["asked"], r["first_reply_at"],
+                int(r["n"]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    async def unanswered_asked(
+        self,
+        since: str,
+        until: str,
+        left_out: Sequence[str],
+        posted: str,
+        group: tuple[str, str, str],
+        hour: str,
+        next_hour: str,
+    ) -> list[str]:
+        """When each inquiry of one unanswered group of ``ranked_inquiries`` was asked
+        (department, platform, account of ``group``; asked from ``hour`` to ``next_hour``)."""
+        rows = await self.db.fetchall(
+            f"SELECT asked FROM ({self._ranked_inquiries(left_out)}"
+            " AND i.created_at >= ? AND i.department = ? AND i.platform = ? AND i.account = ?) s"
+            " WHERE first_reply_at IS NULL AND asked >= ? AND asked < ?",
+            (posted, since, until, until, *left_out, hour, *group, hour, next_hour),
+        )
+        return [r["asked"] for r in rows]
+
+    _RANKED_TICKET_KEYS = (
+        "t.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
+        " COALESCE(NULLIF(i.platform, ''), ?) AS platform,"
+        " COALESCE(NULLIF(i.account, ''), ?) AS account"
+    )  # bound: the category, platform and account put for none (``UNKNOWN_KEYS``)
+    UNKNOWN_KEYS = (Category.OTHER, "?", "?")
+
+    async def ranked_tickets(
+        self, since: str, until: str, final: Sequence[str]
+    ) -> list[tuple[str, str, str, str, str, str | None, bool, int]]:
+        """The tickets ``rate_tickets`` reads: those at a ``final`` status one by one,
+        (department, inquiry's category or ``other``, platform or ``?``, account or ``?``,
+        created_at, when first final, True, 1); the open ones counted per (department,
+        category, platform, account, hour of creation as stored, None, False, n)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT department, category, platform, account, at, final_at, done, COUNT(*) AS n"
+            f" FROM (SELECT {self._RANKED_TICKET_KEYS},"
+            f" CASE WHEN t.status IN ({marks}) THEN t.created_at"
+            "  ELSE SUBSTR(t.created_at, 1, 13) END AS at,"
+            f" CASE WHEN t.status IN ({marks}) THEN (SELECT MIN(e.recorded_at)"
+            "  FROM ticket_events e WHERE e.department = t.department"
+            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
+            "  END AS final_at,"
+            f" CASE WHEN t.status IN ({marks}) THEN 1 ELSE 0 END AS done"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            " WHERE t.created_at >= ? AND t.created_at < ?) s GROUP BY 1, 2, 3, 4, 5, 6, 7",
+            (*self.UNKNOWN_KEYS, *final, *final, *final, *final, since, until),
+        )
+        return [
+            (
+                r["department"], r["category"], r["platform"], r["account"], r["at"],
+                r["final_at"], bool(r["done"]), int(r["n"]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    async def open_created(
+        self,
+        final: Sequence[str],
+        group: tuple[str, str, str, str],
+        hour: str,
+        next_hour: str,
+    ) -> list[str]:
+        """When each ticket of one open group of ``ranked_tickets`` was created (department,
+        category, platform, account of ``group``; from ``hour`` to ``next_hour``)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT created_at FROM (SELECT t.created_at, t.status,"
+            f" {self._RANKED_TICKET_KEYS} FROM tickets t"
+            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            " WHERE t.created_at >= ? AND t.created_at < ? AND t.department = ?) s"
+            f" WHERE status NOT IN ({marks}) AND category = ? AND platform = ? AND account = ?",
+            (*self.UNKNOWN_KEYS, hour, next_hour, group[0], *final, *group[1:]),
+        )
+        return [r["created_at"] for r in rows]
+
+    async def survey_counts(
+        self, since: datetime, until: datetime
+    ) -> list[tuple[str, str, str, str, bool | None, str | None, str, int]]:
+        """The 回访 results concluded from ``since`` to ``until`` (exclusive) counted per
+        (department, platform, account, outcome, solved, satisfaction, hour concluded as
+        stored), in the order of the hours."""
+        rows = await self.db.fetchall(
+            "SELECT department, platform, account, outcome, solved, satisfaction,"
+            " SUBSTR(concluded_at, 1, 13) AS hour, COUNT(*) AS n FROM survey_results"
+            " WHERE concluded_at >= ? AND concluded_at < ? GROUP BY 1, 2, 3, 4, 5, 6, 7"
+            " ORDER BY 7",
+            (iso(since), iso(until)),
+        )
+        return [
+            (
+                r["department"], r["platform"], r["account"], r["outcome"],
+                None if r["solved"] is None else bool(r["solved"]), r["satisfaction"],
+                r["hour"], int(r["n"]),
+            )
+            for r in rows
+        ]  # fmt: skip
 
     # ------------------------------------------------------------ the dashboard's reads
     # A period is ``since`` to ``until``, ISO times as stored; ``until`` inclusive when
