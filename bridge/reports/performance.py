@@ -833,7 +833,6 @@ class _Timed(Generic[T]):
 RANK_LEFT_OUT = (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)
 InquiryGroup = tuple[str, str, str, str, str | None, int]
 TicketGroup = tuple[str, str, str, str, str, str | None, bool, int]
-ResultGroup = tuple[str, str, str, str, bool | None, str | None, str, int]
 
 
 @dataclass
@@ -841,12 +840,12 @@ class _Facts:
     """What the rates are computed from, read once for any number of periods, counted by
     the store where it can (``ranked_inquiries``, ``ranked_tickets``, ``survey_counts``):
     the inquiries by when they were asked (the unanswered ones per hour), the tickets by
-    creation (the open ones per hour), the 回访 results per hour of conclusion; and the
-    window they were read for (``first``, ``last``), to read an hour again row by row."""
+    creation (the open ones per hour); and the window they were read for (``first``,
+    ``last``), to read an hour again row by row. The 回访 results are counted per period
+    (``survey_counts``)."""
 
     inquiries: _Timed[InquiryGroup]
     tickets: _Timed[TicketGroup]
-    results: _Timed[ResultGroup]
     first: str
     last: str
 
@@ -862,11 +861,9 @@ async def _read_facts(store: Store, since: datetime, until: datetime) -> _Facts:
     first, last = iso(since), iso(until)
     inquiries = await store.ranked_inquiries(first, last, RANK_LEFT_OUT, ReplyState.POSTED)
     tickets = await store.ranked_tickets(first, last, FINAL)
-    results = await store.survey_counts(since, until)
     return _Facts(
         _Timed([(_stored_time(g[3]), g) for g in inquiries]),
         _Timed([(_stored_time(g[4]), g) for g in tickets]),
-        _Timed([(_stored_time(g[6]), g) for g in results]),
         first,
         last,
     )
@@ -985,8 +982,8 @@ async def _compute_ranking(
             rates.response_counted += counted
             rates.responded_in_time += in_time_n
     shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
-    for _, (dept_id, platform, account, outcome, solved, satisfaction, _, n) in (
-        facts.results.timed_between(start, end)  # 解决率, 满意率
+    for dept_id, platform, account, outcome, solved, satisfaction, n in (
+        await store.survey_counts(start, end)  # 解决率, 满意率
     ):
         for rates in sheets(dept_id, platform, account):
             for _ in range(n):  # one by one: the satisfied shares added as they always were

@@ -435,22 +435,20 @@ class ReportsStore(StoreBase):
 
     async def survey_counts(
         self, since: datetime, until: datetime
-    ) -> list[tuple[str, str, str, str, bool | None, str | None, str, int]]:
+    ) -> list[tuple[str, str, str, str, bool | None, str | None, int]]:
         """The 回访 results concluded from ``since`` to ``until`` (exclusive) counted per
-        (department, platform, account, outcome, solved, satisfaction, hour concluded as
-        stored), in the order of the hours."""
+        (department, platform, account, outcome, solved, satisfaction)."""
         rows = await self.db.fetchall(
             "SELECT department, platform, account, outcome, solved, satisfaction,"
-            " SUBSTR(concluded_at, 1, 13) AS hour, COUNT(*) AS n FROM survey_results"
-            " WHERE concluded_at >= ? AND concluded_at < ? GROUP BY 1, 2, 3, 4, 5, 6, 7"
-            " ORDER BY 7",
+            " COUNT(*) AS n FROM survey_results WHERE concluded_at >= ? AND concluded_at < ?"
+            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6",
             (iso(since), iso(until)),
         )
         return [
             (
                 r["department"], r["platform"], r["account"], r["outcome"],
                 None if r["solved"] is None else bool(r["solved"]), r["satisfaction"],
-                r["hour"], int(r["n"]),
+                int(r["n"]),
             )
             for r in rows
         ]  # fmt: skip
@@ -512,9 +510,7 @@ class ReportsStore(StoreBase):
     _UNANSWERED = (
         " FROM inquiries i WHERE i.department IS NOT NULL AND i.state NOT IN ({out})"
         " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-        "  AND r.state = ? AND r.posted_at IS NOT NULL)"
-        " AND NOT EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
-        "  AND w.state IN ({backlog}))"
+        "  AND ((r.state = ? AND r.posted_at IS NOT NULL) OR r.state IN ({backlog})))"
     )
 
     async def unanswered_hours(
@@ -682,14 +678,12 @@ class ReportsStore(StoreBase):
         q_marks = ", ".join("?" for _ in queued)
         o_marks = ", ".join("?" for _ in left_out)
         rows = await self.db.fetchall(
-            "SELECT i.platform, i.account, CASE"
-            " WHEN EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-            "  AND r.state = ? AND r.posted_at IS NOT NULL) THEN 1"
-            " WHEN EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
-            f"  AND w.state IN ({a_marks})) THEN 2"
-            " WHEN EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = i.inquiry_id"
-            f"  AND q.state IN ({q_marks})) THEN 3"
-            f" WHEN {self._ASKED} < ? THEN 4 ELSE 5 END AS kind, COUNT(*) AS n"
+            # one look at the inquiry's replies: the best of what they say (MIN)
+            "SELECT i.platform, i.account, COALESCE((SELECT MIN(CASE"
+            " WHEN r.state = ? AND r.posted_at IS NOT NULL THEN 1"
+            f" WHEN r.state IN ({a_marks}) THEN 2 WHEN r.state IN ({q_marks}) THEN 3 END)"
+            "  FROM replies r WHERE r.inquiry_id = i.inquiry_id),"
+            f" CASE WHEN {self._ASKED} < ? THEN 4 ELSE 5 END) AS kind, COUNT(*) AS n"
             f" FROM inquiries i WHERE i.created_at >= ? AND {self._ASKED} >= ?"
             f" AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks}) GROUP BY 1, 2, 3",
             (posted, *awaiting, *queued, late_before, since, since, until, *left_out),
