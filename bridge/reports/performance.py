@@ -21,7 +21,7 @@ import json
 import statistics
 import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any, Generic, TypeVar
@@ -356,10 +356,14 @@ async def department_reports_apart(
 
 
 async def rank_months_apart(
-    cfg: GovbridgeConfig, now: datetime, months: int = 12, ending: datetime | None = None
+    cfg: GovbridgeConfig,
+    now: datetime,
+    months: int = 12,
+    ending: datetime | None = None,
+    cache: RankingCache | None = None,
 ) -> list[Ranking]:
     """``rank_months`` in a worker thread, on a connection of its own (as above)."""
-    return await _apart(cfg, lambda store: rank_months(store, cfg, now, months, ending))
+    return await _apart(cfg, lambda store: rank_months(store, cfg, now, months, ending, cache))
 
 
 async def _apart(cfg: GovbridgeConfig, work: Callable[[Store], Awaitable[T]]) -> T:
@@ -800,6 +804,9 @@ class Ranking:
     weights: RankWeights
     departments: list[Standing]
     accounts: list[Standing]
+    # when its responses and tickets were counted, if earlier than now: a month that is over,
+    # kept as computed (``RankingCache``); its 回访 results are always counted afresh
+    as_of: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -887,17 +894,22 @@ def _rank(standings: list[Standing], weights: RankWeights) -> list[Standing]:
 
 async def _compute_ranking(
     store: Store,
-    facts: _Facts,
+    facts: _Facts | None,
     cfg: GovbridgeConfig,
     period: Period,
     now: datetime,
     department: str | None = None,
     clock: DeadlineClock | None = None,
+    *,
+    surveys: bool = True,
+    start_from: Ranking | None = None,
 ) -> Ranking:
-    """The ranking of ``period`` (whole hours of UTC: local days) from ``facts``. A group
-    of an hour (unanswered inquiries, open tickets) is counted as a whole when every
-    deadline of the hour has passed, or none has (``_hour_bounds``); an hour that straddles
-    now is read again from the store row by row."""
+    """The ranking of ``period`` (whole hours of UTC: local days): the responses and tickets
+    of ``facts`` (None: none), then its 回访 results (``surveys``), added to the counts of
+    ``start_from`` (a ranking of the same period without them). A group of an hour
+    (unanswered inquiries, open tickets) is counted as a whole when every deadline of the
+    hour has passed, or none has (``_hour_bounds``); an hour that straddles now is read
+    again from the store row by row."""
     ranking_cfg = cfg.ranking
     wanted = [d for d in cfg.departments if department is None or d.id == department]
     depts = {d.id: Standing("department", d.id, d.name, d.id) for d in wanted}
@@ -905,6 +917,11 @@ async def _compute_ranking(
     for acc in cfg.accounts:
         if department is None or acc.department == department:
             accounts[acc.key] = Standing("account", acc.key, acc.key, acc.department)
+    if start_from is not None:
+        for s in start_from.departments:
+            depts[s.key] = Standing(s.level, s.key, s.name, s.department, replace(s.rates))
+        for s in start_from.accounts:
+            accounts[s.key] = Standing(s.level, s.key, s.name, s.department, replace(s.rates))
     dept_cfg = {d.id: d for d in wanted}
     probes = {
         d.id: d.model_copy(
@@ -944,9 +961,8 @@ async def _compute_ranking(
 
     start, end = period.start, period.end
     # 响应率: an unanswered inquiry counts (as late) once its limit has passed
-    for received, (dept_id, platform, account, asked, replied, n) in facts.inquiries.timed_between(
-        start, end
-    ):
+    inquiry_rows = facts.inquiries.timed_between(start, end) if facts is not None else []
+    for received, (dept_id, platform, account, asked, replied, n) in inquiry_rows:
         probe = probes.get(dept_id)
         if probe is None:
             continue
@@ -965,6 +981,7 @@ async def _compute_ranking(
                 continue  # not answered yet, still within the limit
             else:
                 counted, in_time_n = 0, 0
+                assert facts is not None
                 for text in await store.unanswered_asked(
                     facts.first,
                     facts.last,
@@ -983,7 +1000,7 @@ async def _compute_ranking(
             rates.responded_in_time += in_time_n
     shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
     for dept_id, platform, account, outcome, solved, satisfaction, n in (
-        await store.survey_counts(start, end)  # 解决率, 满意率
+        await store.survey_counts(start, end) if surveys else []  # 解决率, 满意率
     ):
         for rates in sheets(dept_id, platform, account):
             for _ in range(n):  # one by one: the satisfied shares added as they always were
@@ -1006,16 +1023,8 @@ async def _compute_ranking(
                         rates.satisfaction_counted += 1
                         rates.satisfied += shares.get(satisfaction, 0.0)
     # 按时率: an open ticket counts (as late) once its deadline has passed
-    for created, (
-        dept_id,
-        category,
-        platform,
-        account,
-        at,
-        final_at,
-        done,
-        n,
-    ) in facts.tickets.timed_between(start, end):
+    ticket_rows = facts.tickets.timed_between(start, end) if facts is not None else []
+    for created, (dept_id, category, platform, account, at, final_at, done, n) in ticket_rows:
         if dept_id not in depts:
             continue
         cat = Category(category)
@@ -1049,6 +1058,7 @@ async def _compute_ranking(
         ranking_cfg.weights,
         _rank(list(depts.values()), ranking_cfg.weights),
         _rank(list(accounts.values()), ranking_cfg.weights),
+        start_from.as_of if start_from is not None else None,
     )
 
 
@@ -1066,20 +1076,71 @@ async def rank_period(
     return await _compute_ranking(store, facts, cfg, period, now, department)
 
 
+@dataclass
+class _Kept:
+    marks: tuple[Any, ...] | None
+    at: datetime
+    partial: Ranking  # its responses and tickets, no 回访 results
+
+
+class RankingCache:
+    """The rankings of months that are over, kept as computed by one process (the console's):
+    each department's and account's responses and tickets counted (the 回访 results are
+    counted afresh on every ask: a late answer shows at once). A kept month is used while
+
+    - the store's marks of it are what they were (``month_marks``: its inquiries counted per
+      state and department, its tickets per status: a ticket that reached a final status or
+      was reopened, an inquiry ignored or sent to another department, one added or removed),
+    - and it is younger than ``max_age``: what the marks do not see (a deadline passing for
+      an open ticket or an unanswered inquiry of a month just over, a reply posted late, a
+      category changed, an inquiry recorded after its month with an earlier platform time)
+      shows at most that late. The page says when each month was counted (``as_of``).
+    """
+
+    def __init__(self, max_age: timedelta = timedelta(minutes=10)) -> None:
+        self.max_age = max_age
+        self.kept: dict[tuple[int, str], _Kept] = {}
+
+
 async def rank_months(
     store: Store,
     cfg: GovbridgeConfig,
     now: datetime | None = None,
     months: int = 12,
     ending: datetime | None = None,
+    cache: RankingCache | None = None,
 ) -> list[Ranking]:
     """The ranking of each of the ``months`` months up to the month of ``ending`` (default:
-    the current month, so far), oldest first, from one read of the store."""
+    the current month, so far), oldest first, from one read of the store (of the months not
+    kept in ``cache``: months that are over, as ``RankingCache`` says)."""
     now = now or datetime.now(UTC)
     periods = last_months(min(ending or now, now), months)
-    facts = await _read_facts(store, periods[0].start, periods[-1].end)
+    current = last_months(now, 1)[0]  # the month of now is never kept
+    past = [p for p in periods if p.end <= current.start] if cache is not None else []
+    marks: dict[int, tuple[Any, ...]] = {}
+    kept: dict[int, _Kept] = {}
+    if cache is not None and past:
+        marks = await store.month_marks([iso(p.start) for p in past] + [iso(past[-1].end)])
+        for n, p in enumerate(past):
+            k = cache.kept.get((id(cfg), p.label))
+            if k is not None and k.marks == marks.get(n) and k.at <= now <= k.at + cache.max_age:
+                kept[n] = k
+    todo = [p for n, p in enumerate(periods) if n not in kept]
+    facts = await _read_facts(store, todo[0].start, todo[-1].end) if todo else None
     clock = DeadlineClock()  # one for the months: each working day looked up once
-    return [await _compute_ranking(store, facts, cfg, p, now, clock=clock) for p in periods]
+    out = []
+    for n, p in enumerate(periods):
+        if cache is not None and n < len(past):
+            if n not in kept:
+                partial = await _compute_ranking(
+                    store, facts, cfg, p, now, clock=clock, surveys=False
+                )
+                partial.as_of = now
+                kept[n] = cache.kept[(id(cfg), p.label)] = _Kept(marks.get(n), now, partial)
+            out.append(await _compute_ranking(store, None, cfg, p, now, start_from=kept[n].partial))
+        else:
+            out.append(await _compute_ranking(store, facts, cfg, p, now, clock=clock))
+    return out
 
 
 def _pct(value: float | None) -> str:

@@ -13,7 +13,7 @@ from bridge.store.base import StoreBase
 from bridge.store.drivers import iso
 from bridge.store.rows import StoredTicket
 from schemas.states import ExtensionState
-from schemas.vocab import FINAL_STATUSES, Category
+from schemas.vocab import FINAL_STATUSES, Category, TicketStatus
 
 
 @dataclass(frozen=True)
@@ -452,6 +452,36 @@ class ReportsStore(StoreBase):
             )
             for r in rows
         ]  # fmt: skip
+
+    async def month_marks(self, bounds: Sequence[str]) -> dict[int, tuple[Any, ...]]:
+        """For each period between two consecutive ``bounds`` (ISO times as stored, in
+        order), numbered from 0: its inquiries (by recording) counted per (state,
+        department), and its tickets (by creation) per status; from indexes alone."""
+        first, last = bounds[0], bounds[-1]
+
+        def bucket(column: str) -> str:
+            whens = " ".join(f"WHEN {column} < ? THEN {n}" for n in range(len(bounds) - 2))
+            return f"CASE {whens} ELSE {len(bounds) - 2} END" if whens else "0"
+
+        inner = list(bounds[1:-1])
+        found: dict[int, list[tuple[str, str, str, int]]] = {}
+        for r in await self.db.fetchall(
+            f"SELECT {bucket('created_at')} AS period, state, department, COUNT(*) AS n"
+            " FROM inquiries WHERE created_at >= ? AND created_at < ? GROUP BY 1, 2, 3",
+            (*inner, first, last),
+        ):
+            found.setdefault(int(r["period"]), []).append(
+                ("inquiry", r["state"], r["department"] or "", int(r["n"]))
+            )
+        statuses = [s.value for s in TicketStatus]
+        for r in await self.db.fetchall(
+            f"SELECT {bucket('created_at')} AS period, status, COUNT(*) AS n FROM tickets"
+            f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+            " AND created_at >= ? AND created_at < ? GROUP BY 1, 2",
+            (*inner, *statuses, first, last),
+        ):
+            found.setdefault(int(r["period"]), []).append(("ticket", r["status"], "", int(r["n"])))
+        return {n: tuple(sorted(rows)) for n, rows in found.items()}
 
     # ------------------------------------------------------------ the dashboard's reads
     # A period is ``since`` to ``until``, ISO times as stored; ``until`` inclusive when

@@ -22,6 +22,7 @@ from bridge.inspect.inspection import inspect_accounts, read_timelines
 from bridge.reports.overdue import KINDS, overdue_page
 from bridge.reports.performance import (
     CST,
+    RankingCache,
     check_window,
     parse_period,
     parse_since,
@@ -82,6 +83,7 @@ def search_days(
 class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
+        self.ranked = RankingCache()  # the months that are over, as counted (at most 10 min)
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
         r.add_get("/api/overdue", self.overdue)
@@ -304,7 +306,8 @@ class ConsoleApi:
         """The last 12 months' rankings, oldest first, the current month so far last (or the
         12 months up to ``?until=2026-11``): each department's 响应率, 解决率, 满意率, on-time
         rate, score and rank per month (computed off the event loop,
-        ``bridge.reports.performance.rank_months``)."""
+        ``bridge.reports.performance.rank_months``; the months that are over kept as counted
+        for up to 10 minutes, ``RankingCache``: each month says when, ``as_of``)."""
         require_admin(request)
         now = datetime.now(UTC)
         ending = None
@@ -313,12 +316,16 @@ class ConsoleApi:
                 ending = parse_period(request.query["until"][:7], now).start
             except ValueError as exc:
                 return json_error(400, str(exc))
-        rankings = await rank_months_apart(self.ctx.cfg, now, 12, ending)
+        rankings = await rank_months_apart(self.ctx.cfg, now, 12, ending, self.ranked)
         return web.json_response(
             {
+                "at": now.isoformat(),
                 "months": [
                     {
                         "period": r.period.as_dict(),
+                        # when its responses and tickets were counted (a month that is over,
+                        # kept: RankingCache); its 回访 results are as of now
+                        "as_of": (r.as_of or now).isoformat(),
                         "departments": [s.as_dict() for s in r.departments],
                     }
                     for r in rankings
