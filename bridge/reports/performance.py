@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any, Generic, TypeVar
 
-from bridge.deadlines import DeadlineClock, deadline_for
+from bridge.deadlines import DeadlineClock, WorkCalendar, calendar_of, deadline_for
 from bridge.store import Store, StoredInquiry, iso, open_store
 from bridge.store.reports import RateInquiry, asked_time
 from schemas.config import DepartmentConfig, GovbridgeConfig, RankWeights
@@ -207,16 +207,7 @@ async def department_reports(
         for c in Category
         if _first_response_rule(d, c.value)[1].value in _first_response_rule(d, c.value)[0].sla
     ]
-    bounds: dict[tuple[str, str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
-
-    def hour_bounds(
-        dept: DepartmentConfig, cat: Category, hour: str
-    ) -> tuple[str, datetime | None, datetime | None, bool]:
-        key = (dept.id, cat.value, dept.sla.get(cat.value) or "", hour)  # the rule and hour
-        known = bounds.get(key)
-        if known is None:
-            known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
-        return known
+    hour_bounds = _HourBounds(clock)
 
     for g in await store.unanswered_hours(
         skipped, ReplyState.POSTED, BACKLOG_STATES, answer_limited
@@ -412,6 +403,30 @@ def _first_response_rule(
         probe = dept.model_copy(update={"sla": {"other": dept.sla["first_response"]}})
         known = _PROBES[id(dept)] = (dept, probe)
     return known[1], Category.OTHER
+
+
+class _HourBounds:
+    """``_hour_bounds`` remembered per (working days, limit, hour): the deadlines of a start
+    depend on nothing else, so departments with the same calendar and limit share them."""
+
+    def __init__(self, clock: DeadlineClock) -> None:
+        self.clock = clock
+        self.calendars: dict[str, WorkCalendar] = {}
+        self.known: dict[
+            tuple[WorkCalendar, str, str], tuple[str, datetime | None, datetime | None, bool]
+        ] = {}
+
+    def __call__(
+        self, dept: DepartmentConfig, cat: Category, hour: str
+    ) -> tuple[str, datetime | None, datetime | None, bool]:
+        cal = self.calendars.get(dept.id)
+        if cal is None:
+            cal = self.calendars[dept.id] = calendar_of(dept)
+        key = (cal, dept.sla.get(cat.value) or "", hour)
+        known = self.known.get(key)
+        if known is None:
+            known = self.known[key] = _hour_bounds(self.clock, dept, cat, hour)
+        return known
 
 
 def _hour_bounds(
@@ -932,16 +947,7 @@ async def _compute_ranking(
 
     clock = clock or DeadlineClock()
     keys: dict[tuple[str, str], str] = {}
-    bounds: dict[tuple[str, str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
-
-    def hour_bounds(
-        dept: DepartmentConfig, cat: Category, hour: str
-    ) -> tuple[str, datetime | None, datetime | None, bool]:
-        key = (dept.id, cat.value, dept.sla.get(cat.value) or "", hour)  # the rule and hour
-        known = bounds.get(key)
-        if known is None:
-            known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
-        return known
+    hour_bounds = _HourBounds(clock)
 
     def sheets(dept: str | None, platform: str, account: str) -> list[Rates]:
         """The department's and the account's counts a row adds to."""
