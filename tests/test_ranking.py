@@ -757,8 +757,9 @@ async def test_a_kept_month_is_counted_again_when_it_changes(
     counted at NOW, is used again while nothing in it changes; a late 回访 answer for one of
     its tickets shows at once (the results are counted afresh on every ask), a ticket of it
     reopened has the month counted again, and so does any change the marks cannot see once
-    ``max_age`` has passed (u5's deadline, 7 December 14:00 UTC). Each time the ranking is
-    the one counted without the cache. On both engines."""
+    ``max_age`` has passed (u5's deadline, 7 December 14:00 UTC); the month of now is kept
+    for a minute only. Each time the ranking is the one counted without the cache (nothing
+    changed within the minute). On both engines."""
     await seed_month(store)
     cfg = month_config(tmp_path)
     cache = RankingCache()
@@ -774,10 +775,13 @@ async def test_a_kept_month_is_counted_again_when_it_changes(
 
     first = await both(NOW)
     assert first[-2].period.label == "2026-11" and first[-2].as_of == NOW
-    assert first[-1].as_of is None  # the month of now is never kept
+    assert first[-1].as_of == NOW
+    soon = await both(NOW + timedelta(seconds=50))
+    assert soon[-1].as_of == NOW  # the month of now: kept for a minute
     later = NOW + timedelta(minutes=5)
     again = await both(later)
     assert again[-2].as_of == NOW  # kept: nothing in November changed
+    assert again[-1].as_of == later  # the month of now: counted again
     # a late 回访 answer for u4's ticket (concluded in November): shown at once
     before = urban(again).rates
     await store.record_survey_result(

@@ -1084,27 +1084,37 @@ async def rank_period(
 
 @dataclass
 class _Kept:
-    marks: tuple[Any, ...] | None
+    marks: tuple[int, ...] | None
     at: datetime
     partial: Ranking  # its responses and tickets, no 回访 results
 
 
 class RankingCache:
-    """The rankings of months that are over, kept as computed by one process (the console's):
-    each department's and account's responses and tickets counted (the 回访 results are
-    counted afresh on every ask: a late answer shows at once). A kept month is used while
+    """The monthly rankings kept as computed by one process (the console's): each
+    department's and account's responses and tickets counted (the 回访 results are counted
+    afresh on every ask: a late answer shows at once). A month that is over is used again
+    while
 
     - the store's marks of it are what they were (``month_marks``: its inquiries counted per
-      state and department, its tickets per status: a ticket that reached a final status or
-      was reopened, an inquiry ignored or sent to another department, one added or removed),
+      state and per department, its tickets per status: a ticket that reached a final
+      status or was reopened, an inquiry ignored or sent to another department, one added
+      or removed),
     - and it is younger than ``max_age``: what the marks do not see (a deadline passing for
       an open ticket or an unanswered inquiry of a month just over, a reply posted late, a
       category changed, an inquiry recorded after its month with an earlier platform time)
-      shows at most that late. The page says when each month was counted (``as_of``).
+      shows at most that late.
+
+    The current month changes all the time: it is used again for ``current_max_age`` only.
+    The page says when each month was counted (``as_of``).
     """
 
-    def __init__(self, max_age: timedelta = timedelta(minutes=10)) -> None:
+    def __init__(
+        self,
+        max_age: timedelta = timedelta(minutes=10),
+        current_max_age: timedelta = timedelta(minutes=1),
+    ) -> None:
         self.max_age = max_age
+        self.current_max_age = current_max_age
         self.kept: dict[tuple[int, str], _Kept] = {}
 
 
@@ -1118,34 +1128,42 @@ async def rank_months(
 ) -> list[Ranking]:
     """The ranking of each of the ``months`` months up to the month of ``ending`` (default:
     the current month, so far), oldest first, from one read of the store (of the months not
-    kept in ``cache``: months that are over, as ``RankingCache`` says)."""
+    kept in ``cache``, as ``RankingCache`` says)."""
     now = now or datetime.now(UTC)
     periods = last_months(min(ending or now, now), months)
-    current = last_months(now, 1)[0]  # the month of now is never kept
-    past = [p for p in periods if p.end <= current.start] if cache is not None else []
-    marks: dict[int, tuple[Any, ...]] = {}
+    current = last_months(now, 1)[0]
+    past = [p for p in periods if p.end <= current.start]
+    marks: dict[int, tuple[int, ...]] = {}
     kept: dict[int, _Kept] = {}
-    if cache is not None and past:
-        marks = await store.month_marks([iso(p.start) for p in past] + [iso(past[-1].end)])
-        for n, p in enumerate(past):
+    if cache is not None:
+        if past:
+            marks = await store.month_marks(
+                [iso(p.start) for p in past] + [iso(past[-1].end)],
+                [d.id for d in cfg.departments],
+            )
+        for n, p in enumerate(periods):
             k = cache.kept.get((id(cfg), p.label))
-            if k is not None and k.marks == marks.get(n) and k.at <= now <= k.at + cache.max_age:
+            if k is None or not k.at <= now:
+                continue
+            if n < len(past) and k.marks == marks.get(n) and now <= k.at + cache.max_age:
                 kept[n] = k
+            elif n >= len(past) and k.marks is None and now <= k.at + cache.current_max_age:
+                kept[n] = k  # the current month, counted less than a minute ago
     todo = [p for n, p in enumerate(periods) if n not in kept]
     facts = await _read_facts(store, todo[0].start, todo[-1].end) if todo else None
     clock = DeadlineClock()  # one for the months: each working day looked up once
     out = []
     for n, p in enumerate(periods):
-        if cache is not None and n < len(past):
-            if n not in kept:
-                partial = await _compute_ranking(
-                    store, facts, cfg, p, now, clock=clock, surveys=False
-                )
-                partial.as_of = now
-                kept[n] = cache.kept[(id(cfg), p.label)] = _Kept(marks.get(n), now, partial)
-            out.append(await _compute_ranking(store, None, cfg, p, now, start_from=kept[n].partial))
-        else:
+        if cache is None:
             out.append(await _compute_ranking(store, facts, cfg, p, now, clock=clock))
+            continue
+        if n not in kept:
+            partial = await _compute_ranking(store, facts, cfg, p, now, clock=clock, surveys=False)
+            partial.as_of = now
+            kept[n] = cache.kept[(id(cfg), p.label)] = _Kept(
+                marks.get(n) if n < len(past) else None, now, partial
+            )
+        out.append(await _compute_ranking(store, None, cfg, p, now, start_from=kept[n].partial))
     return out
 
 

@@ -83,7 +83,7 @@ def search_days(
 class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
-        self.ranked = RankingCache()  # the months that are over, as counted (at most 10 min)
+        self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
         r.add_get("/api/overdue", self.overdue)
@@ -307,7 +307,8 @@ class ConsoleApi:
         12 months up to ``?until=2026-11``): each department's 响应率, 解决率, 满意率, on-time
         rate, score and rank per month (computed off the event loop,
         ``bridge.reports.performance.rank_months``; the months that are over kept as counted
-        for up to 10 minutes, ``RankingCache``: each month says when, ``as_of``)."""
+        while nothing in them changes and for up to 10 minutes, the current month for one,
+        ``RankingCache``: each month says when, ``as_of``)."""
         require_admin(request)
         now = datetime.now(UTC)
         ending = None
