@@ -352,9 +352,12 @@ async def rank_months_apart(
     months: int = 12,
     ending: datetime | None = None,
     cache: RankingCache | None = None,
+    stale_current: bool = False,
 ) -> list[Ranking]:
     """``rank_months`` in a worker thread, on a connection of its own (as above)."""
-    return await _apart(cfg, lambda store: rank_months(store, cfg, now, months, ending, cache))
+    return await _apart(
+        cfg, lambda store: rank_months(store, cfg, now, months, ending, cache, stale_current)
+    )
 
 
 async def _apart(cfg: GovbridgeConfig, work: Callable[[Store], Awaitable[T]]) -> T:
@@ -1104,8 +1107,9 @@ class RankingCache:
       category changed, an inquiry recorded after its month with an earlier platform time)
       shows at most that late.
 
-    The current month changes all the time: it is used again for ``current_max_age`` only.
-    The page says when each month was counted (``as_of``).
+    The current month changes all the time: it is used again for ``current_max_age`` only,
+    or, when the caller counts it again in the background meanwhile (``stale_current``), for
+    up to ``max_age``. The page says when each month was counted (``as_of``).
     """
 
     def __init__(
@@ -1125,10 +1129,12 @@ async def rank_months(
     months: int = 12,
     ending: datetime | None = None,
     cache: RankingCache | None = None,
+    stale_current: bool = False,
 ) -> list[Ranking]:
     """The ranking of each of the ``months`` months up to the month of ``ending`` (default:
     the current month, so far), oldest first, from one read of the store (of the months not
-    kept in ``cache``, as ``RankingCache`` says)."""
+    kept in ``cache``, as ``RankingCache`` says; ``stale_current``: the caller counts the
+    current month again in the background)."""
     now = now or datetime.now(UTC)
     periods = last_months(min(ending or now, now), months)
     current = last_months(now, 1)[0]
@@ -1147,7 +1153,11 @@ async def rank_months(
                 continue
             if n < len(past) and k.marks == marks.get(n) and now <= k.at + cache.max_age:
                 kept[n] = k
-            elif n >= len(past) and k.marks is None and now <= k.at + cache.current_max_age:
+            elif (
+                n >= len(past)
+                and k.marks is None
+                and now <= k.at + (cache.max_age if stale_current else cache.current_max_age)
+            ):
                 kept[n] = k  # the current month, counted less than a minute ago
     todo = [p for n, p in enumerate(periods) if n not in kept]
     facts = await _read_facts(store, todo[0].start, todo[-1].end) if todo else None

@@ -12,10 +12,12 @@ not replayed (409).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
 from bridge.inspect.inspection import inspect_accounts, read_timelines
@@ -48,6 +50,8 @@ from schemas.vocab import Category, TicketStatus
 
 if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
+
+log = structlog.get_logger("govbridge.console")
 
 SEARCH_LIMIT = 200
 DLQ_LIMIT = 100
@@ -84,6 +88,7 @@ class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
         self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
+        self._recounting: asyncio.Task[None] | None = None
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
         r.add_get("/api/overdue", self.overdue)
@@ -317,7 +322,12 @@ class ConsoleApi:
                 ending = parse_period(request.query["until"][:7], now).start
             except ValueError as exc:
                 return json_error(400, str(exc))
-        rankings = await rank_months_apart(self.ctx.cfg, now, 12, ending, self.ranked)
+        rankings = await rank_months_apart(
+            self.ctx.cfg, now, 12, ending, self.ranked, stale_current=True
+        )
+        counted = rankings[-1].as_of if ending is None and rankings else None
+        if counted is not None and now - counted > self.ranked.current_max_age:
+            self._recount_ranking()  # shown as it was counted; counted again meanwhile
         return web.json_response(
             {
                 "at": now.isoformat(),
@@ -334,6 +344,20 @@ class ConsoleApi:
                 "weights": self.ctx.cfg.ranking.weights.model_dump(),
             }
         )
+
+    def _recount_ranking(self) -> None:
+        """Count the current month again in the background (one at a time): the next visit
+        has it."""
+        if self._recounting is not None and not self._recounting.done():
+            return
+
+        async def recount() -> None:
+            try:
+                await rank_months_apart(self.ctx.cfg, datetime.now(UTC), 12, None, self.ranked)
+            except Exception as exc:  # the page keeps what it has; said in the log
+                log.warning("ranking not counted again", error=f"{type(exc).__name__}: {exc}")
+
+        self._recounting = asyncio.get_running_loop().create_task(recount())
 
     # ------------------------------------------------------------------ inspection
     async def inspection(self, request: web.Request) -> web.Response:
