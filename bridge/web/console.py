@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiohttp import web
 
-from bridge.inspect.inspection import inspect_accounts, read_timelines
+from bridge.inspect.inspection import AccountInspection, inspect_accounts, read_timelines
 from bridge.reports.overdue import KINDS, overdue_page
 from bridge.reports.performance import (
     CST,
@@ -44,6 +44,7 @@ from bridge.runtime.topology import STAGE_BINDINGS
 from bridge.store.reports import InquirySearch
 from bridge.web.bodies import DeadLetterAction, parse
 from bridge.web.credentials import ticket_system_rows
+from bridge.web.kept import KeptAnswers
 from bridge.web.server import operator_name, require_admin
 from schemas.config import AccountConfig
 from schemas.vocab import Category, TicketStatus
@@ -89,6 +90,7 @@ class ConsoleApi:
         self.ctx = ctx
         self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
         self._recounting: asyncio.Task[None] | None = None
+        self.inspected: KeptAnswers[tuple[datetime, list[AccountInspection]]] = KeptAnswers()
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
         r.add_get("/api/overdue", self.overdue)
@@ -364,7 +366,8 @@ class ConsoleApi:
         """The account inspection (巡检, ``bridge.inspect.inspection``): ``?since=30d``
         (at most ``http.max_range``), ``offline=1`` to ask no platform (each account judged by
         the replies the bridge posted). Each account's own timeline is read by the daemon's
-        own sources."""
+        own sources. Kept for a minute (``bridge.web.kept``: ``at`` says when it was
+        counted)."""
         require_admin(request)
         now = datetime.now(UTC)
         try:
@@ -375,16 +378,22 @@ class ConsoleApi:
             )
         except ValueError as exc:
             return json_error(400, str(exc))
-        timelines = {}
-        if not request.query.get("offline"):
-            timelines = await read_timelines(self.ctx.adapters.sources())
+        offline = bool(request.query.get("offline"))
         dormant = self.ctx.cfg.inspection.dormant_after
-        rows = await inspect_accounts(
-            self.ctx.store, self.ctx.cfg, timelines, now, since=since, dormant_after=dormant
-        )
+
+        async def count(at: datetime) -> tuple[datetime, list[AccountInspection]]:
+            start = parse_since(text, at, longest) if text else at - self.ctx.cfg.inspection.period
+            timelines = {} if offline else await read_timelines(self.ctx.adapters.sources())
+            rows = await inspect_accounts(
+                self.ctx.store, self.ctx.cfg, timelines, at, since=start, dormant_after=dormant
+            )
+            return start, rows
+
+        # kept as counted for a minute (then counted again in the background): "at" says when
+        (since, rows), at = await self.inspected.get((text, offline), now, count)
         return web.json_response(
             {
-                "at": now.isoformat(),
+                "at": at.isoformat(),
                 "since": since.isoformat(),
                 "dormant_after_days": dormant.days,
                 "accounts": [r.as_dict() for r in rows],

@@ -1322,7 +1322,7 @@ function weekly(daily) {
 }
 
 async function loadDashboard() {
-  const { departments } = await api("/api/report?since=" + encodeURIComponent($("period").value));
+  const { departments, until } = await api("/api/report?since=" + encodeURIComponent($("period").value));
   const human = (s) => (s == null ? "-" : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
   const rows = departments.map((d) => el("tr", {},
     el("td", {}, d.name, d.zombie ? el("strong", { className: "bad" }, ` ${t("zombie")}`) : null,
@@ -1337,8 +1337,9 @@ async function loadDashboard() {
       el("span", { className: "k-resolved" }, "■ " + t("resolved"))),
     el("p", { className: "muted" }, t("perDay")), chart(d.daily, `${d.name} ${t("perDay")}`),
     el("p", { className: "muted" }, t("perWeek")), chart(weekly(d.daily), `${d.name} ${t("perWeek")}`)));
-  show("dashboard", table([t("department"), t("inquiries"), t("tickets"), t("resolved"), t("inTime"),
-    t("firstReply"), t("resolution"), t("overdue"), t("atRisk"), t("awaiting")], rows), ...charts);
+  show("dashboard", el("p", { className: "muted", id: "dashboard-as-of" }, `${t("asOf")} ${when(until)}`),
+    table([t("department"), t("inquiries"), t("tickets"), t("resolved"), t("inTime"),
+      t("firstReply"), t("resolution"), t("overdue"), t("atRisk"), t("awaiting")], rows), ...charts);
 }
 
 // Monthly ranking: each department's rates, score and rank in the chosen month, and its score
@@ -1411,7 +1412,7 @@ function showRanking() {
 
 // Account inspection (巡检): each account's last own post, answers, backlog and flags.
 async function loadInspection() {
-  const { accounts } = await api("/api/inspection");
+  const { accounts, at } = await api("/api/inspection");
   const human = (s) => (s == null ? "-" : s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
   const rows = accounts.map((a) => {
     const post = a.last_post_source === "unknown" ? `${t("unknown")} (${a.timeline_error || ""})`
@@ -1426,8 +1427,9 @@ async function loadInspection() {
       el("td", {}, a.answer_rate == null ? "-" : Math.round(a.answer_rate * 100) + "%"),
       el("td", {}, human(a.median_first_response_s)), el("td", {}, ...flags));
   });
-  show("inspection", table([t("account"), t("department"), t("lastPost"), t("inquiries"), t("answered"),
-    t("unanswered"), t("backlog"), t("answerRate"), t("medianFirst"), t("flags")], rows));
+  show("inspection", el("p", { className: "muted", id: "inspection-as-of" }, `${t("asOf")} ${when(at)}`),
+    table([t("account"), t("department"), t("lastPost"), t("inquiries"), t("answered"),
+      t("unanswered"), t("backlog"), t("answerRate"), t("medianFirst"), t("flags")], rows));
 }
 
 async function loadAudit() {
