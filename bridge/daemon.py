@@ -23,7 +23,7 @@ from aiohttp import web
 
 from bridge.config import ConfigError, load_config
 from bridge.privacy.secrets import register_config, sanitise_reason
-from bridge.reports.performance import department_reports_apart, parse_since
+from bridge.reports.performance import DepartmentReport, department_reports_apart, parse_since
 from bridge.runtime.adapters import AdapterPool
 from bridge.runtime.alerts import Alerts
 from bridge.runtime.broker import Broker, Unauthenticated
@@ -42,6 +42,7 @@ from bridge.telemetry.metrics import Metrics
 from bridge.web.api import OperatorApi
 from bridge.web.console import ConsoleApi
 from bridge.web.credentials import CredentialsApi
+from bridge.web.kept import KeptAnswers
 from bridge.web.operators import OperatorsHttp
 from bridge.web.server import HttpServer, create_app, require_admin, start_server
 from bridge.web.triage_review import TriageReviewApi
@@ -119,6 +120,9 @@ class Daemon:
         self._stop = asyncio.Event()
         self._exit_code = 0
         self._report_slots = asyncio.Semaphore(REPORT_SLOTS)
+        self._kept_reports: KeptAnswers[tuple[datetime, list[DepartmentReport], dict[str, int]]] = (
+            KeptAnswers()
+        )
 
     @property
     def workers(self) -> list[Worker[Any]]:
@@ -255,7 +259,8 @@ class Daemon:
     async def _report(self, request: web.Request) -> web.Response:
         """``?since=`` (default: the longest period allowed, ``http.max_range``) and
         ``department``. A range that is unreadable or longer than ``http.max_range`` is 400
-        with the reason; the report is computed off the event loop, two at a time."""
+        with the reason; the report is computed off the event loop, two at a time, and kept
+        for a minute (``bridge.web.kept``: ``until`` says when it was counted)."""
         require_admin(request)
         assert self.ctx is not None
         since_text, dept = request.query.get("since"), request.query.get("department") or None
@@ -267,14 +272,24 @@ class Daemon:
             return json_error(400, str(exc))
         if dept is not None and dept not in {d.id for d in self.cfg.departments}:
             return json_error(404, f"no department {dept!r}")
-        async with self._report_slots:
-            reports, ignored = await department_reports_apart(
-                self.cfg, now, since=since, department=dept
-            )
+
+        async def count(
+            at: datetime,
+        ) -> tuple[datetime, list[DepartmentReport], dict[str, int]]:
+            start = parse_since(since_text, at, longest) if since_text else at - longest
+            async with self._report_slots:
+                reports, ignored = await department_reports_apart(
+                    self.cfg, at, since=start, department=dept
+                )
+            return start, reports, ignored
+
+        # kept as counted for a minute (then counted again in the background): "until" says
+        # when, and the page shows it
+        (since, reports, ignored), at = await self._kept_reports.get((since_text, dept), now, count)
         return web.json_response(
             {
                 "since": since.isoformat(),
-                "until": now.isoformat(),
+                "until": at.isoformat(),
                 "departments": [r.as_dict() for r in reports],
                 "ignored": ignored,
             }

@@ -21,6 +21,7 @@ import pytest
 from bridge.cli.report import run_report
 from bridge.reports.performance import (
     Period,
+    RankingCache,
     Rates,
     Standing,
     _rank,
@@ -747,3 +748,79 @@ async def test_survey_results_keep_the_reading_not_the_words(store: SqlStore) ->
     assert all("13912345678" not in json.dumps(r, ensure_ascii=False) for r in records)
     assert all("解决了" not in json.dumps(r, ensure_ascii=False) for r in records)
     assert (await store.verify_audit()).ok
+
+
+async def test_a_kept_month_is_counted_again_when_it_changes(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """The console keeps the months that are over as counted (``RankingCache``): November,
+    counted at NOW, is used again while nothing in it changes; a late 回访 answer for one of
+    its tickets shows at once (the results are counted afresh on every ask), a ticket of it
+    reopened has the month counted again, and so does any change the marks cannot see once
+    ``max_age`` has passed (u5's deadline, 7 December 14:00 UTC); the month of now is kept
+    for a minute only (for up to ``max_age`` while the console counts it again). Each time
+    the ranking is the one counted without the cache (nothing changed within the minute).
+    On both engines."""
+    await seed_month(store)
+    cfg = month_config(tmp_path)
+    cache = RankingCache()
+
+    async def both(now: datetime) -> list[Any]:
+        kept = await rank_months(store, cfg, now, cache=cache)
+        fresh = await rank_months(store, cfg, now)
+        assert [r.as_dict() for r in kept] == [r.as_dict() for r in fresh], now
+        return kept
+
+    def urban(months: list[Any]) -> Any:
+        return next(s for s in months[-2].departments if s.key == "urban")
+
+    first = await both(NOW)
+    assert first[-2].period.label == "2026-11" and first[-2].as_of == NOW
+    assert first[-1].as_of == NOW
+    soon = await both(NOW + timedelta(seconds=50))
+    assert soon[-1].as_of == NOW  # the month of now: kept for a minute
+    later = NOW + timedelta(minutes=5)
+    # the console counts the month of now again in the background and shows what it has
+    shown = await rank_months(store, cfg, later, cache=cache, stale_current=True)
+    assert shown[-1].as_of == NOW and shown[-2].as_of == NOW
+    again = await both(later)
+    assert again[-2].as_of == NOW  # kept: nothing in November changed
+    assert again[-1].as_of == later  # the month of now: counted again
+    # a late 回访 answer for u4's ticket (concluded in November): shown at once
+    before = urban(again).rates
+    await store.record_survey_result(
+        department="urban",
+        ticket_id="T-u4",
+        cycle=0,
+        inquiry_id="u4",
+        platform="hotline12345",
+        account="hotline",
+        answer=parse_answer("已解决，满意"),
+        asks=1,
+        asked_at=at(11, 28, 2),
+        concluded_at=at(11, 29, 2),
+    )
+    answered = await both(later)
+    assert answered[-2].as_of == NOW  # its responses and tickets still as kept
+    assert urban(answered).rates.answered == before.answered + 1
+    # u10's ticket (resolved in time on 18 November) reopened: November counted again,
+    # the ticket now open past its deadline
+    await store.apply_status(
+        department="urban",
+        ticket_id="T-u10",
+        event_id="e-u10-reopen",
+        status="reopened",
+        status_rank=50,
+        native_status="REOPENED",
+        occurred_at=later.isoformat(),
+    )
+    reopened = await both(later + timedelta(minutes=1))
+    assert reopened[-2].as_of == later + timedelta(minutes=1)
+    assert urban(reopened).rates.on_time == urban(answered).rates.on_time - 1
+    # within max_age u5's deadline passing is not seen; after it, it is
+    u5_due = datetime(2026, 12, 7, 14, 0, 1, tzinfo=UTC)
+    kept = await rank_months(store, cfg, later + timedelta(minutes=9), cache=cache)
+    assert kept[-2].as_of == later + timedelta(minutes=1)
+    counted = await both(u5_due)
+    assert counted[-2].as_of == u5_due
+    assert urban(counted).rates.on_time_counted == urban(reopened).rates.on_time_counted + 1

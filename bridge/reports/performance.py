@@ -21,15 +21,14 @@ import json
 import statistics
 import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from html import escape
 from typing import Any, Generic, TypeVar
 
-from bridge.deadlines import DeadlineClock, deadline_for
+from bridge.deadlines import DeadlineClock, WorkCalendar, calendar_of, deadline_for
 from bridge.store import Store, StoredInquiry, iso, open_store
-from bridge.store.reports import RateInquiry, RateTicket, asked_time
-from bridge.store.surveys import SurveyResult
+from bridge.store.reports import RateInquiry, asked_time
 from schemas.config import DepartmentConfig, GovbridgeConfig, RankWeights
 from schemas.states import SurveyOutcome
 from schemas.vocab import (
@@ -208,16 +207,7 @@ async def department_reports(
         for c in Category
         if _first_response_rule(d, c.value)[1].value in _first_response_rule(d, c.value)[0].sla
     ]
-    bounds: dict[tuple[str, str, str, str], tuple[str, datetime | None, datetime | None, bool]] = {}
-
-    def hour_bounds(
-        dept: DepartmentConfig, cat: Category, hour: str
-    ) -> tuple[str, datetime | None, datetime | None, bool]:
-        key = (dept.id, cat.value, dept.sla.get(cat.value) or "", hour)  # the rule and hour
-        known = bounds.get(key)
-        if known is None:
-            known = bounds[key] = _hour_bounds(clock, dept, cat, hour)
-        return known
+    hour_bounds = _HourBounds(clock)
 
     for g in await store.unanswered_hours(
         skipped, ReplyState.POSTED, BACKLOG_STATES, answer_limited
@@ -357,10 +347,17 @@ async def department_reports_apart(
 
 
 async def rank_months_apart(
-    cfg: GovbridgeConfig, now: datetime, months: int = 12, ending: datetime | None = None
+    cfg: GovbridgeConfig,
+    now: datetime,
+    months: int = 12,
+    ending: datetime | None = None,
+    cache: RankingCache | None = None,
+    stale_current: bool = False,
 ) -> list[Ranking]:
     """``rank_months`` in a worker thread, on a connection of its own (as above)."""
-    return await _apart(cfg, lambda store: rank_months(store, cfg, now, months, ending))
+    return await _apart(
+        cfg, lambda store: rank_months(store, cfg, now, months, ending, cache, stale_current)
+    )
 
 
 async def _apart(cfg: GovbridgeConfig, work: Callable[[Store], Awaitable[T]]) -> T:
@@ -409,6 +406,30 @@ def _first_response_rule(
         probe = dept.model_copy(update={"sla": {"other": dept.sla["first_response"]}})
         known = _PROBES[id(dept)] = (dept, probe)
     return known[1], Category.OTHER
+
+
+class _HourBounds:
+    """``_hour_bounds`` remembered per (working days, limit, hour): the deadlines of a start
+    depend on nothing else, so departments with the same calendar and limit share them."""
+
+    def __init__(self, clock: DeadlineClock) -> None:
+        self.clock = clock
+        self.calendars: dict[str, WorkCalendar] = {}
+        self.known: dict[
+            tuple[WorkCalendar, str, str], tuple[str, datetime | None, datetime | None, bool]
+        ] = {}
+
+    def __call__(
+        self, dept: DepartmentConfig, cat: Category, hour: str
+    ) -> tuple[str, datetime | None, datetime | None, bool]:
+        cal = self.calendars.get(dept.id)
+        if cal is None:
+            cal = self.calendars[dept.id] = calendar_of(dept)
+        key = (cal, dept.sla.get(cat.value) or "", hour)
+        known = self.known.get(key)
+        if known is None:
+            known = self.known[key] = _hour_bounds(self.clock, dept, cat, hour)
+        return known
 
 
 def _hour_bounds(
@@ -801,6 +822,9 @@ class Ranking:
     weights: RankWeights
     departments: list[Standing]
     accounts: list[Standing]
+    # when its responses and tickets were counted, if earlier than now: a month that is over,
+    # kept as computed (``RankingCache``); its 回访 results are always counted afresh
+    as_of: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -830,28 +854,43 @@ class _Timed(Generic[T]):
         ]
 
 
+# Of the inquiries asked in a period, these are not ranked: noise, and 回访 answers.
+RANK_LEFT_OUT = (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)
+InquiryGroup = tuple[str, str, str, str, str | None, int]
+TicketGroup = tuple[str, str, str, str, str, str | None, bool, int]
+
+
 @dataclass
 class _Facts:
-    """What the rates are computed from, read once for any number of periods: the inquiries
-    (by when they were asked), tickets (by creation) of those periods (slim rows, no text)
-    and their 回访 results (by conclusion)."""
+    """What the rates are computed from, read once for any number of periods, counted by
+    the store where it can (``ranked_inquiries``, ``ranked_tickets``, ``survey_counts``):
+    the inquiries by when they were asked (the unanswered ones per hour), the tickets by
+    creation (the open ones per hour); and the window they were read for (``first``,
+    ``last``), to read an hour again row by row. The 回访 results are counted per period
+    (``survey_counts``)."""
 
-    inquiries: _Timed[RateInquiry]
-    tickets: _Timed[RateTicket]
-    results: _Timed[SurveyResult]
+    inquiries: _Timed[InquiryGroup]
+    tickets: _Timed[TicketGroup]
+    first: str
+    last: str
+
+
+def _stored_time(text: str) -> datetime:
+    """A time as stored, or an hour as stored (``2026-12-07T09``: its first microsecond)."""
+    if len(text) == 13:
+        return datetime.fromisoformat(text + ":00:00+00:00")
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 async def _read_facts(store: Store, since: datetime, until: datetime) -> _Facts:
     first, last = iso(since), iso(until)
-    inquiries = await store.rate_inquiries(
-        first, last, ReplyState.POSTED, REPLY_AWAITING_STATES, REPLY_QUEUED_STATES
-    )
-    tickets = await store.rate_tickets(first, last, FINAL)
-    results = await store.survey_results(since, until)
+    inquiries = await store.ranked_inquiries(first, last, RANK_LEFT_OUT, ReplyState.POSTED)
+    tickets = await store.ranked_tickets(first, last, FINAL)
     return _Facts(
-        _Timed([(when, i) for i in inquiries if (when := asked_at(i)) is not None]),
-        _Timed([(when, t) for t in tickets if (when := _ts(t.created_at)) is not None]),
-        _Timed([(when, r) for r in results if (when := _ts(r.concluded_at)) is not None]),
+        _Timed([(_stored_time(g[3]), g) for g in inquiries]),
+        _Timed([(_stored_time(g[4]), g) for g in tickets]),
+        first,
+        last,
     )
 
 
@@ -871,14 +910,24 @@ def _rank(standings: list[Standing], weights: RankWeights) -> list[Standing]:
     return sorted(standings, key=lambda s: (s.rank is None, s.rank or 0, s.key))
 
 
-def _compute_ranking(
-    facts: _Facts,
+async def _compute_ranking(
+    store: Store,
+    facts: _Facts | None,
     cfg: GovbridgeConfig,
     period: Period,
     now: datetime,
     department: str | None = None,
     clock: DeadlineClock | None = None,
+    *,
+    surveys: bool = True,
+    start_from: Ranking | None = None,
 ) -> Ranking:
+    """The ranking of ``period`` (whole hours of UTC: local days): the responses and tickets
+    of ``facts`` (None: none), then its 回访 results (``surveys``), added to the counts of
+    ``start_from`` (a ranking of the same period without them). A group of an hour
+    (unanswered inquiries, open tickets) is counted as a whole when every deadline of the
+    hour has passed, or none has (``_hour_bounds``); an hour that straddles now is read
+    again from the store row by row."""
     ranking_cfg = cfg.ranking
     wanted = [d for d in cfg.departments if department is None or d.id == department]
     depts = {d.id: Standing("department", d.id, d.name, d.id) for d in wanted}
@@ -886,6 +935,11 @@ def _compute_ranking(
     for acc in cfg.accounts:
         if department is None or acc.department == department:
             accounts[acc.key] = Standing("account", acc.key, acc.key, acc.department)
+    if start_from is not None:
+        for s in start_from.departments:
+            depts[s.key] = Standing(s.level, s.key, s.name, s.department, replace(s.rates))
+        for s in start_from.accounts:
+            accounts[s.key] = Standing(s.level, s.key, s.name, s.department, replace(s.rates))
     dept_cfg = {d.id: d for d in wanted}
     probes = {
         d.id: d.model_copy(
@@ -896,6 +950,7 @@ def _compute_ranking(
 
     clock = clock or DeadlineClock()
     keys: dict[tuple[str, str], str] = {}
+    hour_bounds = _HourBounds(clock)
 
     def sheets(dept: str | None, platform: str, account: str) -> list[Rates]:
         """The department's and the account's counts a row adds to."""
@@ -914,64 +969,105 @@ def _compute_ranking(
         return out
 
     start, end = period.start, period.end
-    for received, i in facts.inquiries.timed_between(start, end):  # 响应率
-        if (
-            i.state in (InquiryState.IGNORED, InquiryState.SURVEY_ANSWER)  # 回访 answers too
-            or i.department not in probes
-            or received is None
-        ):
+    # 响应率: an unanswered inquiry counts (as late) once its limit has passed
+    inquiry_rows = facts.inquiries.timed_between(start, end) if facts is not None else []
+    for received, (dept_id, platform, account, asked, replied, n) in inquiry_rows:
+        probe = probes.get(dept_id)
+        if probe is None:
             continue
-        limit = clock.deadline(probes[i.department], Category.OTHER, received)
-        answered = _ts(i.first_reply_at)
-        if answered is None and (limit is None or now <= limit):
-            continue  # not answered yet, still within the limit
-        in_time = answered is not None and (limit is None or answered <= limit)
-        for rates in sheets(i.department, i.platform, i.account):
-            rates.response_counted += 1
-            rates.responded_in_time += in_time
-    shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
-    for res in facts.results.between(start, end):  # 解决率, 满意率
-        for rates in sheets(res.department, res.platform, res.account):
-            if res.outcome == SurveyOutcome.UNRATED:
-                rates.unrated += 1
-            elif res.outcome == SurveyOutcome.NO_RESPONSE:
-                rates.no_response += 1
-                if ranking_cfg.no_response != "exclude":
-                    counted = ranking_cfg.no_response == "satisfied"
-                    rates.resolution_counted += 1
-                    rates.satisfaction_counted += 1
-                    rates.solved += counted
-                    rates.satisfied += float(counted)
-            else:
-                rates.answered += 1
-                if res.solved is not None:
-                    rates.resolution_counted += 1
-                    rates.solved += res.solved
-                if res.satisfaction is not None:
-                    rates.satisfaction_counted += 1
-                    rates.satisfied += shares.get(res.satisfaction, 0.0)
-    for t in facts.tickets.between(start, end):  # 按时率
-        created = _ts(t.created_at)
-        if t.department not in depts or created is None:
-            continue
-        assert created is not None
-        category = Category(t.category or "other")
-        deadline = clock.deadline(dept_cfg[t.department], category, created)
-        done = _ts(t.final_at)
-        if t.status in FINAL:
-            in_time = deadline is None or (done is not None and done <= deadline)
-        elif deadline is not None and now > deadline:
-            in_time = False
+        if replied is not None:
+            limit = clock.deadline(probe, Category.OTHER, received)
+            answered = _ts(replied)
+            in_time = answered is not None and (limit is None or answered <= limit)
+            counted, in_time_n = n, n if in_time else 0
         else:
-            continue  # open and not yet due
-        for rates in sheets(t.department, t.platform or "?", t.account or "?"):
-            rates.on_time_counted += 1
-            rates.on_time += in_time
+            next_hour, earliest, latest, bounded = hour_bounds(probe, Category.OTHER, asked)
+            if earliest is None or latest is None:
+                continue  # no limit: an unanswered inquiry is never late
+            if bounded and latest < now:
+                counted, in_time_n = n, 0
+            elif bounded and earliest >= now:
+                continue  # not answered yet, still within the limit
+            else:
+                counted, in_time_n = 0, 0
+                assert facts is not None
+                for text in await store.unanswered_asked(
+                    facts.first,
+                    facts.last,
+                    RANK_LEFT_OUT,
+                    ReplyState.POSTED,
+                    (dept_id, platform, account),
+                    asked,
+                    next_hour,
+                ):
+                    limit = clock.deadline(probe, Category.OTHER, _stored_time(text))
+                    counted += limit is not None and now > limit
+                if not counted:
+                    continue
+        for rates in sheets(dept_id, platform, account):
+            rates.response_counted += counted
+            rates.responded_in_time += in_time_n
+    shares: dict[str, float] = dict(ranking_cfg.satisfaction.items())
+    for dept_id, platform, account, outcome, solved, satisfaction, n in (
+        await store.survey_counts(start, end) if surveys else []  # 解决率, 满意率
+    ):
+        for rates in sheets(dept_id, platform, account):
+            for _ in range(n):  # one by one: the satisfied shares added as they always were
+                if outcome == SurveyOutcome.UNRATED:
+                    rates.unrated += 1
+                elif outcome == SurveyOutcome.NO_RESPONSE:
+                    rates.no_response += 1
+                    if ranking_cfg.no_response != "exclude":
+                        counted_as = ranking_cfg.no_response == "satisfied"
+                        rates.resolution_counted += 1
+                        rates.satisfaction_counted += 1
+                        rates.solved += counted_as
+                        rates.satisfied += float(counted_as)
+                else:
+                    rates.answered += 1
+                    if solved is not None:
+                        rates.resolution_counted += 1
+                        rates.solved += solved
+                    if satisfaction is not None:
+                        rates.satisfaction_counted += 1
+                        rates.satisfied += shares.get(satisfaction, 0.0)
+    # 按时率: an open ticket counts (as late) once its deadline has passed
+    ticket_rows = facts.tickets.timed_between(start, end) if facts is not None else []
+    for created, (dept_id, category, platform, account, at, final_at, done, n) in ticket_rows:
+        if dept_id not in depts:
+            continue
+        cat = Category(category)
+        if done:
+            deadline = clock.deadline(dept_cfg[dept_id], cat, created)
+            finished = _ts(final_at)
+            in_time = deadline is None or (finished is not None and finished <= deadline)
+            counted, on_time = n, n if in_time else 0
+        else:
+            next_hour, earliest, latest, bounded = hour_bounds(dept_cfg[dept_id], cat, at)
+            if earliest is None or latest is None:
+                continue  # no deadline: an open ticket is never late
+            if bounded and latest < now:
+                counted, on_time = n, 0
+            elif bounded and earliest >= now:
+                continue  # open and not yet due
+            else:
+                counted, on_time = 0, 0
+                for text in await store.open_created(
+                    FINAL, (dept_id, category, platform, account), at, next_hour
+                ):
+                    deadline = clock.deadline(dept_cfg[dept_id], cat, _stored_time(text))
+                    counted += deadline is not None and now > deadline
+                if not counted:
+                    continue
+        for rates in sheets(dept_id, platform, account):
+            rates.on_time_counted += counted
+            rates.on_time += on_time
     return Ranking(
         period,
         ranking_cfg.weights,
         _rank(list(depts.values()), ranking_cfg.weights),
         _rank(list(accounts.values()), ranking_cfg.weights),
+        start_from.as_of if start_from is not None else None,
     )
 
 
@@ -986,7 +1082,44 @@ async def rank_period(
     """The rates, scores and ranks of every department and account over ``period``."""
     now = now or datetime.now(UTC)
     facts = await _read_facts(store, period.start, period.end)
-    return _compute_ranking(facts, cfg, period, now, department)
+    return await _compute_ranking(store, facts, cfg, period, now, department)
+
+
+@dataclass
+class _Kept:
+    marks: tuple[int, ...] | None
+    at: datetime
+    partial: Ranking  # its responses and tickets, no 回访 results
+
+
+class RankingCache:
+    """The monthly rankings kept as computed by one process (the console's): each
+    department's and account's responses and tickets counted (the 回访 results are counted
+    afresh on every ask: a late answer shows at once). A month that is over is used again
+    while
+
+    - the store's marks of it are what they were (``month_marks``: its inquiries counted per
+      state and per department, its tickets per status: a ticket that reached a final
+      status or was reopened, an inquiry ignored or sent to another department, one added
+      or removed),
+    - and it is younger than ``max_age``: what the marks do not see (a deadline passing for
+      an open ticket or an unanswered inquiry of a month just over, a reply posted late, a
+      category changed, an inquiry recorded after its month with an earlier platform time)
+      shows at most that late.
+
+    The current month changes all the time: it is used again for ``current_max_age`` only,
+    or, when the caller counts it again in the background meanwhile (``stale_current``), for
+    up to ``max_age``. The page says when each month was counted (``as_of``).
+    """
+
+    def __init__(
+        self,
+        max_age: timedelta = timedelta(minutes=10),
+        current_max_age: timedelta = timedelta(minutes=1),
+    ) -> None:
+        self.max_age = max_age
+        self.current_max_age = current_max_age
+        self.kept: dict[tuple[int, str], _Kept] = {}
 
 
 async def rank_months(
@@ -995,14 +1128,53 @@ async def rank_months(
     now: datetime | None = None,
     months: int = 12,
     ending: datetime | None = None,
+    cache: RankingCache | None = None,
+    stale_current: bool = False,
 ) -> list[Ranking]:
     """The ranking of each of the ``months`` months up to the month of ``ending`` (default:
-    the current month, so far), oldest first, from one read of the store."""
+    the current month, so far), oldest first, from one read of the store (of the months not
+    kept in ``cache``, as ``RankingCache`` says; ``stale_current``: the caller counts the
+    current month again in the background)."""
     now = now or datetime.now(UTC)
     periods = last_months(min(ending or now, now), months)
-    facts = await _read_facts(store, periods[0].start, periods[-1].end)
+    current = last_months(now, 1)[0]
+    past = [p for p in periods if p.end <= current.start]
+    marks: dict[int, tuple[int, ...]] = {}
+    kept: dict[int, _Kept] = {}
+    if cache is not None:
+        if past:
+            marks = await store.month_marks(
+                [iso(p.start) for p in past] + [iso(past[-1].end)],
+                [d.id for d in cfg.departments],
+            )
+        for n, p in enumerate(periods):
+            k = cache.kept.get((id(cfg), p.label))
+            if k is None or not k.at <= now:
+                continue
+            if n < len(past) and k.marks == marks.get(n) and now <= k.at + cache.max_age:
+                kept[n] = k
+            elif (
+                n >= len(past)
+                and k.marks is None
+                and now <= k.at + (cache.max_age if stale_current else cache.current_max_age)
+            ):
+                kept[n] = k  # the current month, counted less than a minute ago
+    todo = [p for n, p in enumerate(periods) if n not in kept]
+    facts = await _read_facts(store, todo[0].start, todo[-1].end) if todo else None
     clock = DeadlineClock()  # one for the months: each working day looked up once
-    return [_compute_ranking(facts, cfg, p, now, clock=clock) for p in periods]
+    out = []
+    for n, p in enumerate(periods):
+        if cache is None:
+            out.append(await _compute_ranking(store, facts, cfg, p, now, clock=clock))
+            continue
+        if n not in kept:
+            partial = await _compute_ranking(store, facts, cfg, p, now, clock=clock, surveys=False)
+            partial.as_of = now
+            kept[n] = cache.kept[(id(cfg), p.label)] = _Kept(
+                marks.get(n) if n < len(past) else None, now, partial
+            )
+        out.append(await _compute_ranking(store, None, cfg, p, now, start_from=kept[n].partial))
+    return out
 
 
 def _pct(value: float | None) -> str:

@@ -488,6 +488,15 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX inquiries_created_state ON inquiries (created_at, state, department);
     CREATE INDEX tickets_status_created ON tickets (status, created_at);
     """,
+    # 26: the dashboard's tickets of a period counted per department from an index alone
+    # (tickets by creation time, now with their department: the same number of index entries
+    # per ticket); inquiries by creation time alone dropped: migration 25's (created_at,
+    # state, department) serves every query it served, and each inquiry is one entry lighter
+    """
+    DROP INDEX tickets_created;
+    CREATE INDEX tickets_created ON tickets (created_at, department);
+    DROP INDEX inquiries_created;
+    """,
 ]
 
 

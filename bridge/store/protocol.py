@@ -589,6 +589,37 @@ class Store(Protocol):
         self, since: str, until: str, final: Sequence[str]
     ) -> list[RateTicket]: ...
 
+    async def ranked_inquiries(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str, str | None, int]]: ...
+
+    async def unanswered_asked(
+        self,
+        since: str,
+        until: str,
+        left_out: Sequence[str],
+        posted: str,
+        group: tuple[str, str, str],
+        hour: str,
+        next_hour: str,
+    ) -> list[str]: ...
+
+    async def ranked_tickets(
+        self, since: str, until: str, final: Sequence[str]
+    ) -> list[tuple[str, str, str, str, str, str | None, bool, int]]: ...
+
+    async def open_created(
+        self, final: Sequence[str], group: tuple[str, str, str, str], hour: str, next_hour: str
+    ) -> list[str]: ...
+
+    async def survey_counts(
+        self, since: datetime, until: datetime
+    ) -> list[tuple[str, str, str, str, bool | None, str | None, int]]: ...
+
+    async def month_marks(
+        self, bounds: Sequence[str], departments: Sequence[str]
+    ) -> dict[int, tuple[int, ...]]: ...
+
     async def last_replies(self, posted: str) -> dict[tuple[str, str], str]: ...
 
     async def inspection_counts(

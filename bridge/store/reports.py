@@ -4,15 +4,17 @@ the weight of an account's recent post calls."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.store.base import StoreBase
+from bridge.store.drivers import iso
 from bridge.store.rows import StoredTicket
 from schemas.states import ExtensionState
-from schemas.vocab import FINAL_STATUSES, Category
+from schemas.vocab import FINAL_STATUSES, Category, InquiryState, TicketStatus
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,175 @@ class ReportsStore(StoreBase):
         )
         return int(rows[0]["used"] or 0) if rows else 0
 
+    # ------------------------------------------------------------ the ranking's reads
+    # The rates are counted from groups: what the store can count is counted per hour (the
+    # periods are whole local days, so whole hours of UTC); only the rows whose figure
+    # depends on their own time are returned one by one (answered inquiries, final tickets).
+    def _ranked_inquiries(self, left_out: Sequence[str]) -> str:
+        """Per inquiry of a window (``?`` bound: the posted state, since, until, until, the
+        states ``left_out``, then ``extra`` conditions): department, platform, account, when
+        asked (``asked_time``) and when its first reply in the posted state was posted."""
+        marks = ", ".join("?" for _ in left_out)
+        return (
+            f"SELECT i.department, i.platform, i.account, {self._ASKED} AS asked,"
+            " (SELECT MIN(r.posted_at) FROM replies r WHERE r.inquiry_id = i.inquiry_id"
+            "  AND r.state = ?) AS first_reply_at"
+            " FROM inquiries i WHERE i.created_at >= ? AND (i.created_at < ? OR i.posted_at < ?)"
+            f" AND i.department IS NOT NULL AND i.state NOT IN ({marks})"
+        )
+
+    async def ranked_inquiries(
+        self, since: str, until: str, left_out: Sequence[str], posted: str
+    ) -> list[tuple[str, str, str, str, str | None, int]]:
+        """The inquiries ``rate_inquiries`` reads (with a department, of a state not in
+        ``left_out``): those answered (a reply in state ``posted`` has a time) one by one,
+        (department, platform, account, when asked, when first answered, 1); the others
+        counted per (department, platform, account, hour asked as stored, None, n)."""
+        rows = await self.db.fetchall(
+            "SELECT department, platform, account, CASE WHEN first_reply_at IS NULL"
+            " THEN SUBSTR(asked, 1, 13) ELSE asked END AS asked, first_reply_at,"
+            f" COUNT(*) AS n FROM ({self._ranked_inquiries(left_out)}) s"
+            " GROUP BY 1, 2, 3, 4, 5",
+            (posted, since, until, until, *left_out),
+        )
+        return [
+            (
+                r["department"], r["platform"], r["account"], r["asked"], r["first_reply_at"],
+                int(r["n"]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    async def unanswered_asked(
+        self,
+        since: str,
+        until: str,
+        left_out: Sequence[str],
+        posted: str,
+        group: tuple[str, str, str],
+        hour: str,
+        next_hour: str,
+    ) -> list[str]:
+        """When each inquiry of one unanswered group of ``ranked_inquiries`` was asked
+        (department, platform, account of ``group``; asked from ``hour`` to ``next_hour``)."""
+        rows = await self.db.fetchall(
+            f"SELECT asked FROM ({self._ranked_inquiries(left_out)}"
+            " AND i.created_at >= ? AND i.department = ? AND i.platform = ? AND i.account = ?) s"
+            " WHERE first_reply_at IS NULL AND asked >= ? AND asked < ?",
+            (posted, since, until, until, *left_out, hour, *group, hour, next_hour),
+        )
+        return [r["asked"] for r in rows]
+
+    _RANKED_TICKET_KEYS = (
+        "t.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
+        " COALESCE(NULLIF(i.platform, ''), ?) AS platform,"
+        " COALESCE(NULLIF(i.account, ''), ?) AS account"
+    )  # bound: the category, platform and account put for none (``UNKNOWN_KEYS``)
+    UNKNOWN_KEYS = (Category.OTHER, "?", "?")
+
+    async def ranked_tickets(
+        self, since: str, until: str, final: Sequence[str]
+    ) -> list[tuple[str, str, str, str, str, str | None, bool, int]]:
+        """The tickets ``rate_tickets`` reads: those at a ``final`` status one by one,
+        (department, inquiry's category or ``other``, platform or ``?``, account or ``?``,
+        created_at, when first final, True, 1); the open ones counted per (department,
+        category, platform, account, hour of creation as stored, None, False, n)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT department, category, platform, account, at, final_at, done, COUNT(*) AS n"
+            f" FROM (SELECT {self._RANKED_TICKET_KEYS},"
+            f" CASE WHEN t.status IN ({marks}) THEN t.created_at"
+            "  ELSE SUBSTR(t.created_at, 1, 13) END AS at,"
+            f" CASE WHEN t.status IN ({marks}) THEN (SELECT MIN(e.recorded_at)"
+            "  FROM ticket_events e WHERE e.department = t.department"
+            f"  AND e.ticket_id = t.ticket_id AND e.applied = 1 AND e.status IN ({marks}))"
+            "  END AS final_at,"
+            f" CASE WHEN t.status IN ({marks}) THEN 1 ELSE 0 END AS done"
+            " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            " WHERE t.created_at >= ? AND t.created_at < ?) s GROUP BY 1, 2, 3, 4, 5, 6, 7",
+            (*self.UNKNOWN_KEYS, *final, *final, *final, *final, since, until),
+        )
+        return [
+            (
+                r["department"], r["category"], r["platform"], r["account"], r["at"],
+                r["final_at"], bool(r["done"]), int(r["n"]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    async def open_created(
+        self,
+        final: Sequence[str],
+        group: tuple[str, str, str, str],
+        hour: str,
+        next_hour: str,
+    ) -> list[str]:
+        """When each ticket of one open group of ``ranked_tickets`` was created (department,
+        category, platform, account of ``group``; from ``hour`` to ``next_hour``)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT created_at FROM (SELECT t.created_at, t.status,"
+            f" {self._RANKED_TICKET_KEYS} FROM tickets t"
+            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
+            " WHERE t.created_at >= ? AND t.created_at < ? AND t.department = ?) s"
+            f" WHERE status NOT IN ({marks}) AND category = ? AND platform = ? AND account = ?",
+            (*self.UNKNOWN_KEYS, hour, next_hour, group[0], *final, *group[1:]),
+        )
+        return [r["created_at"] for r in rows]
+
+    async def survey_counts(
+        self, since: datetime, until: datetime
+    ) -> list[tuple[str, str, str, str, bool | None, str | None, int]]:
+        """The 回访 results concluded from ``since`` to ``until`` (exclusive) counted per
+        (department, platform, account, outcome, solved, satisfaction)."""
+        rows = await self.db.fetchall(
+            "SELECT department, platform, account, outcome, solved, satisfaction,"
+            " COUNT(*) AS n FROM survey_results WHERE concluded_at >= ? AND concluded_at < ?"
+            " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6",
+            (iso(since), iso(until)),
+        )
+        return [
+            (
+                r["department"], r["platform"], r["account"], r["outcome"],
+                None if r["solved"] is None else bool(r["solved"]), r["satisfaction"],
+                int(r["n"]),
+            )
+            for r in rows
+        ]  # fmt: skip
+
+    async def month_marks(
+        self, bounds: Sequence[str], departments: Sequence[str]
+    ) -> dict[int, tuple[int, ...]]:
+        """For each period between two consecutive ``bounds`` (ISO times as stored, in
+        order), numbered from 0: its inquiries (by recording) counted, and per state and per
+        one of ``departments``; its tickets (by creation) per status. From indexes alone,
+        one pass over each (no sort: a ``GROUP BY`` sorted them)."""
+        states = [v.value for v in InquiryState]
+        statuses = [v.value for v in TicketStatus]
+
+        def sums(column: str, values: Sequence[str]) -> str:
+            return ", ".join(
+                f"SUM(CASE WHEN {column} = ? THEN 1 ELSE 0 END) AS {column}_{k}"
+                for k in range(len(values))
+            )
+
+        out: dict[int, tuple[int, ...]] = {}
+        for n, (start, end) in enumerate(itertools.pairwise(bounds)):
+            inquiries = await self.db.fetchall(
+                f"SELECT COUNT(*) AS n, {sums('state', states)}"
+                + "".join(f", {sums('department', departments)}" for _ in departments[:1])
+                + " FROM inquiries WHERE created_at >= ? AND created_at < ?",
+                (*states, *departments, start, end),
+            )
+            tickets = await self.db.fetchall(
+                f"SELECT COUNT(*) AS n, {sums('status', statuses)} FROM tickets"
+                f" WHERE status IN ({', '.join('?' for _ in statuses)})"
+                " AND created_at >= ? AND created_at < ?",
+                (*statuses, *statuses, start, end),
+            )
+            out[n] = tuple(int(v or 0) for row in (*inquiries, *tickets) for v in row.values())
+        return out
+
     # ------------------------------------------------------------ the dashboard's reads
     # A period is ``since`` to ``until``, ISO times as stored; ``until`` inclusive when
     # ``through`` (a period up to now), exclusive otherwise.
@@ -373,9 +544,7 @@ class ReportsStore(StoreBase):
     _UNANSWERED = (
         " FROM inquiries i WHERE i.department IS NOT NULL AND i.state NOT IN ({out})"
         " AND NOT EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-        "  AND r.state = ? AND r.posted_at IS NOT NULL)"
-        " AND NOT EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
-        "  AND w.state IN ({backlog}))"
+        "  AND ((r.state = ? AND r.posted_at IS NOT NULL) OR r.state IN ({backlog})))"
     )
 
     async def unanswered_hours(
@@ -543,14 +712,12 @@ class ReportsStore(StoreBase):
         q_marks = ", ".join("?" for _ in queued)
         o_marks = ", ".join("?" for _ in left_out)
         rows = await self.db.fetchall(
-            "SELECT i.platform, i.account, CASE"
-            " WHEN EXISTS (SELECT 1 FROM replies r WHERE r.inquiry_id = i.inquiry_id"
-            "  AND r.state = ? AND r.posted_at IS NOT NULL) THEN 1"
-            " WHEN EXISTS (SELECT 1 FROM replies w WHERE w.inquiry_id = i.inquiry_id"
-            f"  AND w.state IN ({a_marks})) THEN 2"
-            " WHEN EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = i.inquiry_id"
-            f"  AND q.state IN ({q_marks})) THEN 3"
-            f" WHEN {self._ASKED} < ? THEN 4 ELSE 5 END AS kind, COUNT(*) AS n"
+            # one look at the inquiry's replies: the best of what they say (MIN)
+            "SELECT i.platform, i.account, COALESCE((SELECT MIN(CASE"
+            " WHEN r.state = ? AND r.posted_at IS NOT NULL THEN 1"
+            f" WHEN r.state IN ({a_marks}) THEN 2 WHEN r.state IN ({q_marks}) THEN 3 END)"
+            "  FROM replies r WHERE r.inquiry_id = i.inquiry_id),"
+            f" CASE WHEN {self._ASKED} < ? THEN 4 ELSE 5 END) AS kind, COUNT(*) AS n"
             f" FROM inquiries i WHERE i.created_at >= ? AND {self._ASKED} >= ?"
             f" AND {self._ASKED} <= ? AND i.state NOT IN ({o_marks}) GROUP BY 1, 2, 3",
             (posted, *awaiting, *queued, late_before, since, since, until, *left_out),

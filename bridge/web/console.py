@@ -12,16 +12,19 @@ not replayed (409).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from aiohttp import web
 
-from bridge.inspect.inspection import inspect_accounts, read_timelines
+from bridge.inspect.inspection import AccountInspection, inspect_accounts, read_timelines
 from bridge.reports.overdue import KINDS, overdue_page
 from bridge.reports.performance import (
     CST,
+    RankingCache,
     check_window,
     parse_period,
     parse_since,
@@ -41,12 +44,15 @@ from bridge.runtime.topology import STAGE_BINDINGS
 from bridge.store.reports import InquirySearch
 from bridge.web.bodies import DeadLetterAction, parse
 from bridge.web.credentials import ticket_system_rows
+from bridge.web.kept import KeptAnswers
 from bridge.web.server import operator_name, require_admin
 from schemas.config import AccountConfig
 from schemas.vocab import Category, TicketStatus
 
 if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
+
+log = structlog.get_logger("govbridge.console")
 
 SEARCH_LIMIT = 200
 DLQ_LIMIT = 100
@@ -82,6 +88,9 @@ def search_days(
 class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
+        self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
+        self._recounting: asyncio.Task[None] | None = None
+        self.inspected: KeptAnswers[tuple[datetime, list[AccountInspection]]] = KeptAnswers()
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
         r.add_get("/api/overdue", self.overdue)
@@ -304,7 +313,9 @@ class ConsoleApi:
         """The last 12 months' rankings, oldest first, the current month so far last (or the
         12 months up to ``?until=2026-11``): each department's 响应率, 解决率, 满意率, on-time
         rate, score and rank per month (computed off the event loop,
-        ``bridge.reports.performance.rank_months``)."""
+        ``bridge.reports.performance.rank_months``; the months that are over kept as counted
+        while nothing in them changes and for up to 10 minutes, the current month for one,
+        ``RankingCache``: each month says when, ``as_of``)."""
         require_admin(request)
         now = datetime.now(UTC)
         ending = None
@@ -313,12 +324,21 @@ class ConsoleApi:
                 ending = parse_period(request.query["until"][:7], now).start
             except ValueError as exc:
                 return json_error(400, str(exc))
-        rankings = await rank_months_apart(self.ctx.cfg, now, 12, ending)
+        rankings = await rank_months_apart(
+            self.ctx.cfg, now, 12, ending, self.ranked, stale_current=True
+        )
+        counted = rankings[-1].as_of if ending is None and rankings else None
+        if counted is not None and now - counted > self.ranked.current_max_age:
+            self._recount_ranking()  # shown as it was counted; counted again meanwhile
         return web.json_response(
             {
+                "at": now.isoformat(),
                 "months": [
                     {
                         "period": r.period.as_dict(),
+                        # when its responses and tickets were counted (a month that is over,
+                        # kept: RankingCache); its 回访 results are as of now
+                        "as_of": (r.as_of or now).isoformat(),
                         "departments": [s.as_dict() for s in r.departments],
                     }
                     for r in rankings
@@ -327,12 +347,27 @@ class ConsoleApi:
             }
         )
 
+    def _recount_ranking(self) -> None:
+        """Count the current month again in the background (one at a time): the next visit
+        has it."""
+        if self._recounting is not None and not self._recounting.done():
+            return
+
+        async def recount() -> None:
+            try:
+                await rank_months_apart(self.ctx.cfg, datetime.now(UTC), 12, None, self.ranked)
+            except Exception as exc:  # the page keeps what it has; said in the log
+                log.warning("ranking not counted again", error=f"{type(exc).__name__}: {exc}")
+
+        self._recounting = asyncio.get_running_loop().create_task(recount())
+
     # ------------------------------------------------------------------ inspection
     async def inspection(self, request: web.Request) -> web.Response:
         """The account inspection (巡检, ``bridge.inspect.inspection``): ``?since=30d``
         (at most ``http.max_range``), ``offline=1`` to ask no platform (each account judged by
         the replies the bridge posted). Each account's own timeline is read by the daemon's
-        own sources."""
+        own sources. Kept for a minute (``bridge.web.kept``: ``at`` says when it was
+        counted)."""
         require_admin(request)
         now = datetime.now(UTC)
         try:
@@ -343,16 +378,22 @@ class ConsoleApi:
             )
         except ValueError as exc:
             return json_error(400, str(exc))
-        timelines = {}
-        if not request.query.get("offline"):
-            timelines = await read_timelines(self.ctx.adapters.sources())
+        offline = bool(request.query.get("offline"))
         dormant = self.ctx.cfg.inspection.dormant_after
-        rows = await inspect_accounts(
-            self.ctx.store, self.ctx.cfg, timelines, now, since=since, dormant_after=dormant
-        )
+
+        async def count(at: datetime) -> tuple[datetime, list[AccountInspection]]:
+            start = parse_since(text, at, longest) if text else at - self.ctx.cfg.inspection.period
+            timelines = {} if offline else await read_timelines(self.ctx.adapters.sources())
+            rows = await inspect_accounts(
+                self.ctx.store, self.ctx.cfg, timelines, at, since=start, dormant_after=dormant
+            )
+            return start, rows
+
+        # kept as counted for a minute (then counted again in the background): "at" says when
+        (since, rows), at = await self.inspected.get((text, offline), now, count)
         return web.json_response(
             {
-                "at": now.isoformat(),
+                "at": at.isoformat(),
                 "since": since.isoformat(),
                 "dormant_after_days": dormant.days,
                 "accounts": [r.as_dict() for r in rows],

@@ -35,7 +35,7 @@ const T = {
     refresh: "刷新",
     "nav.ranking": "月度排名", "ranking.title": "月度排名", "ranking.month": "月份", rank: "名次", score: "得分",
     trend: "近12个月得分", responseRate: "响应率", resolutionRate: "解决率", satisfactionRate: "满意率",
-    onTimeRate: "按时率", formula: "得分 =", example: "（示例权重，非官方公式）", soFar: "（本月至今）",
+    onTimeRate: "按时率", formula: "得分 =", example: "（示例权重，非官方公式）", soFar: "（本月至今）", asOf: "数据截至",
     "nav.inspection": "账号巡检", "inspection.title": "账号巡检",
     "inspection.rules": "睡眠：14天未发布；僵尸：诉求超过一天无任何回复；零活动：从未发布也从未回复。待审核、待发送的回复计为积压，不算僵尸。",
     lastPost: "距上次发布", answered: "已答复", unanswered: "无人答复", backlog: "积压(待审核/待发送)",
@@ -101,7 +101,7 @@ const T = {
     "nav.ranking": "Ranking", "ranking.title": "Monthly ranking", "ranking.month": "Month", rank: "Rank",
     score: "Score", trend: "Score, last 12 months", responseRate: "Response rate",
     resolutionRate: "Resolution rate", satisfactionRate: "Satisfaction rate", onTimeRate: "On time",
-    formula: "Score =", example: " (an example weighting, not an official formula)", soFar: " (so far)",
+    formula: "Score =", example: " (an example weighting, not an official formula)", soFar: " (so far)", asOf: "Data as of",
     "nav.inspection": "Inspection", "inspection.title": "Account inspection",
     "inspection.rules": "Dormant: no own post for 14 days; zombie: inquiries without any reply for over a day; zero activity: never posted, never answered. Replies awaiting approval or a posting slot are a backlog, not a zombie.",
     lastPost: "Since last post", answered: "Answered", unanswered: "Unanswered", backlog: "Backlog (approval / posting)",
@@ -1322,7 +1322,7 @@ function weekly(daily) {
 }
 
 async function loadDashboard() {
-  const { departments } = await api("/api/report?since=" + encodeURIComponent($("period").value));
+  const { departments, until } = await api("/api/report?since=" + encodeURIComponent($("period").value));
   const human = (s) => (s == null ? "-" : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
   const rows = departments.map((d) => el("tr", {},
     el("td", {}, d.name, d.zombie ? el("strong", { className: "bad" }, ` ${t("zombie")}`) : null,
@@ -1337,8 +1337,9 @@ async function loadDashboard() {
       el("span", { className: "k-resolved" }, "■ " + t("resolved"))),
     el("p", { className: "muted" }, t("perDay")), chart(d.daily, `${d.name} ${t("perDay")}`),
     el("p", { className: "muted" }, t("perWeek")), chart(weekly(d.daily), `${d.name} ${t("perWeek")}`)));
-  show("dashboard", table([t("department"), t("inquiries"), t("tickets"), t("resolved"), t("inTime"),
-    t("firstReply"), t("resolution"), t("overdue"), t("atRisk"), t("awaiting")], rows), ...charts);
+  show("dashboard", el("p", { className: "muted", id: "dashboard-as-of" }, `${t("asOf")} ${when(until)}`),
+    table([t("department"), t("inquiries"), t("tickets"), t("resolved"), t("inTime"),
+      t("firstReply"), t("resolution"), t("overdue"), t("atRisk"), t("awaiting")], rows), ...charts);
 }
 
 // Monthly ranking: each department's rates, score and rank in the chosen month, and its score
@@ -1404,13 +1405,14 @@ function showRanking() {
     el("td", {}, trend(months.map((m) => ({ label: m.period.label,
       score: (m.departments.find((x) => x.key === d.key) || {}).score })), `${d.name} ${t("trend")}`))));
   show("ranking", el("p", { className: "muted" }, `${t("formula")} ${terms.join(" + ")}${t("example")}`),
+    el("p", { className: "muted", id: "rank-as-of" }, `${t("asOf")} ${when(month.as_of || ranking.at)}`),
     table([t("rank"), t("department"), t("responseRate"), t("resolutionRate"), t("satisfactionRate"),
       t("onTimeRate"), t("score"), t("trend")], rows));
 }
 
 // Account inspection (巡检): each account's last own post, answers, backlog and flags.
 async function loadInspection() {
-  const { accounts } = await api("/api/inspection");
+  const { accounts, at } = await api("/api/inspection");
   const human = (s) => (s == null ? "-" : s < 120 ? `${Math.round(s)} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`);
   const rows = accounts.map((a) => {
     const post = a.last_post_source === "unknown" ? `${t("unknown")} (${a.timeline_error || ""})`
@@ -1425,8 +1427,9 @@ async function loadInspection() {
       el("td", {}, a.answer_rate == null ? "-" : Math.round(a.answer_rate * 100) + "%"),
       el("td", {}, human(a.median_first_response_s)), el("td", {}, ...flags));
   });
-  show("inspection", table([t("account"), t("department"), t("lastPost"), t("inquiries"), t("answered"),
-    t("unanswered"), t("backlog"), t("answerRate"), t("medianFirst"), t("flags")], rows));
+  show("inspection", el("p", { className: "muted", id: "inspection-as-of" }, `${t("asOf")} ${when(at)}`),
+    table([t("account"), t("department"), t("lastPost"), t("inquiries"), t("answered"),
+      t("unanswered"), t("backlog"), t("answerRate"), t("medianFirst"), t("flags")], rows));
 }
 
 async function loadAudit() {
