@@ -25,8 +25,8 @@ FAULT_POINTS: dict[str, tuple[str, str, int]] = {
     "apply_status:ticket_moved": ("after", "UPDATE tickets SET status", 1),
     "apply_status:event_marked_applied": ("after", "UPDATE ticket_events SET applied", 1),
     # the reply stage's transaction: the replies decided (none recorded yet), then one recorded
-    "compose:replies_decided": ("before", "SELECT reply_id, department, status, cycle, state", 1),
-    "compose:reply_recorded": ("before", "SELECT reply_id, department, status, cycle, state", 2),
+    "compose:replies_decided": ("before", "INSERT INTO replies", 1),
+    "compose:reply_recorded": ("before", "INSERT INTO replies", 2),
 }
 
 Hook = Callable[[str, str], None]  # (before | after, statement)

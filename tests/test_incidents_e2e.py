@@ -160,6 +160,10 @@ def config(tmp_path: Path, tickets: RestSimServer, reply_url: str, mode: str) ->
             }
         ],
         triage={"max_new_conversations_per_hour": 0},
+        # the bursts are dated up to 80 minutes back, past half the first-response limit (2 h):
+        # the holding acknowledgement (issue 25) would race the merge for each citizen; the
+        # replies counted here are the incident's (tests/test_first_response_outages.py has it)
+        sla={"acknowledge": False},
     )
 
 
