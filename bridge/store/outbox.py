@@ -298,7 +298,8 @@ class OutboxStore(RepliesStore):
         async with self.transaction() as tx:
             await tx.db.execute(
                 "UPDATE replies SET state = ?, lease_until = NULL,"
-                " uncertain = CASE WHEN ? THEN 1 ELSE uncertain END, not_before = ?, failure = ?,"
+                " uncertain = CASE WHEN ? = 1 THEN 1 ELSE uncertain END, not_before = ?,"
+                " failure = ?,"
                 " post_attempts = post_attempts - ?, looks = COALESCE(?, looks)"
                 " WHERE reply_id = ? AND state = ?",
                 (
