@@ -270,7 +270,12 @@ class Store(Protocol):
         lease: timedelta,
         quota: tuple[int, timedelta] | None = None,
         now: datetime | None = None,
+        dead_owners: Sequence[str] = (),
     ) -> ReplyClaim: ...
+
+    async def live_claim_owners(
+        self, platform: str, account: str, now: datetime | None = None
+    ) -> list[str]: ...
 
     async def finish_post(
         self,
