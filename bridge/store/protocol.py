@@ -199,6 +199,7 @@ class Store(Protocol):
         state: str,
         request_json: str,
         cycle: int = 0,
+        before_any_status: bool = False,
     ) -> bool: ...
 
     async def get_reply(self, reply_id: str) -> StoredReply | None: ...

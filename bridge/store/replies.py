@@ -41,10 +41,16 @@ class RepliesStore(StoreBase):
         state: str,
         request_json: str,
         cycle: int = 0,
+        before_any_status: bool = False,
     ) -> bool:
+        """Record a reply (False: it was there already). ``before_any_status``: only while the
+        inquiry has no status reply (the holding acknowledgement, "the number follows", must
+        never come after the 已受理 that gives the number); the check and the insert are one
+        step against every other reply of the inquiry being recorded."""
         # The outbox's order when a quota binds: an inquiry's first reply (0), then final
         # answers (1), then the rest (2).
         async with self.transaction() as tx:
+            await tx.db.lock(f"replies:{inquiry_id}")
             # one read of the inquiry's replies: is this its first, and which drafts a newer
             # status supersedes
             earlier = await tx.db.fetchall(
@@ -52,6 +58,8 @@ class RepliesStore(StoreBase):
                 " WHERE inquiry_id = ?",
                 (inquiry_id,),
             )
+            if before_any_status and any(r["status"] is not None for r in earlier):
+                return False
             priority = 0 if not earlier else 1 if status in FINAL_STATUSES else 2
             n = await tx._insert_reply(
                 reply_id,
