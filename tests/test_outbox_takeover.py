@@ -24,9 +24,11 @@ from pathlib import Path
 from aiohttp import web
 from govbridge_tools.kit import AppServer
 from govbridge_tools.simulators.webhook import WebhookPlatformState
+from govbridge_tools.testing import Simulators
 
 from bridge.reply.role import record_reply
 from bridge.store import SqlStore, open_store
+from schemas.messages import ThreadRef
 from tests.conftest import AMQP_URL, bridge_config, config_toml, delete_topology, eventually
 from tests.test_delivery import hotline_account, reply_request
 from tests.test_sla import DEPT
@@ -161,3 +163,92 @@ async def test_a_post_cut_off_by_sigkill_is_posted_once_by_another_process_withi
     assert took < 10  # seconds, not the ten-minute lease
     assert reply is not None and reply.post_attempts == 2 and reply.uncertain
     assert [(c.attempt, c.answer) for c in copies] == [(1, "calling"), (2, "posted")]
+
+
+async def test_a_killed_post_the_server_commits_anyway_is_found_not_posted_again(
+    tmp_path: Path, sims: Simulators
+) -> None:
+    """Mastodon (quirks: it commits a status whatever became of the client, and ignores
+    ``Idempotency-Key``): the SIGKILLed process's post is committed after the kill. The
+    process that takes the claim over looks in the thread before posting (the settle steps,
+    here 0.5, 1, 2, 4 s) and finds it: one POST, one visible reply, within seconds."""
+    masto = (await sims.mastodon(quirks=True, filter_private_mentions=False)).state
+    citizen = await masto.create_citizen("shimin_kill")
+    status = await masto.mention(citizen, "建国门桥下的积水一直没人处理")
+    gate = asyncio.Event()
+    masto.commit_late(gate)  # the first POST waits for the gate, then is committed
+    account = {**masto.account_config("urban"), "poll": "0s", "timeout": "20s"}
+    cfg = bridge_config(
+        tmp_path,
+        departments=[{**DEPT, "approval": "none"}],
+        accounts=[account],
+        outbox={"lease": "10m", "scan_every": "200ms", "settle": ["500ms", "1s", "2s", "4s"]},
+    )
+    path = tmp_path / "gb.toml"
+    path.write_text(config_toml(cfg), encoding="utf-8")
+    request = reply_request(2).model_copy(
+        update={
+            "platform": "mastodon",
+            "account": masto.official,
+            "thread": ThreadRef(
+                root_id=str(status["id"]),
+                reply_to={"status_id": str(status["id"]), "acct": citizen.acct},
+            ),
+            "citizen_handle": citizen.acct,
+        }
+    )
+    store = await open_store(cfg.store.url)
+    assert await record_reply(store, request, "none")
+    env = {**os.environ, "GOVBRIDGE_AMQP_URL": AMQP_URL}
+    logs = [tmp_path / f"outbox{k}.log" for k in range(2)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bridge.cli", "run", "-c", str(path), "--roles", "reply"),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+        )
+        for log in logs
+    ]
+    try:
+
+        async def in_flight() -> bool:
+            return masto.posts_in_flight == 1
+
+        await eventually(in_flight, timeout=60)
+        rows = await store.db.fetchall(
+            "SELECT lease_owner FROM replies WHERE reply_id = ?", (request.reply_id,)
+        )
+        owner = str(rows[0]["lease_owner"])
+        (victim,) = [p for p, log in zip(procs, logs, strict=True) if owner in log.read_text()]
+        os.kill(victim.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        await victim.wait()
+        gate.set()  # the server commits the dead client's post now
+
+        async def recorded() -> bool:
+            reply = await store.get_reply(request.reply_id)
+            return reply is not None and reply.state == "posted"
+
+        await eventually(recorded, timeout=30)
+        took = time.monotonic() - killed_at
+        await masto.posts_settled()
+        await asyncio.sleep(0.5)  # a second post would show up now
+        reply = await store.get_reply(request.reply_id)
+        visible = [r for r in await masto.official_replies() if r["in_reply_to_id"]]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.terminate()
+        for p in procs:
+            await asyncio.wait_for(p.wait(), 30)
+        await store.close()
+        await delete_topology(cfg.broker)
+    print(f"\nmastodon: found by the other process {took:.2f} s after the kill")
+    assert len(masto.posts) == 1  # one POST ever: the killed process's
+    assert len(visible) == 1 and visible[0]["in_reply_to_id"] == str(status["id"])
+    assert reply is not None and reply.outcome == "already_posted"
+    assert took < 10

@@ -133,6 +133,7 @@ class Outbox:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self._take_owner_lease()
+        log.info("outbox started", owner=self.owner)  # the name its claims carry
         for line in self.lines.values():
             self._tasks.append(asyncio.create_task(self._run(line), name=f"outbox:{line.key}"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="outbox:housekeeping"))
