@@ -62,6 +62,7 @@ async def test_a_dead_owners_claim_is_taken_at_once_and_its_owner_can_no_longer_
     assert await store.live_claim_owners("webhook", "hotline", t0) == ["a"]
     alive = await store.claim_reply("webhook", "hotline", owner="b", lease=lease, now=t0)
     assert alive.reply is None  # a lives: its claim holds, and t2 waits behind it
+    await store.start_copy("t1")  # a made its call (the row is written before it)
     taken = await store.claim_reply(
         "webhook", "hotline", owner="b", lease=lease, now=t0, dead_owners=["a"]
     )
@@ -75,6 +76,15 @@ async def test_a_dead_owners_claim_is_taken_at_once_and_its_owner_can_no_longer_
     assert await store.finish_post(taken, state="posted", external_ids=["y"], outcome="posted")
     row = await store.get_reply("t1")
     assert row is not None and (row.state, row.external_ids) == ("posted", ["y"])
+    # b dies in turn, before its call for t2: c takes t2 over, and not as uncertain (no call
+    # was made, so there is nothing to look for before posting)
+    second = await store.claim_reply("webhook", "hotline", owner="b", lease=lease, now=t0)
+    assert second.reply is not None and second.reply.reply_id == "t2"
+    again = await store.claim_reply(
+        "webhook", "hotline", owner="c", lease=lease, now=t0, dead_owners=["b"]
+    )
+    assert again.reply is not None and again.reply.reply_id == "t2"
+    assert not again.reply.uncertain and again.reply.post_attempts == 2
 
 
 async def test_a_post_cut_off_by_sigkill_is_posted_once_by_another_process_within_seconds(

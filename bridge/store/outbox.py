@@ -166,7 +166,11 @@ class OutboxStore(RepliesStore):
         taken = await self.db.execute(
             "UPDATE replies SET state = ?, lease_owner = ?, lease_until = ?,"
             " post_attempts = post_attempts + 1,"
-            " uncertain = CASE WHEN state = ? THEN 1 ELSE uncertain END"
+            # Taken from a claim that lapsed: uncertain if a post call may have been made (a
+            # call's row is written before it, ``start_copy``, and stays pending until its
+            # answer is known); a claimant that died before calling made no copy.
+            " uncertain = CASE WHEN state = ? AND EXISTS (SELECT 1 FROM reply_copies c"
+            " WHERE c.reply_id = replies.reply_id AND c.fate = ?) THEN 1 ELSE uncertain END"
             " WHERE reply_id = ?"
             f" AND (state = ? OR (state = ? AND {_lapsed('', dead)}))",
             (
@@ -174,6 +178,7 @@ class OutboxStore(RepliesStore):
                 owner,
                 iso(now + lease),
                 posting,
+                CopyFate.PENDING,
                 chosen.reply_id,
                 approved,
                 posting,
