@@ -94,3 +94,35 @@ async def test_without_the_guard_the_acknowledgement_would_be_posted_after_the_n
     assert await record_reply(store, ack, "none")  # unguarded, as before
     after = await store.claim_reply("webhook", "hotline", owner="o", lease=timedelta(minutes=1))
     assert after.reply is not None and after.reply.reply_id == ack.reply_id  # the slip
+
+
+async def test_an_acknowledgement_approved_after_the_number_is_never_posted(store: Any) -> None:
+    """A department whose approver sees both: the acknowledgement (recorded first) is approved
+    only after the 已受理 was approved and posted. The outbox drops it (superseded) instead of
+    posting "the number follows" after the number."""
+    from schemas.states import Decision
+
+    ack = received("inq_2").model_copy(
+        update={
+            "reply_id": acknowledgement_reply_id("inq_2"),
+            "inquiry_id": "inq_2",
+            "status": None,
+            "ticket_id": None,
+            "text": "您好，您的诉求已收到，正在登记转办，办理编号稍后告知。",
+        }
+    )
+    number = received("inq_2").model_copy(
+        update={"reply_id": status_reply_id("inq_2", TicketStatus.RECEIVED, 0)}
+    )
+    assert not await record_reply(store, ack, "all-manual", before_any_status=True)  # waits
+    assert not await record_reply(store, number, "all-manual")
+    assert await store.decide_reply(number.reply_id, decision=Decision.APPROVE, actor="官员")
+    lease = timedelta(minutes=1)
+    first = await store.claim_reply("webhook", "hotline", owner="o", lease=lease)
+    assert first.reply is not None and first.reply.reply_id == number.reply_id
+    assert await store.finish_post(first, state="posted", external_ids=["1"], outcome="posted")
+    assert await store.decide_reply(ack.reply_id, decision=Decision.APPROVE, actor="官员")
+    after = await store.claim_reply("webhook", "hotline", owner="o", lease=lease)
+    assert after.reply is None and after.superseded == (ack.reply_id,)
+    row = await store.get_reply(ack.reply_id)
+    assert row is not None and row.state == "superseded"

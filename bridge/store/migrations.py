@@ -488,6 +488,11 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX inquiries_created_state ON inquiries (created_at, state, department);
     CREATE INDEX tickets_status_created ON tickets (status, created_at);
     """,
+    # 26: a reply that must never follow a status reply of its inquiry (the holding
+    # acknowledgement, "the number follows", issue 25): the outbox drops it once one exists
+    """
+    ALTER TABLE replies ADD COLUMN before_status INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

@@ -143,6 +143,17 @@ class OutboxStore(RepliesStore):
             )
             pressed = int(waiting[0]["n"]) > free
         first: StoredReply = self._reply(rows[0])
+        if (
+            rows[0]["before_status"]
+            and first.state == approved  # one being posted already goes first: let it
+            and await self._has_status_reply(first)
+        ):
+            # "the number follows" after a reply that gives the number: never posted
+            await self.db.execute(
+                "UPDATE replies SET state = ? WHERE reply_id = ? AND state = ?",
+                (ReplyState.SUPERSEDED, first.reply_id, approved),
+            )
+            return ReplyClaim(None, superseded=(first.reply_id,))
         chosen: StoredReply | None = first
         superseded: list[str] = []
         if first.status is not None:
@@ -195,6 +206,15 @@ class OutboxStore(RepliesStore):
         )
         claimed = await self.get_reply(chosen.reply_id)
         return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded), owner=owner)
+
+    async def _has_status_reply(self, reply: StoredReply) -> bool:
+        """Whether the reply's inquiry has a status reply on its way or out."""
+        rows = await self.db.fetchall(
+            "SELECT 1 FROM replies WHERE inquiry_id = ? AND status IS NOT NULL"
+            " AND state IN (?, ?, ?) LIMIT 1",
+            (reply.inquiry_id, ReplyState.APPROVED, ReplyState.POSTING, ReplyState.POSTED),
+        )
+        return bool(rows)
 
     async def _quota_wait(
         self,

@@ -46,7 +46,9 @@ class RepliesStore(StoreBase):
         """Record a reply (False: it was there already). ``before_any_status``: only while the
         inquiry has no status reply (the holding acknowledgement, "the number follows", must
         never come after the 已受理 that gives the number); the check and the insert are one
-        step against every other reply of the inquiry being recorded."""
+        step against every other reply of the inquiry being recorded, and the outbox drops
+        such a reply if a status reply is approved or posted before it goes out (an approver
+        may approve them in either order)."""
         # The outbox's order when a quota binds: an inquiry's first reply (0), then final
         # answers (1), then the rest (2).
         async with self.transaction() as tx:
@@ -73,6 +75,7 @@ class RepliesStore(StoreBase):
                 request_json,
                 cycle,
                 priority,
+                before_status=before_any_status,
             )
             if n > 0:
                 await tx.record_audit(
@@ -139,11 +142,12 @@ class RepliesStore(StoreBase):
         request_json: str,
         cycle: int,
         priority: int,
+        before_status: bool = False,
     ) -> int:
         return await self.db.execute(
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
-            " templated, state, request_json, created_at, cycle, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " templated, state, request_json, created_at, cycle, priority, before_status)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (reply_id) DO NOTHING",
             (
                 reply_id,
@@ -158,6 +162,7 @@ class RepliesStore(StoreBase):
                 now_iso(),
                 cycle,
                 priority,
+                int(before_status),
             ),
         )
 
