@@ -739,7 +739,9 @@ class OutboxConfig(Strict):
     lease: Duration = Field(
         default=timedelta(minutes=2),
         description="How long a reply being posted is held by one process; a platform call is"
-        " cut off at half of it. After a crash the reply is taken again (and looked for first).",
+        " cut off at half of it. A claim of a process that died (its liveness lease free) is"
+        " taken over at once; this lease bounds only a live process that got no answer. A"
+        " reply taken over is looked for first.",
     )
     concurrency: int = Field(
         default=4, ge=1, le=256, description="Posts in flight per account per process."

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -35,7 +35,9 @@ from adapters import signing
 from adapters.base import make_ticket_system
 from bridge.runtime.worker import Retry
 from bridge.store import open_store
+from bridge.store.leases import LocalLeases
 from bridge.telemetry.metrics import Metrics
+from bridge.ticketing.create_lease import create_lease_name
 from bridge.ticketing.follow_ups import FollowUps, linked_description
 from schemas.messages import Inquiry, TicketCommand, reference_for
 from schemas.vocab import Category, InquiryKind
@@ -254,14 +256,16 @@ async def test_linked_request_is_made_once_across_redeliveries_and_a_crash(
     tmp_path: Path,
 ) -> None:
     """Redelivered after it was filed: nothing new. A crash after the create, before it was
-    recorded: past ``create_lease`` the request is found by its reference, not made again."""
+    recorded: while the crashed delivery's lease (``create:<reference>``) is held nothing is
+    done; once it is free the request is found by its reference at once (``create_lease`` is
+    ten minutes), not made again."""
     backend = await Open311Server(Open311State(agency="市交通委", quirks=True)).start()
     dept = department(backend.base_url, via="new_request")
-    dept["ticketing"]["create_lease"] = "1s"
+    dept["ticketing"]["create_lease"] = "10m"
     cfg = bridge_config(tmp_path, departments=[dept])
     store = await open_store(cfg.store.url)
     system = make_ticket_system(cfg.departments[0])
-    ctx: Any = SimpleNamespace(cfg=cfg, store=store, metrics=Metrics())
+    ctx: Any = SimpleNamespace(cfg=cfg, store=store, metrics=Metrics(), leases=LocalLeases())
     follow_ups = FollowUps(ctx)
     try:
         await system.detect()
@@ -293,12 +297,11 @@ async def test_linked_request_is_made_once_across_redeliveries_and_a_crash(
         )
         made = await system.create(link, idempotency_key=reference)
         assert len(backend.state.tickets) == 3
-        with pytest.raises(Retry):  # within the lease: another delivery may be at it
+        held = create_lease_name(reference)
+        assert await ctx.leases.try_acquire(held)  # the delivery that made it, still alive
+        with pytest.raises(Retry):  # its lease is held: a live delivery is at it
             await follow_ups.deliver(system, second, original.ticket_id)
-        await store.db.execute(
-            "UPDATE follow_up_deliveries SET updated_at = ? WHERE inquiry_id = ?",
-            ((datetime.now(UTC) - timedelta(seconds=5)).isoformat(), second.inquiry.inquiry_id),
-        )
+        await ctx.leases.release(held)  # it dies: its session (or flock) goes with it
         assert await follow_ups.deliver(system, second, original.ticket_id) == "forwarded"
         delivery = await store.get_follow_up_delivery(second.inquiry.inquiry_id)
     finally:

@@ -209,3 +209,31 @@ async def test_posting_quota_is_measured_on_the_outbox_clock(store: SqlStore) ->
     assert bound.reply is None and bound.wait_until == t0 + timedelta(minutes=1)
     freed = await claim(t0 + timedelta(minutes=1))
     assert freed.reply is not None and freed.reply.reply_id != first.reply.reply_id
+
+
+async def test_a_released_post_waits_again_on_both_engines(store: SqlStore) -> None:
+    """``release_post`` (a timeout, a rate limit, a look into the thread): on PostgreSQL its
+    flag was once bound as an integer where a boolean was inferred, so every release failed
+    and the reply waited for its lease to run out."""
+    from datetime import timedelta
+
+    await store.add_reply(
+        reply_id="r1",
+        inquiry_id="inq_r1",
+        platform="weibo",
+        account="acc",
+        department="d",
+        status="received",
+        templated=True,
+        state="approved",
+        request_json="{}",
+    )
+    claim = await store.claim_reply("weibo", "acc", owner="o", lease=timedelta(minutes=2))
+    assert claim.reply is not None
+    await store.release_post(claim, uncertain=True, counts=False)
+    row = await store.get_reply("r1")
+    assert row is not None and (row.state, row.uncertain, row.post_attempts) == (
+        "approved",
+        True,
+        0,
+    )

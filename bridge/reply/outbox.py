@@ -7,6 +7,13 @@ messages only wake the account's dispatcher. One dispatcher per account per proc
 
 - it leases the next reply from the store (``SqlStore.claim_reply``) inside the account's
   quota, shared by every process through the store (a sliding window over recorded calls);
+- a claim names its owner, and the owner holds a liveness lease (``owner:<owner>``,
+  ``bridge.store.leases``: a PostgreSQL session advisory lock, or a flock beside a SQLite
+  file) for as long as the process lives. A dispatcher that sees another owner's claim checks
+  that lease (at most every second): free, the owner is gone (SIGKILLed, crashed), so the
+  claim is taken over at once, as uncertain, not after ``lease``. ``lease`` remains the bound
+  for a live owner that got no answer; and a process that finds its own liveness lease lost
+  (its lease connection cut) makes no call on the claim in hand;
 - when the quota binds, an inquiry's first answer goes before any second reply, final answers
   before intermediate statuses, and pending statuses of one inquiry become one reply;
 - a post whose outcome is unknown (the call timed out and may yet succeed, or the process
@@ -62,6 +69,7 @@ from adapters.text import fit
 from bridge.reply import public_text
 from bridge.runtime.deadletters import dead_letter
 from bridge.store import ReplyClaim, ReplyCopy, StoredReply, iso
+from bridge.store.errors import StoreUnavailable
 from bridge.telemetry import timing
 from schemas import routing
 from schemas.config import AccountConfig
@@ -75,6 +83,16 @@ if TYPE_CHECKING:
 log = structlog.get_logger("govbridge.outbox")
 
 DEFAULT_RATE_LIMIT_PAUSE = timedelta(seconds=60)
+# How often a dispatcher asks whether the owners of other processes' claims still live.
+OWNER_CHECK_EVERY = 1.0
+# Owners that hold a liveness lease (an older version's owners, ``outbox-<hex>``, held none:
+# theirs are taken over only when their fixed lease runs out).
+LIVE_OWNER_PREFIX = "outbox-live-"
+
+
+def owner_lease_name(owner: str) -> str:
+    """The liveness lease an outbox owner holds for its process's life."""
+    return f"owner:{owner}"
 
 
 @dataclass
@@ -87,6 +105,8 @@ class AccountLine:
     paused_reason: str | None = None
     paused_source: Source | None = None  # an auth pause ends when the adapter is replaced
     inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    owners_checked: float = float("-inf")  # monotonic: when other owners' liveness was asked
+    dead_owners: set[str] = field(default_factory=set)  # gone for good (owners are unique)
 
     @property
     def key(self) -> str:
@@ -105,13 +125,15 @@ class Outbox:
         # The posting quota, leases and back-offs are measured on this clock (tests move it).
         self.clock = clock or (lambda: datetime.now(UTC))
         self.cfg = ctx.cfg.outbox
-        self.owner = f"outbox-{uuid.uuid4().hex[:12]}"
+        self.owner = f"{LIVE_OWNER_PREFIX}{uuid.uuid4().hex[:12]}"
         self.lines = {line.key: line for line in (AccountLine(a) for a in ctx.cfg.accounts)}
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        await self._take_owner_lease()
+        log.info("outbox started", owner=self.owner)  # the name its claims carry
         for line in self.lines.values():
             self._tasks.append(asyncio.create_task(self._run(line), name=f"outbox:{line.key}"))
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="outbox:housekeeping"))
@@ -127,6 +149,65 @@ class Outbox:
             )
         for task in self._tasks:
             task.cancel()
+        with contextlib.suppress(StoreUnavailable):
+            await self.ctx.leases.release(owner_lease_name(self.owner))
+
+    async def _take_owner_lease(self) -> bool:
+        """Take this process's liveness lease (again, after its connection was lost)."""
+        name = owner_lease_name(self.owner)
+        try:
+            if await self.ctx.leases.still_held(name):
+                return True
+            if await self.ctx.leases.try_acquire(name):
+                return True
+            log.error("outbox liveness lease held by another process", lease=name)
+        except StoreUnavailable as exc:
+            log.warning("outbox liveness lease not taken; will try again", error=str(exc))
+        return False
+
+    async def _owner_lease_held(self) -> bool:
+        """Whether this process's claims are still known to be alive. When the lease was lost
+        (its connection cut) another process may have taken them over: False, and the lease
+        is taken again for the claims to come."""
+        try:
+            if await self.ctx.leases.still_held(owner_lease_name(self.owner)):
+                return True
+        except StoreUnavailable:
+            pass
+        await self._take_owner_lease()
+        return False
+
+    async def _dead_owners(self, line: AccountLine) -> list[str]:
+        """Owners of the account's claims (other than this process) whose liveness lease is
+        free: their process is gone, so their claims can be taken over now. Asked at most
+        every ``OWNER_CHECK_EVERY`` seconds per account."""
+        now = time.monotonic()
+        if now - line.owners_checked < OWNER_CHECK_EVERY:
+            return sorted(line.dead_owners)
+        line.owners_checked = now
+        owners = await self.ctx.store.live_claim_owners(
+            line.platform, line.account.handle, self.clock()
+        )
+        line.dead_owners &= set(owners)  # the rest have no claim left
+        found: list[str] = []
+        for owner in owners:
+            if (
+                owner == self.owner
+                or owner in line.dead_owners
+                or not owner.startswith(LIVE_OWNER_PREFIX)
+            ):
+                continue
+            name = owner_lease_name(owner)
+            try:
+                if await self.ctx.leases.try_acquire(name):
+                    await self.ctx.leases.release(name)
+                    found.append(owner)
+            except StoreUnavailable:
+                break  # cannot tell for the rest: their fixed lease decides
+        if found:
+            log.warning("claims of a process that is gone will be taken over", owners=found)
+            line.dead_owners.update(found)
+        return sorted(line.dead_owners)
 
     def wake(self, platform: str, account: str) -> bool:
         """A reply for this account may be ready. False if no such account is configured."""
@@ -179,6 +260,7 @@ class Outbox:
         if len(line.inflight) >= self.cfg.concurrency:
             await asyncio.wait(line.inflight, return_when=asyncio.FIRST_COMPLETED)
             return None
+        dead = await self._dead_owners(line)
         claim = await self.ctx.store.claim_reply(
             line.platform,
             line.account.handle,
@@ -186,6 +268,7 @@ class Outbox:
             lease=self.cfg.lease,
             quota=self._quota(line, source),
             now=self.clock(),
+            dead_owners=dead,
         )
         for reply_id in claim.superseded:
             log.info("reply overtaken by a later status; not posted", reply_id=reply_id)
@@ -281,9 +364,14 @@ class Outbox:
                 else:
                     log.warning("earlier reply not in the thread after every look; posting again")
             if posted is None:
-                attempt = claim.copy  # noted with the claim
-                if attempt is None:
-                    attempt = await store.start_copy(reply.reply_id, self.clock())
+                if not await self._owner_lease_held():
+                    # Another process may have taken this claim over: make no call on it.
+                    log.warning("liveness lease lost; the claim is given back, not posted")
+                    await store.release_post(
+                        claim, uncertain=False, counts=False, calls_used=0, now=self.clock()
+                    )
+                    return
+                attempt = await store.start_copy(reply.reply_id, self.clock())
                 with timing.timed("http"):
                     posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
             self.ctx.alerts.succeeded("account_auth", line.key, "post")

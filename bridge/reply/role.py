@@ -370,7 +370,10 @@ class ReplyRole:
             templated=True,
             **_reply_base(inquiry, dept, None, 0),
         )
-        await queue_reply(self.ctx, request, dept.approval)
+        # The look above and this record are not one step: a 已受理 recorded in between would
+        # be posted before an acknowledgement recorded after it ("the number follows" after
+        # the number). The store records it only while the inquiry has no status reply.
+        await queue_reply(self.ctx, request, dept.approval, before_any_status=True)
         log.info("holding acknowledgement composed", department=dept.id)
 
     # ------------------------------------------------------------------ 回访
@@ -538,9 +541,12 @@ def status_reply_id(inquiry_id: str, status: TicketStatus, cycle: int) -> str:
     return stable_id("rep", inquiry_id, status.value, f"cycle-{cycle}")
 
 
-async def record_reply(store: Store, request: ReplyRequest, approval: str) -> bool:
+async def record_reply(
+    store: Store, request: ReplyRequest, approval: str, *, before_any_status: bool = False
+) -> bool:
     """Record a reply with its approval decision; True when it may go out now (otherwise it
-    waits in ``/api/approvals``)."""
+    waits in ``/api/approvals``). ``before_any_status``: not at all once the inquiry has a
+    status reply (``add_reply``)."""
     auto = approval == "none" or (approval == "templated-auto" and request.templated)
     added = await store.add_reply(
         reply_id=request.reply_id,
@@ -553,6 +559,7 @@ async def record_reply(store: Store, request: ReplyRequest, approval: str) -> bo
         state=ReplyState.APPROVED if auto else ReplyState.AWAITING_APPROVAL,
         request_json=request.model_dump_json(),
         cycle=request.cycle,
+        before_any_status=before_any_status,
     )
     if added:  # written just now, in the state decided here
         if not auto:
@@ -562,9 +569,11 @@ async def record_reply(store: Store, request: ReplyRequest, approval: str) -> bo
     return stored is not None and stored.state == ReplyState.APPROVED
 
 
-async def queue_reply(ctx: BridgeContext, request: ReplyRequest, approval: str) -> None:
+async def queue_reply(
+    ctx: BridgeContext, request: ReplyRequest, approval: str, *, before_any_status: bool = False
+) -> None:
     """Record a reply and, when it may go out unseen, wake the outbox."""
-    if await record_reply(ctx.store, request, approval):
+    if await record_reply(ctx.store, request, approval, before_any_status=before_any_status):
         await ctx.broker.publish(routing.reply_requested(request.platform), request)
 
 

@@ -65,7 +65,7 @@ class FollowUpsStore(StoreBase):
             )
         else:
             n = await self.db.execute(
-                "UPDATE follow_up_deliveries SET state = ?, updated_at = ?"
+                "UPDATE follow_up_deliveries SET state = ?, updated_at = ?, detail = NULL"
                 " WHERE inquiry_id = ? AND updated_at = ? AND state IN (?, ?)",
                 (
                     DeliveryState.ATTEMPTED,

@@ -36,10 +36,17 @@ PG_LOCK_NAMESPACE = 0x6762
 # their own namespace, "gc": millions of names over the years, hashed to 32 bits, never share
 # a key with a poll lease (a poller holds its lease for good).
 PG_CREATE_NAMESPACE = 0x6763
+# Leases named "owner:<outbox owner>" (a process's liveness, held for its life and named on
+# every reply it claims, bridge/reply/outbox.py): their own namespace, "go".
+PG_OWNER_NAMESPACE = 0x676F
 
 
 def pg_namespace(name: str) -> int:
-    return PG_CREATE_NAMESPACE if name.startswith("create:") else PG_LOCK_NAMESPACE
+    if name.startswith("create:"):
+        return PG_CREATE_NAMESPACE
+    if name.startswith("owner:"):
+        return PG_OWNER_NAMESPACE
+    return PG_LOCK_NAMESPACE
 
 
 # Keepalive settings on the lease connection, both ends: idle 5 s, then 3 probes 2 s apart.

@@ -497,6 +497,11 @@ MIGRATIONS: list[str | dict[str, str]] = [
     CREATE INDEX tickets_created ON tickets (created_at, department);
     DROP INDEX inquiries_created;
     """,
+    # 27: a reply that must never follow a status reply of its inquiry (the holding
+    # acknowledgement, "the number follows", issue 25): the outbox drops it once one exists
+    """
+    ALTER TABLE replies ADD COLUMN before_status INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

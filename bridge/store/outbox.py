@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from bridge.store.drivers import iso, now_iso
@@ -22,7 +23,38 @@ from schemas.vocab import (
 )
 
 
+def _lapsed(alias: str, dead: Sequence[str]) -> str:
+    """SQL: a claim of ``alias`` (``r.``, or empty) that no longer holds: its lease ran out
+    (one parameter, the time) or its owner is known dead (one parameter per dead owner)."""
+    cond = f"{alias}lease_until < ?"
+    if dead:
+        cond += f" OR {alias}lease_owner IN ({', '.join('?' for _ in dead)})"
+    return f"({cond})"
+
+
+def _owned(claim: ReplyClaim) -> str:
+    """SQL: the claim is still its owner's (another process may have taken it over when this
+    one's liveness lease was lost)."""
+    return " AND lease_owner = ?" if claim.owner is not None else ""
+
+
+def _owner(claim: ReplyClaim) -> tuple[str, ...]:
+    return (claim.owner,) if claim.owner is not None else ()
+
+
 class OutboxStore(RepliesStore):
+    async def live_claim_owners(
+        self, platform: str, account: str, now: datetime | None = None
+    ) -> list[str]:
+        """The owners of the account's claims whose fixed lease has not run out: whether each
+        still lives is for the outbox to learn (``bridge.store.leases``)."""
+        rows = await self.db.fetchall(
+            "SELECT DISTINCT lease_owner FROM replies WHERE platform = ? AND account = ?"
+            " AND state = ? AND lease_until >= ? AND lease_owner IS NOT NULL",
+            (platform, account, ReplyState.POSTING, iso(now or datetime.now(UTC))),
+        )
+        return sorted(str(r["lease_owner"]) for r in rows)
+
     async def claim_reply(
         self,
         platform: str,
@@ -32,6 +64,7 @@ class OutboxStore(RepliesStore):
         lease: timedelta,
         quota: tuple[int, timedelta] | None = None,
         now: datetime | None = None,
+        dead_owners: Sequence[str] = (),
     ) -> ReplyClaim:
         """Lease the reply an account should post next, within its posting quota.
 
@@ -41,13 +74,16 @@ class OutboxStore(RepliesStore):
         before any second reply, then final answers, then the rest, oldest first. Pending
         status replies of one inquiry become one: the latest is posted, the ones it
         overtook are marked superseded. A lease that ran out (a crash, or a call whose
-        outcome is unknown) can be taken again; the reply is then ``uncertain``. ``now`` is
-        the outbox's clock (the quota's window and the leases are measured on it).
+        outcome is unknown) can be taken again; the reply is then ``uncertain``. So can a
+        claim whose owner is in ``dead_owners`` (its liveness lease was found free: the
+        process is gone), at once. ``now`` is the outbox's clock (the quota's window and the
+        leases are measured on it).
         """
+        dead = tuple(o for o in dict.fromkeys(dead_owners) if o != owner)
         async with self.transaction() as tx:
             await tx.db.lock(f"outbox:{platform}:{account}")
             return await tx._claim_reply(
-                platform, account, owner, lease, quota, now or datetime.now(UTC)
+                platform, account, owner, lease, quota, now or datetime.now(UTC), dead
             )
 
     async def _claim_reply(
@@ -58,11 +94,13 @@ class OutboxStore(RepliesStore):
         lease: timedelta,
         quota: tuple[int, timedelta] | None,
         now: datetime,
+        dead: tuple[str, ...] = (),
     ) -> ReplyClaim:
         stamp = iso(now)
         approved, posting = ReplyState.APPROVED, ReplyState.POSTING
+        lapsed = (stamp, *dead)  # the parameters of ``_lapsed``
         claimable = (
-            "(r.state = ? OR (r.state = ? AND r.lease_until < ?))"
+            f"(r.state = ? OR (r.state = ? AND {_lapsed('r.', dead)}))"
             " AND (r.not_before IS NULL OR r.not_before <= ?)"
         )
         # In the order of the claim index: a lease that ran out first (its reply may be on
@@ -73,13 +111,13 @@ class OutboxStore(RepliesStore):
         ready = (
             " AND (r.not_before IS NULL OR r.not_before <= ?)"
             " AND NOT EXISTS (SELECT 1 FROM replies q WHERE q.inquiry_id = r.inquiry_id"
-            " AND q.state = ? AND q.lease_until >= ?)"
+            f" AND q.state = ? AND NOT {_lapsed('q.', dead)})"
             " AND (r.status IS NULL OR NOT EXISTS (SELECT 1 FROM replies w"
             " WHERE w.inquiry_id = r.inquiry_id AND w.status IS NOT NULL AND w.uncertain = 1"
             " AND w.state = ? AND w.not_before > ?))"
             " ORDER BY r.priority, r.created_at LIMIT 1"
         )
-        ready_params = (stamp, posting, stamp, approved, stamp)
+        ready_params = (stamp, posting, *lapsed, approved, stamp)
         # both in one statement (each part its own LIMIT 1 on the claim index): the first
         # row of the first part that has one (``pick``) is the reply to take
         # (``others``: whether its inquiry has another status reply that is pending or posted;
@@ -87,14 +125,15 @@ class OutboxStore(RepliesStore):
         rows = await self.db.fetchall(
             "SELECT u.*, EXISTS (SELECT 1 FROM replies o WHERE o.inquiry_id = u.inquiry_id"
             " AND o.reply_id <> u.reply_id AND o.status IS NOT NULL"
-            " AND (o.state IN (?, ?) OR (o.state = ? AND o.lease_until < ?))) AS others FROM"
-            " (SELECT * FROM (SELECT r.*, 0 AS pick FROM replies r WHERE r.platform = ?"
-            " AND r.account = ? AND r.state = ? AND r.lease_until < ?" + ready + ") AS expired"
-            " UNION ALL SELECT * FROM (SELECT r.*, 1 AS pick FROM replies r"
+            f" AND (o.state IN (?, ?) OR (o.state = ? AND {_lapsed('o.', dead)}))) AS others"
+            " FROM (SELECT * FROM (SELECT r.*, 0 AS pick FROM replies r WHERE r.platform = ?"
+            f" AND r.account = ? AND r.state = ? AND {_lapsed('r.', dead)}"
+            + ready
+            + ") AS expired UNION ALL SELECT * FROM (SELECT r.*, 1 AS pick FROM replies r"
             " WHERE r.platform = ? AND r.account = ? AND r.state = ?" + ready + ") AS ready) u",
             (
-                *(approved, ReplyState.POSTED, posting, stamp),
-                *(platform, account, posting, stamp, *ready_params),
+                *(approved, ReplyState.POSTED, posting, *lapsed),
+                *(platform, account, posting, *lapsed, *ready_params),
                 *(platform, account, approved, *ready_params),
             ),
         )
@@ -109,14 +148,27 @@ class OutboxStore(RepliesStore):
             waiting = await self.db.fetchall(  # counted only as far as it matters
                 "SELECT COUNT(*) AS n FROM (SELECT 1 FROM replies r WHERE r.platform = ?"
                 " AND r.account = ? AND " + claimable + " LIMIT ?) AS w",
-                (platform, account, approved, posting, stamp, stamp, free + 1),
+                (platform, account, approved, posting, *lapsed, stamp, free + 1),
             )
             pressed = int(waiting[0]["n"]) > free
         first: StoredReply = self._reply(rows[0])
+        if (
+            rows[0]["before_status"]
+            and first.state == approved  # one being posted already goes first: let it
+            and await self._has_status_reply(first)
+        ):
+            # "the number follows" after a reply that gives the number: never posted
+            await self.db.execute(
+                "UPDATE replies SET state = ? WHERE reply_id = ? AND state = ?",
+                (ReplyState.SUPERSEDED, first.reply_id, approved),
+            )
+            return ReplyClaim(None, superseded=(first.reply_id,))
         chosen: StoredReply | None = first
         superseded: list[str] = []
         if first.status is not None and rows[0]["others"]:
-            chosen, superseded = await self._latest_status_reply(first, stamp, merge=pressed)
+            chosen, superseded = await self._latest_status_reply(
+                first, stamp, merge=pressed, dead=dead
+            )
         for reply_id in superseded:
             await self.db.execute(
                 "UPDATE replies SET state = ?, merged_into = ?"
@@ -134,10 +186,24 @@ class OutboxStore(RepliesStore):
         taken = await self.db.fetchall(  # the claimed row as it is now: no read back
             "UPDATE replies SET state = ?, lease_owner = ?, lease_until = ?,"
             " post_attempts = post_attempts + 1,"
-            " uncertain = CASE WHEN state = ? THEN 1 ELSE uncertain END"
+            # Taken from a claim that lapsed: uncertain if a post call may have been made (a
+            # call's row is written before it, ``start_copy``, and stays pending until its
+            # answer is known); a claimant that died before calling made no copy.
+            " uncertain = CASE WHEN state = ? AND EXISTS (SELECT 1 FROM reply_copies c"
+            " WHERE c.reply_id = replies.reply_id AND c.fate = ?) THEN 1 ELSE uncertain END"
             " WHERE reply_id = ?"
-            " AND (state = ? OR (state = ? AND lease_until < ?)) RETURNING *",
-            (posting, owner, iso(now + lease), posting, chosen.reply_id, approved, posting, stamp),
+            f" AND (state = ? OR (state = ? AND {_lapsed('', dead)})) RETURNING *",
+            (
+                posting,
+                owner,
+                iso(now + lease),
+                posting,
+                CopyFate.PENDING,
+                chosen.reply_id,
+                approved,
+                posting,
+                *lapsed,
+            ),
         )
         if not taken:
             return ReplyClaim(None, superseded=tuple(superseded))
@@ -147,11 +213,20 @@ class OutboxStore(RepliesStore):
             " VALUES (?, ?, ?, ?, ?)",
             (call_id, platform, account, chosen.reply_id, stamp),
         )
+        # The call's copy row is not written with the claim (perf2 did, one transaction less
+        # per inquiry): written just before the call (``start_copy``), it is what tells a
+        # process taking the claim over whether a call may have been made
         claimed = self._reply(taken[0])
-        # the call's copy row with the claim (one transaction before the call, not two),
-        # unless the reply is uncertain: then it is looked for first
-        copy = None if claimed.uncertain else await self.start_copy(claimed.reply_id, now)
-        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded), copy=copy)
+        return ReplyClaim(claimed, call_id=call_id, superseded=tuple(superseded), owner=owner)
+
+    async def _has_status_reply(self, reply: StoredReply) -> bool:
+        """Whether the reply's inquiry has a status reply on its way or out."""
+        rows = await self.db.fetchall(
+            "SELECT 1 FROM replies WHERE inquiry_id = ? AND status IS NOT NULL"
+            " AND state IN (?, ?, ?) LIMIT 1",
+            (reply.inquiry_id, ReplyState.APPROVED, ReplyState.POSTING, ReplyState.POSTED),
+        )
+        return bool(rows)
 
     async def _quota_wait(
         self,
@@ -183,7 +258,7 @@ class OutboxStore(RepliesStore):
         return min(frees), 0
 
     async def _latest_status_reply(
-        self, chosen: StoredReply, stamp: str, *, merge: bool
+        self, chosen: StoredReply, stamp: str, *, merge: bool, dead: tuple[str, ...] = ()
     ) -> tuple[StoredReply | None, list[str]]:
         """The status reply to post and the ones it overtook. A status already overtaken by
         a posted later one is never posted. With ``merge`` (the quota binds), pending
@@ -191,13 +266,14 @@ class OutboxStore(RepliesStore):
         each is posted in turn, the earliest first."""
         rows = await self.db.fetchall(
             "SELECT * FROM replies WHERE inquiry_id = ? AND status IS NOT NULL"
-            " AND (state IN (?, ?) OR (state = ? AND lease_until < ?))",
+            f" AND (state IN (?, ?) OR (state = ? AND {_lapsed('', dead)}))",
             (
                 chosen.inquiry_id,
                 ReplyState.APPROVED,
                 ReplyState.POSTED,
                 ReplyState.POSTING,
                 stamp,
+                *dead,
             ),
         )
         replies = [self._reply(r) for r in rows]
@@ -257,7 +333,7 @@ class OutboxStore(RepliesStore):
             done = await tx.db.execute(
                 "UPDATE replies SET state = ?, external_ids = ?, outcome = ?, posted_at = ?,"
                 " lease_until = NULL, failure = NULL, looks = 0, sweep_at = ?"
-                " WHERE reply_id = ? AND state = ?",
+                " WHERE reply_id = ? AND state = ?" + _owned(claim),
                 (
                     state,
                     json.dumps(external_ids),
@@ -266,6 +342,7 @@ class OutboxStore(RepliesStore):
                     iso(sweep_at) if sweep_at else None,
                     reply.reply_id,
                     ReplyState.POSTING,
+                    *_owner(claim),
                 ),
             )
             for external_id in external_ids:
@@ -309,9 +386,10 @@ class OutboxStore(RepliesStore):
         async with self.transaction() as tx:
             await tx.db.execute(
                 "UPDATE replies SET state = ?, lease_until = NULL,"
-                " uncertain = CASE WHEN ? THEN 1 ELSE uncertain END, not_before = ?, failure = ?,"
+                " uncertain = CASE WHEN ? = 1 THEN 1 ELSE uncertain END, not_before = ?,"
+                " failure = ?,"
                 " post_attempts = post_attempts - ?, looks = COALESCE(?, looks)"
-                " WHERE reply_id = ? AND state = ?",
+                " WHERE reply_id = ? AND state = ?" + _owned(claim),
                 (
                     ReplyState.APPROVED,
                     int(uncertain),
@@ -321,6 +399,7 @@ class OutboxStore(RepliesStore):
                     looks,
                     reply.reply_id,
                     ReplyState.POSTING,
+                    *_owner(claim),
                 ),
             )
             await tx._end_call(claim.call_id, calls_used, now)
@@ -333,8 +412,14 @@ class OutboxStore(RepliesStore):
         async with self.transaction() as tx:
             failed = await tx.db.execute(
                 "UPDATE replies SET state = ?, lease_until = NULL, failure = ?"
-                " WHERE reply_id = ? AND state = ?",
-                (ReplyState.FAILED, failure[:500], reply.reply_id, ReplyState.POSTING),
+                " WHERE reply_id = ? AND state = ?" + _owned(claim),
+                (
+                    ReplyState.FAILED,
+                    failure[:500],
+                    reply.reply_id,
+                    ReplyState.POSTING,
+                    *_owner(claim),
+                ),
             )
             await tx._end_call(claim.call_id, 1, now)
             if failed > 0:

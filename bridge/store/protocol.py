@@ -218,6 +218,7 @@ class Store(Protocol):
         state: str,
         request_json: str,
         cycle: int = 0,
+        before_any_status: bool = False,
     ) -> bool: ...
 
     async def get_reply(self, reply_id: str) -> StoredReply | None: ...
@@ -289,7 +290,12 @@ class Store(Protocol):
         lease: timedelta,
         quota: tuple[int, timedelta] | None = None,
         now: datetime | None = None,
+        dead_owners: Sequence[str] = (),
     ) -> ReplyClaim: ...
+
+    async def live_claim_owners(
+        self, platform: str, account: str, now: datetime | None = None
+    ) -> list[str]: ...
 
     async def finish_post(
         self,

@@ -41,10 +41,25 @@ class RepliesStore(StoreBase):
         state: str,
         request_json: str,
         cycle: int = 0,
+        before_any_status: bool = False,
     ) -> bool:
+        """Record a reply (False: it was there already). ``before_any_status``: only while the
+        inquiry has no status reply (the holding acknowledgement, "the number follows", must
+        never come after the 已受理 that gives the number); the check and the insert are one
+        step against every other reply of the inquiry being recorded, and the outbox drops
+        such a reply if a status reply is approved or posted before it goes out (an approver
+        may approve them in either order)."""
         # The outbox's order when a quota binds: an inquiry's first reply (0), then final
         # answers (1), then the rest (2).
         async with self.transaction() as tx:
+            # every reply of the inquiry recorded one at a time (an advisory lock on
+            # PostgreSQL; SQLite writes one transaction at a time anyway)
+            await tx.db.lock(f"replies:{inquiry_id}")
+            if before_any_status and await tx.db.fetchall(
+                "SELECT 1 FROM replies WHERE inquiry_id = ? AND status IS NOT NULL LIMIT 1",
+                (inquiry_id,),
+            ):
+                return False
             # whether it is the inquiry's first is decided by the INSERT itself (priority 0);
             # the inquiry's earlier replies are read only when there are some and a newer
             # status may supersede drafts among them
@@ -61,6 +76,7 @@ class RepliesStore(StoreBase):
                 request_json,
                 cycle,
                 later,
+                before_status=before_any_status,
             )
             if priority is not None:
                 await tx.record_audit(
@@ -132,14 +148,15 @@ class RepliesStore(StoreBase):
         request_json: str,
         cycle: int,
         later: int,
+        before_status: bool = False,
     ) -> int | None:
         """The reply's row, unless it is there already (None); its priority (returned) is 0
         when the inquiry has no other reply, else ``later``."""
         rows = await self.db.fetchall(
             "INSERT INTO replies (reply_id, inquiry_id, platform, account, department, status,"
-            " templated, state, request_json, created_at, cycle, priority)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN EXISTS (SELECT 1 FROM replies"
-            " WHERE inquiry_id = ?) THEN ? ELSE 0 END)"
+            " templated, state, request_json, created_at, cycle, before_status, priority)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CASE WHEN EXISTS (SELECT 1 FROM"
+            " replies WHERE inquiry_id = ?) THEN ? ELSE 0 END)"
             " ON CONFLICT (reply_id) DO NOTHING RETURNING priority",
             (
                 reply_id,
@@ -153,6 +170,7 @@ class RepliesStore(StoreBase):
                 request_json,
                 now_iso(),
                 cycle,
+                int(before_status),
                 inquiry_id,
                 later,
             ),

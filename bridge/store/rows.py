@@ -140,16 +140,14 @@ class ReplyClaim:
     ``call_id`` is its slot in the account's posting quota. Without a reply, ``wait_until``
     says when the quota frees a slot (``None``: nothing is waiting). ``superseded`` lists
     replies of the same inquiry that the claimed one overtook (they will not be posted).
+    ``owner`` is the claimant: the claim is settled only while it is still theirs.
     """
 
     reply: StoredReply | None
     call_id: str | None = None
     wait_until: datetime | None = None
     superseded: tuple[str, ...] = ()
-    copy: int | None = None
-    """The number of the post call this claim makes, its copy row written with the claim
-    (``start_copy``'s, in the claim's transaction); None when the reply is uncertain (it is
-    looked for first, and a call noted only if one is made)."""
+    owner: str | None = None
 
 
 @dataclass(frozen=True)

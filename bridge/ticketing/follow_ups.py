@@ -6,11 +6,15 @@ REST system configured without an ``append`` endpoint), the department chooses a
 (``[departments.follow_ups]``, ``schemas.config.FollowUpConfig``):
 
 - ``new_request``: a new request in the same ticket system whose description names the
-  original ticket ("原工单 X"), linked to it in the store. Exactly once: "attempted" is
-  recorded before the create; a redelivery of an attempted one past the department's
-  ``create_lease`` looks it up by its own reference (``find_by_reference``) before creating
-  again, and where the backend cannot be searched the outcome is recorded as unknown rather
-  than risking a second request.
+  original ticket ("原工单 X"), linked to it in the store. Exactly once, like a ticket's
+  create: the request is made under the lease ``create:<reference>`` (tied to the process's
+  life, ``bridge.ticketing.create_lease``) and "attempted" is recorded before it. A redelivery
+  that finds an attempt while the lease is held waits a second; with the lease free its holder
+  is gone, so it looks the request up by its own reference (``find_by_reference``) at once,
+  and again once the attempt is ``create_settle`` old before creating. A live holder that got
+  no answer marks the attempt, which is then looked up only after ``create_lease``. Where the
+  backend cannot be searched the outcome is recorded as unknown rather than risking a second
+  request.
 - ``webhook``: a signed HTTP POST (``X-Govbridge-Timestamp`` / ``X-Govbridge-Signature``,
   ``adapters.signing``) of the follow-up to the handling unit's URL, with ``Idempotency-Key``
   (the command id) so a receiver drops a repeat after a timeout. A 2xx answer is delivery.
@@ -39,6 +43,7 @@ from adapters.base import (
 )
 from adapters.http import HttpClient
 from bridge.runtime.worker import Retry
+from bridge.ticketing.create_lease import HELD_ELSEWHERE, UNCERTAIN, create_lease_name
 from schemas.config import DepartmentConfig
 from schemas.messages import TicketCommand, reference_for
 from schemas.vocab import FollowUpChannel, InquiryState
@@ -147,24 +152,52 @@ class FollowUps:
     ) -> str | None:
         """A new request naming the original ticket, made once; its id (``None`` when whether
         it was made cannot be known)."""
+        inquiry_id = command.inquiry.inquiry_id
+        row = await self.ctx.store.get_follow_up_delivery(inquiry_id)
+        if row is not None and row.state == DELIVERED:
+            return row.linked_id
+        if row is not None and row.state == UNKNOWN:
+            return None
+        lease = create_lease_name(reference_for(inquiry_id))
+        if not await self.ctx.leases.try_acquire(lease):
+            raise Retry(
+                f"linked request for {inquiry_id} in progress elsewhere",
+                HELD_ELSEWHERE,
+                counts=False,
+            )
+        try:
+            return await self._file_linked_leased(system, dept, command, ticket_id)
+        finally:
+            await self.ctx.leases.release(lease)
+
+    async def _file_linked_leased(
+        self,
+        system: TicketSystem,
+        dept: DepartmentConfig,
+        command: TicketCommand,
+        ticket_id: str,
+    ) -> str | None:
         store = self.ctx.store
         inquiry_id = command.inquiry.inquiry_id
         reference = reference_for(inquiry_id)
         channel = FollowUpChannel.NEW_REQUEST
-        row = await store.get_follow_up_delivery(inquiry_id)
+        row = await store.get_follow_up_delivery(inquiry_id)  # again, under the lease
         if row is not None and row.state == DELIVERED:
             return row.linked_id
         if row is not None and row.state == UNKNOWN:
             return None
         expected = None if row is None else row.updated_at
         if row is not None and row.state == ATTEMPTED:
-            # another delivery may be creating it now: wait for its lease before presuming
-            # it crashed, then look for what it may have made
-            lease = dept.ticketing.create_lease
+            # Started and never finished, and nobody holds its lease: its holder is gone, or
+            # (``UNCERTAIN``) lived without an answer, so the backend may still commit that
+            # request: only then is ``create_lease`` waited out.
+            cfg = dept.ticketing
             age = datetime.now(UTC) - datetime.fromisoformat(row.updated_at)
-            if age < lease:
+            if (row.detail or "").startswith(UNCERTAIN) and age < cfg.create_lease:
                 raise Retry(
-                    f"linked request for {inquiry_id} in progress", lease - age, counts=False
+                    f"linked request for {inquiry_id} had no answer; looked up after create_lease",
+                    cfg.create_lease - age,
+                    counts=False,
                 )
             if not system.capabilities.search_by_reference:
                 detail = (
@@ -176,6 +209,12 @@ class FollowUps:
             found = await system.find_by_reference(reference)
             if found is not None:
                 return await self._linked(command, ticket_id, found)
+            settle = min(cfg.create_settle, cfg.create_lease)
+            if age < settle:  # a request the gone holder sent may still be committing
+                raise Retry(
+                    f"linked request for {inquiry_id} not found yet", settle - age, counts=False
+                )
+            log.info("linked request taken over from a holder that is gone", reference=reference)
         claimed = await store.claim_follow_up_delivery(
             inquiry_id=inquiry_id,
             department=dept.id,
@@ -199,6 +238,9 @@ class FollowUps:
         except TransientError as exc:
             if exc.not_sent:
                 await self._settle(command, ticket_id, channel, NOT_SENT, detail=exc.reason[:200])
+            else:  # no answer: the backend may still commit it (looked up after create_lease)
+                detail = (UNCERTAIN + exc.reason)[:200]
+                await self._settle(command, ticket_id, channel, ATTEMPTED, detail=detail)
             raise
         except (AuthError, PermanentError) as exc:  # refused: nothing was made
             await self._settle(command, ticket_id, channel, NOT_SENT, detail=exc.reason[:200])

@@ -60,6 +60,7 @@ from bridge.runtime.credentials import ticketing_subject
 from bridge.runtime.worker import DeadLetter, Delivery, Retry, Stage, Worker
 from bridge.store.inquiries import KEEP
 from bridge.telemetry import timing
+from bridge.ticketing.create_lease import HELD_ELSEWHERE, UNCERTAIN, create_lease_name
 from bridge.ticketing.follow_ups import FollowUps
 from schemas import routing, stages
 from schemas.messages import TicketCommand, TicketEvent
@@ -75,16 +76,6 @@ if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
 
 log = structlog.get_logger("govbridge.ticketing")
-
-# A delivery that finds a create held by a live process looks again this soon.
-HELD_ELSEWHERE = timedelta(seconds=1)
-# The detail of an attempt whose holder lived but had no answer (a timeout, a 502/504).
-UNCERTAIN = "no answer: "
-
-
-def create_lease_name(reference: str) -> str:
-    """The lease a create of ``reference`` is held under (``bridge.store.leases``)."""
-    return f"create:{reference}"
 
 
 class TicketingRole:
