@@ -13,8 +13,13 @@ scans that found no reply, are left out, as their number depends on timing):
   PostgreSQL 41.4 in 10 (the audit trail: one INSERT per transaction, no lock, no head read);
 - now: SQLite 28.2 statements in 9, PostgreSQL 31.0-31.4 in 9 (reads joined, writes with
   RETURNING, the flood limit and a reply's priority decided in their INSERTs, the post call's
-  copy row written with the claim). The issue's target (20 statements, 4 transactions) is not
-  reached: see docs/performance.md for what is left and why.
+  copy row written with the claim);
+- now, with issue 25's claims tied to their owner's life: SQLite 30.0 statements in 10,
+  PostgreSQL 32.3 in 10 (the call's copy row is written just before the call again, not with
+  the claim: a process taking a dead owner's claim over learns from it whether a call may have
+  been made; every reply recorded under its inquiry's lock, an advisory lock on PostgreSQL).
+  The issue's target (20 statements, 4 transactions) is not reached: see docs/performance.md
+  for what is left and why.
 """
 
 from __future__ import annotations
@@ -113,12 +118,12 @@ async def test_statements_and_transactions_per_inquiry(
     postgres = store_url.startswith("postgresql")
     # a few more on a busy machine: a handler retried (a ticket event before its ticket; on
     # PostgreSQL an alert's shared state written while the pool was short); tight enough that
-    # one more statement per inquiry fails on SQLite (28.2 measured: 338 of 348 allowed)
+    # one more statement per inquiry fails on SQLite (30.0 measured: 360 of 372 allowed)
     slack = INQUIRIES // 2
-    assert count.transactions <= 9 * INQUIRIES + slack
+    assert count.transactions <= 10 * INQUIRIES + slack
     assert (
         count.working_statements
-        <= (31 if postgres else 28) * INQUIRIES + (3 if postgres else 2) * slack
+        <= (33 if postgres else 30) * INQUIRIES + (3 if postgres else 2) * slack
     )
     # the audit trail's head is read once per chain a writer begins, never per record
     assert count.by_sql["SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"] <= chains
