@@ -265,16 +265,22 @@ class Daemon:
 
     async def _warm_pages(self) -> None:
         """Count what the console's costly pages ask first (the dashboard's default period,
-        the inspection, the ranking's 12 months), one after the other, so that their first
-        visit finds it kept (``http.warm_pages``). Then nothing more: a page is counted again
+        the inspection; the ranking's 12 months beside them), so that their first visit finds
+        it kept (``http.warm_pages``). Then nothing more: a page is counted again
         only when a visit finds it older than a minute."""
         started = time.monotonic()
-        with contextlib.suppress(Exception):  # said in the log (``bridge.web.kept``)
-            await self._kept_reports.warm(
-                (DASHBOARD_PERIOD, None), self._report_count(DASHBOARD_PERIOD, None)
-            )
-        if self._console_api is not None:
-            await self._console_api.warm()
+        console = self._console_api
+        assert console is not None
+
+        async def dashboard_then_inspection() -> None:
+            with contextlib.suppress(Exception):  # said in the log (``bridge.web.kept``)
+                await self._kept_reports.warm(
+                    (DASHBOARD_PERIOD, None), self._report_count(DASHBOARD_PERIOD, None)
+                )
+            await console.warm_inspection()
+
+        # two at a time: the ranking, the longest, beside the other two
+        await asyncio.gather(dashboard_then_inspection(), console.warm_ranking())
         log.info("console pages warmed", seconds=round(time.monotonic() - started, 2))
 
     def _report_count(

@@ -372,14 +372,17 @@ class ConsoleApi:
         background(task, "ranking")
         return task
 
-    async def warm(self) -> None:
-        """Count what the ranking and inspection pages ask first (the last 12 months; the
-        inspection's default period, asking the platforms as the page does), one after
-        the other, so that their first visit finds them kept. A failure is logged."""
-        with contextlib.suppress(Exception):
-            await self.inspected.warm((None, False), self._inspection_count(None, False))
+    async def warm_ranking(self) -> None:
+        """Count the 12 months the ranking page asks first, so that its first visit finds
+        them kept (a failure is logged)."""
         with contextlib.suppress(Exception):
             await self._recount_ranking()
+
+    async def warm_inspection(self) -> None:
+        """Count the inspection the page asks first (its default period, asking the platforms
+        as the page does), so that its first visit finds it kept (a failure is logged)."""
+        with contextlib.suppress(Exception):
+            await self.inspected.warm((None, False), self._inspection_count(None, False))
 
     # ------------------------------------------------------------------ inspection
     async def inspection(self, request: web.Request) -> web.Response:
