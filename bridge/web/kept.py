@@ -57,10 +57,6 @@ class Flights(Generic[T]):
         if not task.cancelled():
             task.exception()  # retrieved: its askers, if any, have it (``background`` logs)
 
-    def cancel(self) -> None:
-        for task in self.running.values():
-            task.cancel()
-
 
 def background(task: asyncio.Task[object], what: str) -> None:
     """Say in the log when ``task``, which nobody may await, fails."""
