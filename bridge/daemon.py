@@ -56,6 +56,8 @@ ALL_ROLES = ("ingest", "triage", "ticketing", "sync", "reply", "sla", "inspect",
 CONSUMING_STAGES = {"triage": 1, "ticketing": 1, "reply": 3}
 # Reports computed at once per process (each reads the whole store in a thread); more wait.
 REPORT_SLOTS = 2
+# the dashboard's period when the console opens it (console.html's selected ``#period``)
+DASHBOARD_PERIOD = "30d"
 
 CONSOLE_FILES = {
     "/": ("console.html", "text/html"),
@@ -117,6 +119,7 @@ class Daemon:
         self.ctx: BridgeContext | None = None
         self.http_port: int | None = None
         self._server: HttpServer | None = None
+        self._console_api: ConsoleApi | None = None
         self._stop = asyncio.Event()
         self._exit_code = 0
         self._report_slots = asyncio.Semaphore(REPORT_SLOTS)
@@ -223,7 +226,7 @@ class Daemon:
         OperatorApi(self.ctx).register(app)
         TriageReviewApi(self.ctx).register(app)
         OperatorsHttp(store, self.cfg.http).install(app)
-        ConsoleApi(self.ctx)
+        self._console_api = ConsoleApi(self.ctx)
         CredentialsApi(self.ctx)
         for name in self.role_names:
             if name == "http":
@@ -247,6 +250,10 @@ class Daemon:
                 trusted_proxies=http.trusted_proxies,
             )
             log.info("http listening", port=self.http_port)
+            if http.warm_pages:  # after start, in the background: readiness does not wait
+                task = asyncio.create_task(self._warm_pages(), name="warm-pages")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         log.info("govbridge started", roles=self.role_names)
 
     async def _console(self, request: web.Request) -> web.Response:
@@ -255,6 +262,44 @@ class Daemon:
         name, ctype = CONSOLE_FILES[request.path]
         text = resources.files("bridge.web.static").joinpath(name).read_text("utf-8")
         return web.Response(text=text, content_type=ctype)
+
+    async def _warm_pages(self) -> None:
+        """Count what the console's costly pages ask first (the dashboard's default period,
+        the inspection; the ranking's 12 months beside them), so that their first visit finds
+        it kept (``http.warm_pages``). Then nothing more: a page is counted again
+        only when a visit finds it older than a minute."""
+        started = time.monotonic()
+        console = self._console_api
+        assert console is not None
+
+        async def dashboard_then_inspection() -> None:
+            with contextlib.suppress(Exception):  # said in the log (``bridge.web.kept``)
+                await self._kept_reports.warm(
+                    (DASHBOARD_PERIOD, None), self._report_count(DASHBOARD_PERIOD, None)
+                )
+            await console.warm_inspection()
+
+        # two at a time: the ranking, the longest, beside the other two
+        await asyncio.gather(dashboard_then_inspection(), console.warm_ranking())
+        log.info("console pages warmed", seconds=round(time.monotonic() - started, 2))
+
+    def _report_count(
+        self, since_text: str | None, dept: str | None
+    ) -> Callable[[datetime], Awaitable[tuple[datetime, list[DepartmentReport], dict[str, int]]]]:
+        """The dashboard of ``?since=since_text&department=dept``, counted as of a time."""
+        longest = self.cfg.http.max_range
+
+        async def count(
+            at: datetime,
+        ) -> tuple[datetime, list[DepartmentReport], dict[str, int]]:
+            start = parse_since(since_text, at, longest) if since_text else at - longest
+            async with self._report_slots:
+                reports, ignored = await department_reports_apart(
+                    self.cfg, at, since=start, department=dept
+                )
+            return start, reports, ignored
+
+        return count
 
     async def _report(self, request: web.Request) -> web.Response:
         """``?since=`` (default: the longest period allowed, ``http.max_range``) and
@@ -272,19 +317,9 @@ class Daemon:
             return json_error(400, str(exc))
         if dept is not None and dept not in {d.id for d in self.cfg.departments}:
             return json_error(404, f"no department {dept!r}")
-
-        async def count(
-            at: datetime,
-        ) -> tuple[datetime, list[DepartmentReport], dict[str, int]]:
-            start = parse_since(since_text, at, longest) if since_text else at - longest
-            async with self._report_slots:
-                reports, ignored = await department_reports_apart(
-                    self.cfg, at, since=start, department=dept
-                )
-            return start, reports, ignored
-
         # kept as counted for a minute (then counted again in the background): "until" says
         # when, and the page shows it
+        count = self._report_count(since_text, dept)
         (since, reports, ignored), at = await self._kept_reports.get((since_text, dept), now, count)
         return web.json_response(
             {

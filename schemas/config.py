@@ -171,6 +171,14 @@ class HttpConfig(Strict):
         " only a request arriving from one of them may name the client's address in"
         " X-Forwarded-For. Empty: the connection's own address is the client's.",
     )
+    warm_pages: bool = Field(
+        default=True,
+        description="When a process with the http role starts, count in the background what"
+        " the console's dashboard (30 days), inspection and ranking (12 months) ask first, so"
+        " that their first visit is served as counted; after that a page is counted again only"
+        " when a visit finds it older than a minute. Off: the first visit counts (at 100,000"
+        " inquiries, seconds).",
+    )
     public_url: str | None = Field(
         default=None,
         pattern=r"^https?://[^/?#]+/?$",

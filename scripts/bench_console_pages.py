@@ -2,7 +2,8 @@
 measurement by a browser script, not a test.
 
     .venv/bin/python scripts/bench_console_pages.py [--inquiries N] [--pending N] [--rounds N]
-        [--postgresql URL_OF_AN_ADMIN_DATABASE] [--width 1440]
+        [--postgresql URL_OF_AN_ADMIN_DATABASE] [--width 1440] [--starts N] [--no-warm]
+        [--settle SECONDS]
 
 Fills a store as ``scripts/bench_approval_queue.py`` does (INQUIRIES made-up inquiries of 12
 departments and 24 accounts, each with a ticket; PENDING template drafts awaiting approval,
@@ -15,6 +16,11 @@ Inquiry search (a text and a department) and one inquiry's journey are timed the
 Then approves the first card ROUNDS times, as an approver presses the button; its server time
 is the ``Server-Timing`` the bridge puts on every ``/api/`` answer, read from the browser's
 resource timings, beside the whole click-to-redrawn time.
+
+With ``--starts N`` the bridge is started N times on the same store, each start walked as
+above (the browser opened as soon as the bridge listens, or ``--settle`` seconds later): each
+page's first visit after a start is reported apart from the visits after it, with how many
+seconds after the start it came. ``--no-warm`` starts the bridge with ``http.warm_pages`` off.
 
 Prints each page's median and slowest, the server time of its requests, the load average
 before and after, and the machine; docs/performance.md keeps them.
@@ -85,7 +91,7 @@ JOURNEY = "(n) => document.querySelectorAll('#results a[data-journey]')[n].click
 APPROVE = """(n) => document.querySelector('#approvals button[data-decision="approve"]').click()"""
 
 
-def config(url: str) -> GovbridgeConfig:
+def config(url: str, warm: bool = True) -> GovbridgeConfig:
     """The departments and accounts of ``bench_approval_queue.config``, served over HTTP."""
     departments = [
         {"id": f"d{k}", "name": f"部门{k}", "sla": {"complaint": "5wd"}, "ticketing": seed.REST}
@@ -104,7 +110,11 @@ def config(url: str) -> GovbridgeConfig:
     ]
     data = {
         "store": {"url": url},
-        "http": {"listen": "127.0.0.1:0", "admin_token": "bench-admin-token-0123456789"},
+        "http": {
+            "listen": "127.0.0.1:0",
+            "admin_token": "bench-admin-token-0123456789",
+            "warm_pages": warm,
+        },
         "broker": {"url": "amqp://guest:guest@127.0.0.1:5672/", "exchange": "gbbench"},
         "departments": departments,
         "accounts": accounts,
@@ -128,7 +138,7 @@ def browser(width: int) -> Any:
     return driver
 
 
-def walk(base: str, rounds: int, width: int) -> dict[str, list[dict[str, Any]]]:
+def walk(base: str, rounds: int, width: int, started: float) -> dict[str, list[dict[str, Any]]]:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -146,6 +156,7 @@ def walk(base: str, rounds: int, width: int) -> dict[str, list[dict[str, Any]]]:
             got = d.execute_async_script(
                 f"const fn = {how};" + VISIT.replace("how(arg)", "fn(arg)"), None, arg
             )
+            got["after_start"] = time.monotonic() - started - got["ms"] / 1000
             seen.setdefault(name, []).append(got)
 
         for _ in range(rounds):
@@ -164,6 +175,8 @@ def walk(base: str, rounds: int, width: int) -> dict[str, list[dict[str, Any]]]:
 
 def report(label: str, seen: dict[str, list[dict[str, Any]]]) -> None:
     for name, visits in seen.items():
+        if not visits:
+            continue
         times = [v["ms"] for v in visits]
         server: dict[str, list[float]] = {}
         for v in visits:
@@ -183,19 +196,38 @@ def report(label: str, seen: dict[str, list[dict[str, Any]]]) -> None:
         )
 
 
-async def run(url: str, label: str, rounds: int, width: int) -> None:
-    cfg = config(url)
-    metrics = Metrics()
-    daemon = Daemon(cfg, ["http"], metrics=metrics, broker=MemoryBroker(cfg.broker, metrics))
-    await daemon.start()
-    try:
-        assert daemon.ctx is not None
-        await add_operator(daemon.ctx.store, "bench", "admin", PASSWORD, actor="bench")
-        base = f"http://127.0.0.1:{daemon.http_port}"
-        seen = await asyncio.to_thread(walk, base, rounds, width)
-    finally:
-        await daemon.stop()
-    report(label, seen)
+async def run(
+    url: str, label: str, rounds: int, width: int, starts: int, warm: bool, settle: float
+) -> None:
+    cfg = config(url, warm)
+    walks = []
+    for n in range(starts):
+        metrics = Metrics()
+        daemon = Daemon(cfg, ["http"], metrics=metrics, broker=MemoryBroker(cfg.broker, metrics))
+        started = time.monotonic()
+        await daemon.start()
+        try:
+            assert daemon.ctx is not None
+            if n == 0:
+                await add_operator(daemon.ctx.store, "bench", "admin", PASSWORD, actor="bench")
+            await asyncio.sleep(settle)
+            base = f"http://127.0.0.1:{daemon.http_port}"
+            walks.append(await asyncio.to_thread(walk, base, rounds, width, started))
+        finally:
+            await daemon.stop()
+    if starts == 1:
+        report(label, walks[0])
+        return
+    names = list(walks[0])
+    report(f"{label}, first visit after each of {starts} starts", {
+        k: [w[k][0] for w in walks if w.get(k)] for k in names
+    })  # fmt: skip
+    for k in names:
+        at = ", ".join(f"{w[k][0]['after_start']:.1f}" for w in walks if w.get(k))
+        print(f"{label}: {k}: first visit {at} s after the start")
+    report(
+        f"{label}, later visits", {k: [v for w in walks for v in w.get(k, [])[1:]] for k in names}
+    )
 
 
 def load() -> str:
@@ -210,11 +242,15 @@ async def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--width", type=int, default=1440)
     p.add_argument("--postgresql", help="an admin database URL: PostgreSQL instead of SQLite")
+    p.add_argument("--starts", type=int, default=1, help="bridge starts on the same store")
+    p.add_argument("--no-warm", action="store_true", help="http.warm_pages off")
+    p.add_argument("--settle", type=float, default=0.0, help="seconds before the browser")
     args = p.parse_args()
     configure_logging("warning")
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         os.environ.pop(var, None)
     started = time.perf_counter()
+    extra = (args.starts, not args.no_warm, args.settle)
     data = seed.rows(args.inquiries, args.pending)
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs; {load()}")
     if not args.postgresql:
@@ -223,7 +259,7 @@ async def main() -> None:
         await (await open_store(url)).close()  # the schema
         seed.fill_sqlite(folder / "pages.db", data)
         print(f"filled SQLite in {time.perf_counter() - started:.0f} s")
-        await run(url, f"SQLite, {args.inquiries} inquiries", args.rounds, args.width)
+        await run(url, f"SQLite, {args.inquiries} inquiries", args.rounds, args.width, *extra)
     else:
         import asyncpg
 
@@ -235,7 +271,9 @@ async def main() -> None:
             await (await open_store(pg)).close()
             await seed.fill_postgresql(pg, data)
             print(f"filled PostgreSQL in {time.perf_counter() - started:.0f} s")
-            await run(pg, f"PostgreSQL, {args.inquiries} inquiries", args.rounds, args.width)
+            await run(
+                pg, f"PostgreSQL, {args.inquiries} inquiries", args.rounds, args.width, *extra
+            )
         finally:
             await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             await admin.close()

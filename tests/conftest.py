@@ -195,7 +195,8 @@ def bridge_config(tmp_path: Path, **sections: Any) -> GovbridgeConfig:
     broker = broker_config().model_dump()
     broker["url"] = AMQP_URL
     broker.update(sections.pop("broker", {}))
-    http = {"listen": "127.0.0.1:0", "admin_token": "test-admin-token"}
+    # warm_pages off: a started bridge does not count the console's pages (the suite's time)
+    http = {"listen": "127.0.0.1:0", "admin_token": "test-admin-token", "warm_pages": False}
     http.update(sections.pop("http", {}))
     data: dict[str, Any] = {
         "broker": broker,

@@ -1121,6 +1121,27 @@ class RankingCache:
         self.current_max_age = current_max_age
         self.kept: dict[tuple[int, str], _Kept] = {}
 
+    def covers(
+        self,
+        cfg: GovbridgeConfig,
+        now: datetime,
+        months: int = 12,
+        ending: datetime | None = None,
+        stale_current: bool = False,
+    ) -> bool:
+        """Whether every month ``rank_months`` would be asked for is kept and young enough
+        to be used again (by age alone: a month that is over whose marks changed is
+        counted again all the same)."""
+        current = last_months(now, 1)[0]
+        for p in last_months(min(ending or now, now), months):
+            k = self.kept.get((id(cfg), p.label))
+            if k is None or not k.at <= now:
+                return False
+            over = p.end <= current.start
+            if now > k.at + (self.max_age if over or stale_current else self.current_max_age):
+                return False
+        return True
+
 
 async def rank_months(
     store: Store,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from bridge.inspect.inspection import AccountInspection, inspect_accounts, read_
 from bridge.reports.overdue import KINDS, overdue_page
 from bridge.reports.performance import (
     CST,
+    Ranking,
     RankingCache,
     check_window,
     parse_period,
@@ -44,7 +46,7 @@ from bridge.runtime.topology import STAGE_BINDINGS
 from bridge.store.reports import InquirySearch
 from bridge.web.bodies import DeadLetterAction, parse
 from bridge.web.credentials import ticket_system_rows
-from bridge.web.kept import KeptAnswers
+from bridge.web.kept import Flights, KeptAnswers, background
 from bridge.web.server import operator_name, require_admin
 from schemas.config import AccountConfig
 from schemas.vocab import Category, TicketStatus
@@ -89,7 +91,8 @@ class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
         self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
-        self._recounting: asyncio.Task[None] | None = None
+        # one counting of the ranking per ``until`` at a time: a visit awaits the running one
+        self.ranking_flights: Flights[list[Ranking]] = Flights()
         self.inspected: KeptAnswers[tuple[datetime, list[AccountInspection]]] = KeptAnswers()
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
@@ -324,9 +327,7 @@ class ConsoleApi:
                 ending = parse_period(request.query["until"][:7], now).start
             except ValueError as exc:
                 return json_error(400, str(exc))
-        rankings = await rank_months_apart(
-            self.ctx.cfg, now, 12, ending, self.ranked, stale_current=True
-        )
+        rankings = await self._rankings(now, ending)
         counted = rankings[-1].as_of if ending is None and rankings else None
         if counted is not None and now - counted > self.ranked.current_max_age:
             self._recount_ranking()  # shown as it was counted; counted again meanwhile
@@ -347,19 +348,41 @@ class ConsoleApi:
             }
         )
 
-    def _recount_ranking(self) -> None:
-        """Count the current month again in the background (one at a time): the next visit
-        has it."""
-        if self._recounting is not None and not self._recounting.done():
-            return
+    async def _rankings(self, now: datetime, ending: datetime | None) -> list[Ranking]:
+        """The 12 months up to ``ending``: while a counting of them runs (a visit's, the
+        background's, the warm-up's), a visit whose months are all kept is shown them at
+        once, and any other awaits that counting instead of counting again."""
+        cfg = self.ctx.cfg
+        if self.ranking_flights.get(ending) is not None and self.ranked.covers(
+            cfg, now, 12, ending, stale_current=True
+        ):
+            return await rank_months_apart(cfg, now, 12, ending, self.ranked, stale_current=True)
+        return await self.ranking_flights.join(
+            ending,
+            lambda: rank_months_apart(cfg, now, 12, ending, self.ranked, stale_current=True),
+        )
 
-        async def recount() -> None:
-            try:
-                await rank_months_apart(self.ctx.cfg, datetime.now(UTC), 12, None, self.ranked)
-            except Exception as exc:  # the page keeps what it has; said in the log
-                log.warning("ranking not counted again", error=f"{type(exc).__name__}: {exc}")
+    def _recount_ranking(self) -> asyncio.Task[list[Ranking]]:
+        """Count the current month (and any month no longer kept) again in the background,
+        unless a counting runs: the next visit has it."""
+        task = self.ranking_flights.start(
+            None,
+            lambda: rank_months_apart(self.ctx.cfg, datetime.now(UTC), 12, None, self.ranked),
+        )
+        background(task, "ranking")
+        return task
 
-        self._recounting = asyncio.get_running_loop().create_task(recount())
+    async def warm_ranking(self) -> None:
+        """Count the 12 months the ranking page asks first, so that its first visit finds
+        them kept (a failure is logged)."""
+        with contextlib.suppress(Exception):
+            await self._recount_ranking()
+
+    async def warm_inspection(self) -> None:
+        """Count the inspection the page asks first (its default period, asking the platforms
+        as the page does), so that its first visit finds it kept (a failure is logged)."""
+        with contextlib.suppress(Exception):
+            await self.inspected.warm((None, False), self._inspection_count(None, False))
 
     # ------------------------------------------------------------------ inspection
     async def inspection(self, request: web.Request) -> web.Response:
@@ -379,26 +402,41 @@ class ConsoleApi:
         except ValueError as exc:
             return json_error(400, str(exc))
         offline = bool(request.query.get("offline"))
-        dormant = self.ctx.cfg.inspection.dormant_after
-
-        async def count(at: datetime) -> tuple[datetime, list[AccountInspection]]:
-            start = parse_since(text, at, longest) if text else at - self.ctx.cfg.inspection.period
-            timelines = {} if offline else await read_timelines(self.ctx.adapters.sources())
-            rows = await inspect_accounts(
-                self.ctx.store, self.ctx.cfg, timelines, at, since=start, dormant_after=dormant
-            )
-            return start, rows
-
         # kept as counted for a minute (then counted again in the background): "at" says when
+        count = self._inspection_count(text, offline)
         (since, rows), at = await self.inspected.get((text, offline), now, count)
         return web.json_response(
             {
                 "at": at.isoformat(),
                 "since": since.isoformat(),
-                "dormant_after_days": dormant.days,
+                "dormant_after_days": self.ctx.cfg.inspection.dormant_after.days,
                 "accounts": [r.as_dict() for r in rows],
             }
         )
+
+    def _inspection_count(
+        self, text: str | None, offline: bool
+    ) -> Callable[[datetime], Awaitable[tuple[datetime, list[AccountInspection]]]]:
+        """The inspection of ``?since=text`` (default ``inspection.period``), counted as of
+        a time: the period's start and each account's row."""
+        cfg = self.ctx.cfg
+
+        async def count(at: datetime) -> tuple[datetime, list[AccountInspection]]:
+            start = (
+                parse_since(text, at, cfg.http.max_range) if text else at - cfg.inspection.period
+            )
+            timelines = {} if offline else await read_timelines(self.ctx.adapters.sources())
+            rows = await inspect_accounts(
+                self.ctx.store,
+                cfg,
+                timelines,
+                at,
+                since=start,
+                dormant_after=cfg.inspection.dormant_after,
+            )
+            return start, rows
+
+        return count
 
     # ------------------------------------------------------------------ audit
     async def audit_records(self, request: web.Request) -> web.Response:
