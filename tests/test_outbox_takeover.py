@@ -120,19 +120,7 @@ async def test_a_post_cut_off_by_sigkill_is_posted_once_by_another_process_withi
     path.write_text(config_toml(cfg), encoding="utf-8")
     store = await open_store(cfg.store.url)
     assert await record_reply(store, reply_request(1), "none")
-    env = {**os.environ, "GOVBRIDGE_AMQP_URL": AMQP_URL}
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bridge.cli", "run", "-c", str(path), "--roles", "reply"),
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / f"outbox{k}.log").open("wb"),
-        )
-        for k in range(2)
-    ]
+    procs = await two_outboxes(path, tmp_path)
     try:
         holder = await asyncio.wait_for(held, 60)
         (victim,) = [p for p in procs if p.pid == holder]
@@ -209,20 +197,8 @@ async def test_a_killed_post_the_server_commits_anyway_is_found_not_posted_again
     )
     store = await open_store(cfg.store.url)
     assert await record_reply(store, request, "none")
-    env = {**os.environ, "GOVBRIDGE_AMQP_URL": AMQP_URL}
     logs = [tmp_path / f"outbox{k}.log" for k in range(2)]
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            *("-m", "bridge.cli", "run", "-c", str(path), "--roles", "reply"),
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log.open("wb"),
-        )
-        for log in logs
-    ]
+    procs = await two_outboxes(path, tmp_path)
     try:
 
         async def in_flight() -> bool:
@@ -262,3 +238,21 @@ async def test_a_killed_post_the_server_commits_anyway_is_found_not_posted_again
     assert len(visible) == 1 and visible[0]["in_reply_to_id"] == str(status["id"])
     assert reply is not None and reply.outcome == "already_posted"
     assert took < 10
+
+
+async def two_outboxes(path: Path, tmp_path: Path) -> list[asyncio.subprocess.Process]:
+    """Two bridge processes running only the reply role on one config, each logging to
+    ``outbox<k>.log`` beside it."""
+    env = {**os.environ, "GOVBRIDGE_AMQP_URL": AMQP_URL}
+    return [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "bridge.cli", "run", "-c", str(path), "--roles", "reply"),
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / f"outbox{k}.log").open("wb"),
+        )
+        for k in range(2)
+    ]

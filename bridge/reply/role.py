@@ -80,6 +80,13 @@ class ReplyRole:
         self._stop = asyncio.Event()
         self._surveys: asyncio.Task[None] | None = None
 
+    def _department(self, department: str) -> DepartmentConfig:
+        """The department an event names; one this bridge does not know is dead-lettered."""
+        try:
+            return self.ctx.cfg.department(department)
+        except KeyError:
+            raise DeadLetter(f"unknown department {department!r}", "unknown_department") from None
+
     async def start(self) -> None:
         await self.outbox.start()
         await self.composer.start()
@@ -111,12 +118,7 @@ class ReplyRole:
                 raise Retry(f"ticket {event.ticket_id} is not recorded yet (create in flight)")
             log.info("event for a ticket the bridge did not create; ignored")
             return
-        try:
-            dept = self.ctx.cfg.department(event.department)
-        except KeyError:
-            raise DeadLetter(
-                f"unknown department {event.department!r}", "unknown_department"
-            ) from None
+        dept = self._department(event.department)
         if event.source == "follow_up":
             await self._acknowledge_follow_up(event, ticket, dept)
             return
@@ -317,12 +319,7 @@ class ReplyRole:
             raise DeadLetter(
                 f"holding reply for unknown ticket {event.ticket_id}", "unknown_ticket"
             )
-        try:
-            dept = self.ctx.cfg.department(event.department)
-        except KeyError:
-            raise DeadLetter(
-                f"unknown department {event.department!r}", "unknown_department"
-            ) from None
+        dept = self._department(event.department)
         text = render(
             dept,
             "holding" if event.event == "holding_reply" else "extended",
@@ -351,12 +348,7 @@ class ReplyRole:
             raise DeadLetter(
                 f"acknowledgement of unknown inquiry {event.inquiry_id}", "unknown_inquiry"
             )
-        try:
-            dept = self.ctx.cfg.department(event.department)
-        except KeyError:
-            raise DeadLetter(
-                f"unknown department {event.department!r}", "unknown_department"
-            ) from None
+        dept = self._department(event.department)
         received = status_reply_id(inquiry.inquiry_id, TicketStatus.RECEIVED, 0)
         if inquiry.ticket_id is not None or await store.get_reply(received) is not None:
             log.info("ticket number known already; no holding acknowledgement")
