@@ -37,11 +37,12 @@ from govbridge_tools.simulators.webhook import create_app as webhook_app
 from bridge.daemon import Daemon
 from bridge.reply.role import record_reply, status_reply_id
 from bridge.store import NewInquiry, SqlStore, open_store
+from bridge.store.errors import StoreUnavailable
 from schemas.messages import ReplyPosted, ReplyRequest, ThreadRef, TicketEvent
 from schemas.vocab import TicketStatus, Visibility
 from tests.conftest import AMQP_URL, bridge_config, config_toml, delete_topology, eventually
 from tests.conftest import running_bridge as running
-from tests.store_faults import FAULT_POINTS, crash_once
+from tests.store_faults import FAULT_POINTS, FaultyExecutor, crash_once
 from tests.test_sla import DEPT, seed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +119,45 @@ async def test_crash_between_statements_of_status_application_loses_no_reply(
 
 
 # --------------------------------------------------------------------------- 4. early events
+
+
+async def test_a_store_outage_just_before_a_post_call_does_not_wait_out_the_lease(
+    tmp_path: Path, hotline: tuple[WebhookPlatformState, str]
+) -> None:
+    """The store unreachable between a reply's claim and its post call (the copy row the call
+    needs cannot be written): nothing has been sent, so the outbox writes it again once the
+    store answers, and the citizen is told at once, not after the claim's lease (10 minutes
+    here; 2 by default) runs out. Counted in the platform's own record."""
+    platform, reply_url = hotline
+    cfg = bridge_config(
+        tmp_path,
+        departments=[{**DEPT, "approval": "none"}],
+        accounts=[hotline_account(reply_url)],
+        outbox={"lease": "10m"},
+    )
+    async with running(cfg, ["reply"], in_memory=True) as daemon:
+        assert daemon.ctx is not None
+        store = daemon.ctx.store
+        await seed(store, 1, "complaint", "received", age=timedelta(0))
+        assert isinstance(store, SqlStore)
+        refused: list[str] = []
+
+        def hook(when: str, sql: str) -> None:
+            if when == "before" and sql.startswith("INSERT INTO reply_copies") and len(refused) < 3:
+                refused.append(sql)
+                raise StoreUnavailable("ConnectionRefusedError: the store is down")
+
+        store.db = FaultyExecutor(store.db, hook)
+        event = status_event("chg-1", "T1", TicketStatus.RESOLVED)
+        await daemon.ctx.broker.publish("ticket.updated.urban", event)
+
+        async def posted() -> bool:
+            return len(platform.replies) >= 1
+
+        await eventually(posted, timeout=30)  # waited for the 10-minute lease before
+        await asyncio.sleep(0.5)  # a duplicate would show now
+    assert len(refused) == 3
+    assert [r["text"].count("已办结") for r in platform.reply_list()] == [1]
 
 
 async def test_event_before_its_ticket_is_recorded_is_applied_once_it_is(

@@ -312,6 +312,24 @@ class Outbox:
             except Exception as exc:  # never lose the lease silently: let it run out, retry
                 log.exception("posting crashed; the reply waits for its lease", error=repr(exc))
 
+    async def _copy_row_before_the_call(self, reply: StoredReply) -> int:
+        """The call's copy row (``start_copy``), written again while the store is unreachable,
+        for up to half the claim's lease: nothing has been sent yet, so waiting is safe, and a
+        citizen's reply then goes out as soon as the store is back instead of waiting for its
+        lease to run out (2 minutes) after a store outage. A row written whose answer was lost
+        leaves a pending copy: a later claimant treats the reply as uncertain (the safe side)."""
+        deadline = time.monotonic() + self.cfg.lease.total_seconds() / 2
+        pause = 0.2
+        while True:
+            try:
+                return await self.ctx.store.start_copy(reply.reply_id, self.clock())
+            except StoreUnavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                log.warning("store unreachable before a post; again", error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
     def _outgoing(
         self, gated: public_text.Gated, request: ReplyRequest, source: Source
     ) -> ReplyRequest:
@@ -371,7 +389,7 @@ class Outbox:
                         claim, uncertain=False, counts=False, calls_used=0, now=self.clock()
                     )
                     return
-                attempt = await store.start_copy(reply.reply_id, self.clock())
+                attempt = await self._copy_row_before_the_call(reply)
                 with timing.timed("http"):
                     posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
             self.ctx.alerts.succeeded("account_auth", line.key, "post")
