@@ -78,11 +78,18 @@ class Scale:
     outage: float  # ticket system down, platform rate-limited
     store_outage: float
     answer_within: float  # bound on waiting for every reply after a fault
+    # the ticket system's circuit stays open this long before a probe (30 s by default): the
+    # reduced run's 8 s outage with the default waited 30-40 s after the system was back
+    breaker_cooldown: str
 
 
 SCALES = {
-    "reduced": Scale(per_scenario=30, outage=8, store_outage=5, answer_within=240),
-    "full": Scale(per_scenario=350, outage=60, store_outage=20, answer_within=900),
+    "reduced": Scale(
+        per_scenario=30, outage=8, store_outage=5, answer_within=240, breaker_cooldown="5s"
+    ),
+    "full": Scale(
+        per_scenario=350, outage=60, store_outage=20, answer_within=900, breaker_cooldown="30s"
+    ),
 }
 
 
@@ -299,6 +306,7 @@ async def test_chaos(
         tmp_path,
         amqp_url=amqp.url(),
         pg_port=pg.port,
+        ticketing={"breaker_cooldown": scale.breaker_cooldown},
         extra_config={
             "broker": {
                 "retry_delays": ["1s", "3s", "10s", "15s"],

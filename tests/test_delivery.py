@@ -121,13 +121,18 @@ async def test_crash_between_statements_of_status_application_loses_no_reply(
 # --------------------------------------------------------------------------- 4. early events
 
 
-async def test_a_store_outage_just_before_a_post_call_does_not_wait_out_the_lease(
-    tmp_path: Path, hotline: tuple[WebhookPlatformState, str]
+@pytest.mark.parametrize(
+    "refused", ["INSERT INTO reply_copies", "UPDATE replies SET state = ?, external_ids"]
+)
+async def test_a_store_outage_around_a_post_call_does_not_wait_out_the_lease(
+    tmp_path: Path, hotline: tuple[WebhookPlatformState, str], refused: str
 ) -> None:
-    """The store unreachable between a reply's claim and its post call (the copy row the call
-    needs cannot be written): nothing has been sent, so the outbox writes it again once the
-    store answers, and the citizen is told at once, not after the claim's lease (10 minutes
-    here; 2 by default) runs out. Counted in the platform's own record."""
+    """The store unreachable just before a reply's post call (the copy row the call needs) or
+    just after it (the outcome): the outbox writes it again once the store answers instead of
+    leaving the claim to its lease (10 minutes here; 2 by default). Before the call the citizen
+    was not told until the lease ran out; after it, the reply stayed "posting" in the store
+    (and out of the dashboard's and the ranking's counts). One reply on the platform, posted
+    in the store."""
     platform, reply_url = hotline
     cfg = bridge_config(
         tmp_path,
@@ -140,11 +145,11 @@ async def test_a_store_outage_just_before_a_post_call_does_not_wait_out_the_leas
         store = daemon.ctx.store
         await seed(store, 1, "complaint", "received", age=timedelta(0))
         assert isinstance(store, SqlStore)
-        refused: list[str] = []
+        refusals: list[str] = []
 
         def hook(when: str, sql: str) -> None:
-            if when == "before" and sql.startswith("INSERT INTO reply_copies") and len(refused) < 3:
-                refused.append(sql)
+            if when == "before" and sql.startswith(refused) and len(refusals) < 3:
+                refusals.append(sql)
                 raise StoreUnavailable("ConnectionRefusedError: the store is down")
 
         store.db = FaultyExecutor(store.db, hook)
@@ -152,11 +157,12 @@ async def test_a_store_outage_just_before_a_post_call_does_not_wait_out_the_leas
         await daemon.ctx.broker.publish("ticket.updated.urban", event)
 
         async def posted() -> bool:
-            return len(platform.replies) >= 1
+            replies = await store.list_replies()
+            return len(platform.replies) >= 1 and [r.state for r in replies] == ["posted"]
 
         await eventually(posted, timeout=30)  # waited for the 10-minute lease before
         await asyncio.sleep(0.5)  # a duplicate would show now
-    assert len(refused) == 3
+    assert len(refusals) == 3
     assert [r["text"].count("已办结") for r in platform.reply_list()] == [1]
 
 

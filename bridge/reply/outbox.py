@@ -43,10 +43,10 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
 
 log = structlog.get_logger("govbridge.outbox")
+T = TypeVar("T")
 
 DEFAULT_RATE_LIMIT_PAUSE = timedelta(seconds=60)
 # How often a dispatcher asks whether the owners of other processes' claims still live.
@@ -312,21 +313,23 @@ class Outbox:
             except Exception as exc:  # never lose the lease silently: let it run out, retry
                 log.exception("posting crashed; the reply waits for its lease", error=repr(exc))
 
-    async def _copy_row_before_the_call(self, reply: StoredReply) -> int:
-        """The call's copy row (``start_copy``), written again while the store is unreachable,
-        for up to half the claim's lease: nothing has been sent yet, so waiting is safe, and a
-        citizen's reply then goes out as soon as the store is back instead of waiting for its
-        lease to run out (2 minutes) after a store outage. A row written whose answer was lost
-        leaves a pending copy: a later claimant treats the reply as uncertain (the safe side)."""
+    async def _again_while_store_down(self, step: Callable[[], Awaitable[T]], what: str) -> T:
+        """A store step of a post written again while the store is unreachable, for up to half
+        the claim's lease, instead of leaving the claim to run out (2 minutes) while the
+        process that knows what happened is alive: the call's copy row before the call
+        (nothing sent yet: waiting is safe), and the outcome after it (``finish_post`` is
+        written so that doing it twice changes nothing: a second run finds the reply no longer
+        posting and records nothing more). A copy row written whose answer was lost leaves a
+        pending copy: a later claimant treats the reply as uncertain (the safe side)."""
         deadline = time.monotonic() + self.cfg.lease.total_seconds() / 2
         pause = 0.2
         while True:
             try:
-                return await self.ctx.store.start_copy(reply.reply_id, self.clock())
+                return await step()
             except StoreUnavailable as exc:
                 if time.monotonic() + pause > deadline:
                     raise
-                log.warning("store unreachable before a post; again", error=str(exc))
+                log.warning("store unreachable; again", step=what, error=str(exc))
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -389,7 +392,9 @@ class Outbox:
                         claim, uncertain=False, counts=False, calls_used=0, now=self.clock()
                     )
                     return
-                attempt = await self._copy_row_before_the_call(reply)
+                attempt = await self._again_while_store_down(
+                    lambda: store.start_copy(reply.reply_id, self.clock()), "the call's copy row"
+                )
                 with timing.timed("http"):
                     posted = await asyncio.wait_for(source.post_reply(outgoing), call_timeout)
             self.ctx.alerts.succeeded("account_auth", line.key, "post")
@@ -461,15 +466,19 @@ class Outbox:
             if posted.outcome == PostOutcome.UNDELIVERABLE
             else ReplyState.POSTED
         )
-        finished = await store.finish_post(
-            claim,
-            state=state,
-            external_ids=posted.external_ids,
-            outcome=posted.outcome,
-            now=self.clock(),
-            sweep_at=self.clock() + settle[0] if sweep else None,
-            calls_used=None if attempt is not None else 0,
-            kept_copy=kept,
+        done = posted  # as the closure sees it
+        finished = await self._again_while_store_down(
+            lambda: store.finish_post(
+                claim,
+                state=state,
+                external_ids=done.external_ids,
+                outcome=done.outcome,
+                now=self.clock(),
+                sweep_at=self.clock() + settle[0] if sweep else None,
+                calls_used=None if attempt is not None else 0,
+                kept_copy=kept,
+            ),
+            "the post's outcome",
         )
         if not finished:
             log.warning("lease lost during the call; the reply may be looked for again")
