@@ -443,3 +443,11 @@ async def test_a_restarted_bridge_shows_its_predecessors_pages_without_counting(
     third = await visit()
     assert calls == {"report": 2, "inspection": 2}
     assert third[0]["until"] > first[0]["until"] and third[1]["at"] > first[1]["at"]
+    # older than ten minutes: counted before answering
+    async with running_bridge(cfg, ["http"], in_memory=True) as daemon:
+        assert daemon.ctx is not None and isinstance(daemon.ctx.store, SqlStore)
+        old = (datetime.now(UTC) - timedelta(minutes=11)).isoformat(timespec="microseconds")
+        await daemon.ctx.store.db.execute("UPDATE kept_answers SET counted_at = ?", (old,))
+    fourth = await visit()
+    assert calls == {"report": 3, "inspection": 3}
+    assert fourth[0]["until"] > third[0]["until"] and fourth[1]["at"] > third[1]["at"]
