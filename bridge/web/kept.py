@@ -143,7 +143,8 @@ class KeptAnswers(Generic[T]):
         """The answer for ``key`` and when it was counted: one kept and younger than
         ``fresh``; one younger than ``stale`` while it is counted again in the background;
         else the counting already running for ``key``, awaited; else counted now
-        (``count(now)``)."""
+        (``count(now)``). Kept here or, when nothing here may be shown, in the store (the
+        ``Shelf``'s row, another process's or a predecessor's count)."""
         kept = self.kept.get(key)
         if self.shelf is not None and (kept is None or not kept[0] <= now <= kept[0] + self.stale):
             kept = await self._take_stored(key, now) or kept  # another process's, if younger
