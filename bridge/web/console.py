@@ -91,7 +91,8 @@ def search_days(
 class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
-        self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
+        # the months as counted (10 min; the current one 1 min); those over, in the store too
+        self.ranked = RankingCache(shared=True)
         # one counting of the ranking per ``until`` at a time: a visit awaits the running one
         self.ranking_flights: Flights[list[Ranking]] = Flights()
         # in the store too: counted by one process, shown by the others and the next to start
