@@ -1123,9 +1123,11 @@ class RankingCache:
         self.max_age = max_age
         self.current_max_age = current_max_age
         self.kept: dict[tuple[int, str], _Kept] = {}
-        # ``shared``: the months that are over kept in the store too (``kept_answers``), for
-        # the other processes and the next one: used under the same rules (their marks as
-        # they were, younger than ``max_age``), by a process of the same configuration
+        # ``shared``: the months kept in the store too (``kept_answers``), for the other
+        # processes and the next one: used under the same rules (a month over while its marks
+        # are as they were and younger than ``max_age``; the month of now for
+        # ``current_max_age``, or ``max_age`` with ``stale_current``), by a process of the
+        # same configuration
         self.shared = shared
 
     def covers(
@@ -1169,34 +1171,34 @@ async def rank_months(
     past = [p for p in periods if p.end <= current.start]
     marks: dict[int, tuple[int, ...]] = {}
     kept: dict[int, _Kept] = {}
+    if cache is not None and past:
+        marks = await store.month_marks(
+            [iso(p.start) for p in past] + [iso(past[-1].end)],
+            [d.id for d in cfg.departments],
+        )
+
+    def usable(n: int, k: _Kept | None) -> bool:
+        """A month that is over: its marks as they were and younger than ``max_age``; the
+        current month: counted less than a minute ago (``max_age``, ``stale_current``)."""
+        assert cache is not None
+        if k is None or not k.at <= now:
+            return False
+        if n < len(past):
+            return k.marks == marks.get(n) and now <= k.at + cache.max_age
+        age = cache.max_age if stale_current else cache.current_max_age
+        return k.marks is None and now <= k.at + age
+
     if cache is not None:
-        if past:
-            marks = await store.month_marks(
-                [iso(p.start) for p in past] + [iso(past[-1].end)],
-                [d.id for d in cfg.departments],
-            )
         for n, p in enumerate(periods):
             k = cache.kept.get((id(cfg), p.label))
-            if k is None or not k.at <= now:
-                continue
-            if n < len(past) and k.marks == marks.get(n) and now <= k.at + cache.max_age:
+            if usable(n, k):
+                assert k is not None
                 kept[n] = k
-            elif (
-                n >= len(past)
-                and k.marks is None
-                and now <= k.at + (cache.max_age if stale_current else cache.current_max_age)
-            ):
-                kept[n] = k  # the current month, counted less than a minute ago
-    if cache is not None and cache.shared:  # months over, counted by another process
-        for n, p in enumerate(past):
-            if n not in kept:
-                k = await _stored_month(store, cfg, p)
-                if (
-                    k is not None
-                    and k.marks == marks.get(n)
-                    and k.at <= now <= k.at + cache.max_age
-                ):
-                    kept[n] = cache.kept[(id(cfg), p.label)] = k
+    if cache is not None and cache.shared:  # months counted by another process: same rules
+        for n, p in enumerate(periods):
+            if n not in kept and usable(n, k := await _stored_month(store, cfg, p)):
+                assert k is not None
+                kept[n] = cache.kept[(id(cfg), p.label)] = k
     todo = [p for n, p in enumerate(periods) if n not in kept]
     facts = await _read_facts(store, todo[0].start, todo[-1].end) if todo else None
     clock = DeadlineClock()  # one for the months: each working day looked up once
@@ -1211,7 +1213,7 @@ async def rank_months(
             kept[n] = cache.kept[(id(cfg), p.label)] = _Kept(
                 marks.get(n) if n < len(past) else None, now, partial
             )
-            if cache.shared and n < len(past) and n in marks:
+            if cache.shared and (n in marks or n >= len(past)):
                 await _store_month(store, cfg, kept[n])
         out.append(await _compute_ranking(store, None, cfg, p, now, start_from=kept[n].partial))
     return out
