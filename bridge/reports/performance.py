@@ -1095,7 +1095,8 @@ class _Kept:
 
 
 class RankingCache:
-    """The monthly rankings kept as computed by one process (the console's): each
+    """The monthly rankings kept as computed (the console's; with ``shared``, in the store
+    too, for its other processes and the next one to start, under the same rules): each
     department's and account's responses and tickets counted (the 回访 results are counted
     afresh on every ask: a late answer shows at once). A month that is over is used again
     while
