@@ -43,6 +43,7 @@ from bridge.web.api import OperatorApi
 from bridge.web.console import ConsoleApi
 from bridge.web.credentials import CredentialsApi
 from bridge.web.kept import KeptAnswers
+from bridge.web.kept_pages import report_shelf
 from bridge.web.operators import OperatorsHttp
 from bridge.web.server import HttpServer, create_app, require_admin, start_server
 from bridge.web.triage_review import TriageReviewApi
@@ -222,6 +223,8 @@ class Daemon:
         app.router.add_get("/", self._console)
         app.router.add_get("/console.js", self._console)
         app.router.add_get("/console.css", self._console)
+        # counted by one process, kept in the store for the others and the next to start
+        self._kept_reports.shelf = report_shelf(store)
         app.router.add_get("/api/report", self._report)
         OperatorApi(self.ctx).register(app)
         TriageReviewApi(self.ctx).register(app)

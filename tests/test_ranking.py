@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import bridge.reports.performance as performance
 from bridge.cli.report import run_report
 from bridge.reports.performance import (
     Period,
@@ -824,3 +825,76 @@ async def test_a_kept_month_is_counted_again_when_it_changes(
     counted = await both(u5_due)
     assert counted[-2].as_of == u5_due
     assert urban(counted).rates.on_time_counted == urban(reopened).rates.on_time_counted + 1
+
+
+async def test_the_months_over_are_shared_through_the_store(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RankingCache(shared=True)`` (the console's): the months that are over, as one process
+    counted them, are used by another (or the next one to start) under the same rules, their
+    marks as they were and younger than ``max_age``; the month of now is counted; the
+    rankings are the ones counted without a cache. A month changed, too old or unreadable is
+    counted again. On both engines."""
+    await seed_month(store)
+    cfg = month_config(tmp_path)
+    reads: list[tuple[datetime, datetime]] = []
+    real = performance._read_facts
+
+    async def spy(s: Any, start: datetime, end: datetime) -> Any:
+        reads.append((start, end))
+        return await real(s, start, end)
+
+    monkeypatch.setattr(performance, "_read_facts", spy)
+
+    async def process(now: datetime) -> list[Any]:
+        """A process of its own: nothing in memory."""
+        kept = await rank_months(store, cfg, now, cache=RankingCache(shared=True))
+        mine = list(reads)
+        fresh = await rank_months(store, cfg, now)
+        reads[:] = mine  # the cache's reads alone
+        assert [r.as_dict() for r in kept] == [r.as_dict() for r in fresh], now
+        return kept
+
+    current = last_months(NOW, 1)[0]
+    first = await process(NOW)
+    assert all(r.as_of == NOW for r in first)
+    reads.clear()
+    soon = NOW + timedelta(seconds=30)
+    second = await process(soon)
+    assert all(r.as_of == NOW for r in second)  # the first process's, the month of now too
+    assert reads == []  # nothing counted
+    # the month of now older than a minute: counted, unless the caller counts it again in
+    # the background meanwhile (the console's visit), then shown as kept up to max_age
+    later = NOW + timedelta(minutes=5)
+    shown = await rank_months(
+        store, cfg, later, cache=RankingCache(shared=True), stale_current=True
+    )
+    assert all(r.as_of == NOW for r in shown) and reads == []
+    recounted = await process(later)
+    assert all(r.as_of == NOW for r in recounted[:-1]) and recounted[-1].as_of == later
+    assert reads == [(current.start, current.end)]  # the month of now alone, read
+    # each month read back exactly as it was counted
+    cache = RankingCache(shared=True)
+    await rank_months(store, cfg, soon, cache=cache)
+    for k in cache.kept.values():
+        assert performance.decode_month(json.loads(json.dumps(performance.encode_month(k)))) == k
+    # older than max_age: counted again
+    late = later + timedelta(minutes=11)
+    assert all(r.as_of == late for r in await process(late))
+    # a month changed (u10's ticket reopened): that month counted again, the others kept
+    await store.apply_status(
+        department="urban",
+        ticket_id="T-u10",
+        event_id="e-u10-reopen",
+        status="reopened",
+        status_rank=50,
+        native_status="REOPENED",
+        occurred_at=late.isoformat(),
+    )
+    changed = await process(late + timedelta(minutes=1))
+    assert changed[-2].as_of == late + timedelta(minutes=1)  # November
+    assert all(r.as_of == late for r in changed[:-2])
+    # unreadable rows: counted again, no error
+    await store.db.execute("UPDATE kept_answers SET body = ?", ('{"marks": 1}',))
+    broken = await process(late + timedelta(minutes=2))
+    assert all(r.as_of == late + timedelta(minutes=2) for r in broken)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import statistics
@@ -1093,7 +1095,8 @@ class _Kept:
 
 
 class RankingCache:
-    """The monthly rankings kept as computed by one process (the console's): each
+    """The monthly rankings kept as computed (the console's; with ``shared``, in the store
+    too, for its other processes and the next one to start, under the same rules): each
     department's and account's responses and tickets counted (the 回访 results are counted
     afresh on every ask: a late answer shows at once). A month that is over is used again
     while
@@ -1116,10 +1119,17 @@ class RankingCache:
         self,
         max_age: timedelta = timedelta(minutes=10),
         current_max_age: timedelta = timedelta(minutes=1),
+        shared: bool = False,
     ) -> None:
         self.max_age = max_age
         self.current_max_age = current_max_age
         self.kept: dict[tuple[int, str], _Kept] = {}
+        # ``shared``: the months kept in the store too (``kept_answers``), for the other
+        # processes and the next one: used under the same rules (a month over while its marks
+        # are as they were and younger than ``max_age``; the month of now for
+        # ``current_max_age``, or ``max_age`` with ``stale_current``), by a process of the
+        # same configuration
+        self.shared = shared
 
     def covers(
         self,
@@ -1162,24 +1172,34 @@ async def rank_months(
     past = [p for p in periods if p.end <= current.start]
     marks: dict[int, tuple[int, ...]] = {}
     kept: dict[int, _Kept] = {}
+    if cache is not None and past:
+        marks = await store.month_marks(
+            [iso(p.start) for p in past] + [iso(past[-1].end)],
+            [d.id for d in cfg.departments],
+        )
+
+    def usable(n: int, k: _Kept | None) -> bool:
+        """A month that is over: its marks as they were and younger than ``max_age``; the
+        current month: counted less than a minute ago (``max_age``, ``stale_current``)."""
+        assert cache is not None
+        if k is None or not k.at <= now:
+            return False
+        if n < len(past):
+            return k.marks == marks.get(n) and now <= k.at + cache.max_age
+        age = cache.max_age if stale_current else cache.current_max_age
+        return k.marks is None and now <= k.at + age
+
     if cache is not None:
-        if past:
-            marks = await store.month_marks(
-                [iso(p.start) for p in past] + [iso(past[-1].end)],
-                [d.id for d in cfg.departments],
-            )
         for n, p in enumerate(periods):
             k = cache.kept.get((id(cfg), p.label))
-            if k is None or not k.at <= now:
-                continue
-            if n < len(past) and k.marks == marks.get(n) and now <= k.at + cache.max_age:
+            if usable(n, k):
+                assert k is not None
                 kept[n] = k
-            elif (
-                n >= len(past)
-                and k.marks is None
-                and now <= k.at + (cache.max_age if stale_current else cache.current_max_age)
-            ):
-                kept[n] = k  # the current month, counted less than a minute ago
+    if cache is not None and cache.shared:  # months counted by another process: same rules
+        for n, p in enumerate(periods):
+            if n not in kept and usable(n, k := await _stored_month(store, cfg, p)):
+                assert k is not None
+                kept[n] = cache.kept[(id(cfg), p.label)] = k
     todo = [p for n, p in enumerate(periods) if n not in kept]
     facts = await _read_facts(store, todo[0].start, todo[-1].end) if todo else None
     clock = DeadlineClock()  # one for the months: each working day looked up once
@@ -1194,8 +1214,89 @@ async def rank_months(
             kept[n] = cache.kept[(id(cfg), p.label)] = _Kept(
                 marks.get(n) if n < len(past) else None, now, partial
             )
+            if cache.shared and (n in marks or n >= len(past)):
+                await _store_month(store, cfg, kept[n])
         out.append(await _compute_ranking(store, None, cfg, p, now, start_from=kept[n].partial))
     return out
+
+
+def _month_key(cfg: GovbridgeConfig, label: str) -> str:
+    """A month's row in ``kept_answers``: of this configuration only (what a ranking counts
+    depends on its departments, accounts, weights, deadlines and calendar)."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+    return f"ranking {digest} {label}"
+
+
+def _exact(cls: type[Any], data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict) or set(data) != {f.name for f in fields(cls)}:
+        raise ValueError(f"not a {cls.__name__}")
+    return data
+
+
+def _stamp(text: Any) -> datetime:
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise ValueError("a time without a time zone")
+    return at.astimezone(UTC)
+
+
+def encode_month(k: _Kept) -> dict[str, Any]:
+    """A month's counted responses and tickets (no 回访 results), its marks and when."""
+    r = k.partial
+    return {
+        "marks": list(k.marks) if k.marks is not None else None,
+        "at": k.at.isoformat(),
+        "period": {
+            "start": r.period.start.isoformat(),
+            "end": r.period.end.isoformat(),
+            "label": r.period.label,
+        },
+        "weights": r.weights.model_dump(),
+        "departments": [asdict(x) for x in r.departments],
+        "accounts": [asdict(x) for x in r.accounts],
+        "as_of": r.as_of.isoformat() if r.as_of is not None else None,
+    }
+
+
+def decode_month(data: Any) -> _Kept:
+    """``encode_month`` read back exactly; ``ValueError``/``TypeError``/``KeyError`` for a
+    row of another shape."""
+
+    def standing(x: Any) -> Standing:
+        x = _exact(Standing, x)
+        return Standing(**{**x, "rates": Rates(**_exact(Rates, x["rates"]))})
+
+    marks = data["marks"]
+    period = data["period"]
+    partial = Ranking(
+        Period(_stamp(period["start"]), _stamp(period["end"]), str(period["label"])),
+        RankWeights.model_validate(data["weights"]),
+        [standing(x) for x in data["departments"]],
+        [standing(x) for x in data["accounts"]],
+        _stamp(data["as_of"]) if data["as_of"] is not None else None,
+    )
+    return _Kept(
+        tuple(int(m) for m in marks) if marks is not None else None, _stamp(data["at"]), partial
+    )
+
+
+async def _stored_month(store: Store, cfg: GovbridgeConfig, p: Period) -> _Kept | None:
+    """The month ``p`` as another process counted it, if one is kept and readable."""
+    try:
+        row = await store.kept_answer(_month_key(cfg, p.label))
+        if row is None:
+            return None
+        k = decode_month(json.loads(row[1]))
+        return k if k.partial.period == p else None
+    except Exception:  # a cache: what cannot be read is counted again
+        return None
+
+
+async def _store_month(store: Store, cfg: GovbridgeConfig, k: _Kept) -> None:
+    with contextlib.suppress(Exception):  # a cache: not written, counted again elsewhere
+        await store.keep_answer(
+            _month_key(cfg, k.partial.period.label), k.at, json.dumps(encode_month(k))
+        )
 
 
 def _pct(value: float | None) -> str:

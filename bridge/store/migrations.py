@@ -502,6 +502,15 @@ MIGRATIONS: list[str | dict[str, str]] = [
     """
     ALTER TABLE replies ADD COLUMN before_status INTEGER NOT NULL DEFAULT 0;
     """,
+    # 28: the console's costly pages as counted (issue 23), for the other processes and the
+    # next one: one row per page and query, its body the answer as JSON (bridge.web.kept)
+    """
+    CREATE TABLE kept_answers (
+        key TEXT PRIMARY KEY,
+        counted_at TEXT NOT NULL,
+        body TEXT NOT NULL
+    );
+    """,
 ]
 
 

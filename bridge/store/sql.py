@@ -1,9 +1,9 @@
 """The repository: every query of the bridge's durable state, one module per aggregate
 (``cursors``, ``inquiries``, ``tickets``, ``creates``, ``replies``, ``outbox``, ``follow_ups``,
 ``reviews``, ``flood``, ``held``, ``credentials``, ``operators``, ``operations``, ``reports``,
-``surveys``, ``incidents``, ``notes``, ``extensions``, ``editing``, ``pushes``), put together
-here as ``SqlStore`` over a ``Database`` driver (``bridge.store.drivers``) so the same portable
-SQL runs on SQLite and PostgreSQL.
+``surveys``, ``incidents``, ``notes``, ``extensions``, ``editing``, ``pushes``, ``kept``), put
+together here as ``SqlStore`` over a ``Database`` driver (``bridge.store.drivers``) so the same
+portable SQL runs on SQLite and PostgreSQL.
 
 ``SqlStore`` implements the ``Store`` protocol (``bridge.store.protocol``) that roles use. The
 schema is created and migrated at start (``bridge.store.migrations``).
@@ -23,6 +23,7 @@ from bridge.store.follow_ups import FollowUpsStore
 from bridge.store.held import HeldStore
 from bridge.store.incidents import IncidentsStore
 from bridge.store.inquiries import InquiriesStore
+from bridge.store.kept import KeptAnswersStore
 from bridge.store.lookups import LookupsStore
 from bridge.store.notes import NotesStore
 from bridge.store.operations import OperationsStore
@@ -58,6 +59,7 @@ class SqlStore(
     EditingStore,
     PushesStore,
     LookupsStore,
+    KeptAnswersStore,
 ):
     """All durable state of the bridge. Methods are small and idempotent where it matters.
 

@@ -47,6 +47,7 @@ from bridge.store.reports import InquirySearch
 from bridge.web.bodies import DeadLetterAction, parse
 from bridge.web.credentials import ticket_system_rows
 from bridge.web.kept import Flights, KeptAnswers, background
+from bridge.web.kept_pages import inspection_shelf
 from bridge.web.server import operator_name, require_admin
 from schemas.config import AccountConfig
 from schemas.vocab import Category, TicketStatus
@@ -90,10 +91,14 @@ def search_days(
 class ConsoleApi:
     def __init__(self, ctx: BridgeContext) -> None:
         self.ctx = ctx
-        self.ranked = RankingCache()  # the months as counted (10 min; the current one 1 min)
+        # the months as counted (10 min; the current one 1 min); those over, in the store too
+        self.ranked = RankingCache(shared=True)
         # one counting of the ranking per ``until`` at a time: a visit awaits the running one
         self.ranking_flights: Flights[list[Ranking]] = Flights()
-        self.inspected: KeptAnswers[tuple[datetime, list[AccountInspection]]] = KeptAnswers()
+        # in the store too: counted by one process, shown by the others and the next to start
+        self.inspected: KeptAnswers[tuple[datetime, list[AccountInspection]]] = KeptAnswers(
+            shelf=inspection_shelf(ctx.store)
+        )
         r = ctx.app.router
         r.add_get("/api/inquiries", self.search)
         r.add_get("/api/overdue", self.overdue)
