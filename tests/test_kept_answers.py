@@ -137,13 +137,7 @@ async def test_a_started_console_warms_its_costly_pages(
     calls: dict[str, int] = {"report": 0, "inspection": 0, "ranking": 0}
 
     def spy(module: Any, name: str, what: str) -> None:
-        real = getattr(module, name)
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            calls[what] += 1
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, counted)
+        count_calls(monkeypatch, calls, module, name, what)
 
     spy(bridge.daemon, "department_reports_apart", "report")
     spy(bridge.web.console, "inspect_accounts", "inspection")
@@ -401,13 +395,7 @@ async def test_a_restarted_bridge_shows_its_predecessors_pages_without_counting(
     calls: dict[str, int] = {"report": 0, "inspection": 0}
 
     def spy(module: Any, name: str, what: str) -> None:
-        real = getattr(module, name)
-
-        async def counted(*args: Any, **kwargs: Any) -> Any:
-            calls[what] += 1
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, counted)
+        count_calls(monkeypatch, calls, module, name, what)
 
     spy(bridge.daemon, "department_reports_apart", "report")
     spy(bridge.web.console, "inspect_accounts", "inspection")
@@ -451,3 +439,17 @@ async def test_a_restarted_bridge_shows_its_predecessors_pages_without_counting(
     fourth = await visit()
     assert calls == {"report": 3, "inspection": 3}
     assert fourth[0]["until"] > third[0]["until"] and fourth[1]["at"] > third[1]["at"]
+
+
+def count_calls(
+    monkeypatch: pytest.MonkeyPatch, calls: dict[str, int], module: Any, name: str, what: str
+) -> None:
+    """``module.name`` (a coroutine function) replaced by one that counts its calls in
+    ``calls[what]`` and then does what it did."""
+    real = getattr(module, name)
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls[what] += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, counted)

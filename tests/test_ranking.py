@@ -806,15 +806,7 @@ async def test_a_kept_month_is_counted_again_when_it_changes(
     assert urban(answered).rates.answered == before.answered + 1
     # u10's ticket (resolved in time on 18 November) reopened: November counted again,
     # the ticket now open past its deadline
-    await store.apply_status(
-        department="urban",
-        ticket_id="T-u10",
-        event_id="e-u10-reopen",
-        status="reopened",
-        status_rank=50,
-        native_status="REOPENED",
-        occurred_at=later.isoformat(),
-    )
+    await reopen_u10(store, later)
     reopened = await both(later + timedelta(minutes=1))
     assert reopened[-2].as_of == later + timedelta(minutes=1)
     assert urban(reopened).rates.on_time == urban(answered).rates.on_time - 1
@@ -882,15 +874,7 @@ async def test_the_months_over_are_shared_through_the_store(
     late = later + timedelta(minutes=11)
     assert all(r.as_of == late for r in await process(late))
     # a month changed (u10's ticket reopened): that month counted again, the others kept
-    await store.apply_status(
-        department="urban",
-        ticket_id="T-u10",
-        event_id="e-u10-reopen",
-        status="reopened",
-        status_rank=50,
-        native_status="REOPENED",
-        occurred_at=late.isoformat(),
-    )
+    await reopen_u10(store, late)
     changed = await process(late + timedelta(minutes=1))
     assert changed[-2].as_of == late + timedelta(minutes=1)  # November
     assert all(r.as_of == late for r in changed[:-2])
@@ -898,3 +882,16 @@ async def test_the_months_over_are_shared_through_the_store(
     await store.db.execute("UPDATE kept_answers SET body = ?", ('{"marks": 1}',))
     broken = await process(late + timedelta(minutes=2))
     assert all(r.as_of == late + timedelta(minutes=2) for r in broken)
+
+
+async def reopen_u10(store: Any, at: datetime) -> None:
+    """u10's ticket (resolved in time on 18 November) reopened at ``at``."""
+    await store.apply_status(
+        department="urban",
+        ticket_id="T-u10",
+        event_id="e-u10-reopen",
+        status="reopened",
+        status_rank=50,
+        native_status="REOPENED",
+        occurred_at=at.isoformat(),
+    )
