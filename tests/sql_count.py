@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bridge.security.keyring import Keyring
 from bridge.store import Database, Executor, SqlStore
 from bridge.store.drivers import PostgresDatabase
+from tests.store_faults import PassThroughExecutor
 
 if TYPE_CHECKING:
-    from bridge.store.chainhead import ChainWriters
+    pass
 
 WRITES = ("INSERT", "UPDATE", "DELETE")
 
@@ -89,7 +89,7 @@ def _where() -> str:
     return str(stage or (task.get_name() if task else "?"))
 
 
-class _CountingTx:
+class _CountingTx(PassThroughExecutor):
     """One open transaction (or the database itself), counted."""
 
     def __init__(self, inner: Executor, count: SqlCount, *, in_tx: bool) -> None:
@@ -106,17 +106,6 @@ class _CountingTx:
         self.statements += 1
         if sql.lstrip().upper().startswith(WRITES):
             self.wrote = True
-
-    @property
-    def audit_keys(self) -> Keyring:
-        return self.inner.audit_keys
-
-    @property
-    def audit_chains(self) -> ChainWriters:
-        return self.inner.audit_chains
-
-    def settled(self, step: Callable[[bool], None]) -> None:
-        self.inner.settled(step)
 
     async def lock(self, key: str) -> None:
         if self.count.locks_round_trip:

@@ -32,13 +32,11 @@ FAULT_POINTS: dict[str, tuple[str, str, int]] = {
 Hook = Callable[[str, str], None]  # (before | after, statement)
 
 
-class FaultyExecutor:
-    """An ``Executor`` that calls ``hook`` before and after each statement (in a transaction
-    too); the hook raises to crash there."""
+class PassThroughExecutor:
+    """What a test's wrapper of an ``Executor`` hands to the one it wraps (``inner``) as it
+    is: the audit trail's keys and chains, and the steps run once a transaction settles."""
 
-    def __init__(self, inner: Executor, hook: Hook) -> None:
-        self.inner = inner
-        self.hook = hook
+    inner: Executor
 
     @property
     def audit_keys(self) -> Keyring:
@@ -50,6 +48,15 @@ class FaultyExecutor:
 
     def settled(self, step: SettledStep) -> None:
         self.inner.settled(step)
+
+
+class FaultyExecutor(PassThroughExecutor):
+    """An ``Executor`` that calls ``hook`` before and after each statement (in a transaction
+    too); the hook raises to crash there."""
+
+    def __init__(self, inner: Executor, hook: Hook) -> None:
+        self.inner = inner
+        self.hook = hook
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self.hook("before", sql)
