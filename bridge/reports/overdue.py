@@ -1,22 +1,22 @@
 """The overdue and at-risk list (the console's 逾期与临期 page): each open ticket's deadline
 as the SLA role counts it (the category's limit from the start of the current handling cycle,
 or the deadline an approved 延期 set), the tickets past it or within ``sla.warn_before`` of
-it, most overdue first, filtered and paged.
+it, most overdue first, filtered and paged; as of the request, nothing kept.
 
 Deadlines are worked out for few tickets, and counted for the rest. For each department and
 category with a limit, the starts of the current cycle fall into three windows
-(``_windows``): before ``overdue_before`` every ticket is past its deadline (a limit of N
-working days ends on the N-th working day after the local day of the start, a day that
-never comes earlier for a later start: every start on a local day whose deadline day is
-before today is overdue); from ``due_before`` on none is due within the warning time; in
-between (about a day or two of starts) each ticket's deadline is worked out. The store
-counts the first window and reads the second; of the first only the tickets the page shows
-are read: the first ``offset + limit`` by start give a deadline the page's last ticket is no
-later than, and only the starts that can have a deadline as early (a limit of N working days
-is at least N days) are read and worked out. Tickets with an approved extension in their
-cycle are read apart (their deadline is the extension's). So the page costs two counts of
-the store's rows and reads a few thousand, not every open ticket; the same answer as working
-out every open ticket's deadline (``tests/test_overdue_page.py``)."""
+(``_windows``): before the first, every ticket is past its deadline (a limit of N working
+days ends on the N-th working day after the local day of the start, a day that never comes
+earlier for a later start: every start on a local day whose deadline day is before today is
+overdue); from the second on, none is due within the warning time; in between (a day or
+two of starts) each ticket's deadline is worked out. The store counts the first window and
+reads the second (``tickets_open_due``, migration 29: open tickets by department, the
+inquiry's category as the clock counts it, and start). Of the first, only what the page
+shows is read: the first ``offset + limit`` of each department and category by start give
+a deadline the page's last ticket is no later than, and only the starts that can end as
+early (a limit of N working days is at least N days) are read and worked out. Tickets with
+an approved extension in their cycle are read apart (their deadline is the extension's).
+The same answer as working out every open ticket's deadline (``tests/test_overdue_page.py``)."""
 
 from __future__ import annotations
 
