@@ -285,3 +285,42 @@ async def test_the_page_follows_the_tickets_at_once(tmp_path: Path, store: SqlSt
     # time passes: tickets at risk become overdue, others come within the warning time
     for hours in (1, 5, 26, 24 * 9):
         await same(NOW + timedelta(hours=hours))
+
+
+async def test_migration_29_fills_the_clock_category_of_the_tickets_there(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store at migration 28 with tickets: after 29 each has its inquiry's category as the
+    clock counts it (none, empty or no inquiry: other), and the triggers keep it after."""
+    from bridge.store import migrations, open_store
+
+    monkeypatch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:28])
+    old = await open_store(store_url)
+    categories = {"T1": "complaint", "T2": None, "T3": "", "T4": "help"}
+    try:
+        for n, (tid, category) in enumerate(categories.items()):
+            t = Seeded("a", tid, f"i{n}", category, NOW)
+            await add_ticket(old, t, NOW)
+        await old.db.execute("UPDATE tickets SET inquiry_id = 'nowhere' WHERE ticket_id = 'T4'")
+    finally:
+        await old.close()
+    monkeypatch.undo()
+    new = await open_store(store_url)
+    try:
+
+        async def clock() -> dict[str, str]:
+            rows = await new.db.fetchall("SELECT ticket_id, clock_category FROM tickets")
+            return {r["ticket_id"]: r["clock_category"] for r in rows}
+
+        assert await clock() == {"T1": "complaint", "T2": "other", "T3": "other", "T4": "other"}
+        await new.update_inquiry("i0", category="consultation")
+        await new.update_inquiry("i1", category="complaint")
+        await new.db.execute("UPDATE tickets SET inquiry_id = 'i0' WHERE ticket_id = 'T4'")
+        assert await clock() == {
+            "T1": "consultation",
+            "T2": "complaint",
+            "T3": "other",
+            "T4": "consultation",
+        }
+    finally:
+        await new.close()
