@@ -56,6 +56,17 @@ _INCIDENTS = """
 
 
 # A migration is portable SQL, or per dialect ({"sqlite": ..., "postgresql": ...}).
+# Migration 29's index serves open tickets only: a query uses it when it says
+# ``status NOT IN`` these very words (``bridge.store.reports.OPEN_TICKET``).
+_OPEN = "status NOT IN ('closed', 'rejected', 'resolved')"
+# Counted from the index alone: on PostgreSQL the start's two columns are included, without
+# which it reads every row to count (an expression's columns must be in the index too).
+_OPEN_DUE_INDEX = (
+    "CREATE INDEX tickets_open_due ON tickets"
+    " (department, clock_category, (COALESCE(reopened_at, created_at)), ticket_id, cycle)"
+    "{include} WHERE " + _OPEN + ";"
+)
+
 MIGRATIONS: list[str | dict[str, str]] = [
     # 1: initial schema
     """
@@ -511,6 +522,54 @@ MIGRATIONS: list[str | dict[str, str]] = [
         body TEXT NOT NULL
     );
     """,
+    # 29: the overdue page's windows (issue 23): each ticket's inquiry category as its clock
+    # counts it (a missing or empty one is "other"), kept by triggers whoever writes the
+    # rows, and open tickets by department, that category and start of their current cycle
+    {
+        "sqlite": """
+    ALTER TABLE tickets ADD COLUMN clock_category TEXT NOT NULL DEFAULT 'other';
+    UPDATE tickets SET clock_category = COALESCE((SELECT NULLIF(i.category, '')
+        FROM inquiries i WHERE i.inquiry_id = tickets.inquiry_id), 'other');
+    CREATE TRIGGER tickets_clock_category AFTER INSERT ON tickets BEGIN
+        UPDATE tickets SET clock_category = COALESCE((SELECT NULLIF(i.category, '')
+            FROM inquiries i WHERE i.inquiry_id = NEW.inquiry_id), 'other')
+        WHERE department = NEW.department AND ticket_id = NEW.ticket_id; END;
+    CREATE TRIGGER tickets_clock_inquiry AFTER UPDATE OF inquiry_id ON tickets BEGIN
+        UPDATE tickets SET clock_category = COALESCE((SELECT NULLIF(i.category, '')
+            FROM inquiries i WHERE i.inquiry_id = NEW.inquiry_id), 'other')
+        WHERE department = NEW.department AND ticket_id = NEW.ticket_id; END;
+    CREATE TRIGGER inquiries_clock_category AFTER UPDATE OF category ON inquiries BEGIN
+        UPDATE tickets SET clock_category = COALESCE(NULLIF(NEW.category, ''), 'other')
+        WHERE inquiry_id = NEW.inquiry_id; END;
+    CREATE TRIGGER inquiries_clock_insert AFTER INSERT ON inquiries BEGIN
+        UPDATE tickets SET clock_category = COALESCE(NULLIF(NEW.category, ''), 'other')
+        WHERE inquiry_id = NEW.inquiry_id; END;
+    """
+        + _OPEN_DUE_INDEX.format(include=""),
+        "postgresql": """
+    ALTER TABLE tickets ADD COLUMN clock_category TEXT NOT NULL DEFAULT 'other';
+    UPDATE tickets t SET clock_category = COALESCE(NULLIF(i.category, ''), 'other')
+        FROM inquiries i WHERE i.inquiry_id = t.inquiry_id;
+    CREATE FUNCTION tickets_clock_category() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.clock_category := COALESCE((SELECT NULLIF(i.category, '') FROM inquiries i
+            WHERE i.inquiry_id = NEW.inquiry_id), 'other');
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER tickets_clock_category BEFORE INSERT OR UPDATE OF inquiry_id ON tickets
+    FOR EACH ROW EXECUTE FUNCTION tickets_clock_category();
+    CREATE FUNCTION inquiries_clock_category() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE tickets SET clock_category = COALESCE(NULLIF(NEW.category, ''), 'other')
+            WHERE inquiry_id = NEW.inquiry_id
+            AND clock_category <> COALESCE(NULLIF(NEW.category, ''), 'other');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER inquiries_clock_category AFTER INSERT OR UPDATE OF category ON inquiries
+    FOR EACH ROW EXECUTE FUNCTION inquiries_clock_category();
+    """
+        + _OPEN_DUE_INDEX.format(include=" INCLUDE (reopened_at, created_at)"),
+    },
 ]
 
 

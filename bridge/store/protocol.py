@@ -31,6 +31,7 @@ from bridge.store.reports import (
     OpenTicket,
     RateInquiry,
     RateTicket,
+    StartSpan,
     TicketEventRow,
 )
 from bridge.store.reviews import HeldReview, ReviewHold
@@ -576,11 +577,13 @@ class Store(Protocol):
     # ---------------------------------------------------------------- reports, console
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]: ...
 
-    async def open_tickets(
-        self,
-        department: str | None = None,
-        started_by: Sequence[tuple[str, str, str]] | None = None,
+    async def count_started(self, spans: Sequence[StartSpan]) -> int: ...
+
+    async def tickets_started(
+        self, spans: Sequence[StartSpan], *, limit: int | None = None
     ) -> list[OpenTicket]: ...
+
+    async def extended_open_tickets(self, department: str | None = None) -> list[OpenTicket]: ...
 
     async def tickets_of_inquiry(self, inquiry_id: str) -> list[StoredTicket]: ...
 

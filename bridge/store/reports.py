@@ -12,7 +12,7 @@ from typing import Any
 
 from bridge.store.base import StoreBase
 from bridge.store.drivers import iso
-from bridge.store.rows import StoredTicket
+from bridge.store.rows import StoredTicket, stored_ticket
 from schemas.states import ExtensionState
 from schemas.vocab import FINAL_STATUSES, Category, InquiryState, TicketStatus
 
@@ -138,49 +138,96 @@ class OpenTicket:
     category: str | None
 
 
+@dataclass(frozen=True)
+class StartSpan:
+    """The open tickets of a department and category (a missing or empty category is
+    ``other``) whose current handling cycle started at ``since`` or later (``None``: any time)
+    and before ``before`` (stored times, ``iso``): the overdue page's windows."""
+
+    department: str
+    category: str
+    since: str | None
+    before: str
+
+
+# Open tickets, in the words of migration 29's partial index (``tickets_open_due``): a query
+# that says them can use it (the statuses are the vocabulary's constants, not input).
+OPEN_TICKET = f"t.status NOT IN ({', '.join(repr(str(s)) for s in sorted(FINAL_STATUSES))})"
+_OPEN_COLUMNS = (
+    "t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at, t.reopened_at, t.cycle,"
+    " t.clock_category AS category"
+)
+_START = "COALESCE(t.reopened_at, t.created_at)"
+# not extended: no approved extension in the ticket's current cycle
+_NOT_EXTENDED = (
+    "NOT EXISTS (SELECT 1 FROM case_extensions e WHERE e.department = t.department"
+    " AND e.ticket_id = t.ticket_id AND e.cycle = t.cycle AND e.state = ?)"
+)
+
+
+def _span_where(span: StartSpan) -> tuple[str, list[Any]]:
+    """One span: its department, category and starts, on ``tickets_open_due``."""
+    clause = f"t.department = ? AND t.clock_category = ? AND {_START} < ?"
+    params: list[Any] = [span.department, span.category, span.before]
+    if span.since is not None:
+        clause += f" AND {_START} >= ?"
+        params.append(span.since)
+    return clause, params
+
+
+def _per_span(
+    spans: Sequence[StartSpan], select: str, tail: str = "", *tail_params: Any
+) -> tuple[str, list[Any]]:
+    """``select`` over each span's open tickets that are not extended, as one statement:
+    a ``UNION ALL`` of one range of ``tickets_open_due`` per span (an ``OR`` of the spans
+    would read every ticket on SQLite)."""
+    parts, params = [], []
+    for span in spans:
+        clause, more = _span_where(span)
+        parts.append(
+            f"SELECT * FROM (SELECT {select} FROM tickets t WHERE {OPEN_TICKET} AND {clause}"
+            f" AND {_NOT_EXTENDED}{tail}) AS s"
+        )
+        params += [*more, ExtensionState.APPROVED, *tail_params]
+    return " UNION ALL ".join(parts), params
+
+
 class ReportsStore(StoreBase):
-    async def open_tickets(
-        self,
-        department: str | None = None,
-        started_by: Sequence[tuple[str, str, str]] | None = None,
+    async def count_started(self, spans: Sequence[StartSpan]) -> int:
+        """How many open tickets of the listed spans there are, leaving out those with an
+        approved extension in their current cycle: ranges of ``tickets_open_due``."""
+        if not spans:
+            return 0
+        sql, params = _per_span(spans, "COUNT(*) AS n")
+        return sum(int(r["n"]) for r in await self.db.fetchall(sql, params))
+
+    async def tickets_started(
+        self, spans: Sequence[StartSpan], *, limit: int | None = None
     ) -> list[OpenTicket]:
-        """Every ticket not at a final status (of one department), with its inquiry's
-        category: one read, for the overdue page's clocks. ``started_by``: only those of a
-        (department, category, latest start) listed whose current cycle started by then
-        (a missing category is ``other``), and those with an approved extension."""
-        finals = sorted(s.value for s in FINAL_STATUSES)
-        sql = (
-            "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
-            " t.reopened_at, t.cycle, i.category FROM tickets t"
-            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
-            f" WHERE t.status NOT IN ({', '.join('?' for _ in finals)})"
+        """The open tickets of the listed spans, with what their clock needs (leaving out
+        those with an approved extension in their current cycle); with ``limit``, the first
+        so many of each span by start of their current cycle (then ticket)."""
+        if not spans:
+            return []
+        if limit is None:
+            sql, params = _per_span(spans, _OPEN_COLUMNS)
+        else:
+            order = f" ORDER BY {_START}, t.ticket_id LIMIT ?"
+            sql, params = _per_span(spans, _OPEN_COLUMNS, order, limit)
+        return [OpenTicket(**r) for r in await self.db.fetchall(sql, params)]
+
+    async def extended_open_tickets(self, department: str | None = None) -> list[OpenTicket]:
+        """The open tickets (of one department) with an approved extension in their current
+        cycle: their deadline is the extension's, whatever their category's limit."""
+        rows = await self.db.fetchall(
+            f"SELECT DISTINCT {_OPEN_COLUMNS} FROM case_extensions e"
+            " CROSS JOIN tickets t WHERE t.department = e.department"
+            " AND t.ticket_id = e.ticket_id AND t.cycle = e.cycle"
+            f" AND e.state = ? AND {OPEN_TICKET}"
+            + (" AND e.department = ?" if department is not None else ""),
+            [ExtensionState.APPROVED, *([department] if department is not None else [])],
         )
-        params: list[Any] = list(finals)
-        if department is not None:
-            sql += " AND t.department = ?"
-            params.append(department)
-        if started_by is None:
-            return [OpenTicket(**r) for r in await self.db.fetchall(sql, params)]
-        clauses = ["1 = 0"]
-        started: list[Any] = []
-        for dept, category, latest in started_by:
-            clauses.append(
-                "(t.department = ? AND COALESCE(i.category, ?) = ?"
-                " AND COALESCE(t.reopened_at, t.created_at) <= ?)"
-            )
-            started += [dept, Category.OTHER, category, latest]
-        rows = await self.db.fetchall(f"{sql} AND ({' OR '.join(clauses)})", params + started)
-        extended = await self.db.fetchall(
-            "SELECT t.department, t.ticket_id, t.inquiry_id, t.status, t.created_at,"
-            " t.reopened_at, t.cycle, i.category FROM case_extensions e"
-            " JOIN tickets t ON t.department = e.department AND t.ticket_id = e.ticket_id"
-            " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
-            f" WHERE e.state = ? AND t.status NOT IN ({', '.join('?' for _ in finals)})"
-            + (" AND t.department = ?" if department is not None else ""),
-            [ExtensionState.APPROVED, *params],
-        )
-        found = {(r["department"], r["ticket_id"]): r for r in [*rows, *extended]}
-        return [OpenTicket(**r) for r in found.values()]
+        return [OpenTicket(**r) for r in rows]
 
     async def search_inquiries(self, search: InquirySearch) -> list[dict[str, Any]]:
         """Newest first, at most ``search.limit``: the inquiry's listed columns and its
@@ -222,7 +269,7 @@ class ReportsStore(StoreBase):
         rows = await self.db.fetchall(
             "SELECT * FROM tickets WHERE inquiry_id = ? ORDER BY created_at", (inquiry_id,)
         )
-        return [StoredTicket(**r) for r in rows]
+        return [stored_ticket(r) for r in rows]
 
     async def ticket_events(self, department: str, ticket_id: str) -> list[TicketEventRow]:
         """A ticket's events in the order they were recorded."""

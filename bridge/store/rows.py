@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class AppliedEvent(NamedTuple):
@@ -222,6 +222,12 @@ class StoredTicket:
     created_at: str
     cycle: int = 0
     reopened_at: str | None = None
+
+
+def stored_ticket(row: dict[str, Any]) -> StoredTicket:
+    """A ``tickets`` row read whole, without ``clock_category`` (migration 29: the category
+    the overdue page's windows read, kept by triggers from the inquiry's)."""
+    return StoredTicket(**{k: v for k, v in row.items() if k != "clock_category"})
 
 
 @dataclass(frozen=True)

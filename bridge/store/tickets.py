@@ -9,6 +9,7 @@ from bridge.store.drivers import now_iso
 from bridge.store.rows import (
     AppliedEvent,
     StoredTicket,
+    stored_ticket,
 )
 from schemas.vocab import (
     FINAL_STATUSES,
@@ -57,7 +58,7 @@ class TicketsStore(StoreBase):
 
     @staticmethod
     def _ticket(row: dict[str, Any]) -> StoredTicket:
-        return StoredTicket(**row)
+        return stored_ticket(row)
 
     async def get_ticket(self, department: str, ticket_id: str) -> StoredTicket | None:
         rows = await self.db.fetchall(
