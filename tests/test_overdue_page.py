@@ -324,3 +324,25 @@ async def test_migration_29_fills_the_clock_category_of_the_tickets_there(
         }
     finally:
         await new.close()
+
+
+async def test_the_open_ticket_index_is_what_the_page_reads(tmp_path: Path) -> None:
+    """The partial index's predicate (migration 29) spells exactly the final statuses of the
+    vocabulary, and SQLite plans the page's count on that index: were the statuses to change,
+    or the query's words drift from the index's, the page would read every ticket again."""
+    import re
+    import sqlite3
+
+    from bridge.store import open_store
+    from bridge.store.migrations import _OPEN
+    from bridge.store.reports import StartSpan, _per_span
+    from schemas.vocab import FINAL_STATUSES
+
+    assert set(re.findall(r"'([a-z_]+)'", _OPEN)) == {str(s) for s in FINAL_STATUSES}
+    path = tmp_path / "plan.db"
+    await (await open_store(f"sqlite:///{path}")).close()
+    span = StartSpan("a", "complaint", None, at(NOW))
+    sql, params = _per_span([span, StartSpan("b", "other", at(NOW), at(NOW))], "COUNT(*)")
+    with sqlite3.connect(path) as db:
+        plan = " | ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert plan.count("tickets_open_due") == 2, plan
