@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 import structlog
@@ -115,6 +116,30 @@ def _count(value: str | None) -> int | None:
         return None
     value = value.strip()
     return int(value) if value.isascii() and value.isdigit() and len(value) < 12 else None
+
+
+def _form(data: Any) -> Any:
+    """A form (a mapping or a list of pairs, all text) as the urlencoded body aiohttp would
+    make of it, without its ``FormData`` (a multipart writer, a uuid and a failed payload
+    lookup per call): the same bytes and ``Content-Type``. Anything else as it is."""
+    if isinstance(data, Mapping):
+        pairs: Any = list(data.items())
+    elif isinstance(data, list):
+        pairs = data
+    else:
+        return data
+    for pair in pairs:
+        if not (
+            isinstance(pair, tuple)
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], str)
+        ):
+            return data
+    return aiohttp.payload.BytesPayload(
+        urlencode(pairs, doseq=True, encoding="utf-8").encode(),
+        content_type="application/x-www-form-urlencoded",
+    )
 
 
 @dataclass(frozen=True)
@@ -295,7 +320,7 @@ class HttpClient:
                 method,
                 url,
                 params=params,
-                data=data,
+                data=_form(data),
                 json=json_body,
                 headers=headers,
                 allow_redirects=False,

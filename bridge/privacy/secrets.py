@@ -124,11 +124,24 @@ def register_config(cfg: BaseModel) -> None:
     register_secrets(secret_values(cfg))
 
 
+_ordered: list[str] = []
+
+
+def _longest_first() -> list[str]:
+    """The registered secrets, longest first (a secret inside a longer one is masked with
+    it), sorted again only when one was added (the set only grows): every value of every
+    log line is scrubbed."""
+    global _ordered
+    if len(_ordered) != len(_registered):
+        _ordered = sorted(_registered, key=len, reverse=True)
+    return _ordered
+
+
 def scrub(text: str) -> str:
     """``text`` without any registered secret and with every URL in it redacted."""
     if "://" in text:
         text = _URL_IN_TEXT.sub(lambda m: redacted_url(m.group()), text)
-    for secret in sorted(_registered, key=len, reverse=True):
+    for secret in _longest_first():
         if secret in text:
             text = text.replace(secret, MASK)
     return text

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustQueue,
 )
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bridge.runtime.broker import (
     ATTEMPT_HEADER,
@@ -90,6 +91,24 @@ class Delivery:
 
 
 Handler = Callable[[M, Delivery], Awaitable[None]]
+
+
+_CONTEXT_KEYS = ("inquiry_id", "department", "ticket_id")
+
+
+@functools.cache
+def _context_attributes(model: type[BaseModel]) -> tuple[tuple[str, ...], bool]:
+    """Which of the ids a log line is bound to a message model has (fields or properties),
+    and whether it carries an ``inquiry``: asked once per model, not per message (asking a
+    pydantic model for an attribute it lacks goes through its slow ``__getattr__``). A model
+    that keeps unknown fields may have any of them: all are asked for then."""
+    if model.model_config.get("extra") == "allow":
+        return _CONTEXT_KEYS, True
+
+    def has(name: str) -> bool:
+        return name in model.model_fields or hasattr(model, name)
+
+    return tuple(k for k in _CONTEXT_KEYS if has(k)), has("inquiry")
 
 
 @dataclass
@@ -246,12 +265,9 @@ class Worker(Generic[M]):
                     "malformed",
                 )
                 return
-            ctx = {
-                k: getattr(payload, k)
-                for k in ("inquiry_id", "department", "ticket_id")
-                if getattr(payload, k, None) is not None
-            }
-            inquiry = getattr(payload, "inquiry", None)
+            keys, nested = _context_attributes(type(payload))
+            ctx = {k: v for k in keys if (v := getattr(payload, k, None)) is not None}
+            inquiry = getattr(payload, "inquiry", None) if nested else None
             if inquiry is not None:
                 ctx["inquiry_id"] = inquiry.inquiry_id
             structlog.contextvars.bind_contextvars(**ctx)

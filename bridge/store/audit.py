@@ -154,6 +154,12 @@ KEYED_MIGRATION = {
 }
 
 
+# What ``json.dumps`` with these arguments makes (it builds such an encoder per call): the
+# record's canonical form its hash covers, and its detail's text.
+_CANONICAL = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_DETAIL = json.JSONEncoder(ensure_ascii=False, sort_keys=True)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -169,11 +175,7 @@ def record_hash(
     detail: str,
 ) -> str:
     """sha256 over the previous hash and the record's fields (canonical JSON)."""
-    body = json.dumps(
-        [prev_hash, seq, at, actor, action, inquiry_id, subject, detail],
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    body = _CANONICAL.encode([prev_hash, seq, at, actor, action, inquiry_id, subject, detail])
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -300,9 +302,7 @@ async def append(
     is signed with the executor's audit key (given when the store was opened)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
-    text = json.dumps(
-        {k: v for k, v in detail.items() if v is not None}, ensure_ascii=False, sort_keys=True
-    )
+    text = _DETAIL.encode({k: v for k, v in detail.items() if v is not None})
     record: Pending = (actor, action, inquiry_id, subject, text)
     pending = _PENDING.get(db)
     if pending is not None:

@@ -32,7 +32,9 @@ def now_iso() -> str:
 
 def iso(when: datetime) -> str:
     """UTC, fixed width: stored times compare correctly as text (SQLite and PostgreSQL)."""
-    return when.astimezone(UTC).isoformat(timespec="microseconds")
+    if when.tzinfo is not UTC:  # most times are made in UTC already: no conversion then
+        when = when.astimezone(UTC)
+    return when.isoformat(timespec="microseconds")
 
 
 class Executor(Protocol):
@@ -131,7 +133,15 @@ def sqlite_statements(sql: str) -> list[str]:
 
 
 def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
-    return [dict(r) for r in cur.fetchall()]
+    rows = cur.fetchall()
+    if not rows:
+        return []
+    names = [d[0] for d in cur.description]
+    if len(set(names)) < len(names):
+        # a name twice (a join's ``*``): ``dict(row)`` keeps the first column of that name
+        return [dict(r) for r in rows]
+    # a third cheaper than ``dict(row)``, which looks each name up again (the profile)
+    return [dict(zip(names, r, strict=True)) for r in rows]
 
 
 class SqliteDatabase:

@@ -8,9 +8,8 @@ or lost because a database restarted.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
+from types import TracebackType
 
 
 class StoreUnavailable(Exception):
@@ -42,14 +41,23 @@ def is_store_unavailable(exc: BaseException) -> bool:
     )
 
 
-@contextlib.contextmanager
-def store_errors() -> Iterator[None]:
-    """Re-raise a driver's "cannot reach the store" as :class:`StoreUnavailable`."""
-    try:
-        yield
-    except StoreUnavailable:
-        raise
-    except Exception as exc:
+class store_errors:  # lower case: used as a function, ``with store_errors():``
+    """Re-raise a driver's "cannot reach the store" as :class:`StoreUnavailable`. A class,
+    not a ``@contextmanager`` generator: it wraps every store call, and a generator's
+    context manager costs several times as much to enter and leave."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, StoreUnavailable) or not isinstance(exc, Exception):
+            return  # nothing raised, or raised as it is
         if is_store_unavailable(exc):
             raise StoreUnavailable(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
-        raise

@@ -106,10 +106,19 @@ class FileLeases:
     async def try_acquire(self, name: str) -> bool:
         if name in self._fds:
             return False
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(name)
+        made = False
         while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:
+                if made:
+                    raise
+                # the directory, made when missing (first use, or removed since) rather than
+                # asked for before every create
+                self.directory.mkdir(parents=True, exist_ok=True)
+                made = True
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
