@@ -53,7 +53,9 @@ def item(n: str, text: str, author: str, **thread: Any) -> dict[str, Any]:
         "kind": "comment",
         "author": {"id": author, "handle": f"user{author}"},
         "text": text,
-        "created_at": "2026-12-07T08:00:00+08:00",
+        # stamped when written, as the platform does (a fixed date here fell out of the
+        # ranking's "last day" once the calendar passed it)
+        "created_at": datetime.now(UTC).isoformat(),
         "thread": {"root_id": "ann-1", "root_author_id": "official", **thread},
     }
 
