@@ -193,13 +193,23 @@ def _per_span(
 
 
 class ReportsStore(StoreBase):
+    async def _read(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The reports' reads: on SQLite off the event loop (``fetchall_apart``); in a
+        transaction, on PostgreSQL (asyncpg waits without blocking) or through a test's
+        wrapper that offers only ``fetchall``, as every other read."""
+        apart = getattr(self.db, "fetchall_apart", None)
+        if apart is None:
+            return await self.db.fetchall(sql, params)
+        rows: list[dict[str, Any]] = await apart(sql, params)
+        return rows
+
     async def count_started(self, spans: Sequence[StartSpan]) -> int:
         """How many open tickets of the listed spans there are, leaving out those with an
         approved extension in their current cycle: ranges of ``tickets_open_due``."""
         if not spans:
             return 0
         sql, params = _per_span(spans, "COUNT(*) AS n")
-        return sum(int(r["n"]) for r in await self.db.fetchall(sql, params))
+        return sum(int(r["n"]) for r in await self._read(sql, params))
 
     async def tickets_started(
         self, spans: Sequence[StartSpan], *, limit: int | None = None
@@ -214,12 +224,12 @@ class ReportsStore(StoreBase):
         else:
             order = f" ORDER BY {_START}, t.ticket_id LIMIT ?"
             sql, params = _per_span(spans, _OPEN_COLUMNS, order, limit)
-        return [OpenTicket(**r) for r in await self.db.fetchall(sql, params)]
+        return [OpenTicket(**r) for r in await self._read(sql, params)]
 
     async def extended_open_tickets(self, department: str | None = None) -> list[OpenTicket]:
         """The open tickets (of one department) with an approved extension in their current
         cycle: their deadline is the extension's, whatever their category's limit."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             f"SELECT DISTINCT {_OPEN_COLUMNS} FROM case_extensions e"
             " CROSS JOIN tickets t WHERE t.department = e.department"
             " AND t.ticket_id = e.ticket_id AND t.cycle = e.cycle"
@@ -260,20 +270,20 @@ class ReportsStore(StoreBase):
         if search.until is not None:
             sql += " AND i.created_at < ?"
             params.append(search.until.isoformat(timespec="microseconds"))
-        return await self.db.fetchall(
+        return await self._read(
             sql + " ORDER BY i.created_at DESC LIMIT ?", (*params, search.limit)
         )
 
     async def tickets_of_inquiry(self, inquiry_id: str) -> list[StoredTicket]:
         """The tickets recorded for an inquiry, oldest first."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT * FROM tickets WHERE inquiry_id = ? ORDER BY created_at", (inquiry_id,)
         )
         return [stored_ticket(r) for r in rows]
 
     async def ticket_events(self, department: str, ticket_id: str) -> list[TicketEventRow]:
         """A ticket's events in the order they were recorded."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT event_id, status, native_status, occurred_at, applied, recorded_at, cycle"
             " FROM ticket_events WHERE department = ? AND ticket_id = ?"
             " ORDER BY recorded_at, event_id",
@@ -285,7 +295,7 @@ class ReportsStore(StoreBase):
         """Per (department, ticket id): when an applied event of one of ``statuses`` was
         first recorded."""
         marks = ", ".join("?" for _ in statuses)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, ticket_id, MIN(recorded_at) AS at FROM ticket_events"
             f" WHERE applied = 1 AND status IN ({marks}) GROUP BY department, ticket_id",
             tuple(statuses),
@@ -295,7 +305,7 @@ class ReportsStore(StoreBase):
     async def applied_statuses(self) -> dict[tuple[str, str], list[str]]:
         """Per (department, ticket id): the statuses its applied events moved it through,
         in the order they happened."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, ticket_id, status FROM ticket_events WHERE applied = 1"
             " ORDER BY occurred_at"
         )
@@ -319,7 +329,7 @@ class ReportsStore(StoreBase):
         without its texts."""
         a_marks = ", ".join("?" for _ in awaiting)
         q_marks = ", ".join("?" for _ in queued)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT i.inquiry_id, i.platform, i.account, i.state, i.department, i.category,"
             " i.created_at, i.posted_at,"
             " (SELECT MIN(r.posted_at) FROM replies r WHERE r.inquiry_id = i.inquiry_id"
@@ -341,7 +351,7 @@ class ReportsStore(StoreBase):
         """The tickets created from ``since`` to ``until`` (ISO times as stored), with their
         inquiry's category and account and when an applied event of a ``final`` status was
         first recorded."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             _rate_ticket_select(len(final)) + " WHERE t.created_at >= ? AND t.created_at < ?",
             (*final, since, until),
         )
@@ -349,7 +359,7 @@ class ReportsStore(StoreBase):
 
     async def last_replies(self, posted: str) -> dict[tuple[str, str], str]:
         """Per (platform, account): when its latest reply in state ``posted`` was posted."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT platform, account, MAX(posted_at) AS at FROM replies WHERE state = ?"
             " GROUP BY platform, account",
             (posted,),
@@ -358,7 +368,7 @@ class ReportsStore(StoreBase):
 
     async def post_calls_used(self, platform: str, account: str, since: datetime) -> int:
         """The weight of an account's post calls running or ended after ``since``."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT SUM(weight) AS used FROM post_calls WHERE platform = ? AND account = ?"
             " AND (done_at IS NULL OR done_at > ?)",
             (platform, account, since.isoformat(timespec="microseconds")),
@@ -389,7 +399,7 @@ class ReportsStore(StoreBase):
         ``left_out``): those answered (a reply in state ``posted`` has a time) one by one,
         (department, platform, account, when asked, when first answered, 1); the others
         counted per (department, platform, account, hour asked as stored, None, n)."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, platform, account, CASE WHEN first_reply_at IS NULL"
             " THEN SUBSTR(asked, 1, 13) ELSE asked END AS asked, first_reply_at,"
             f" COUNT(*) AS n FROM ({self._ranked_inquiries(left_out)}) s"
@@ -416,7 +426,7 @@ class ReportsStore(StoreBase):
     ) -> list[str]:
         """When each inquiry of one unanswered group of ``ranked_inquiries`` was asked
         (department, platform, account of ``group``; asked from ``hour`` to ``next_hour``)."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             f"SELECT asked FROM ({self._ranked_inquiries(left_out)}"
             " AND i.created_at >= ? AND i.department = ? AND i.platform = ? AND i.account = ?) s"
             " WHERE first_reply_at IS NULL AND asked >= ? AND asked < ?",
@@ -439,7 +449,7 @@ class ReportsStore(StoreBase):
         created_at, when first final, True, 1); the open ones counted per (department,
         category, platform, account, hour of creation as stored, None, False, n)."""
         marks = ", ".join("?" for _ in final)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, category, platform, account, at, final_at, done, COUNT(*) AS n"
             f" FROM (SELECT {self._RANKED_TICKET_KEYS},"
             f" CASE WHEN t.status IN ({marks}) THEN t.created_at"
@@ -471,7 +481,7 @@ class ReportsStore(StoreBase):
         """When each ticket of one open group of ``ranked_tickets`` was created (department,
         category, platform, account of ``group``; from ``hour`` to ``next_hour``)."""
         marks = ", ".join("?" for _ in final)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT created_at FROM (SELECT t.created_at, t.status,"
             f" {self._RANKED_TICKET_KEYS} FROM tickets t"
             " LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
@@ -486,7 +496,7 @@ class ReportsStore(StoreBase):
     ) -> list[tuple[str, str, str, str, bool | None, str | None, int]]:
         """The 回访 results concluded from ``since`` to ``until`` (exclusive) counted per
         (department, platform, account, outcome, solved, satisfaction)."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, platform, account, outcome, solved, satisfaction,"
             " COUNT(*) AS n FROM survey_results WHERE concluded_at >= ? AND concluded_at < ?"
             " GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6",
@@ -519,13 +529,13 @@ class ReportsStore(StoreBase):
 
         out: dict[int, tuple[int, ...]] = {}
         for n, (start, end) in enumerate(itertools.pairwise(bounds)):
-            inquiries = await self.db.fetchall(
+            inquiries = await self._read(
                 f"SELECT COUNT(*) AS n, {sums('state', states)}"
                 + "".join(f", {sums('department', departments)}" for _ in departments[:1])
                 + " FROM inquiries WHERE created_at >= ? AND created_at < ?",
                 (*states, *departments, start, end),
             )
-            tickets = await self.db.fetchall(
+            tickets = await self._read(
                 f"SELECT COUNT(*) AS n, {sums('status', statuses)} FROM tickets"
                 f" WHERE status IN ({', '.join('?' for _ in statuses)})"
                 " AND created_at >= ? AND created_at < ?",
@@ -544,7 +554,7 @@ class ReportsStore(StoreBase):
         """The inquiries recorded in the period with a department and a state not in
         ``left_out``, counted per (department, hour as stored, whether ``appended``)."""
         marks = ", ".join("?" for _ in left_out)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, SUBSTR(created_at, 1, 13) AS hour,"
             " CASE WHEN state = ? THEN 1 ELSE 0 END AS appended, COUNT(*) AS n"
             " FROM inquiries WHERE created_at >= ?"
@@ -560,7 +570,7 @@ class ReportsStore(StoreBase):
         """Of the inquiries ``period_inquiry_hours`` counts, those with a reply in state
         ``posted`` that has a time: (department, created_at, when the first was posted)."""
         marks = ", ".join("?" for _ in left_out)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT i.department, i.created_at, MIN(r.posted_at) AS first_reply_at"
             # the posted replies found by their index on (state, posted time), then their
             # inquiries: CROSS JOIN keeps SQLite in that order whatever its statistics say
@@ -577,7 +587,7 @@ class ReportsStore(StoreBase):
         self, since: str, until: str, through: bool, ignored: str
     ) -> dict[str | None, int]:
         """The inquiries in state ``ignored`` recorded in the period, counted by reason."""
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT reason, COUNT(*) AS n FROM inquiries WHERE state = ? AND created_at >= ?"
             f" AND created_at {'<=' if through else '<'} ? GROUP BY reason",
             (ignored, since, until),
@@ -585,7 +595,7 @@ class ReportsStore(StoreBase):
         return {r["reason"]: int(r["n"]) for r in rows}
 
     async def first_inquiry_at(self) -> str | None:
-        rows = await self.db.fetchall("SELECT MIN(created_at) AS at FROM inquiries")
+        rows = await self._read("SELECT MIN(created_at) AS at FROM inquiries")
         return rows[0]["at"] if rows else None
 
     _UNANSWERED = (
@@ -611,7 +621,7 @@ class ReportsStore(StoreBase):
         where = self._UNANSWERED.format(
             out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
         )
-        return await self.db.fetchall(
+        return await self._read(
             "SELECT i.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
             " i.platform, i.account, SUBSTR(i.created_at, 1, 13) AS hour, COUNT(*) AS n,"
             " MIN(i.created_at || ' ' || i.inquiry_id) AS first"
@@ -632,7 +642,7 @@ class ReportsStore(StoreBase):
         where = self._UNANSWERED.format(
             out=", ".join("?" for _ in left_out), backlog=", ".join("?" for _ in backlog)
         )
-        rows = await self.db.fetchall(
+        rows = await self._read(
             f"SELECT i.created_at, i.inquiry_id{where} AND i.department = ?"
             " AND COALESCE(NULLIF(i.category, ''), ?) = ? AND i.platform = ? AND i.account = ?"
             " AND i.created_at >= ? AND i.created_at < ?",
@@ -652,7 +662,7 @@ class ReportsStore(StoreBase):
         if not limited:
             return []
         marks = ", ".join("?" for _ in final)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT t.department, COALESCE(NULLIF(i.category, ''), ?) AS category,"
             " SUBSTR(t.created_at, 1, 13) AS hour, COUNT(*) AS n"
             " FROM tickets t LEFT JOIN inquiries i ON i.inquiry_id = t.inquiry_id"
@@ -669,7 +679,7 @@ class ReportsStore(StoreBase):
         """When each ticket of one ``open_ticket_hours`` group was created (from ``hour``
         to ``next_hour``, both as stored: ``2026-12-07T09``)."""
         marks = ", ".join("?" for _ in final)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT t.created_at FROM tickets t LEFT JOIN inquiries i"
             " ON i.inquiry_id = t.inquiry_id"
             f" WHERE t.status NOT IN ({marks}) AND t.department = ?"
@@ -685,13 +695,13 @@ class ReportsStore(StoreBase):
         """The tickets created in the period: counted per department, and those at a
         ``final`` status with their inquiry's category and when they first reached one."""
         cmp = "<=" if through else "<"
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT department, COUNT(*) AS n FROM tickets WHERE created_at >= ?"
             f" AND created_at {cmp} ? GROUP BY department",
             (since, until),
         )
         marks = ", ".join("?" for _ in final)
-        done = await self.db.fetchall(
+        done = await self._read(
             _rate_ticket_select(len(final))
             + f" WHERE t.created_at >= ? AND t.created_at {cmp} ? AND t.status IN ({marks})",
             (*final, since, until, *final),
@@ -704,7 +714,7 @@ class ReportsStore(StoreBase):
         """The tickets that first reached a ``final`` status (an applied event) in the
         period, counted per (department, hour as stored)."""
         marks = ", ".join("?" for _ in final)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             "SELECT f.department, SUBSTR(f.at, 1, 13) AS hour, COUNT(*) AS n FROM"
             " (SELECT department, ticket_id, MIN(recorded_at) AS at FROM ticket_events"
             f"  WHERE applied = 1 AND status IN ({marks}) GROUP BY department, ticket_id) f"
@@ -721,13 +731,13 @@ class ReportsStore(StoreBase):
         """Per department: the replies posted in the period, and those in state
         ``awaiting`` now."""
         out: dict[str, list[int]] = {}
-        for r in await self.db.fetchall(
+        for r in await self._read(
             "SELECT department, COUNT(*) AS n FROM replies WHERE state = ? AND posted_at >= ?"
             f" AND posted_at {'<=' if through else '<'} ? GROUP BY department",
             (posted, since, until),
         ):
             out.setdefault(r["department"], [0, 0])[0] = int(r["n"])
-        for r in await self.db.fetchall(
+        for r in await self._read(
             "SELECT department, COUNT(*) AS n FROM replies WHERE state = ? GROUP BY department",
             (awaiting,),
         ):
@@ -758,7 +768,7 @@ class ReportsStore(StoreBase):
         a_marks = ", ".join("?" for _ in awaiting)
         q_marks = ", ".join("?" for _ in queued)
         o_marks = ", ".join("?" for _ in left_out)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             # one look at the inquiry's replies: the best of what they say (MIN)
             "SELECT i.platform, i.account, COALESCE((SELECT MIN(CASE"
             " WHEN r.state = ? AND r.posted_at IS NOT NULL THEN 1"
@@ -778,7 +788,7 @@ class ReportsStore(StoreBase):
         """Of the inquiries ``inspection_counts`` counts as ``answered``: (platform,
         account, when asked, when the first reply was posted)."""
         o_marks = ", ".join("?" for _ in left_out)
-        rows = await self.db.fetchall(
+        rows = await self._read(
             f"SELECT i.platform, i.account, {self._ASKED} AS asked,"
             " MIN(r.posted_at) AS first_reply_at"
             " FROM replies r CROSS JOIN inquiries i"  # the posted replies first, as above
