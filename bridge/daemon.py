@@ -32,6 +32,7 @@ from bridge.runtime.credentials import Credentials
 from bridge.runtime.deadletters import body_ids
 from bridge.runtime.held import HeldCommands
 from bridge.runtime.http import json_error
+from bridge.runtime.memory import release_free_heap
 from bridge.runtime.push import PushPipeline
 from bridge.runtime.worker import Worker
 from bridge.security.keyring import Keyring
@@ -241,6 +242,9 @@ class Daemon:
             self.ctx.roles[name] = role
         for role in self.ctx.roles.values():
             await role.start()
+        # the start-up's loading (triage's dictionary and model, the incident index, the
+        # migrations) is over: its free pages back to the system (docs/performance.md, Memory)
+        release_free_heap()
         self._shared = asyncio.create_task(self._shared_loop(), name="shared-state")
         if "http" in self.role_names:
             http = self.cfg.http

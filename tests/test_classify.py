@@ -20,6 +20,7 @@ from bridge.triage.classify import (
     ClassifierConfig,
     ModelError,
     NoiseReason,
+    _compact_tokenizer,
     classify,
     detect_noise,
     evaluate,
@@ -289,7 +290,32 @@ def test_jieba_starts_quietly_with_its_cache_in_the_configured_dir(tmp_path: Pat
     assert proc.stdout.strip() == "report"
     assert proc.stderr == ""
     # the compact prefix dictionary of our own (bridge/triage/classify.py), not jieba's pickle
-    assert [p.name for p in tmp_path.glob("govbridge-jieba-*-utf8.cache")], list(tmp_path.iterdir())
+    assert [p.name for p in tmp_path.glob("govbridge-jieba-*-marisa-*.cache")], list(
+        tmp_path.iterdir()
+    )
+
+
+def test_a_damaged_prefix_dictionary_cache_is_built_again(tmp_path: Path) -> None:
+    first = _compact_tokenizer()
+    first.tmp_dir = str(tmp_path)
+    first.initialize()
+    (cache,) = tmp_path.glob("govbridge-jieba-*-marisa-*.cache")
+    whole = cache.read_bytes()
+    for damaged in (whole[: len(whole) // 2], b"not a cache"):
+        cache.write_bytes(damaged)
+        tok = _compact_tokenizer()
+        tok.tmp_dir = str(tmp_path)
+        assert tok.lcut("小区门口的路灯坏了一个星期", HMM=False) == [
+            "小区",
+            "门口",
+            "的",
+            "路灯",
+            "坏",
+            "了",
+            "一个",
+            "星期",
+        ]
+        assert cache.read_bytes() == whole
 
 
 # -- the triage command ----------------------------------------------------------------------
