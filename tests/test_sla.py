@@ -195,3 +195,56 @@ async def test_inquiry_without_a_ticket_is_acknowledged_once_before_its_first_re
     requested = [json.loads(s.body) for s in watch.seen if s.routing_key.startswith("reply.")]
     assert {b["inquiry_id"] for b in requested} == {"inq_w1", "inq_w3"}
     assert all(b["ticket_id"] is None for b in requested)
+
+
+async def test_the_scan_reads_the_open_tickets_page_by_page(tmp_path: Path) -> None:
+    """The scan reads open tickets a page at a time (here 3): across pages every open
+    ticket due is found once, final ones and tickets whose inquiry is not stored are passed
+    over, and the second scan finds nothing."""
+    cfg = bridge_config(tmp_path, departments=[DEPT], accounts=[ACCOUNT], sla={"check_every": "1h"})
+    async with running_bridge(cfg, ["sla"], in_memory=True) as daemon:
+        assert daemon.ctx is not None
+        store = daemon.ctx.store
+        for n in range(10, 21):  # eleven breached consultations, three of them final
+            status = "resolved" if n % 4 == 0 else "received"
+            await seed(store, n, "consultation", status, timedelta(days=3))
+        await seed(store, 30, "complaint", "received", timedelta(days=1))  # nothing due yet
+        await store.db.execute("DELETE FROM inquiries WHERE inquiry_id = ?", ("inq_19",))
+        role = daemon.ctx.roles["sla"]
+        assert isinstance(role, SlaRole)
+        role.SCAN_PAGE = 3
+        pages: list[int] = []
+        read = store.open_tickets_after
+
+        async def counted(*args: Any) -> Any:
+            page = await read(*args)
+            pages.append(len(page))
+            return page
+
+        store.open_tickets_after = counted  # type: ignore[method-assign]
+        first = await role.scan()
+        second = await role.scan()
+    breached = sorted(e.ticket_id for e in first if e.event == "breached")
+    assert breached == [f"T{n}" for n in range(10, 21) if n % 4 and n != 19]
+    assert second == []
+    assert pages[:4] == [3, 3, 2, 0]  # eight open tickets with their inquiry, then the end
+
+
+async def test_open_tickets_are_paged_in_key_order_on_both_engines(store: Any) -> None:
+    for n in (3, 1, 4, 2, 5):
+        await seed(
+            store,
+            n,
+            "complaint" if n % 2 else "",
+            "closed" if n == 4 else "received",
+            timedelta(hours=n),
+        )
+    final = ["closed", "rejected", "resolved"]
+    first = await store.open_tickets_after(None, 2, final)
+    rest = await store.open_tickets_after(
+        (first[-1][0].department, first[-1][0].ticket_id), 2, final
+    )
+    last = await store.open_tickets_after(("urban", "T5"), 2, final)
+    assert [(t.ticket_id, c) for t, c in first] == [("T1", "complaint"), ("T2", "")]
+    assert [(t.ticket_id, c) for t, c in rest] == [("T3", "complaint"), ("T5", "complaint")]
+    assert last == []

@@ -28,16 +28,18 @@ from bridge.runtime.periodic import PeriodicRole
 from bridge.sla.acknowledge import Acknowledgements
 from schemas import routing
 from schemas.messages import SlaEvent
-from schemas.vocab import Category, TicketStatus
+from schemas.vocab import FINAL_STATUSES, Category, TicketStatus
 
 if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
+    from bridge.store.rows import StoredTicket
 
 log = structlog.get_logger("govbridge.sla")
 
 
 class SlaRole(PeriodicRole):
     name = "sla"
+    SCAN_PAGE = 500  # open tickets read at a time (not every ticket of the store at once)
 
     def __init__(self, ctx: BridgeContext) -> None:
         super().__init__(ctx)
@@ -70,63 +72,73 @@ class SlaRole(PeriodicRole):
     async def scan(self, now: datetime | None = None) -> list[SlaEvent]:
         """One pass over open tickets; returns the events emitted (each at most once)."""
         now = now or datetime.now(UTC)
-        store, cfg = self.ctx.store, self.ctx.cfg
+        store = self.ctx.store
         emitted: list[SlaEvent] = []
         extended = await store.approved_deadlines()  # 延期 approved before the old deadline
-        for ticket in await store.list_tickets():
-            if TicketStatus(ticket.status).is_final:
+        final = sorted(FINAL_STATUSES)
+        after: tuple[str, str] | None = None
+        while page := await store.open_tickets_after(after, self.SCAN_PAGE, final):
+            after = (page[-1][0].department, page[-1][0].ticket_id)
+            for ticket, inquiry_category in page:
+                emitted += await self._scan_ticket(ticket, inquiry_category, extended, now)
+        return emitted
+
+    async def _scan_ticket(
+        self,
+        ticket: StoredTicket,
+        inquiry_category: str | None,
+        extended: dict[tuple[str, str, int], str],
+        now: datetime,
+    ) -> list[SlaEvent]:
+        """The events one open ticket is due (each recorded once)."""
+        cfg = self.ctx.cfg
+        emitted: list[SlaEvent] = []
+        try:
+            dept = cfg.department(ticket.department)
+        except KeyError:
+            return emitted
+        category = Category(inquiry_category or "other")
+        # A reopened ticket (重办) counts a new deadline from its reopening.
+        created = datetime.fromisoformat(ticket.reopened_at or ticket.created_at).astimezone(UTC)
+        deadline = deadline_for(dept, category, created)
+        moved = extended.get((ticket.department, ticket.ticket_id, ticket.cycle))
+        if moved is not None:
+            deadline = datetime.fromisoformat(moved).astimezone(UTC)
+        if deadline is None:
+            return emitted
+        allowed = (deadline - created).total_seconds()
+        elapsed = (now - created).total_seconds()
+        due: list[Literal["warning", "breached", "holding_reply"]] = []
+        if now >= deadline:
+            due.append("breached")
+        elif (deadline - now) <= cfg.sla.warn_before:
+            due.append("warning")
+        if elapsed >= allowed / 2 and ticket.status == TicketStatus.RECEIVED.value:
+            due.append("holding_reply")
+        for kind in due:
+            key = f"{ticket.department}:{ticket.ticket_id}:{kind}"
+            if ticket.cycle:  # each handling cycle has its own clock
+                key += f":cycle-{ticket.cycle}"
+            if not await self.ctx.store.record_once("sla", key):
                 continue
-            try:
-                dept = cfg.department(ticket.department)
-            except KeyError:
-                continue
-            inquiry = await store.get_inquiry(ticket.inquiry_id)
-            if inquiry is None:
-                continue
-            category = Category(inquiry.category or "other")
-            # A reopened ticket (重办) counts a new deadline from its reopening.
-            created = datetime.fromisoformat(ticket.reopened_at or ticket.created_at).astimezone(
-                UTC
+            event = SlaEvent(
+                event=kind,
+                department=dept.id,
+                inquiry_id=ticket.inquiry_id,
+                ticket_id=ticket.ticket_id,
+                deadline=deadline,
+                category=category,
             )
-            deadline = deadline_for(dept, category, created)
-            moved = extended.get((ticket.department, ticket.ticket_id, ticket.cycle))
-            if moved is not None:
-                deadline = datetime.fromisoformat(moved).astimezone(UTC)
-            if deadline is None:
-                continue
-            allowed = (deadline - created).total_seconds()
-            elapsed = (now - created).total_seconds()
-            due: list[Literal["warning", "breached", "holding_reply"]] = []
-            if now >= deadline:
-                due.append("breached")
-            elif (deadline - now) <= cfg.sla.warn_before:
-                due.append("warning")
-            if elapsed >= allowed / 2 and ticket.status == TicketStatus.RECEIVED.value:
-                due.append("holding_reply")
-            for kind in due:
-                key = f"{ticket.department}:{ticket.ticket_id}:{kind}"
-                if ticket.cycle:  # each handling cycle has its own clock
-                    key += f":cycle-{ticket.cycle}"
-                if not await store.record_once("sla", key):
-                    continue
-                event = SlaEvent(
-                    event=kind,
-                    department=dept.id,
-                    inquiry_id=inquiry.inquiry_id,
+            if kind == "breached":
+                log.warning(
+                    "ticket past its deadline",
                     ticket_id=ticket.ticket_id,
-                    deadline=deadline,
-                    category=category,
+                    department=dept.id,
+                    deadline=deadline.isoformat(),
                 )
-                if kind == "breached":
-                    log.warning(
-                        "ticket past its deadline",
-                        ticket_id=ticket.ticket_id,
-                        department=dept.id,
-                        deadline=deadline.isoformat(),
-                    )
-                self.ctx.metrics.sla_events.labels(dept.id, kind).inc()
-                await self.ctx.broker.publish(routing.sla_event(kind, dept.id), event)
-                emitted.append(event)
+            self.ctx.metrics.sla_events.labels(dept.id, kind).inc()
+            await self.ctx.broker.publish(routing.sla_event(kind, dept.id), event)
+            emitted.append(event)
         return emitted
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from bridge.store.base import StoreBase
@@ -123,6 +124,31 @@ class TicketsStore(StoreBase):
                 "SELECT * FROM tickets WHERE department = ? ORDER BY created_at", (department,)
             )
         return [self._ticket(r) for r in rows]
+
+    async def open_tickets_after(
+        self, after: tuple[str, str] | None, limit: int, final: Sequence[str]
+    ) -> list[tuple[StoredTicket, str | None]]:
+        """A page of the tickets not in a ``final`` status whose inquiry is stored, in key
+        order after ``after`` (department, ticket id), each with its inquiry's category: the
+        SLA scan reads the open tickets a page at a time (every ticket of the store at once,
+        and one read of its inquiry each, cost a process ~1 kB a ticket and 100,000 reads)."""
+        marks = ", ".join("?" for _ in final)
+        where = f"t.status NOT IN ({marks})"
+        params: list[Any] = [*final]
+        if after is not None:
+            where += " AND (t.department > ? OR (t.department = ? AND t.ticket_id > ?))"
+            params += [after[0], after[0], after[1]]
+        rows = await self.db.fetchall(
+            "SELECT t.*, i.category AS inquiry_category FROM tickets t"
+            f" JOIN inquiries i ON i.inquiry_id = t.inquiry_id WHERE {where}"
+            " ORDER BY t.department, t.ticket_id LIMIT ?",
+            (*params, limit),
+        )
+        out = []
+        for row in rows:
+            category = row.pop("inquiry_category")
+            out.append((self._ticket(row), category))
+        return out
 
     async def apply_status(
         self,
