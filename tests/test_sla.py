@@ -248,3 +248,16 @@ async def test_open_tickets_are_paged_in_key_order_on_both_engines(store: Any) -
     assert [(t.ticket_id, c) for t, c in first] == [("T1", "complaint"), ("T2", "")]
     assert [(t.ticket_id, c) for t, c in rest] == [("T3", "complaint"), ("T5", "complaint")]
     assert last == []
+
+
+async def test_a_watching_ticket_system_is_told_the_open_tickets_only(store: Any) -> None:
+    """What sync tells a ticket system that watches tickets by id: the open ones of the
+    department with the native status the bridge knows, not the final ones."""
+    for n, status in ((1, "received"), (2, "closed"), (3, "in_progress")):
+        await seed(store, n, "complaint", status, timedelta(hours=n))
+    final = ["closed", "rejected", "resolved"]
+    assert await store.open_native_statuses("urban", final) == {
+        "T1": "received",
+        "T3": "in_progress",
+    }
+    assert await store.open_native_statuses("transport", final) == {}

@@ -167,6 +167,10 @@ class Store(Protocol):
 
     async def list_tickets(self, department: str | None = None) -> list[StoredTicket]: ...
 
+    async def open_native_statuses(
+        self, department: str, final: Sequence[str]
+    ) -> dict[str, str]: ...
+
     async def open_tickets_after(
         self, after: tuple[str, str] | None, limit: int, final: Sequence[str]
     ) -> list[tuple[StoredTicket, str | None]]: ...

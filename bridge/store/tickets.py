@@ -125,6 +125,18 @@ class TicketsStore(StoreBase):
             )
         return [self._ticket(r) for r in rows]
 
+    async def open_native_statuses(self, department: str, final: Sequence[str]) -> dict[str, str]:
+        """The department's tickets not in a ``final`` status: id → the native status the
+        bridge knows (what a ticket system that watches tickets by id is told at each poll;
+        two columns of the open tickets, not every ticket whole)."""
+        marks = ", ".join("?" for _ in final)
+        rows = await self.db.fetchall(
+            "SELECT ticket_id, native_status FROM tickets WHERE department = ?"
+            f" AND status NOT IN ({marks}) ORDER BY created_at",
+            (department, *final),
+        )
+        return {r["ticket_id"]: r["native_status"] for r in rows}
+
     async def open_tickets_after(
         self, after: tuple[str, str] | None, limit: int, final: Sequence[str]
     ) -> list[tuple[StoredTicket, str | None]]:

@@ -22,7 +22,7 @@ from bridge.runtime.worker import Worker
 from schemas import routing
 from schemas.config import DepartmentConfig
 from schemas.messages import TicketEvent
-from schemas.vocab import TicketStatus
+from schemas.vocab import FINAL_STATUSES
 
 if TYPE_CHECKING:
     from bridge.runtime.context import BridgeContext
@@ -65,10 +65,7 @@ class SyncRole:
         if isinstance(system, WatchesTickets):
             # The bridge's open tickets, asked for by id beside the change feed: a change that
             # does not move the server's updated_datetime is still seen.
-            rows = await self.ctx.store.list_tickets(dept.id)
-            system.watch(
-                {r.ticket_id: r.native_status for r in rows if not TicketStatus(r.status).is_final}
-            )
+            system.watch(await self.ctx.store.open_native_statuses(dept.id, sorted(FINAL_STATUSES)))
         result = await system.changes_since(cursor)
         if result.events:
             await publish_events(self.ctx, result.events)
