@@ -65,3 +65,13 @@ async def test_report_reads_see_what_is_committed_and_a_transaction_its_own(
         ]
     finally:
         await store.close()
+
+
+async def test_a_report_read_naming_a_column_twice_keeps_the_first(tmp_path: Path) -> None:
+    """As on the loop's connection (``dict(row)``): a join's ``*`` may name a column twice."""
+    store = await open_store(f"sqlite:///{tmp_path}/r.db")
+    try:
+        rows = await ReportsStore(store.db)._read("SELECT 1 AS v, 2 AS v")
+        assert rows == await store.db.fetchall("SELECT 1 AS v, 2 AS v") == [{"v": 1}]
+    finally:
+        await store.close()

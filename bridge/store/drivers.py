@@ -146,7 +146,9 @@ def _rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
 
 def _read_only(path: str) -> sqlite3.Connection:
     uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-    return sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    conn.row_factory = sqlite3.Row  # as the loop's connection: ``_rows`` may need ``dict(row)``
+    return conn
 
 
 class SqliteDatabase:
