@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 import pytest
 import structlog
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from bridge.privacy.pii import (
@@ -215,6 +215,9 @@ def test_property_any_mobile_in_chinese_text_is_redacted(
     assert [f.kind for f in findings] == ["mobile"]
 
 
+CHINESE_NUMERALS = set("〇零○◯一壹弌幺二贰貳弍三叁參弎四肆五伍六陆陸七柒八捌九玖两兩")
+
+
 @settings(max_examples=100, deadline=None)
 @given(before=chinese, after=chinese, digits=st.from_regex(r"[2-9][0-9]{0,24}", fullmatch=True))
 def test_property_plain_digit_runs_of_other_lengths_are_kept(
@@ -224,6 +227,9 @@ def test_property_plain_digit_runs_of_other_lengths_are_kept(
     # (IDs) are excluded because they legitimately may match.
     if len(digits) in (13, 15, 18):
         digits = digits[:-1]
+    # A Chinese numeral beside the run is read as a digit of it, as citizens write them
+    # (hypothesis found 零310200000二: 0310-2000002, a Handan landline, rightly masked).
+    assume(before[-1:] not in CHINESE_NUMERALS and after[:1] not in CHINESE_NUMERALS)
     text = before + digits + after
     assert redact(text) == (text, [])
 
